@@ -1,0 +1,167 @@
+use std::time::Duration;
+
+use metrics::{counter, gauge, histogram};
+
+use super::{Stage, metric};
+
+/// A message arrived at a connector or pipeline.
+#[derive(Debug)]
+pub struct MessageReceived<'a> {
+    pub connector: &'a str,
+    pub message_type: &'a str,
+}
+
+impl MessageReceived<'_> {
+    pub fn emit(self) {
+        tracing::debug!(
+            connector = self.connector,
+            message_type = self.message_type,
+            "message received"
+        );
+        counter!(metric::MESSAGES_RECEIVED, "connector" => self.connector.to_owned(), "message_type" => self.message_type.to_owned())
+            .increment(1);
+    }
+}
+
+/// A message left through a connector (Kafka record, MLLP message, HTTP call).
+#[derive(Debug)]
+pub struct MessageSent<'a> {
+    pub connector: &'a str,
+    pub message_type: &'a str,
+    pub count: u64,
+}
+
+impl MessageSent<'_> {
+    pub fn emit(self) {
+        counter!(metric::MESSAGES_SENT, "connector" => self.connector.to_owned(), "message_type" => self.message_type.to_owned())
+            .increment(self.count);
+    }
+}
+
+/// A message or event was seen before and had no second effect.
+#[derive(Debug)]
+pub struct DuplicateSkipped<'a> {
+    pub connector: &'a str,
+    pub event_id: &'a str,
+}
+
+impl DuplicateSkipped<'_> {
+    pub fn emit(self) {
+        tracing::info!(
+            connector = self.connector,
+            event_id = self.event_id,
+            "duplicate skipped"
+        );
+        counter!(metric::MESSAGES_DUPLICATE, "connector" => self.connector.to_owned()).increment(1);
+    }
+}
+
+/// A pipeline finished handling one message.
+#[derive(Debug)]
+pub struct MessageProcessed<'a> {
+    pub pipeline: &'a str,
+    pub message_type: &'a str,
+    pub elapsed: Duration,
+}
+
+impl MessageProcessed<'_> {
+    pub fn emit(self) {
+        histogram!(metric::PROCESSING_SECONDS, "pipeline" => self.pipeline.to_owned(), "message_type" => self.message_type.to_owned())
+            .record(self.elapsed.as_secs_f64());
+    }
+}
+
+/// A record went to the dead letters.
+#[derive(Debug)]
+pub struct DeadLettered<'a> {
+    pub pipeline: &'a str,
+    pub error_code: &'a str,
+    pub dead_letter_id: i64,
+}
+
+impl DeadLettered<'_> {
+    pub fn emit(self) {
+        tracing::warn!(
+            pipeline = self.pipeline,
+            error_code = self.error_code,
+            dead_letter_id = self.dead_letter_id,
+            "record dead-lettered"
+        );
+        counter!(metric::DEAD_LETTERS, "pipeline" => self.pipeline.to_owned(), "error_code" => self.error_code.to_owned())
+            .increment(1);
+    }
+}
+
+/// A component failed at some stage; `error_code` is a bounded identifier.
+pub struct ComponentError<'a> {
+    pub component: &'a str,
+    pub stage: Stage,
+    pub error_code: &'a str,
+    pub error: &'a dyn std::fmt::Display,
+}
+
+impl std::fmt::Debug for ComponentError<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ComponentError")
+            .field("component", &self.component)
+            .field("error_code", &self.error_code)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ComponentError<'_> {
+    pub fn emit(self) {
+        tracing::error!(
+            component = self.component,
+            stage = self.stage.as_str(),
+            error_code = self.error_code,
+            error = %self.error,
+            "component error"
+        );
+        counter!(
+            metric::ERRORS,
+            "component" => self.component.to_owned(),
+            "stage" => self.stage.as_str(),
+            "error_code" => self.error_code.to_owned()
+        )
+        .increment(1);
+    }
+}
+
+/// The outbox relay published a batch; `backlog` is what remains unsent.
+#[derive(Debug)]
+pub struct OutboxPublished {
+    pub count: u64,
+    pub backlog: i64,
+}
+
+impl OutboxPublished {
+    pub fn emit(self) {
+        if self.count > 0 {
+            tracing::debug!(count = self.count, backlog = self.backlog, "outbox batch published");
+        }
+        counter!(metric::OUTBOX_PUBLISHED).increment(self.count);
+        gauge!(metric::OUTBOX_BACKLOG).set(self.backlog as f64);
+    }
+}
+
+/// Records between a consumer group's position and the end of a partition.
+#[derive(Debug)]
+pub struct ConsumerLag<'a> {
+    pub group: &'a str,
+    pub topic: &'a str,
+    pub partition: i32,
+    pub lag: i64,
+}
+
+impl ConsumerLag<'_> {
+    pub fn emit(self) {
+        gauge!(
+            metric::CONSUMER_LAG,
+            "group" => self.group.to_owned(),
+            "topic" => self.topic.to_owned(),
+            "partition" => self.partition.to_string()
+        )
+        .set(self.lag as f64);
+    }
+}

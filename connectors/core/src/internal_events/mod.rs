@@ -1,0 +1,38 @@
+//! Internal events: each `emit` writes the log line and updates the metric
+//! together, so dashboards and logs cannot disagree. Metric names follow
+//! `carehub_<name>_<unit>_total`; labels hold bounded values only (connector,
+//! message type, error code), never ids, names or free text.
+
+mod backbone;
+pub use backbone::*;
+
+/// Metric names, in one place so dashboards have one list to read.
+pub mod metric {
+    pub const MESSAGES_RECEIVED: &str = "carehub_messages_received_total";
+    pub const MESSAGES_SENT: &str = "carehub_messages_sent_total";
+    pub const MESSAGES_DUPLICATE: &str = "carehub_messages_duplicate_total";
+    pub const PROCESSING_SECONDS: &str = "carehub_processing_duration_seconds";
+    pub const DEAD_LETTERS: &str = "carehub_dead_letters_total";
+    pub const OUTBOX_BACKLOG: &str = "carehub_outbox_backlog_events";
+    pub const OUTBOX_PUBLISHED: &str = "carehub_outbox_published_events_total";
+    pub const CONSUMER_LAG: &str = "carehub_consumer_lag_records";
+    pub const ERRORS: &str = "carehub_component_errors_total";
+}
+
+/// Where in a component an error happened (vector's instrumentation spec).
+#[derive(Debug, Clone, Copy)]
+pub enum Stage {
+    Receiving,
+    Processing,
+    Sending,
+}
+
+impl Stage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Receiving => "receiving",
+            Stage::Processing => "processing",
+            Stage::Sending => "sending",
+        }
+    }
+}

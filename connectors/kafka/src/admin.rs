@@ -1,0 +1,67 @@
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::types::RDKafkaErrorCode;
+
+use crate::{Error, KafkaConfig, Result};
+
+/// A topic carehub needs.
+#[derive(Debug, Clone)]
+pub struct TopicSpec {
+    pub name: String,
+    pub partitions: Option<i32>,
+}
+
+impl TopicSpec {
+    pub fn new(name: impl Into<String>) -> Self {
+        TopicSpec {
+            name: name.into(),
+            partitions: None,
+        }
+    }
+}
+
+/// Creates the topics that do not exist yet. Existing topics are left as they are.
+pub async fn ensure_topics(cfg: &KafkaConfig, topics: &[TopicSpec]) -> Result<()> {
+    let admin: AdminClient<DefaultClientContext> = cfg.client_config().create()?;
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|t| {
+            NewTopic::new(
+                &t.name,
+                t.partitions.unwrap_or(cfg.topic_partitions),
+                TopicReplication::Fixed(cfg.replication_factor),
+            )
+        })
+        .collect();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    for result in admin.create_topics(&new, &opts).await? {
+        match result {
+            Ok(topic) => tracing::info!(topic, "topic created"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => {
+                return Err(Error::CreateTopic {
+                    topic,
+                    reason: code.to_string(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// True when the broker answers a metadata request within `timeout`. Uses the
+/// producer's own connection, so a readiness probe opens nothing new.
+pub async fn broker_reachable(producer: &FutureProducer, timeout: Duration) -> bool {
+    let producer = producer.clone();
+    tokio::task::spawn_blocking(move || {
+        producer
+            .client()
+            .fetch_metadata(None, timeout)
+            .is_ok_and(|m| !m.brokers().is_empty())
+    })
+    .await
+    .unwrap_or(false)
+}

@@ -1,0 +1,70 @@
+use std::collections::BTreeMap;
+
+use rdkafka::ClientConfig;
+use serde::{Deserialize, Serialize};
+
+/// How carehub reaches the Kafka-protocol broker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, comma separated (`host:port,host:port`).
+    #[serde(default = "default_brokers")]
+    pub brokers: String,
+    /// Client id sent to the broker (appears in broker logs and quotas).
+    #[serde(default = "default_client_id")]
+    pub client_id: String,
+    /// Partitions of the topics carehub creates at start-up.
+    #[serde(default = "default_partitions")]
+    pub topic_partitions: i32,
+    /// Replication factor of the topics carehub creates.
+    #[serde(default = "default_replication")]
+    pub replication_factor: i32,
+    /// Milliseconds a produced record may wait for acknowledgement before it fails.
+    #[serde(default = "default_message_timeout_ms")]
+    pub message_timeout_ms: u32,
+    /// Extra librdkafka properties (TLS, SASL, tuning) passed as they are.
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+fn default_brokers() -> String {
+    "127.0.0.1:9092".to_owned()
+}
+fn default_client_id() -> String {
+    "carehub".to_owned()
+}
+const fn default_partitions() -> i32 {
+    3
+}
+const fn default_replication() -> i32 {
+    1
+}
+const fn default_message_timeout_ms() -> u32 {
+    30_000
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: default_brokers(),
+            client_id: default_client_id(),
+            topic_partitions: default_partitions(),
+            replication_factor: default_replication(),
+            message_timeout_ms: default_message_timeout_ms(),
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+impl KafkaConfig {
+    /// The base librdkafka configuration every carehub client starts from.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut cfg = ClientConfig::new();
+        cfg.set("bootstrap.servers", &self.brokers)
+            .set("client.id", &self.client_id);
+        for (k, v) in &self.properties {
+            cfg.set(k, v);
+        }
+        cfg
+    }
+}

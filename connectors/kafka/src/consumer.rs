@@ -1,0 +1,263 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use carehub_core::internal_events::{ComponentError, ConsumerLag, Stage};
+use carehub_pipeline::{Engine, InboundRecord, Processed};
+use rdkafka::Message;
+use rdkafka::Offset;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use tokio::sync::watch;
+
+use crate::relay::wait;
+use crate::{Error, KafkaConfig, Result};
+
+/// The dead-letter topic of `topic`.
+pub fn dlq_topic(topic: &str) -> String {
+    format!("{topic}.dlq")
+}
+
+/// A record taken from the consumer, detached from librdkafka's buffers.
+#[derive(Debug, Clone)]
+pub struct KafkaRecord(OwnedMessage);
+
+impl KafkaRecord {
+    pub fn topic(&self) -> &str {
+        self.0.topic()
+    }
+    pub fn partition(&self) -> i32 {
+        self.0.partition()
+    }
+    pub fn offset(&self) -> i64 {
+        self.0.offset()
+    }
+    pub fn payload(&self) -> &[u8] {
+        self.0.payload().unwrap_or_default()
+    }
+}
+
+/// Feeds one consumer group into one pipeline.
+///
+/// Per record: [`receive`](Self::receive), then [`handle`](Self::handle) (the
+/// pipeline's PostgreSQL transaction commits), then
+/// [`acknowledge`](Self::acknowledge) (the offset is stored; librdkafka
+/// commits stored offsets every second, on rebalance and on close). A crash
+/// before `acknowledge` redelivers the record, and the pipeline finds it
+/// already applied. Transient storage failures are retried with backoff and
+/// never skip a record.
+pub struct ConsumerRunner {
+    consumer: Arc<StreamConsumer>,
+    producer: FutureProducer,
+    engine: Engine,
+    group: String,
+    topic: String,
+}
+
+impl std::fmt::Debug for ConsumerRunner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsumerRunner")
+            .field("group", &self.group)
+            .field("topic", &self.topic)
+            .finish()
+    }
+}
+
+impl ConsumerRunner {
+    /// Joins `group` on `topic`. `producer` forwards dead letters to `<topic>.dlq`.
+    pub fn new(cfg: &KafkaConfig, group: &str, topic: &str, engine: Engine, producer: FutureProducer) -> Result<Self> {
+        let consumer: StreamConsumer = cfg
+            .client_config()
+            .set("group.id", group)
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "1000")
+            // Offsets are stored by `acknowledge`, only after the pipeline committed.
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "10000")
+            .create()?;
+        consumer.subscribe(&[topic])?;
+        Ok(ConsumerRunner {
+            consumer: Arc::new(consumer),
+            producer,
+            engine,
+            group: group.to_owned(),
+            topic: topic.to_owned(),
+        })
+    }
+
+    pub async fn receive(&self) -> Result<KafkaRecord> {
+        let msg = self.consumer.recv().await?;
+        Ok(KafkaRecord(msg.detach()))
+    }
+
+    /// Runs the record through the pipeline, retrying while storage is down.
+    pub async fn handle(&self, rec: &KafkaRecord, shutdown: &mut watch::Receiver<bool>) -> Option<Processed> {
+        let inbound = InboundRecord {
+            topic: rec.topic(),
+            partition: Some(rec.partition()),
+            offset: Some(rec.offset()),
+            key: rec.0.key(),
+            payload: rec.payload(),
+        };
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.engine.process(&inbound).await {
+                Ok(processed) => return Some(processed),
+                Err(e) => {
+                    ComponentError {
+                        component: "kafka_consumer",
+                        stage: Stage::Processing,
+                        error_code: "store_unavailable",
+                        error: &e,
+                    }
+                    .emit();
+                    if wait(shutdown, backoff).await {
+                        return None;
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+
+    /// Forwards a new dead letter to `<topic>.dlq` with its reason in headers.
+    async fn forward_dead_letter(&self, rec: &KafkaRecord, id: i64, code: &str, reason: &str) -> Result<()> {
+        let topic = dlq_topic(rec.topic());
+        let id = id.to_string();
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "carehub-dead-letter-id",
+                value: Some(id.as_bytes()),
+            })
+            .insert(Header {
+                key: "carehub-error-code",
+                value: Some(code.as_bytes()),
+            })
+            .insert(Header {
+                key: "carehub-reason",
+                value: Some(reason.as_bytes()),
+            })
+            .insert(Header {
+                key: "carehub-original-topic",
+                value: Some(rec.topic().as_bytes()),
+            });
+        let mut record = FutureRecord::to(&topic).payload(rec.payload()).headers(headers);
+        if let Some(key) = rec.0.key() {
+            record = record.key(key);
+        }
+        self.producer
+            .send(record, Duration::from_secs(30))
+            .await
+            .map(|_| ())
+            .map_err(|(e, _)| Error::Kafka(e))
+    }
+
+    /// Stores the record's offset for the next commit.
+    pub fn acknowledge(&self, rec: &KafkaRecord) -> Result<()> {
+        self.consumer
+            .store_offset(rec.topic(), rec.partition(), rec.offset() + 1)?;
+        Ok(())
+    }
+
+    /// Receives, handles and acknowledges records until `shutdown`.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        tracing::info!(group = %self.group, topic = %self.topic, "consumer started");
+        let lag = tokio::spawn(report_lag(self.consumer.clone(), self.group.clone(), shutdown.clone()));
+        loop {
+            let rec = tokio::select! {
+                r = self.receive() => r,
+                _ = shutdown.changed() => break,
+            };
+            let rec = match rec {
+                Ok(rec) => rec,
+                Err(e) => {
+                    ComponentError {
+                        component: "kafka_consumer",
+                        stage: Stage::Receiving,
+                        error_code: "receive_failed",
+                        error: &e,
+                    }
+                    .emit();
+                    if wait(&mut shutdown, Duration::from_secs(1)).await {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            let Some(processed) = self.handle(&rec, &mut shutdown).await else {
+                break;
+            };
+            if let Processed::DeadLettered { id, code, reason, .. } = &processed {
+                let mut backoff = Duration::from_millis(200);
+                while let Err(e) = self.forward_dead_letter(&rec, *id, code, reason).await {
+                    ComponentError {
+                        component: "kafka_consumer",
+                        stage: Stage::Sending,
+                        error_code: "dlq_forward_failed",
+                        error: &e,
+                    }
+                    .emit();
+                    if wait(&mut shutdown, backoff).await {
+                        // Not acknowledged: redelivered after restart, and the
+                        // engine finds the open dead letter instead of a new one.
+                        lag.abort();
+                        return;
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+            if let Err(e) = self.acknowledge(&rec) {
+                ComponentError {
+                    component: "kafka_consumer",
+                    stage: Stage::Processing,
+                    error_code: "offset_store_failed",
+                    error: &e,
+                }
+                .emit();
+            }
+        }
+        lag.abort();
+        // Commit what was acknowledged before leaving the group.
+        if let Err(e) = self.consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync) {
+            tracing::debug!(error = %e, "final offset commit skipped");
+        }
+        tracing::info!(group = %self.group, "consumer stopped");
+    }
+}
+
+/// Reports records between the group's position and each partition's end.
+async fn report_lag(consumer: Arc<StreamConsumer>, group: String, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        if wait(&mut shutdown, Duration::from_secs(5)).await {
+            return;
+        }
+        let c = consumer.clone();
+        let lags = tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            let Ok(position) = c.position() else { return out };
+            for el in position.elements() {
+                let Ok((_, high)) = c.fetch_watermarks(el.topic(), el.partition(), Duration::from_secs(2)) else {
+                    continue;
+                };
+                let pos = match el.offset() {
+                    Offset::Offset(o) => o,
+                    _ => continue,
+                };
+                out.push((el.topic().to_owned(), el.partition(), (high - pos).max(0)));
+            }
+            out
+        })
+        .await
+        .unwrap_or_default();
+        for (topic, partition, lag) in lags {
+            ConsumerLag {
+                group: &group,
+                topic: &topic,
+                partition,
+                lag,
+            }
+            .emit();
+        }
+    }
+}

@@ -1,0 +1,44 @@
+//! carehub's Kafka plumbing, on rdkafka (librdkafka).
+//!
+//! - [`KafkaConfig`]: brokers and client settings.
+//! - [`ensure_topics`]: creates topics at start-up (the broker here does not auto-create).
+//! - [`idempotent_producer`]: `enable.idempotence=true`, `acks=all`.
+//! - [`OutboxRelay`]: publishes the transactional outbox in order, then marks it sent.
+//! - [`ConsumerRunner`]: feeds a consumer group into a pipeline [`Engine`](carehub_pipeline::Engine)
+//!   and stores each offset only after the pipeline's transaction committed.
+
+mod admin;
+mod config;
+mod consumer;
+mod producer;
+mod relay;
+
+pub use admin::{TopicSpec, broker_reachable, ensure_topics};
+pub use config::KafkaConfig;
+pub use consumer::{ConsumerRunner, KafkaRecord, dlq_topic};
+pub use producer::idempotent_producer;
+pub use relay::{OutboxRelay, RelayConfig};
+
+/// Errors of the Kafka plumbing.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("creating topic {topic}: {reason}")]
+    CreateTopic { topic: String, reason: String },
+    #[error(transparent)]
+    Store(#[from] carehub_schema::Error),
+    #[error(transparent)]
+    Pipeline(#[from] carehub_pipeline::Error),
+    #[error("kafka consumer stream ended")]
+    StreamEnded,
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        Error::Store(e.into())
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

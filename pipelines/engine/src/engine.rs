@@ -1,0 +1,378 @@
+use std::sync::Arc;
+use std::time::Instant;
+
+use carehub_core::internal_events::{DeadLettered, DuplicateSkipped, MessageProcessed, MessageReceived};
+use carehub_schema::{
+    Action, ActorKind, AuditEntry, AuditLog, DeadLetters, Envelope, MessageStore, NewDeadLetter, NewMessage, consumed,
+};
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::{Context, Error, Handler, HandlerError, Result};
+
+/// A record as a source delivers it (a Kafka record, or a dead letter replayed).
+#[derive(Debug, Clone, Copy)]
+pub struct InboundRecord<'a> {
+    pub topic: &'a str,
+    pub partition: Option<i32>,
+    pub offset: Option<i64>,
+    pub key: Option<&'a [u8]>,
+    pub payload: &'a [u8],
+}
+
+/// What happened to one record. Every variant means "acknowledge it".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Processed {
+    Applied {
+        message_id: Uuid,
+    },
+    /// Already applied by this pipeline: no second effect.
+    Duplicate {
+        event_id: String,
+    },
+    /// Stored as a dead letter; the source should also forward it to `<topic>.dlq`.
+    DeadLettered {
+        id: i64,
+        code: &'static str,
+        reason: String,
+        new: bool,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplayOutcome {
+    Applied {
+        message_id: Uuid,
+    },
+    /// The pipeline applied the event in the meantime (redelivered): closed.
+    AlreadyApplied,
+    /// It fails again; the dead letter stays open with the new reason.
+    StillFailing {
+        code: &'static str,
+        reason: String,
+    },
+    NotOpen {
+        status: String,
+    },
+}
+
+/// Runs one [`Handler`] over records with exactly-once effects.
+#[derive(Clone)]
+pub struct Engine {
+    pool: PgPool,
+    handler: Arc<dyn Handler>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("pipeline", &self.handler.name())
+            .finish()
+    }
+}
+
+const CONNECTOR: &str = "kafka";
+
+fn source_key(rec: &InboundRecord<'_>, env: Option<&Envelope>) -> String {
+    match env {
+        Some(env) => format!("kafka:{}:{}", rec.topic, env.id),
+        // Without an envelope there is no event id: the record's position is its identity.
+        None => format!(
+            "kafka:{}/{}/{}",
+            rec.topic,
+            rec.partition.map_or("-".into(), |p| p.to_string()),
+            rec.offset.map_or("-".into(), |o| o.to_string())
+        ),
+    }
+}
+
+impl Engine {
+    pub fn new(pool: PgPool, handler: Arc<dyn Handler>) -> Self {
+        Engine { pool, handler }
+    }
+
+    pub fn name(&self) -> &str {
+        self.handler.name()
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Handles one record. `Ok` means the record may be acknowledged; `Err`
+    /// means storage is unavailable and the record must be delivered again.
+    pub async fn process(&self, rec: &InboundRecord<'_>) -> Result<Processed> {
+        let started = Instant::now();
+        let name = self.handler.name();
+        let origin = format!("kafka:{}", rec.topic);
+        let (env, rejection) = match Envelope::from_slice(rec.payload) {
+            Ok(env) if self.handler.accepts(&env.event_type) => (Some(env), None),
+            Ok(env) => {
+                let reason = format!("pipeline {name} does not handle event type {:?}", env.event_type);
+                (Some(env), Some(HandlerError::rejected("unknown_type", reason)))
+            }
+            Err(e) => (None, Some(HandlerError::rejected("invalid_envelope", e.to_string()))),
+        };
+        let message_type = env.as_ref().map_or("unparsed", |e| e.event_type.as_str());
+        MessageReceived {
+            connector: name,
+            message_type,
+        }
+        .emit();
+
+        let mut tx = self.pool.begin().await?;
+        let key = source_key(rec, env.as_ref());
+        let ingested = MessageStore::ingest(
+            &mut tx,
+            &NewMessage {
+                connector: CONNECTOR,
+                protocol: "kafka",
+                message_type: env.as_ref().map(|e| e.event_type.as_str()),
+                control_id: env.as_ref().map(|e| e.id.as_str()),
+                source_key: &key,
+                origin: Some(&origin),
+                raw: rec.payload,
+            },
+        )
+        .await?;
+        let message_id = ingested.id();
+
+        if ingested.is_duplicate() {
+            // A redelivered poison record must not open a second dead letter.
+            let open: Option<(i64, String, String)> = sqlx::query_as(
+                "SELECT id, error_code, reason FROM dead_letter
+                 WHERE consumer = $1 AND message_id = $2 AND status = 'open' ORDER BY id LIMIT 1",
+            )
+            .bind(name)
+            .bind(message_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some((id, code, reason)) = open {
+                tx.rollback().await?;
+                let code = static_code(&code);
+                return Ok(Processed::DeadLettered {
+                    id,
+                    code,
+                    reason,
+                    new: false,
+                });
+            }
+        }
+
+        let result = match (rejection, &env) {
+            (Some(rejected), _) => Err(rejected),
+            (None, Some(env)) => {
+                let ctx = Context {
+                    message_id,
+                    origin: origin.clone(),
+                    replay: false,
+                };
+                match self.claim_and_handle(&mut tx, &ctx, env).await {
+                    Ok(None) => {
+                        tx.rollback().await?;
+                        DuplicateSkipped {
+                            connector: name,
+                            event_id: &env.id,
+                        }
+                        .emit();
+                        return Ok(Processed::Duplicate {
+                            event_id: env.id.clone(),
+                        });
+                    }
+                    Ok(Some(handled)) => Ok(handled),
+                    Err(e) => Err(e),
+                }
+            }
+            (None, None) => Err(HandlerError::rejected("invalid_envelope", "no envelope")),
+        };
+
+        match result {
+            Ok(handled) => {
+                MessageStore::mark_processed(&mut tx, message_id, handled.patient_id).await?;
+                let mut audit = vec![
+                    AuditEntry::new(ActorKind::Connector, CONNECTOR, Action::Ingest, "message")
+                        .entity(message_id)
+                        .message(Some(message_id))
+                        .origin(origin.clone()),
+                ];
+                audit.extend(handled.audit);
+                AuditLog::append(&mut tx, &audit).await?;
+                tx.commit().await?;
+                MessageProcessed {
+                    pipeline: name,
+                    message_type,
+                    elapsed: started.elapsed(),
+                }
+                .emit();
+                Ok(Processed::Applied { message_id })
+            }
+            Err(HandlerError::Store(e)) if e.is_transient() => Err(Error::Store(e)),
+            Err(err) => {
+                let (code, reason) = rejection_of(err);
+                MessageStore::mark_failed(&mut tx, message_id, &reason).await?;
+                let id = DeadLetters::insert(
+                    &mut tx,
+                    &NewDeadLetter {
+                        consumer: name,
+                        topic: rec.topic,
+                        partition: rec.partition,
+                        offset: rec.offset,
+                        key: rec.key,
+                        payload: rec.payload,
+                        event_id: env.as_ref().map(|e| e.id.as_str()),
+                        message_id: Some(message_id),
+                        error_code: code,
+                        reason: &reason,
+                    },
+                )
+                .await?;
+                AuditLog::append(
+                    &mut tx,
+                    &[
+                        AuditEntry::new(ActorKind::Connector, CONNECTOR, Action::Ingest, "message")
+                            .entity(message_id)
+                            .message(Some(message_id))
+                            .origin(origin)
+                            .detail(serde_json::json!({ "dead_letter": id, "error_code": code })),
+                    ],
+                )
+                .await?;
+                tx.commit().await?;
+                DeadLettered {
+                    pipeline: name,
+                    error_code: code,
+                    dead_letter_id: id,
+                }
+                .emit();
+                Ok(Processed::DeadLettered {
+                    id,
+                    code,
+                    reason,
+                    new: true,
+                })
+            }
+        }
+    }
+
+    /// Claims the event for this pipeline and runs the handler, both inside a
+    /// savepoint: a rejection undoes the handler's writes and the claim (so a
+    /// replay can apply the event later) while the message row and the dead
+    /// letter still commit. `Ok(None)`: the event was applied before.
+    async fn claim_and_handle(
+        &self,
+        tx: &mut PgConnection,
+        ctx: &Context,
+        env: &Envelope,
+    ) -> Result<Option<crate::Handled>, HandlerError> {
+        sqlx::query("SAVEPOINT handler").execute(&mut *tx).await?;
+        if !consumed::claim(tx, self.handler.name(), &env.id).await? {
+            sqlx::query("RELEASE SAVEPOINT handler").execute(&mut *tx).await?;
+            return Ok(None);
+        }
+        let result = self.handler.handle(tx, ctx, env).await;
+        match &result {
+            Ok(_) => sqlx::query("RELEASE SAVEPOINT handler").execute(&mut *tx).await?,
+            Err(HandlerError::Store(e)) if e.is_transient() => return result.map(Some),
+            Err(_) => sqlx::query("ROLLBACK TO SAVEPOINT handler").execute(&mut *tx).await?,
+        };
+        result.map(Some)
+    }
+
+    /// Replays dead letter `id` through this pipeline now. `actor` names the
+    /// operator for the audit trail.
+    pub async fn replay(&self, id: i64, actor: &str) -> Result<ReplayOutcome> {
+        let name = self.handler.name();
+        let mut tx = self.pool.begin().await?;
+        let dl = match DeadLetters::lock(&mut tx, id).await {
+            Ok(dl) => dl,
+            Err(carehub_schema::Error::NotFound { .. }) => return Err(Error::UnknownDeadLetter(id)),
+            Err(e) => return Err(e.into()),
+        };
+        if dl.consumer != name {
+            return Err(Error::WrongPipeline {
+                id,
+                consumer: dl.consumer,
+                pipeline: name.to_owned(),
+            });
+        }
+        if dl.status != "open" {
+            return Ok(ReplayOutcome::NotOpen { status: dl.status });
+        }
+        let message_id = dl.message_id.unwrap_or_else(Uuid::now_v7);
+        let origin = format!("kafka:{}", dl.topic);
+
+        let result = match Envelope::from_slice(&dl.payload) {
+            Err(e) => Err(HandlerError::rejected("invalid_envelope", e.to_string())),
+            Ok(env) if !self.handler.accepts(&env.event_type) => Err(HandlerError::rejected(
+                "unknown_type",
+                format!("pipeline {name} does not handle event type {:?}", env.event_type),
+            )),
+            Ok(env) => {
+                let ctx = Context {
+                    message_id,
+                    origin: origin.clone(),
+                    replay: true,
+                };
+                match self.claim_and_handle(&mut tx, &ctx, &env).await {
+                    Ok(None) => {
+                        DeadLetters::mark_replayed(&mut tx, id).await?;
+                        tx.commit().await?;
+                        return Ok(ReplayOutcome::AlreadyApplied);
+                    }
+                    Ok(Some(handled)) => Ok(handled),
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        match result {
+            Ok(handled) => {
+                MessageStore::mark_processed(&mut tx, message_id, handled.patient_id).await?;
+                DeadLetters::mark_replayed(&mut tx, id).await?;
+                let mut audit = vec![
+                    AuditEntry::new(ActorKind::User, actor, Action::Replay, "dead_letter")
+                        .entity(id)
+                        .message(Some(message_id))
+                        .origin(origin),
+                ];
+                audit.extend(handled.audit);
+                AuditLog::append(&mut tx, &audit).await?;
+                tx.commit().await?;
+                Ok(ReplayOutcome::Applied { message_id })
+            }
+            Err(HandlerError::Store(e)) if e.is_transient() => Err(Error::Store(e)),
+            Err(err) => {
+                let (code, reason) = rejection_of(err);
+                sqlx::query(
+                    "UPDATE dead_letter SET error_code = $2, reason = $3, replay_count = replay_count + 1
+                     WHERE id = $1",
+                )
+                .bind(id)
+                .bind(code)
+                .bind(&reason)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(ReplayOutcome::StillFailing { code, reason })
+            }
+        }
+    }
+}
+
+fn rejection_of(err: HandlerError) -> (&'static str, String) {
+    match err {
+        HandlerError::Rejected { code, reason } => (code, reason),
+        HandlerError::Store(e) => ("store_error", e.to_string()),
+    }
+}
+
+/// Error codes are a bounded set; map a stored one back for the metric label.
+fn static_code(code: &str) -> &'static str {
+    match code {
+        "invalid_envelope" => "invalid_envelope",
+        "unknown_type" => "unknown_type",
+        "invalid_data" => "invalid_data",
+        "unknown_reference" => "unknown_reference",
+        "store_error" => "store_error",
+        _ => "other",
+    }
+}

@@ -1,0 +1,67 @@
+use async_trait::async_trait;
+use carehub_schema::Envelope;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+/// What a handler knows about the record it handles.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// The message-store id of the record: stamp it on every canonical write
+    /// (`source_message_id`) and audit entry (provenance).
+    pub message_id: Uuid,
+    /// Where the record came from (`kafka:<topic>`), for the audit trail.
+    pub origin: String,
+    /// True when an operator replays a dead letter.
+    pub replay: bool,
+}
+
+/// A handled record's result.
+#[derive(Debug, Clone, Default)]
+pub struct Handled {
+    /// The patient the record concerned, indexed on the stored message.
+    pub patient_id: Option<Uuid>,
+    /// Audit entries for what the handler changed; the engine appends them
+    /// after its own `ingest` entry, at the end of the transaction.
+    pub audit: Vec<carehub_schema::AuditEntry>,
+}
+
+/// Why a handler did not apply a record.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// The record cannot be applied as it is: dead-letter it with this reason.
+    /// `code` is bounded (`unknown_type`, `invalid_data`, `unknown_reference`).
+    #[error("{code}: {reason}")]
+    Rejected { code: &'static str, reason: String },
+    /// The store failed; transient failures are retried, others dead-lettered.
+    #[error(transparent)]
+    Store(#[from] carehub_schema::Error),
+}
+
+impl From<sqlx::Error> for HandlerError {
+    fn from(e: sqlx::Error) -> Self {
+        HandlerError::Store(e.into())
+    }
+}
+
+impl HandlerError {
+    pub fn rejected(code: &'static str, reason: impl Into<String>) -> Self {
+        HandlerError::Rejected {
+            code,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// One pipeline's logic. It runs inside the engine's transaction: everything
+/// it writes (canonical rows, outbox events, audit entries) commits together
+/// or not at all, so it needs no idempotency of its own.
+#[async_trait]
+pub trait Handler: Send + Sync {
+    /// Stable name: the consumer identity for deduplication and dead letters.
+    fn name(&self) -> &str;
+
+    /// Event types this pipeline accepts; others are dead-lettered as `unknown_type`.
+    fn accepts(&self, event_type: &str) -> bool;
+
+    async fn handle(&self, conn: &mut PgConnection, ctx: &Context, event: &Envelope) -> Result<Handled, HandlerError>;
+}

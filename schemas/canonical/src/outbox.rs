@@ -1,0 +1,76 @@
+//! The transactional outbox, table side. `carehub-kafka`'s OutboxRelay publishes it.
+//!
+//! Ordering rule: events for one key must be enqueued by transactions that
+//! first lock that key's aggregate row (an UPDATE or SELECT … FOR UPDATE of
+//! the patient, order, …). Then ids, which the relay publishes in order, follow
+//! commit order for that key.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::{Envelope, Result};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub event_id: Uuid,
+    pub topic: String,
+    pub key: String,
+    pub payload: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+    pub sent_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Outbox;
+
+impl Outbox {
+    /// Queues `event` for `topic` under partition key `key`, in the caller's transaction.
+    pub async fn enqueue(conn: &mut PgConnection, topic: &str, key: &str, event: &Envelope) -> Result<i64> {
+        let event_id = Uuid::parse_str(&event.id)
+            .map_err(|_| crate::Error::Invalid(format!("outbox event id {:?} is not a UUID", event.id)))?;
+        let (id,): (i64,) =
+            sqlx::query_as("INSERT INTO outbox (event_id, topic, key, payload) VALUES ($1, $2, $3, $4) RETURNING id")
+                .bind(event_id)
+                .bind(topic)
+                .bind(key)
+                .bind(serde_json::to_value(event)?)
+                .fetch_one(&mut *conn)
+                .await?;
+        Ok(id)
+    }
+
+    /// The oldest unsent rows, in id order.
+    pub async fn unsent(pool: &PgPool, limit: i64) -> Result<Vec<OutboxRow>> {
+        Ok(
+            sqlx::query_as("SELECT * FROM outbox WHERE sent_at IS NULL ORDER BY id LIMIT $1")
+                .bind(limit)
+                .fetch_all(pool)
+                .await?,
+        )
+    }
+
+    pub async fn mark_sent(pool: &PgPool, ids: &[i64]) -> Result<()> {
+        sqlx::query("UPDATE outbox SET sent_at = now() WHERE id = ANY($1) AND sent_at IS NULL")
+            .bind(ids)
+            .execute(pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Number of rows not yet published.
+    pub async fn backlog(pool: &PgPool) -> Result<i64> {
+        let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
+            .fetch_one(pool)
+            .await?;
+        Ok(n)
+    }
+
+    pub async fn by_event(pool: &PgPool, event_id: Uuid) -> Result<Option<OutboxRow>> {
+        Ok(sqlx::query_as("SELECT * FROM outbox WHERE event_id = $1")
+            .bind(event_id)
+            .fetch_optional(pool)
+            .await?)
+    }
+}

@@ -1,0 +1,254 @@
+//! Writes and reads of canonical entities, composed by pipelines inside their
+//! transaction. Each write stamps `source_message_id` (provenance); the
+//! pipeline appends the matching audit entries.
+
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::model::{Identifier, Organization, OrganizationKind, Patient, PatientIdentifier, Sex};
+use crate::{Error, Result};
+
+/// Whether an upsert created the entity or changed an existing one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Upserted {
+    pub id: Uuid,
+    pub created: bool,
+    pub version: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrganizationData {
+    pub kind: OrganizationKind,
+    pub name: String,
+    pub identifier: Identifier,
+    #[serde(default)]
+    pub phone: Option<String>,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub address: Option<serde_json::Value>,
+}
+
+/// Creates or updates the organization named by its identifier.
+pub async fn upsert_organization(
+    conn: &mut PgConnection,
+    org: &OrganizationData,
+    source_message_id: Option<Uuid>,
+) -> Result<Upserted> {
+    let (id, version, created): (Uuid, i32, bool) = sqlx::query_as(
+        "INSERT INTO organization (id, kind, name, identifier_system, identifier_value, phone, email,
+                                   address, source_message_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+         ON CONFLICT (identifier_system, identifier_value) DO UPDATE
+            SET kind = EXCLUDED.kind, name = EXCLUDED.name, phone = EXCLUDED.phone,
+                email = EXCLUDED.email, address = EXCLUDED.address,
+                source_message_id = EXCLUDED.source_message_id,
+                version = organization.version + 1, updated_at = now()
+         RETURNING id, version, (xmax = 0) AS created",
+    )
+    .bind(Uuid::now_v7())
+    .bind(org.kind.as_str())
+    .bind(&org.name)
+    .bind(&org.identifier.system)
+    .bind(&org.identifier.value)
+    .bind(&org.phone)
+    .bind(&org.email)
+    .bind(&org.address)
+    .bind(source_message_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(Upserted { id, created, version })
+}
+
+pub async fn find_organization(conn: &mut PgConnection, identifier: &Identifier) -> Result<Option<Organization>> {
+    Ok(
+        sqlx::query_as("SELECT * FROM organization WHERE identifier_system = $1 AND identifier_value = $2")
+            .bind(&identifier.system)
+            .bind(&identifier.value)
+            .fetch_optional(&mut *conn)
+            .await?,
+    )
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HumanName {
+    #[serde(default)]
+    pub family: Option<String>,
+    #[serde(default)]
+    pub given: Vec<String>,
+}
+
+/// What a source knows about a patient.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatientData {
+    /// At least one; the patient is matched by any of them.
+    pub identifiers: Vec<Identifier>,
+    #[serde(default)]
+    pub name: Option<HumanName>,
+    #[serde(default)]
+    pub birth_date: Option<NaiveDate>,
+    #[serde(default)]
+    pub sex: Option<Sex>,
+    #[serde(default)]
+    pub phone: Option<String>,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub address: Option<serde_json::Value>,
+    /// The clinic that manages the patient, by its identifier; it must exist.
+    #[serde(default)]
+    pub managing_organization: Option<Identifier>,
+}
+
+/// Why a patient write was refused: the caller dead-letters it with this reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PatientRejected {
+    #[error("a patient needs at least one identifier")]
+    NoIdentifier,
+    #[error("identifiers name {0} different patients")]
+    AmbiguousIdentifiers(usize),
+    #[error("managing organization {system}|{value} is unknown")]
+    UnknownOrganization { system: String, value: String },
+}
+
+/// Creates or updates a patient matched by identifier. The matched row is
+/// locked first (ordering rule of the outbox). Returns `Ok(Err(_))` when the
+/// data is refused for a reason that fixing the data or the reference fixes.
+pub async fn upsert_patient(
+    conn: &mut PgConnection,
+    data: &PatientData,
+    source_message_id: Option<Uuid>,
+) -> Result<Result<Upserted, PatientRejected>> {
+    if data.identifiers.is_empty() {
+        return Ok(Err(PatientRejected::NoIdentifier));
+    }
+    let org_id = match &data.managing_organization {
+        None => None,
+        Some(ident) => match find_organization(conn, ident).await? {
+            Some(org) => Some(org.id),
+            None => {
+                return Ok(Err(PatientRejected::UnknownOrganization {
+                    system: ident.system.clone(),
+                    value: ident.value.clone(),
+                }));
+            }
+        },
+    };
+    let systems: Vec<&str> = data.identifiers.iter().map(|i| i.system.as_str()).collect();
+    let values: Vec<&str> = data.identifiers.iter().map(|i| i.value.as_str()).collect();
+    let matches: Vec<(Uuid,)> = sqlx::query_as(
+        "SELECT p.id FROM patient p
+         WHERE p.id IN (SELECT i.patient_id FROM patient_identifier i
+                          JOIN UNNEST($1::text[], $2::text[]) AS k(system, value)
+                            ON k.system = i.system AND k.value = i.value)
+         ORDER BY p.id FOR UPDATE",
+    )
+    .bind(&systems)
+    .bind(&values)
+    .fetch_all(&mut *conn)
+    .await?;
+    if matches.len() > 1 {
+        return Ok(Err(PatientRejected::AmbiguousIdentifiers(matches.len())));
+    }
+    let name = data.name.clone().unwrap_or(HumanName {
+        family: None,
+        given: vec![],
+    });
+    let sex = data.sex.map(Sex::as_str);
+    let upserted = match matches.first() {
+        Some((id,)) => {
+            let (version,): (i32,) = sqlx::query_as(
+                "UPDATE patient SET family_name = $2, given_names = $3, birth_date = $4, sex = $5,
+                        phone = $6, email = $7, address = $8,
+                        managing_organization_id = COALESCE($9, managing_organization_id),
+                        source_message_id = $10, version = version + 1, updated_at = now()
+                 WHERE id = $1 RETURNING version",
+            )
+            .bind(id)
+            .bind(&name.family)
+            .bind(&name.given)
+            .bind(data.birth_date)
+            .bind(sex)
+            .bind(&data.phone)
+            .bind(&data.email)
+            .bind(&data.address)
+            .bind(org_id)
+            .bind(source_message_id)
+            .fetch_one(&mut *conn)
+            .await?;
+            Upserted {
+                id: *id,
+                created: false,
+                version,
+            }
+        }
+        None => {
+            let id = Uuid::now_v7();
+            sqlx::query(
+                "INSERT INTO patient (id, family_name, given_names, birth_date, sex, phone, email, address,
+                                      managing_organization_id, source_message_id)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            )
+            .bind(id)
+            .bind(&name.family)
+            .bind(&name.given)
+            .bind(data.birth_date)
+            .bind(sex)
+            .bind(&data.phone)
+            .bind(&data.email)
+            .bind(&data.address)
+            .bind(org_id)
+            .bind(source_message_id)
+            .execute(&mut *conn)
+            .await?;
+            Upserted {
+                id,
+                created: true,
+                version: 1,
+            }
+        }
+    };
+    let types: Vec<Option<&str>> = data.identifiers.iter().map(|i| i.type_code.as_deref()).collect();
+    sqlx::query(
+        "INSERT INTO patient_identifier (patient_id, system, value, type_code)
+         SELECT $1, * FROM UNNEST($2::text[], $3::text[], $4::text[])
+         ON CONFLICT (system, value) DO UPDATE SET type_code = EXCLUDED.type_code",
+    )
+    .bind(upserted.id)
+    .bind(&systems)
+    .bind(&values)
+    .bind(&types)
+    .execute(&mut *conn)
+    .await?;
+    Ok(Ok(upserted))
+}
+
+pub async fn get_patient(pool: &PgPool, id: Uuid) -> Result<Patient> {
+    sqlx::query_as("SELECT * FROM patient WHERE id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await?
+        .ok_or_else(|| Error::NotFound {
+            entity: "patient",
+            key: id.to_string(),
+        })
+}
+
+pub async fn patient_identifiers(pool: &PgPool, id: Uuid) -> Result<Vec<PatientIdentifier>> {
+    Ok(
+        sqlx::query_as("SELECT * FROM patient_identifier WHERE patient_id = $1 ORDER BY system, value")
+            .bind(id)
+            .fetch_all(pool)
+            .await?,
+    )
+}
+
+pub async fn count_patients(pool: &PgPool) -> Result<i64> {
+    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM patient").fetch_one(pool).await?;
+    Ok(n)
+}

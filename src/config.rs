@@ -1,0 +1,241 @@
+//! The one configuration file, with `CAREHUB_<SECTION>__<KEY>` environment overrides.
+//!
+//! Every option is documented on its field; `config/carehub.toml` is the
+//! annotated example and `carehub config check` prints the effective values.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use carehub_core::SensitiveString;
+use carehub_kafka::{KafkaConfig, RelayConfig};
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub database: DatabaseConfig,
+    #[serde(default)]
+    pub kafka: KafkaConfig,
+    #[serde(default)]
+    pub http: HttpConfig,
+    #[serde(default)]
+    pub outbox: RelayConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+    #[serde(default)]
+    pub pipelines: PipelinesConfig,
+}
+
+/// PostgreSQL, home of the canonical record, message store, audit trail and outbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// Connection URL (`postgres://user:password@host:port/database`). Secret: never logged.
+    #[serde(default = "default_database_url")]
+    pub url: SensitiveString,
+    /// Most connections in the pool.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+    /// Seconds to wait for a connection before an operation fails.
+    #[serde(default = "default_acquire_timeout_secs")]
+    pub acquire_timeout_secs: u64,
+}
+
+fn default_database_url() -> SensitiveString {
+    SensitiveString::new("postgres://postgres:postgres@127.0.0.1:5432/carehub")
+}
+const fn default_max_connections() -> u32 {
+    16
+}
+const fn default_acquire_timeout_secs() -> u64 {
+    5
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            url: default_database_url(),
+            max_connections: default_max_connections(),
+            acquire_timeout_secs: default_acquire_timeout_secs(),
+        }
+    }
+}
+
+/// The operations HTTP server: `/healthz`, `/readyz`, `/metrics`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address to listen on.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: default_listen(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Logging. Logs carry ids, never names, birth dates or MRNs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` or `json` (one JSON object per line).
+    #[serde(default)]
+    pub format: LogFormat,
+    /// A tracing filter (`info`, `carehub=debug,sqlx=warn`); `RUST_LOG` wins when set.
+    #[serde(default = "default_level")]
+    pub level: String,
+}
+
+fn default_level() -> String {
+    "info".to_owned()
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::default(),
+            level: default_level(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelinesConfig {
+    #[serde(default)]
+    pub intake: IntakeConfig,
+}
+
+/// The intake pipeline: canonical commands (patient, organization) from Kafka.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntakeConfig {
+    /// Run this pipeline's consumer in `carehub serve`.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Topic the commands arrive on; its dead letters go to `<topic>.dlq`.
+    #[serde(default = "default_intake_topic")]
+    pub topic: String,
+    /// Consumer group id.
+    #[serde(default = "default_intake_group")]
+    pub group: String,
+    /// Topic the resulting events are published to (through the outbox).
+    #[serde(default = "default_events_topic")]
+    pub events_topic: String,
+}
+
+const fn default_true() -> bool {
+    true
+}
+fn default_intake_topic() -> String {
+    "carehub.intake.v1".to_owned()
+}
+fn default_intake_group() -> String {
+    "carehub-intake".to_owned()
+}
+fn default_events_topic() -> String {
+    "carehub.events.v1".to_owned()
+}
+
+impl Default for IntakeConfig {
+    fn default() -> Self {
+        IntakeConfig {
+            enabled: true,
+            topic: default_intake_topic(),
+            group: default_intake_group(),
+            events_topic: default_events_topic(),
+        }
+    }
+}
+
+/// A configuration that cannot be used; the message names the key and the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration file {0} does not exist")]
+    Missing(PathBuf),
+    #[error("invalid configuration: {0}")]
+    Invalid(Box<figment::Error>),
+}
+
+impl Config {
+    /// Reads `path` (when given) and applies `CAREHUB_<SECTION>__<KEY>` overrides,
+    /// e.g. `CAREHUB_DATABASE__URL`, `CAREHUB_KAFKA__BROKERS`.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut figment = Figment::new();
+        if let Some(path) = path {
+            if !path.exists() {
+                return Err(ConfigError::Missing(path.to_owned()));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        // Only keys with a section separator are options; CAREHUB_CORPUS and the
+        // like belong to tools, not to this file.
+        figment = figment.merge(
+            Env::prefixed("CAREHUB_")
+                .filter(|k| k.as_str().contains("__"))
+                .split("__"),
+        );
+        figment.extract().map_err(|e| ConfigError::Invalid(Box::new(e)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, body: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, body).expect("write config");
+        p
+    }
+
+    #[test]
+    fn example_config_parses_to_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/carehub.toml");
+        let cfg = Config::load(Some(&path)).expect("example config");
+        assert_eq!(cfg, Config::default());
+    }
+
+    #[test]
+    fn errors_name_the_key_and_the_file() {
+        let dir = std::env::temp_dir().join(format!("carehub-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let p = write(&dir, "bad-type.toml", "[database]\nmax_connections = \"many\"\n");
+        let msg = Config::load(Some(&p)).expect_err("bad type").to_string();
+        assert!(msg.contains("database.max_connections"), "{msg}");
+        assert!(msg.contains("bad-type.toml"), "{msg}");
+
+        let p = write(&dir, "unknown.toml", "[kafka]\nbrokerz = \"x\"\n");
+        let msg = Config::load(Some(&p)).expect_err("unknown key").to_string();
+        assert!(msg.contains("brokerz"), "{msg}");
+
+        let p = write(&dir, "syntax.toml", "[http\nlisten = 1\n");
+        let msg = Config::load(Some(&p)).expect_err("syntax").to_string();
+        assert!(msg.contains("syntax.toml"), "{msg}");
+
+        let msg = Config::load(Some(&dir.join("absent.toml")))
+            .expect_err("missing")
+            .to_string();
+        assert!(msg.contains("absent.toml"), "{msg}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,57 @@
+//! The operations endpoint: liveness, readiness and Prometheus metrics.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use metrics_exporter_prometheus::PrometheusHandle;
+use rdkafka::producer::FutureProducer;
+use serde_json::json;
+use sqlx::PgPool;
+
+#[derive(Clone)]
+pub struct OpsState {
+    pub pool: PgPool,
+    pub producer: FutureProducer,
+    pub metrics: PrometheusHandle,
+}
+
+pub fn router(state: OpsState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+async fn healthz() -> impl IntoResponse {
+    axum::Json(json!({ "status": "ok" }))
+}
+
+/// Ready only when PostgreSQL and the broker both answer now.
+async fn readyz(State(state): State<OpsState>) -> impl IntoResponse {
+    let timeout = Duration::from_secs(1);
+    let (postgres, kafka) = tokio::join!(
+        crate::db::reachable(&state.pool, timeout),
+        carehub_kafka::broker_reachable(&state.producer, timeout)
+    );
+    let status = if postgres && kafka {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        axum::Json(json!({ "ready": postgres && kafka, "postgres": postgres, "kafka": kafka })),
+    )
+}
+
+async fn metrics(State(state): State<OpsState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+}

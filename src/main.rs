@@ -1,0 +1,175 @@
+//! `carehub`: the hub's one binary. `carehub --help` lists the commands.
+
+mod commands;
+mod config;
+mod db;
+mod http;
+mod pipelines;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, LogFormat};
+
+#[derive(Debug, Parser)]
+#[command(name = "carehub", version, about = "Message-driven integration hub for healthcare")]
+struct Cli {
+    /// Configuration file (TOML). Options can also be set as CAREHUB_<SECTION>__<KEY>.
+    #[arg(long, short, global = true, env = "CAREHUB_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the hub: operations endpoint, migrations, topics, outbox relay, pipelines.
+    Serve,
+    /// Apply database migrations (harmless when already applied).
+    Migrate,
+    /// The audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Dead letters: records that could not be handled.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+    /// Configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Send a canonical command to the intake pipeline through Kafka.
+    Intake {
+        #[command(subcommand)]
+        command: IntakeCommand,
+    },
+    /// Show everything one inbound event caused: stored message, canonical rows,
+    /// audit entries and the outbound Kafka records.
+    Trace {
+        /// The event id printed by `carehub intake send`.
+        event_id: String,
+        /// Seconds to wait for the event to be processed and published.
+        #[arg(long, default_value_t = 20)]
+        wait: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Walk the hash chain; exit 1 and name the first broken row if it does not hold.
+    Verify,
+}
+
+#[derive(Debug, Subcommand)]
+enum DlqCommand {
+    /// List dead letters, newest first.
+    List {
+        /// open, replayed or discarded; all when omitted.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    /// Run a dead letter through its pipeline again, now.
+    Replay {
+        id: i64,
+        /// Who replays it, for the audit trail (default: $USER).
+        #[arg(long)]
+        actor: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Validate the configuration and print the effective values (secrets redacted).
+    Check,
+}
+
+#[derive(Debug, Subcommand)]
+enum IntakeCommand {
+    /// Wrap a JSON data file in an envelope of TYPE and produce it to the intake topic.
+    Send {
+        /// Event type: carehub.patient.upsert.v1 or carehub.organization.upsert.v1.
+        #[arg(long = "type")]
+        event_type: String,
+        /// JSON file with the event's data.
+        file: PathBuf,
+    },
+}
+
+/// Exit codes: 0 success, 1 the command ran and found a failure, 2 bad
+/// configuration or usage.
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let cfg = match Config::load(cli.config.as_deref()) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("carehub: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_tracing(&cfg);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("carehub: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command, cfg)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("carehub: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command, cfg: Config) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve => serve::run(cfg).await.map(|()| ExitCode::SUCCESS),
+        Command::Migrate => commands::migrate(&cfg).await,
+        Command::Audit {
+            command: AuditCommand::Verify,
+        } => commands::audit_verify(&cfg).await,
+        Command::Dlq {
+            command: DlqCommand::List { status, limit },
+        } => commands::dlq_list(&cfg, status.as_deref(), limit).await,
+        Command::Dlq {
+            command: DlqCommand::Replay { id, actor },
+        } => {
+            let actor = actor
+                .or_else(|| std::env::var("USER").ok())
+                .unwrap_or_else(|| "operator".into());
+            commands::dlq_replay(&cfg, id, &actor).await
+        }
+        Command::Config {
+            command: ConfigCommand::Check,
+        } => commands::config_check(&cfg),
+        Command::Intake {
+            command: IntakeCommand::Send { event_type, file },
+        } => commands::intake_send(&cfg, &event_type, &file).await,
+        Command::Trace { event_id, wait } => commands::trace(&cfg, &event_id, wait).await,
+    }
+}
+
+fn init_tracing(cfg: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&cfg.log.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cfg.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}

@@ -1,0 +1,165 @@
+//! `carehub serve`: the operations endpoint first, then, once PostgreSQL and the
+//! broker answer, migrations, topics, the outbox relay and the pipelines.
+
+use std::future::Future;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use backon::{BackoffBuilder, ExponentialBuilder};
+use carehub_kafka::{ConsumerRunner, OutboxRelay, TopicSpec};
+use carehub_schema::MessageStore;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::config::Config;
+
+pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets(&[
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+        ])
+        .context("metric buckets")?
+        .install_recorder()
+        .context("installing the metrics recorder")?;
+    let pool = crate::db::pool(&cfg.database).context("database.url")?;
+    let producer = carehub_kafka::idempotent_producer(&cfg.kafka).context("creating the Kafka producer")?;
+
+    let (shutdown_tx, shutdown) = watch::channel(false);
+    let listener = tokio::net::TcpListener::bind(cfg.http.listen)
+        .await
+        .with_context(|| format!("binding http.listen = {}", cfg.http.listen))?;
+    tracing::info!(listen = %cfg.http.listen, "operations endpoint listening");
+    let app = crate::http::router(crate::http::OpsState {
+        pool: pool.clone(),
+        producer: producer.clone(),
+        metrics,
+    });
+    let mut http_shutdown = shutdown.clone();
+    let mut tasks = JoinSet::new();
+    tasks.spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = http_shutdown.changed().await;
+            })
+            .await;
+    });
+
+    let stop = tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        let _ = shutdown_tx.send(true);
+    });
+
+    // Dependencies may come up after carehub: wait for them, loudly, with backoff.
+    let db = crate::db::describe(&cfg.database);
+    let mut sd = shutdown.clone();
+    let ready = retry_until(&mut sd, "PostgreSQL", &db, || async {
+        carehub_schema::migrate(&pool).await.map_err(anyhow::Error::from)
+    })
+    .await;
+    if !ready {
+        return drain(tasks).await;
+    }
+    tracing::info!(database = %db, "migrations applied");
+    let topics: Vec<TopicSpec> = crate::pipelines::topics(&cfg).into_iter().map(TopicSpec::new).collect();
+    let ready = retry_until(&mut sd, "Kafka broker", &cfg.kafka.brokers, || async {
+        carehub_kafka::ensure_topics(&cfg.kafka, &topics)
+            .await
+            .map_err(anyhow::Error::from)
+    })
+    .await;
+    if !ready {
+        return drain(tasks).await;
+    }
+    tracing::info!(brokers = %cfg.kafka.brokers, "topics ready");
+
+    tasks.spawn(OutboxRelay::new(pool.clone(), producer.clone(), cfg.outbox.clone()).run(shutdown.clone()));
+    for spec in crate::pipelines::all(&cfg, &pool).into_iter().filter(|p| p.enabled) {
+        let runner = ConsumerRunner::new(&cfg.kafka, &spec.group, &spec.topic, spec.engine, producer.clone())
+            .with_context(|| format!("starting consumer group {}", spec.group))?;
+        tasks.spawn(runner.run(shutdown.clone()));
+    }
+    tasks.spawn(maintain_partitions(pool.clone(), shutdown.clone()));
+    tracing::info!("carehub running");
+
+    let result = drain(tasks).await;
+    stop.abort();
+    result
+}
+
+async fn drain(mut tasks: JoinSet<()>) -> anyhow::Result<()> {
+    while let Some(res) = tasks.join_next().await {
+        if let Err(e) = res {
+            tracing::error!(error = %e, "task failed");
+        }
+    }
+    Ok(())
+}
+
+/// Calls `op` until it succeeds, with exponential backoff (0.5 s to 30 s) and
+/// one clear log line per failure. Returns false when shutdown came first.
+async fn retry_until<F, Fut>(shutdown: &mut watch::Receiver<bool>, what: &str, at: &str, mut op: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let mut delays = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(500))
+        .with_max_delay(Duration::from_secs(30))
+        .without_max_times()
+        .with_jitter()
+        .build();
+    loop {
+        match op().await {
+            Ok(()) => return true,
+            Err(e) => {
+                let delay = delays.next().unwrap_or(Duration::from_secs(30));
+                tracing::error!(
+                    dependency = what,
+                    at,
+                    error = %format!("{e:#}"),
+                    retry_in_ms = delay.as_millis() as u64,
+                    "{what} at {at} is not usable yet; retrying"
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shutdown.changed() => return false,
+                }
+            }
+        }
+    }
+}
+
+/// Creates next months' message-store partitions once a day.
+async fn maintain_partitions(pool: sqlx::PgPool, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(24 * 3600)) => {}
+            _ = shutdown.changed() => return,
+        }
+        if let Err(e) = MessageStore::ensure_partitions(&pool).await {
+            tracing::error!(error = %e, "creating message-store partitions failed; retrying tomorrow");
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

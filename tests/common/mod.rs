@@ -1,0 +1,183 @@
+//! Helpers for tests against the real PostgreSQL and Kafka-protocol broker
+//! that `scripts/services.sh up` starts on 127.0.0.1. A missing service fails
+//! the test with that instruction; nothing is mocked.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use carehub_kafka::KafkaConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Headers;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{Connection, PgConnection, PgPool};
+use uuid::Uuid;
+
+pub fn admin_url() -> String {
+    std::env::var("CAREHUB_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+pub fn brokers() -> String {
+    std::env::var("CAREHUB_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".to_owned())
+}
+
+/// A fresh, migrated database of its own for one test.
+pub struct TestDb {
+    pub pool: PgPool,
+    pub url: String,
+    pub name: String,
+}
+
+pub async fn fresh_db() -> TestDb {
+    let db = empty_db().await;
+    carehub_schema::migrate(&db.pool).await.expect("migrations apply");
+    db
+}
+
+/// A fresh database with no tables.
+pub async fn empty_db() -> TestDb {
+    let admin = admin_url();
+    let mut conn = PgConnection::connect(&admin)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL at {admin} unreachable ({e}); run scripts/services.sh up"));
+    let name = format!("carehub_t_{}", Uuid::new_v4().simple());
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .expect("create database");
+    let url = match admin.rfind('/') {
+        Some(i) => format!("{}/{name}", &admin[..i]),
+        None => panic!("admin URL {admin} has no database part"),
+    };
+    let pool = PgPoolOptions::new()
+        .max_connections(8)
+        .connect(&url)
+        .await
+        .expect("connect test database");
+    TestDb { pool, url, name }
+}
+
+pub fn kafka() -> KafkaConfig {
+    KafkaConfig {
+        brokers: brokers(),
+        topic_partitions: 3,
+        ..KafkaConfig::default()
+    }
+}
+
+/// A topic name no other test uses.
+pub fn unique_topic(prefix: &str) -> String {
+    format!("test.{prefix}.{}", Uuid::new_v4().simple())
+}
+
+pub async fn create_topics(names: &[&str]) {
+    let specs: Vec<_> = names.iter().map(|n| carehub_kafka::TopicSpec::new(*n)).collect();
+    carehub_kafka::ensure_topics(&kafka(), &specs)
+        .await
+        .unwrap_or_else(|e| panic!("broker at {} unusable ({e}); run scripts/services.sh up", brokers()));
+}
+
+pub fn producer() -> FutureProducer {
+    carehub_kafka::idempotent_producer(&kafka()).expect("producer")
+}
+
+pub async fn produce(producer: &FutureProducer, topic: &str, key: &str, payload: &[u8]) {
+    producer
+        .send(
+            FutureRecord::to(topic).key(key).payload(payload),
+            Duration::from_secs(30),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .expect("produce");
+}
+
+/// A record read back from the broker.
+#[derive(Debug, Clone)]
+pub struct ReadRecord {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<String>,
+    pub payload: Vec<u8>,
+    pub headers: HashMap<String, String>,
+}
+
+/// Reads every partition of `topic` from the beginning until `want` records
+/// were read or `timeout` passed.
+pub fn read_topic(topic: &str, want: usize, timeout: Duration) -> Vec<ReadRecord> {
+    let consumer: BaseConsumer = kafka()
+        .client_config()
+        .set("group.id", format!("reader-{}", Uuid::new_v4().simple()))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("reader");
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    let mut tpl = TopicPartitionList::new();
+    for p in md.topics()[0].partitions() {
+        tpl.add_partition_offset(topic, p.id(), Offset::Beginning).expect("tpl");
+    }
+    consumer.assign(&tpl).expect("assign");
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::new();
+    while out.len() < want && Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            let mut headers = HashMap::new();
+            if let Some(h) = m.headers() {
+                for hdr in h.iter() {
+                    headers.insert(
+                        hdr.key.to_owned(),
+                        String::from_utf8_lossy(hdr.value.unwrap_or_default()).into_owned(),
+                    );
+                }
+            }
+            out.push(ReadRecord {
+                partition: m.partition(),
+                offset: m.offset(),
+                key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                payload: m.payload().unwrap_or_default().to_vec(),
+                headers,
+            });
+        }
+    }
+    out
+}
+
+/// Polls `f` until it returns Some or `timeout` passes.
+pub async fn eventually<T, F, Fut>(timeout: Duration, mut f: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub async fn count(pool: &PgPool, sql: &str) -> i64 {
+    let (n,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(sql.to_owned()))
+        .fetch_one(pool)
+        .await
+        .expect(sql);
+    n
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}

@@ -1,0 +1,96 @@
+//! Every Kafka payload has a JSON Schema under schemas/json, and what carehub
+//! really produces conforms to it.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use carehub_pipeline::{Engine, InboundRecord, Processed};
+use carehub_pipeline_intake::IntakePipeline;
+use carehub_schema::Envelope;
+use serde_json::Value;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas")
+}
+
+fn load(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A validator for schemas/json/<name>.json, with the sibling schemas it references.
+fn validator(name: &str) -> jsonschema::Validator {
+    let dir = root().join("json");
+    let mut registry = jsonschema::Registry::new();
+    for entry in std::fs::read_dir(&dir).expect("schemas/json") {
+        let schema = load(&entry.expect("entry").path());
+        let id = schema["$id"].as_str().expect("$id").to_owned();
+        registry = registry.add(id, schema).expect("register schema");
+    }
+    let registry = registry.prepare().expect("schemas resolve");
+    jsonschema::options()
+        .should_validate_formats(true)
+        .with_registry(&registry)
+        .build(&load(&dir.join(format!("{name}.json"))))
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+fn assert_valid(v: &jsonschema::Validator, instance: &Value, what: &str) {
+    let errors: Vec<String> = v
+        .iter_errors(instance)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "{what}: {errors:?}");
+}
+
+#[test]
+fn examples_conform_and_bad_data_does_not() {
+    for entry in std::fs::read_dir(root().join("examples")).expect("examples") {
+        let path = entry.expect("entry").path();
+        let name = path.file_stem().expect("stem").to_string_lossy().into_owned();
+        assert_valid(&validator(&name), &load(&path), &name);
+    }
+    let v = validator("carehub.patient.upsert.v1");
+    assert!(
+        !v.is_valid(&serde_json::json!({ "identifiers": [] })),
+        "an identifier is required"
+    );
+    assert!(!v.is_valid(&serde_json::json!({ "identifiers": [{ "system": "s", "value": "v" }], "shoe_size": 44 })));
+}
+
+#[tokio::test]
+async fn events_the_pipeline_emits_conform_to_their_schemas() {
+    let db = common::fresh_db().await;
+    let engine = Engine::new(db.pool.clone(), Arc::new(IntakePipeline::new("events")));
+    for kind in ["organization", "patient"] {
+        let data = load(&root().join(format!("examples/carehub.{kind}.upsert.v1.json")));
+        let event = Envelope::new(format!("carehub.{kind}.upsert.v1"), "/test", data);
+        let bytes = serde_json::to_vec(&event).expect("json");
+        // The inbound envelope itself conforms.
+        assert_valid(
+            &validator("envelope.v1"),
+            &serde_json::from_slice(&bytes).expect("json"),
+            "inbound envelope",
+        );
+        let rec = InboundRecord {
+            topic: "intake",
+            partition: Some(0),
+            offset: Some(0),
+            key: None,
+            payload: &bytes,
+        };
+        assert!(matches!(
+            engine.process(&rec).await.expect("process"),
+            Processed::Applied { .. }
+        ));
+    }
+    let rows = carehub_schema::Outbox::unsent(&db.pool, 10).await.expect("outbox");
+    assert_eq!(rows.len(), 2);
+    for row in rows {
+        assert_valid(&validator("envelope.v1"), &row.payload, "outbound envelope");
+        let ty = row.payload["type"].as_str().expect("type").to_owned();
+        assert_valid(&validator(&ty), &row.payload["data"], &ty);
+    }
+}

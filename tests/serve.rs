@@ -1,0 +1,206 @@
+//! The `carehub` binary as an operator runs it: configuration errors, start-up
+//! with dependencies down, and a message through the running hub.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_carehub");
+
+/// Kills the server when the test ends, however it ends.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let status = buf.split_whitespace().nth(1)?.parse().ok()?;
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
+fn wait_http(port: u16, path: &str, want: u16, timeout: Duration) -> Option<String> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Some((status, body)) = http_get(port, path)
+            && status == want
+        {
+            return Some(body);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    None
+}
+
+#[test]
+fn a_malformed_config_is_a_clear_error_naming_key_and_file_with_exit_code_2() {
+    let dir = std::env::temp_dir().join(format!("carehub-serve-cfg-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("broken.toml");
+    std::fs::write(&file, "[outbox]\nbatch_size = \"lots\"\n").expect("write");
+    let out = Command::new(BIN)
+        .args(["--config", file.to_str().expect("path"), "config", "check"])
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("outbox.batch_size"), "{stderr}");
+    assert!(stderr.contains("broken.toml"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    // An environment override with a bad value is named too.
+    let out = Command::new(BIN)
+        .args(["config", "check"])
+        .env("CAREHUB_HTTP__LISTEN", "not-an-address")
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.to_lowercase().contains("http.listen") && stderr.contains("CAREHUB_"),
+        "{stderr}"
+    );
+
+    // A good override is applied, and the database password is never printed.
+    let out = Command::new(BIN)
+        .args(["config", "check"])
+        .env("CAREHUB_KAFKA__BROKERS", "broker-a:9092")
+        .env("CAREHUB_DATABASE__URL", "postgres://u:s3cret@db:5432/x")
+        .output()
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stdout.contains("broker-a:9092"), "{stdout}");
+    assert!(!stdout.contains("s3cret"), "{stdout}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn with_postgres_and_broker_unreachable_serve_retries_and_is_not_ready() {
+    let port = free_port();
+    let dead_pg = free_port();
+    let dead_kafka = free_port();
+    let mut child = Command::new(BIN)
+        .arg("serve")
+        .env("CAREHUB_HTTP__LISTEN", format!("127.0.0.1:{port}"))
+        .env(
+            "CAREHUB_DATABASE__URL",
+            format!("postgres://postgres:postgres@127.0.0.1:{dead_pg}/carehub"),
+        )
+        .env("CAREHUB_KAFKA__BROKERS", format!("127.0.0.1:{dead_kafka}"))
+        .env("CAREHUB_DATABASE__ACQUIRE_TIMEOUT_SECS", "1")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("serve");
+    let stderr = child.stderr.take().expect("stderr");
+    let server = Server(child);
+    assert!(
+        wait_http(port, "/healthz", 200, Duration::from_secs(20)).is_some(),
+        "alive"
+    );
+    let body = wait_http(port, "/readyz", 503, Duration::from_secs(10)).expect("not ready");
+    assert!(
+        body.contains("\"postgres\":false") && body.contains("\"kafka\":false"),
+        "{body}"
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    drop(server);
+    let mut log = String::new();
+    std::io::BufReader::new(stderr).read_to_string(&mut log).expect("log");
+    assert!(log.contains("PostgreSQL at 127.0.0.1"), "{log}");
+    assert!(log.matches("retrying").count() >= 2, "retries with backoff: {log}");
+    assert!(!log.contains("panicked"), "{log}");
+}
+
+#[tokio::test]
+async fn a_message_goes_through_the_running_hub_and_trace_shows_every_step() {
+    let db = fresh_db().await;
+    let intake = unique_topic("intake");
+    let events = unique_topic("events");
+    let port = free_port();
+    let envs = [
+        ("CAREHUB_HTTP__LISTEN", format!("127.0.0.1:{port}")),
+        ("CAREHUB_DATABASE__URL", db.url.clone()),
+        ("CAREHUB_KAFKA__BROKERS", brokers()),
+        ("CAREHUB_PIPELINES__INTAKE__TOPIC", intake.clone()),
+        ("CAREHUB_PIPELINES__INTAKE__EVENTS_TOPIC", events.clone()),
+        (
+            "CAREHUB_PIPELINES__INTAKE__GROUP",
+            format!("g-{}", uuid::Uuid::new_v4().simple()),
+        ),
+    ];
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(args)
+            .envs(envs.iter().cloned())
+            .output()
+            .expect("run carehub");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let _server = Server(
+        Command::new(BIN)
+            .arg("serve")
+            .envs(envs.iter().cloned())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("serve"),
+    );
+    let ready = tokio::task::spawn_blocking(move || wait_http(port, "/readyz", 200, Duration::from_secs(60)))
+        .await
+        .expect("join");
+    assert!(ready.is_some(), "ready once PostgreSQL and the broker answer");
+
+    let root = env!("CARGO_MANIFEST_DIR");
+    let org = run(&[
+        "intake",
+        "send",
+        "--type",
+        "carehub.organization.upsert.v1",
+        &format!("{root}/schemas/examples/carehub.organization.upsert.v1.json"),
+    ]);
+    run(&["trace", org.trim()]);
+    let patient = run(&[
+        "intake",
+        "send",
+        "--type",
+        "carehub.patient.upsert.v1",
+        &format!("{root}/schemas/examples/carehub.patient.upsert.v1.json"),
+    ]);
+    let trace = run(&["trace", patient.trim()]);
+    assert!(trace.contains("\"status\": \"processed\""), "{trace}");
+    assert!(trace.contains("\"table\": \"patient\""), "{trace}");
+    assert!(trace.contains("MRN-000042"), "{trace}");
+    assert!(trace.contains("ingest") && trace.contains("create"), "{trace}");
+    assert!(trace.contains(&format!("topic {events} partition")), "{trace}");
+    assert!(trace.contains("carehub.patient.upserted.v1"), "{trace}");
+
+    let (_, metrics) = http_get(port, "/metrics").expect("metrics");
+    assert!(metrics.contains("carehub_messages_received_total"), "{metrics}");
+    assert!(metrics.contains("carehub_processing_duration_seconds"), "{metrics}");
+    assert!(metrics.contains("carehub_outbox_backlog_events"), "{metrics}");
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM patient").await, 1);
+    let audit = run(&["audit", "verify"]);
+    assert!(audit.contains("intact"), "{audit}");
+}
