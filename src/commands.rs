@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use carehub_pipeline::ReplayOutcome;
 use carehub_schema::audit::AuditRow;
-use carehub_schema::{AuditLog, DeadLetters, Envelope, OutboxRow, StoredMessage};
+use carehub_schema::{
+    Action, ActorKind, AuditEntry, AuditLog, DeadLetters, Envelope, MessageStore, OutboxRow, StoredMessage,
+};
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::FutureRecord;
@@ -106,6 +108,29 @@ pub async fn dlq_replay(cfg: &Config, id: i64, actor: &str) -> anyhow::Result<Ex
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+pub async fn retention(cfg: &Config, keep_months: i32, actor: &str) -> anyhow::Result<ExitCode> {
+    let pool = connect(cfg).await?;
+    let mut tx = pool.begin().await?;
+    let dropped = MessageStore::drop_partitions(&mut tx, keep_months).await?;
+    let entries: Vec<AuditEntry> = dropped
+        .iter()
+        .map(|p| {
+            AuditEntry::new(ActorKind::User, actor, Action::Delete, "message_partition")
+                .entity(p)
+                .detail(json!({ "keep_months": keep_months }))
+        })
+        .collect();
+    AuditLog::append(&mut tx, &entries).await?;
+    tx.commit().await?;
+    if dropped.is_empty() {
+        println!("no message partitions older than {keep_months} months");
+    }
+    for p in dropped {
+        println!("dropped {p}");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 pub fn config_check(cfg: &Config) -> anyhow::Result<ExitCode> {

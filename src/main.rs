@@ -50,6 +50,15 @@ enum Command {
         #[command(subcommand)]
         command: IntakeCommand,
     },
+    /// Drop message-store partitions older than KEEP_MONTHS whole months (audited).
+    Retention {
+        /// Months of messages to keep, besides the current one.
+        #[arg(long)]
+        keep_months: i32,
+        /// Who runs it, for the audit trail (default: $USER).
+        #[arg(long)]
+        actor: Option<String>,
+    },
     /// Show everything one inbound event caused: stored message, canonical rows,
     /// audit entries and the outbound Kafka records.
     Trace {
@@ -156,6 +165,12 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<ExitCode> {
         Command::Intake {
             command: IntakeCommand::Send { event_type, file },
         } => commands::intake_send(&cfg, &event_type, &file).await,
+        Command::Retention { keep_months, actor } => {
+            let actor = actor
+                .or_else(|| std::env::var("USER").ok())
+                .unwrap_or_else(|| "operator".into());
+            commands::retention(&cfg, keep_months, &actor).await
+        }
         Command::Trace { event_id, wait } => commands::trace(&cfg, &event_id, wait).await,
     }
 }

@@ -11,36 +11,11 @@ use std::time::Duration;
 
 use carehub_kafka::{ConsumerRunner, OutboxRelay, RelayConfig, dlq_topic};
 use carehub_pipeline::{Engine, Processed, ReplayOutcome};
-use carehub_pipeline_intake::{IntakePipeline, ORGANIZATION_UPSERT, PATIENT_UPSERT};
+use carehub_pipeline_intake::IntakePipeline;
 use carehub_schema::{Action, ActorKind, AuditEntry, AuditLog, Envelope, Outbox};
 use common::*;
 use serde_json::json;
 use tokio::sync::watch;
-
-fn patient_event(mrn: &str, org: Option<&str>) -> Envelope {
-    let mut data = json!({
-        "identifiers": [{ "system": "urn:oid:2.999.1.1.2", "value": mrn, "type": "MR" }],
-        "name": { "family": "Testpatient", "given": ["Alex"] },
-        "birth_date": "1970-01-01",
-        "sex": "unknown"
-    });
-    if let Some(org) = org {
-        data["managing_organization"] = json!({ "system": "urn:oid:2.999.1.1", "value": org });
-    }
-    Envelope::new(PATIENT_UPSERT, "/test", data)
-}
-
-fn organization_event(value: &str) -> Envelope {
-    Envelope::new(
-        ORGANIZATION_UPSERT,
-        "/test",
-        json!({ "kind": "clinic", "name": "Example Clinic", "identifier": { "system": "urn:oid:2.999.1.1", "value": value } }),
-    )
-}
-
-fn bytes(e: &Envelope) -> Vec<u8> {
-    serde_json::to_vec(e).expect("serialize")
-}
 
 fn intake_engine(db: &TestDb, events_topic: &str) -> Engine {
     Engine::new(db.pool.clone(), Arc::new(IntakePipeline::new(events_topic)))
@@ -66,7 +41,7 @@ async fn migrations_apply_to_an_empty_database_and_again_harmlessly() {
     );
     assert_eq!(
         count(&db.pool, "SELECT count(*) FROM _sqlx_migrations WHERE success").await,
-        4
+        carehub_schema::MIGRATOR.iter().count() as i64
     );
     for t in [
         "patient",
@@ -461,4 +436,102 @@ async fn audit_verify_passes_then_names_the_row_a_superuser_tampered_with() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("seq=37"), "{stdout}");
+}
+
+#[tokio::test]
+async fn retention_drops_whole_old_partitions_and_their_keys_only() {
+    let db = fresh_db().await;
+    // Partitions back to two years ago, and a message in an old and in the current month.
+    sqlx::query("SELECT carehub_ensure_message_partitions(24, 0)")
+        .execute(&db.pool)
+        .await
+        .expect("partitions");
+    for (key, age) in [("old", "14 months"), ("new", "0 days")] {
+        sqlx::query(
+            "WITH k AS (INSERT INTO message_key VALUES ($1, gen_random_uuid(), now() - $2::interval) RETURNING *)
+             INSERT INTO message (id, received_at, connector, protocol, source_key, status, raw)
+             SELECT message_id, received_at, 'test', 'test', source_key, 'processed', '\\x00' FROM k",
+        )
+        .bind(key)
+        .bind(age)
+        .execute(&db.pool)
+        .await
+        .expect("insert message");
+    }
+    let before = count(
+        &db.pool,
+        "SELECT count(*) FROM pg_inherits WHERE inhparent = 'message'::regclass",
+    )
+    .await;
+    let mut conn = db.pool.acquire().await.expect("conn");
+    let dropped = carehub_schema::MessageStore::drop_partitions(&mut conn, 12)
+        .await
+        .expect("retention");
+    drop(conn);
+    assert!(dropped.len() >= 12, "{dropped:?}");
+    let after = count(
+        &db.pool,
+        "SELECT count(*) FROM pg_inherits WHERE inhparent = 'message'::regclass",
+    )
+    .await;
+    assert_eq!(before - after, dropped.len() as i64);
+    assert_eq!(
+        count(&db.pool, "SELECT count(*) FROM message").await,
+        1,
+        "the current month stays"
+    );
+    assert_eq!(
+        count(&db.pool, "SELECT count(*) FROM message_key WHERE source_key = 'old'").await,
+        0
+    );
+    assert_eq!(
+        count(&db.pool, "SELECT count(*) FROM message_key WHERE source_key = 'new'").await,
+        1
+    );
+    // The month that is 12 months back is kept: whole months only.
+    let twelve_back: (bool,) = sqlx::query_as(
+        "SELECT to_regclass(format('message_%s', to_char(date_trunc('month', now() AT TIME ZONE 'UTC') - interval '12 months', 'YYYY_MM'))) IS NOT NULL",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .expect("query");
+    assert!(twelve_back.0);
+}
+
+#[tokio::test]
+async fn after_a_clean_stop_the_group_resumes_at_the_next_record_skipping_none() {
+    let db = fresh_db().await;
+    let topic = unique_topic("intake");
+    let events = unique_topic("events");
+    // One partition, so "the next record" is well defined.
+    carehub_kafka::ensure_topics(
+        &kafka(),
+        &[carehub_kafka::TopicSpec {
+            name: topic.clone(),
+            partitions: Some(1),
+        }],
+    )
+    .await
+    .expect("topic");
+    create_topics(&[&dlq_topic(&topic), &events]).await;
+    let p = producer();
+    for mrn in ["MRN-R1", "MRN-R2", "MRN-R3"] {
+        produce(&p, &topic, "k", &bytes(&patient_event(mrn, None))).await;
+    }
+    let group = format!("g-{}", uuid::Uuid::new_v4().simple());
+    let (_stop, mut shutdown) = watch::channel(false);
+
+    let first = ConsumerRunner::new(&kafka(), &group, &topic, intake_engine(&db, &events), p.clone()).expect("runner");
+    let rec = first.receive().await.expect("record");
+    assert_eq!(rec.offset(), 0);
+    first.handle(&rec, &mut shutdown).await.expect("handled");
+    first.acknowledge(&rec).expect("ack");
+    // A clean stop commits what was acknowledged.
+    let (stop_first, first_shutdown) = watch::channel(true);
+    first.run(first_shutdown).await;
+    drop(stop_first);
+
+    let second = ConsumerRunner::new(&kafka(), &group, &topic, intake_engine(&db, &events), p).expect("runner");
+    let rec = second.receive().await.expect("record");
+    assert_eq!(rec.offset(), 1, "resumes right after the acknowledged record");
 }

@@ -7,10 +7,13 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use carehub_kafka::KafkaConfig;
+use carehub_pipeline_intake::{ORGANIZATION_UPSERT, PATIENT_UPSERT};
+use carehub_schema::Envelope;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Headers;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
+use serde_json::json;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection, PgPool};
 use uuid::Uuid;
@@ -108,6 +111,12 @@ pub struct ReadRecord {
 /// Reads every partition of `topic` from the beginning until `want` records
 /// were read or `timeout` passed.
 pub fn read_topic(topic: &str, want: usize, timeout: Duration) -> Vec<ReadRecord> {
+    read_topic_until(topic, timeout, |recs| recs.len() >= want)
+}
+
+/// Reads every partition of `topic` from the beginning until `done` says so
+/// or `timeout` passed.
+pub fn read_topic_until(topic: &str, timeout: Duration, done: impl Fn(&[ReadRecord]) -> bool) -> Vec<ReadRecord> {
     let consumer: BaseConsumer = kafka()
         .client_config()
         .set("group.id", format!("reader-{}", Uuid::new_v4().simple()))
@@ -124,7 +133,7 @@ pub fn read_topic(topic: &str, want: usize, timeout: Duration) -> Vec<ReadRecord
     consumer.assign(&tpl).expect("assign");
     let deadline = Instant::now() + timeout;
     let mut out = Vec::new();
-    while out.len() < want && Instant::now() < deadline {
+    while !done(&out) && Instant::now() < deadline {
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
             let mut headers = HashMap::new();
             if let Some(h) = m.headers() {
@@ -180,4 +189,31 @@ pub fn free_port() -> u16 {
         .local_addr()
         .expect("addr")
         .port()
+}
+
+/// A synthetic patient command (no real person: example OID arc 2.999).
+pub fn patient_event(mrn: &str, org: Option<&str>) -> Envelope {
+    let mut data = json!({
+        "identifiers": [{ "system": "urn:oid:2.999.1.1.2", "value": mrn, "type": "MR" }],
+        "name": { "family": "Testpatient", "given": ["Alex"] },
+        "birth_date": "1970-01-01",
+        "sex": "unknown"
+    });
+    if let Some(org) = org {
+        data["managing_organization"] = json!({ "system": "urn:oid:2.999.1.1", "value": org });
+    }
+    Envelope::new(PATIENT_UPSERT, "/test", data)
+}
+
+/// A synthetic clinic command.
+pub fn organization_event(value: &str) -> Envelope {
+    Envelope::new(
+        ORGANIZATION_UPSERT,
+        "/test",
+        json!({ "kind": "clinic", "name": "Example Clinic", "identifier": { "system": "urn:oid:2.999.1.1", "value": value } }),
+    )
+}
+
+pub fn bytes(e: &Envelope) -> Vec<u8> {
+    serde_json::to_vec(e).expect("serialize")
 }

@@ -22,6 +22,12 @@ pub struct KafkaConfig {
     /// Milliseconds a produced record may wait for acknowledgement before it fails.
     #[serde(default = "default_message_timeout_ms")]
     pub message_timeout_ms: u32,
+    /// This instance's stable id in consumer groups (Kafka static membership,
+    /// `group.instance.id`). Must differ between instances that run at the same
+    /// time (a pod name, a host name); empty turns static membership off.
+    /// Default: the host name.
+    #[serde(default = "default_instance_id")]
+    pub instance_id: String,
     /// Extra librdkafka properties (TLS, SASL, tuning) passed as they are.
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
@@ -32,6 +38,14 @@ fn default_brokers() -> String {
 }
 fn default_client_id() -> String {
     "carehub".to_owned()
+}
+fn default_instance_id() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .map_or_else(|| "carehub".to_owned(), |h| format!("carehub-{h}"))
 }
 const fn default_partitions() -> i32 {
     3
@@ -51,6 +65,7 @@ impl Default for KafkaConfig {
             topic_partitions: default_partitions(),
             replication_factor: default_replication(),
             message_timeout_ms: default_message_timeout_ms(),
+            instance_id: default_instance_id(),
             properties: BTreeMap::new(),
         }
     }

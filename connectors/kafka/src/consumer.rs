@@ -4,10 +4,10 @@ use std::time::Duration;
 use carehub_core::internal_events::{ComponentError, ConsumerLag, Stage};
 use carehub_pipeline::{Engine, InboundRecord, Processed};
 use rdkafka::Message;
-use rdkafka::Offset;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
 
 use crate::relay::wait;
@@ -66,8 +66,8 @@ impl std::fmt::Debug for ConsumerRunner {
 impl ConsumerRunner {
     /// Joins `group` on `topic`. `producer` forwards dead letters to `<topic>.dlq`.
     pub fn new(cfg: &KafkaConfig, group: &str, topic: &str, engine: Engine, producer: FutureProducer) -> Result<Self> {
-        let consumer: StreamConsumer = cfg
-            .client_config()
+        let mut client = cfg.client_config();
+        client
             .set("group.id", group)
             .set("enable.auto.commit", "true")
             .set("auto.commit.interval.ms", "1000")
@@ -75,7 +75,20 @@ impl ConsumerRunner {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", "10000")
-            .create()?;
+            // The group waits this long for a member that died without leaving
+            // (kill -9) before it rebalances: 30 s instead of librdkafka's 5 min.
+            .set("max.poll.interval.ms", "30000");
+        if !cfg.instance_id.is_empty() {
+            // Static membership (KIP-345): a restarted instance takes its old
+            // place in the group at once. Tansu never expires a member that died
+            // without leaving, so without this a kill -9 stalls its partitions.
+            client.set("group.instance.id", &cfg.instance_id);
+        }
+        // Settings from [kafka.properties] win over these defaults.
+        for (k, v) in &cfg.properties {
+            client.set(k, v);
+        }
+        let consumer: StreamConsumer = client.create()?;
         consumer.subscribe(&[topic])?;
         Ok(ConsumerRunner {
             consumer: Arc::new(consumer),
@@ -153,10 +166,15 @@ impl ConsumerRunner {
             .map_err(|(e, _)| Error::Kafka(e))
     }
 
-    /// Stores the record's offset for the next commit.
+    /// Stores the position after the record for the next commit.
     pub fn acknowledge(&self, rec: &KafkaRecord) -> Result<()> {
-        self.consumer
-            .store_offset(rec.topic(), rec.partition(), rec.offset() + 1)?;
+        // rd_kafka_offsets_store takes the next offset to consume, stated
+        // explicitly here. (The older rd_kafka_offset_store behind
+        // `store_offset` adds one itself: passing `offset + 1` to it skips a
+        // record per partition at every restart.)
+        let mut next = TopicPartitionList::new();
+        next.add_partition_offset(rec.topic(), rec.partition(), Offset::Offset(rec.offset() + 1))?;
+        self.consumer.store_offsets(&next)?;
         Ok(())
     }
 
@@ -164,7 +182,7 @@ impl ConsumerRunner {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         tracing::info!(group = %self.group, topic = %self.topic, "consumer started");
         let lag = tokio::spawn(report_lag(self.consumer.clone(), self.group.clone(), shutdown.clone()));
-        loop {
+        while !*shutdown.borrow() {
             let rec = tokio::select! {
                 r = self.receive() => r,
                 _ = shutdown.changed() => break,

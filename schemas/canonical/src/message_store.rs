@@ -147,6 +147,16 @@ impl MessageStore {
         .await?)
     }
 
+    /// Drops the monthly partitions that ended before the month `keep_months`
+    /// ago, with their idempotency keys. Returns the dropped partitions.
+    pub async fn drop_partitions(conn: &mut PgConnection, keep_months: i32) -> Result<Vec<String>> {
+        let rows: Vec<(String,)> = sqlx::query_as("SELECT carehub_drop_message_partitions($1)")
+            .bind(keep_months)
+            .fetch_all(&mut *conn)
+            .await?;
+        Ok(rows.into_iter().map(|(n,)| n).collect())
+    }
+
     /// Creates the monthly partitions from last month to three months ahead.
     pub async fn ensure_partitions(pool: &PgPool) -> Result<i32> {
         let (created,): (i32,) = sqlx::query_as("SELECT carehub_ensure_message_partitions(1, 3)")
