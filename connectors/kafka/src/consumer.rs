@@ -10,7 +10,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
 
-use crate::relay::wait;
+use crate::relay::{backoff, next_delay, wait};
 use crate::{Error, KafkaConfig, Result};
 
 /// The dead-letter topic of `topic`.
@@ -113,7 +113,7 @@ impl ConsumerRunner {
             key: rec.0.key(),
             payload: rec.payload(),
         };
-        let mut backoff = Duration::from_millis(100);
+        let mut delays = backoff();
         loop {
             match self.engine.process(&inbound).await {
                 Ok(processed) => return Some(processed),
@@ -125,10 +125,9 @@ impl ConsumerRunner {
                         error: &e,
                     }
                     .emit();
-                    if wait(shutdown, backoff).await {
+                    if wait(shutdown, next_delay(&mut delays)).await {
                         return None;
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
                 }
             }
         }
@@ -207,7 +206,7 @@ impl ConsumerRunner {
                 break;
             };
             if let Processed::DeadLettered { id, code, reason, .. } = &processed {
-                let mut backoff = Duration::from_millis(200);
+                let mut delays = backoff();
                 while let Err(e) = self.forward_dead_letter(&rec, *id, code, reason).await {
                     ComponentError {
                         component: "kafka_consumer",
@@ -216,13 +215,12 @@ impl ConsumerRunner {
                         error: &e,
                     }
                     .emit();
-                    if wait(&mut shutdown, backoff).await {
+                    if wait(&mut shutdown, next_delay(&mut delays)).await {
                         // Not acknowledged: redelivered after restart, and the
                         // engine finds the open dead letter instead of a new one.
                         lag.abort();
                         return;
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
                 }
             }
             if let Err(e) = self.acknowledge(&rec) {

@@ -149,7 +149,7 @@ impl OutboxRelay {
     /// lock publishes; the others wait as standbys.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let idle = Duration::from_millis(self.config.poll_interval_ms);
-        let mut backoff = Duration::from_millis(100);
+        let mut delays = backoff();
         while !*shutdown.borrow() {
             let mut lock_conn = match self.acquire_leadership().await {
                 Ok(Some(conn)) => conn,
@@ -168,10 +168,9 @@ impl OutboxRelay {
                         error: &e,
                     }
                     .emit();
-                    if wait(&mut shutdown, backoff).await {
+                    if wait(&mut shutdown, next_delay(&mut delays)).await {
                         return;
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
                     continue;
                 }
             };
@@ -183,7 +182,7 @@ impl OutboxRelay {
                 }
                 match self.run_once().await {
                     Ok(n) => {
-                        backoff = Duration::from_millis(100);
+                        delays = backoff();
                         if n == 0 && wait(&mut shutdown, idle).await {
                             let _ = lock_conn.close().await;
                             return;
@@ -197,10 +196,9 @@ impl OutboxRelay {
                             error: &e,
                         }
                         .emit();
-                        if wait(&mut shutdown, backoff).await {
+                        if wait(&mut shutdown, next_delay(&mut delays)).await {
                             return;
                         }
-                        backoff = (backoff * 2).min(Duration::from_secs(10));
                         // Leadership holds only while the lock's connection lives.
                         if lock_conn.ping().await.is_err() {
                             break;
@@ -224,6 +222,21 @@ impl OutboxRelay {
             Ok(None)
         }
     }
+}
+
+/// Delays between retries: exponential from 100 ms to 10 s with jitter, unbounded.
+pub(crate) fn backoff() -> backon::ExponentialBackoff {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(10))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+pub(crate) fn next_delay(delays: &mut backon::ExponentialBackoff) -> Duration {
+    delays.next().unwrap_or(Duration::from_secs(10))
 }
 
 /// Sleeps for `d`; returns true when shutdown was requested meanwhile.

@@ -160,59 +160,35 @@ pub async fn upsert_patient(
         given: vec![],
     });
     let sex = data.sex.map(Sex::as_str);
-    let upserted = match matches.first() {
-        Some((id,)) => {
-            let (version,): (i32,) = sqlx::query_as(
-                "UPDATE patient SET family_name = $2, given_names = $3, birth_date = $4, sex = $5,
-                        phone = $6, email = $7, address = $8,
-                        managing_organization_id = COALESCE($9, managing_organization_id),
-                        source_message_id = $10, version = version + 1, updated_at = now()
-                 WHERE id = $1 RETURNING version",
-            )
-            .bind(id)
-            .bind(&name.family)
-            .bind(&name.given)
-            .bind(data.birth_date)
-            .bind(sex)
-            .bind(&data.phone)
-            .bind(&data.email)
-            .bind(&data.address)
-            .bind(org_id)
-            .bind(source_message_id)
-            .fetch_one(&mut *conn)
-            .await?;
-            Upserted {
-                id: *id,
-                created: false,
-                version,
-            }
-        }
-        None => {
-            let id = Uuid::now_v7();
-            sqlx::query(
-                "INSERT INTO patient (id, family_name, given_names, birth_date, sex, phone, email, address,
-                                      managing_organization_id, source_message_id)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            )
-            .bind(id)
-            .bind(&name.family)
-            .bind(&name.given)
-            .bind(data.birth_date)
-            .bind(sex)
-            .bind(&data.phone)
-            .bind(&data.email)
-            .bind(&data.address)
-            .bind(org_id)
-            .bind(source_message_id)
-            .execute(&mut *conn)
-            .await?;
-            Upserted {
-                id,
-                created: true,
-                version: 1,
-            }
-        }
-    };
+    // The matched patient (locked above) is updated, or a new one created.
+    let id = matches.first().map_or_else(Uuid::now_v7, |(id,)| *id);
+    let (version, created): (i32, bool) = sqlx::query_as(
+        "INSERT INTO patient (id, family_name, given_names, birth_date, sex, phone, email, address,
+                              managing_organization_id, source_message_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+         ON CONFLICT (id) DO UPDATE
+            SET family_name = EXCLUDED.family_name, given_names = EXCLUDED.given_names,
+                birth_date = EXCLUDED.birth_date, sex = EXCLUDED.sex, phone = EXCLUDED.phone,
+                email = EXCLUDED.email, address = EXCLUDED.address,
+                managing_organization_id = COALESCE(EXCLUDED.managing_organization_id,
+                                                    patient.managing_organization_id),
+                source_message_id = EXCLUDED.source_message_id,
+                version = patient.version + 1, updated_at = now()
+         RETURNING version, (xmax = 0) AS created",
+    )
+    .bind(id)
+    .bind(&name.family)
+    .bind(&name.given)
+    .bind(data.birth_date)
+    .bind(sex)
+    .bind(&data.phone)
+    .bind(&data.email)
+    .bind(&data.address)
+    .bind(org_id)
+    .bind(source_message_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    let upserted = Upserted { id, created, version };
     let types: Vec<Option<&str>> = data.identifiers.iter().map(|i| i.type_code.as_deref()).collect();
     sqlx::query(
         "INSERT INTO patient_identifier (patient_id, system, value, type_code)
