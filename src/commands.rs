@@ -165,7 +165,7 @@ pub async fn intake_send(cfg: &Config, event_type: &str, file: &Path) -> anyhow:
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn trace(cfg: &Config, event_id: &str, wait_secs: u64) -> anyhow::Result<ExitCode> {
+pub async fn trace(cfg: &Config, event_id: &str, wait_secs: u64, actor: &str) -> anyhow::Result<ExitCode> {
     let pool = connect(cfg).await?;
     let deadline = Instant::now() + Duration::from_secs(wait_secs);
     // Wait until the pipeline handled the event and the relay published its results.
@@ -210,6 +210,21 @@ pub async fn trace(cfg: &Config, event_id: &str, wait_secs: u64) -> anyhow::Resu
     .bind(msg.id)
     .fetch_all(&pool)
     .await?;
+    // Showing patient data is a read of patient data: audit it first.
+    let reads: Vec<AuditEntry> = rows
+        .iter()
+        .filter(|(r,)| r["table"] == "patient")
+        .filter_map(|(r,)| r["row"]["id"].as_str())
+        .map(|id| {
+            AuditEntry::new(ActorKind::User, actor, Action::Read, "patient")
+                .entity(id)
+                .message(Some(msg.id))
+                .origin("cli:trace")
+        })
+        .collect();
+    let mut tx = pool.begin().await?;
+    AuditLog::append(&mut tx, &reads).await?;
+    tx.commit().await?;
     for (row,) in &rows {
         print_json(row);
     }

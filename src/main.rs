@@ -67,6 +67,9 @@ enum Command {
         /// Seconds to wait for the event to be processed and published.
         #[arg(long, default_value_t = 20)]
         wait: u64,
+        /// Who looks, for the audit trail (default: $USER).
+        #[arg(long)]
+        actor: Option<String>,
     },
 }
 
@@ -153,12 +156,7 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<ExitCode> {
         } => commands::dlq_list(&cfg, status.as_deref(), limit).await,
         Command::Dlq {
             command: DlqCommand::Replay { id, actor },
-        } => {
-            let actor = actor
-                .or_else(|| std::env::var("USER").ok())
-                .unwrap_or_else(|| "operator".into());
-            commands::dlq_replay(&cfg, id, &actor).await
-        }
+        } => commands::dlq_replay(&cfg, id, &actor_or_user(actor)).await,
         Command::Config {
             command: ConfigCommand::Check,
         } => commands::config_check(&cfg),
@@ -166,13 +164,17 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<ExitCode> {
             command: IntakeCommand::Send { event_type, file },
         } => commands::intake_send(&cfg, &event_type, &file).await,
         Command::Retention { keep_months, actor } => {
-            let actor = actor
-                .or_else(|| std::env::var("USER").ok())
-                .unwrap_or_else(|| "operator".into());
-            commands::retention(&cfg, keep_months, &actor).await
+            commands::retention(&cfg, keep_months, &actor_or_user(actor)).await
         }
-        Command::Trace { event_id, wait } => commands::trace(&cfg, &event_id, wait).await,
+        Command::Trace { event_id, wait, actor } => commands::trace(&cfg, &event_id, wait, &actor_or_user(actor)).await,
     }
+}
+
+/// The operator named on the command line, else the login name.
+fn actor_or_user(actor: Option<String>) -> String {
+    actor
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "operator".into())
 }
 
 fn init_tracing(cfg: &Config) {

@@ -196,6 +196,15 @@ async fn a_message_goes_through_the_running_hub_and_trace_shows_every_step() {
     assert!(trace.contains("\"table\": \"patient\""), "{trace}");
     assert!(trace.contains("MRN-000042"), "{trace}");
     assert!(trace.contains("ingest") && trace.contains("create"), "{trace}");
+    // Showing the patient was itself audited as a read.
+    assert_eq!(
+        count(
+            &db.pool,
+            "SELECT count(*) FROM audit_log WHERE action = 'read' AND entity_type = 'patient' AND origin = 'cli:trace'"
+        )
+        .await,
+        1
+    );
     assert!(trace.contains(&format!("topic {events} partition")), "{trace}");
     assert!(trace.contains("carehub.patient.upserted.v1"), "{trace}");
 
