@@ -36,10 +36,54 @@ async fn main() {
         "carehub backbone bench: {events} events, {rows} message-store rows, {} cores",
         num_cpus()
     );
+    engine_only(events.min(5_000)).await;
     pipeline(events).await;
     relay(events).await;
     audit().await;
-    message_store(rows).await;
+    if rows > 0 {
+        message_store(rows).await;
+    }
+}
+
+/// The pipeline engine without Kafka: where the per-record time goes in PostgreSQL.
+async fn engine_only(n: usize) {
+    let db = fresh_db().await;
+    let engine = Engine::new(db.pool.clone(), Arc::new(IntakePipeline::new("events")));
+    let payloads: Vec<Vec<u8>> = (0..n)
+        .map(|i| bytes(&patient_event(&format!("MRN-E{i:07}"), None)))
+        .collect();
+    for tasks in [1usize, 4] {
+        let started = Instant::now();
+        let chunk = n / tasks / 2;
+        let offset = if tasks == 1 { 0 } else { n / 2 };
+        let mut handles = Vec::new();
+        for t in 0..tasks {
+            let engine = engine.clone();
+            let mine: Vec<Vec<u8>> = payloads[offset + t * chunk..offset + (t + 1) * chunk].to_vec();
+            handles.push(tokio::spawn(async move {
+                for (i, payload) in mine.iter().enumerate() {
+                    let rec = carehub_pipeline::InboundRecord {
+                        topic: "bench",
+                        partition: Some(t as i32),
+                        offset: Some(i as i64),
+                        key: None,
+                        payload,
+                    };
+                    engine.process(&rec).await.expect("process");
+                }
+            }));
+        }
+        for h in handles {
+            h.await.expect("task");
+        }
+        let done = chunk * tasks;
+        let elapsed = started.elapsed();
+        println!(
+            "engine only ({tasks} task(s), no Kafka):      {done} events in {:.2}s = {:.0} events/s",
+            elapsed.as_secs_f64(),
+            done as f64 / elapsed.as_secs_f64()
+        );
+    }
 }
 
 fn num_cpus() -> usize {
@@ -69,25 +113,60 @@ async fn pipeline(n: usize) {
         n as f64 / produced.as_secs_f64()
     );
 
+    let started = Instant::now();
+    let read = tokio::task::spawn_blocking({
+        let topic = topic.clone();
+        move || read_topic(&topic, n, Duration::from_secs(600)).len()
+    })
+    .await
+    .expect("read");
+    let elapsed = started.elapsed();
+    println!(
+        "consume only (1 reader, no processing):  {read} records in {:.2}s = {:.0} records/s",
+        elapsed.as_secs_f64(),
+        read as f64 / elapsed.as_secs_f64()
+    );
+
     let engine = Engine::new(db.pool.clone(), Arc::new(IntakePipeline::new(&events)));
     let (stop, shutdown) = watch::channel(false);
     // One consumer per partition, as `serve` would run with more instances.
     let mut tasks = Vec::new();
     let started = Instant::now();
-    for _ in 0..3 {
+    let consumers = knob("BENCH_CONSUMERS", 3);
+    for i in 0..consumers {
+        // Instances of one group: each needs its own static-membership id.
+        let cfg = carehub_kafka::KafkaConfig {
+            instance_id: format!("bench-{i}"),
+            ..kafka()
+        };
         let runner =
-            ConsumerRunner::new(&kafka(), &format!("g-{topic}"), &topic, engine.clone(), p.clone()).expect("runner");
+            ConsumerRunner::new(&cfg, &format!("g-{topic}"), &topic, engine.clone(), p.clone()).expect("runner");
         tasks.push(tokio::spawn(runner.run(shutdown.clone())));
     }
     let pool = db.pool.clone();
+    // Group join and first assignment are counted apart from steady state.
+    eventually(Duration::from_secs(120), || async {
+        (count(&pool, "SELECT count(*) FROM consumed_event").await >= 1).then_some(())
+    })
+    .await
+    .expect("first applied");
+    let joined = started.elapsed();
+    let steady_from = Instant::now();
+    let first = count(&pool, "SELECT count(*) FROM consumed_event").await;
     eventually(Duration::from_secs(600), || async {
         (count(&pool, "SELECT count(*) FROM consumed_event").await >= n as i64).then_some(())
     })
     .await
     .expect("all applied");
+    let steady = steady_from.elapsed();
+    println!(
+        "  group join to first record {:.2}s; steady state {:.0} events/s",
+        joined.as_secs_f64(),
+        (n as i64 - first) as f64 / steady.as_secs_f64()
+    );
     let elapsed = started.elapsed();
     println!(
-        "pipeline (3 consumers, 1 tx per record): {n} events in {:.2}s = {:.0} events/s",
+        "pipeline ({consumers} consumer(s), 1 tx per record): {n} events in {:.2}s = {:.0} events/s",
         elapsed.as_secs_f64(),
         n as f64 / elapsed.as_secs_f64()
     );
