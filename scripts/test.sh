@@ -18,8 +18,8 @@ PGPASSWORD=postgres psql -h 127.0.0.1 -U postgres -d postgres -Atqc \
   done
 
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --all-targets --no-fail-fast "$@"
+  cargo nextest run --workspace --no-fail-fast "$@"
 else
   echo "cargo-nextest not found: running cargo test" >&2
-  cargo test --workspace --all-targets --no-fail-fast "$@"
+  cargo test --workspace --no-fail-fast "$@"
 fi

@@ -100,11 +100,4 @@ impl DeadLetters {
         .await?;
         Ok(())
     }
-
-    pub async fn count_open(pool: &PgPool) -> Result<i64> {
-        let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM dead_letter WHERE status = 'open'")
-            .fetch_one(pool)
-            .await?;
-        Ok(n)
-    }
 }

@@ -66,11 +66,4 @@ impl Outbox {
             .await?;
         Ok(n)
     }
-
-    pub async fn by_event(pool: &PgPool, event_id: Uuid) -> Result<Option<OutboxRow>> {
-        Ok(sqlx::query_as("SELECT * FROM outbox WHERE event_id = $1")
-            .bind(event_id)
-            .fetch_optional(pool)
-            .await?)
-    }
 }

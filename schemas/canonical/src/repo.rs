@@ -223,8 +223,3 @@ pub async fn patient_identifiers(pool: &PgPool, id: Uuid) -> Result<Vec<PatientI
             .await?,
     )
 }
-
-pub async fn count_patients(pool: &PgPool) -> Result<i64> {
-    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM patient").fetch_one(pool).await?;
-    Ok(n)
-}
