@@ -8,3 +8,6 @@
 //!   matches each ACK to the message it acknowledges.
 
 pub mod codec;
+pub mod listener;
+
+pub use listener::{Inbound, InboundSink, ListenerConfig, MllpListener, Unavailable, Verdict};

@@ -120,11 +120,26 @@ impl Engine {
         }
         .emit();
 
-        let mut tx = self.pool.begin().await?;
-        let key = source_key(rec, env.as_ref());
-        let ingested = MessageStore::ingest(
-            &mut tx,
-            &NewMessage {
+        let filing = env
+            .as_ref()
+            .filter(|_| rejection.is_none())
+            .and_then(|e| self.handler.filing(e));
+        let key = filing
+            .as_ref()
+            .map_or_else(|| source_key(rec, env.as_ref()), |f| f.source_key.clone());
+        let origin = filing.as_ref().and_then(|f| f.origin.clone()).unwrap_or(origin);
+        let connector = filing.as_ref().map_or(CONNECTOR, |f| f.connector.as_str());
+        let new_message = match &filing {
+            Some(f) => NewMessage {
+                connector: &f.connector,
+                protocol: &f.protocol,
+                message_type: f.message_type.as_deref(),
+                control_id: f.control_id.as_deref(),
+                source_key: &key,
+                origin: Some(&origin),
+                raw: &f.raw,
+            },
+            None => NewMessage {
                 connector: CONNECTOR,
                 protocol: "kafka",
                 message_type: env.as_ref().map(|e| e.event_type.as_str()),
@@ -133,8 +148,9 @@ impl Engine {
                 origin: Some(&origin),
                 raw: rec.payload,
             },
-        )
-        .await?;
+        };
+        let mut tx = self.pool.begin().await?;
+        let ingested = MessageStore::ingest(&mut tx, &new_message).await?;
         let message_id = ingested.id();
 
         if ingested.is_duplicate() {
@@ -156,6 +172,22 @@ impl Engine {
                     reason,
                     new: false,
                 });
+            }
+            // The same source message again (a sender's resend under a new
+            // event id): it was applied once, it has no second effect.
+            let status: Option<(String,)> = sqlx::query_as("SELECT status FROM message WHERE id = $1")
+                .bind(message_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if matches!(status, Some((ref s,)) if s == "processed") {
+                tx.rollback().await?;
+                let event_id = env.as_ref().map_or_else(|| key.clone(), |e| e.id.clone());
+                DuplicateSkipped {
+                    connector: name,
+                    event_id: &event_id,
+                }
+                .emit();
+                return Ok(Processed::Duplicate { event_id });
             }
         }
 
@@ -190,7 +222,7 @@ impl Engine {
             Ok(handled) => {
                 MessageStore::mark_processed(&mut tx, message_id, handled.patient_id).await?;
                 let mut audit = vec![
-                    AuditEntry::new(ActorKind::Connector, CONNECTOR, Action::Ingest, "message")
+                    AuditEntry::new(ActorKind::Connector, connector, Action::Ingest, "message")
                         .entity(message_id)
                         .message(Some(message_id))
                         .origin(origin.clone()),

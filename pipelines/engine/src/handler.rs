@@ -52,6 +52,27 @@ impl HandlerError {
     }
 }
 
+/// How a record is filed in the message store when it carries another
+/// protocol's message (HL7 v2 bytes from the MLLP listener, say): that
+/// message verbatim, under the source's own idempotency key.
+#[derive(Debug, Clone)]
+pub struct Filing {
+    /// Connector that received it (`hl7_mllp`).
+    pub connector: String,
+    /// Wire protocol (`hl7v2`).
+    pub protocol: String,
+    /// As the protocol names it (`ADT^A01`).
+    pub message_type: Option<String>,
+    /// The sender's id for it (MSH-10).
+    pub control_id: Option<String>,
+    /// Unique per source: the same key twice is the same message (`hl7:<facility>:<MSH-10>`).
+    pub source_key: String,
+    /// The remote address it came from.
+    pub origin: Option<String>,
+    /// The message's bytes as received.
+    pub raw: Vec<u8>,
+}
+
 /// One pipeline's logic. It runs inside the engine's transaction: everything
 /// it writes (canonical rows, outbox events, audit entries) commits together
 /// or not at all, so it needs no idempotency of its own.
@@ -62,6 +83,12 @@ pub trait Handler: Send + Sync {
 
     /// Event types this pipeline accepts; others are dead-lettered as `unknown_type`.
     fn accepts(&self, event_type: &str) -> bool;
+
+    /// How the record is filed in the message store. `None` (the default)
+    /// files the Kafka record itself, keyed by topic and event id.
+    fn filing(&self, _event: &Envelope) -> Option<Filing> {
+        None
+    }
 
     async fn handle(&self, conn: &mut PgConnection, ctx: &Context, event: &Envelope) -> Result<Handled, HandlerError>;
 }

@@ -18,6 +18,7 @@ pub mod error;
 pub mod message_store;
 pub mod model;
 pub mod outbox;
+pub mod records;
 pub mod repo;
 
 pub use audit::{Action, ActorKind, AuditEntry, AuditLog, ChainBreak};

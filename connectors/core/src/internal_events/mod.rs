@@ -4,7 +4,9 @@
 //! message type, error code), never ids, names or free text.
 
 mod backbone;
+mod hl7;
 pub use backbone::*;
+pub use hl7::*;
 
 /// Metric names, in one place so dashboards have one list to read.
 pub mod metric {
@@ -17,6 +19,10 @@ pub mod metric {
     pub const OUTBOX_PUBLISHED: &str = "carehub_outbox_published_events_total";
     pub const CONSUMER_LAG: &str = "carehub_consumer_lag_records";
     pub const ERRORS: &str = "carehub_component_errors_total";
+    pub const HL7_ACKS_SENT: &str = "carehub_hl7_acks_sent_total";
+    pub const HL7_ACKS_RECEIVED: &str = "carehub_hl7_acks_received_total";
+    pub const HL7_CONNECTIONS: &str = "carehub_hl7_connections_open";
+    pub const HL7_UNMAPPED_SEGMENTS: &str = "carehub_hl7_unmapped_segments_total";
 }
 
 /// Where in a component an error happened (vector's instrumentation spec).

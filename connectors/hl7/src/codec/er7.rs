@@ -177,6 +177,20 @@ impl<'a> Message<'a> {
         Self::from_segments(delimiters, &segments)
     }
 
+    /// Only the MSH of a text whose other segments may be unreadable, to
+    /// answer it with a proper ACK.
+    pub fn header(text: &'a str) -> Result<Self, ParseError> {
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        let segments = split_segments(text);
+        match segments.first() {
+            Some(first) if first.starts_with("MSH") => {
+                Self::from_segments(Delimiters::from_header(first)?, &segments[..1])
+            }
+            Some(first) => Err(ParseError::NoMsh(first.chars().take(3).collect())),
+            None => Err(ParseError::Empty),
+        }
+    }
+
     pub(crate) fn from_segments(delimiters: Delimiters, lines: &[&'a str]) -> Result<Self, ParseError> {
         let mut segments = Vec::with_capacity(lines.len());
         for (index, line) in lines.iter().enumerate() {

@@ -1,0 +1,397 @@
+//! [`MllpListener`]: HL7 v2 over MLLP, inbound.
+//!
+//! One task per connection, one message at a time per connection: a frame is
+//! read, parsed, handed to the [`InboundSink`] (which stores it durably and
+//! judges its content), and only then is its ACK written. The next frame is
+//! read after that, so an ACK can never be credited to another message, and
+//! a message is never acknowledged before it is stored. When the sink cannot
+//! store, the sender gets AR (CR) with error 207 and resends later: never AA.
+//!
+//! Unreadable frames are stored too (as failed, with the reason) and answered
+//! with AR and an ERR segment. An oversized frame, bytes outside a frame or a
+//! sender idle past the timeout close the connection with a logged reason.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use carehub_core::internal_events::{ComponentError, Hl7AckSent, Hl7Connections, MessageReceived, Stage};
+use futures::{SinkExt, StreamExt};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio_util::codec::Framed;
+
+use crate::codec::ack::{self, AckCode, AckError, AckMode, Outcome};
+use crate::codec::er7::{Message, ParseError};
+use crate::codec::mllp::{FrameError, MllpCodec};
+use crate::codec::{batch, charset};
+
+pub const CONNECTOR: &str = "hl7_mllp";
+
+/// `[hl7.listener]`: where and how the MLLP listener accepts connections.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// Address to accept MLLP connections on.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Largest message accepted, in bytes; a larger frame closes the connection.
+    #[serde(default = "default_max_frame_bytes")]
+    pub max_frame_bytes: usize,
+    /// Seconds a connection may stay silent (or take to send one frame) before it is closed.
+    #[serde(default = "default_idle_timeout_secs")]
+    pub idle_timeout_secs: u64,
+    /// Most connections served at once; more wait to be accepted.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// MSH-3 of the ACKs carehub sends for input without a readable MSH.
+    #[serde(default = "default_application")]
+    pub application: String,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 2575))
+}
+const fn default_max_frame_bytes() -> usize {
+    1024 * 1024
+}
+const fn default_idle_timeout_secs() -> u64 {
+    300
+}
+const fn default_max_connections() -> usize {
+    256
+}
+fn default_application() -> String {
+    "CAREHUB".to_owned()
+}
+
+impl Default for ListenerConfig {
+    fn default() -> Self {
+        ListenerConfig {
+            listen: default_listen(),
+            max_frame_bytes: default_max_frame_bytes(),
+            idle_timeout_secs: default_idle_timeout_secs(),
+            max_connections: default_max_connections(),
+            application: default_application(),
+        }
+    }
+}
+
+/// What the listener hands to the sink for each frame.
+#[derive(Debug)]
+pub struct Inbound<'a> {
+    /// The frame's payload, verbatim.
+    pub raw: &'a Bytes,
+    pub peer: SocketAddr,
+    /// The parsed message, or why it could not be parsed.
+    pub parsed: Result<&'a Message<'a>, &'a ParseError>,
+}
+
+/// The sink's judgement of a message it has stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Stored; content acceptable: AA (CA).
+    Accepted,
+    /// Stored; content in error (e.g. a required field missing): AE (CE).
+    Error(AckError),
+    /// Stored; not processable (unsupported type or version): AR (CR).
+    Rejected(AckError),
+}
+
+/// Storage is unavailable: nothing was stored, the sender must resend.
+#[derive(Debug, thiserror::Error)]
+#[error("storage unavailable: {0}")]
+pub struct Unavailable(pub String);
+
+/// Where received messages go. Implementations store durably before
+/// returning `Ok` (the listener acknowledges right after).
+#[async_trait]
+pub trait InboundSink: Send + Sync + 'static {
+    async fn store(&self, inbound: Inbound<'_>) -> Result<Verdict, Unavailable>;
+}
+
+/// Accepts MLLP connections and acknowledges each message after its sink stored it.
+pub struct MllpListener {
+    config: ListenerConfig,
+    listener: TcpListener,
+    sink: Arc<dyn InboundSink>,
+}
+
+impl std::fmt::Debug for MllpListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MllpListener").field("config", &self.config).finish()
+    }
+}
+
+impl MllpListener {
+    /// Binds `config.listen` (port 0 picks a free port; see [`local_addr`](Self::local_addr)).
+    pub async fn bind(config: ListenerConfig, sink: Arc<dyn InboundSink>) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(config.listen).await?;
+        Ok(MllpListener { config, listener, sink })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` turns true; connections finish the message in hand.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let limit = Arc::new(Semaphore::new(self.config.max_connections.max(1)));
+        let handler = Arc::new(ConnectionHandler {
+            config: self.config.clone(),
+            sink: self.sink.clone(),
+        });
+        tracing::info!(listen = %self.config.listen, "MLLP listener accepting connections");
+        loop {
+            let permit = tokio::select! {
+                p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+                _ = shutdown.changed() => return,
+            };
+            let (stream, peer) = tokio::select! {
+                r = self.listener.accept() => match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        ComponentError { component: CONNECTOR, stage: Stage::Receiving, error_code: "accept_failed", error: &e }.emit();
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+                _ = shutdown.changed() => return,
+            };
+            let _ = stream.set_nodelay(true);
+            let handler = handler.clone();
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                handler.serve(stream, peer, shutdown).await;
+                drop(permit);
+            });
+        }
+    }
+}
+
+struct ConnectionHandler {
+    config: ListenerConfig,
+    sink: Arc<dyn InboundSink>,
+}
+
+static ACK_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// A control id for an ACK: at most 20 characters (the v2.5 length of MSH-10),
+/// unique per process and time-ordered.
+fn ack_control_id() -> String {
+    let ms = chrono::Utc::now().timestamp_millis() as u64;
+    let seq = ACK_SEQ.fetch_add(1, Ordering::Relaxed) % 100_000;
+    format!("CH{ms}{seq:05}")
+}
+
+impl ConnectionHandler {
+    async fn serve(&self, stream: TcpStream, peer: SocketAddr, shutdown: watch::Receiver<bool>) {
+        Hl7Connections {
+            connector: CONNECTOR,
+            delta: 1.0,
+        }
+        .emit();
+        tracing::debug!(%peer, "MLLP connection opened");
+        let reason = self.serve_stream(stream, peer, shutdown).await;
+        tracing::info!(%peer, reason = %reason, "MLLP connection closed");
+        Hl7Connections {
+            connector: CONNECTOR,
+            delta: -1.0,
+        }
+        .emit();
+    }
+
+    /// Serves one connection; returns why it ended.
+    async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        stream: S,
+        peer: SocketAddr,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> String {
+        let mut framed = Framed::new(stream, MllpCodec::new(self.config.max_frame_bytes));
+        let idle = Duration::from_secs(self.config.idle_timeout_secs.max(1));
+        loop {
+            let next = tokio::select! {
+                n = tokio::time::timeout(idle, framed.next()) => n,
+                _ = shutdown.changed() => return "shutting down".into(),
+            };
+            let frame = match next {
+                Err(_) => return format!("idle for {}s", idle.as_secs()),
+                Ok(None) => return "closed by peer".into(),
+                Ok(Some(Err(e))) => {
+                    let code = match &e {
+                        FrameError::TooLarge { .. } => "frame_too_large",
+                        FrameError::OutsideFrame { .. } => "bytes_outside_frame",
+                        FrameError::Truncated { .. } => "truncated_frame",
+                        FrameError::Io(_) => "io",
+                    };
+                    ComponentError {
+                        component: CONNECTOR,
+                        stage: Stage::Receiving,
+                        error_code: code,
+                        error: &e,
+                    }
+                    .emit();
+                    return format!("protocol error: {e}");
+                }
+                Ok(Some(Ok(frame))) => frame,
+            };
+            if let Some(reply) = self.handle_frame(&frame, peer).await
+                && let Err(e) = framed.send(reply.as_bytes()).await
+            {
+                return format!("writing the ACK failed: {e}");
+            }
+        }
+    }
+
+    /// Handles one frame; returns the reply to write, if any.
+    async fn handle_frame(&self, frame: &Bytes, peer: SocketAddr) -> Option<String> {
+        let text = match charset::decode(frame) {
+            Ok((text, _)) => text,
+            Err(e) => return Some(self.refuse_unparsed(frame, peer, e).await),
+        };
+        let split = match batch::split(&text) {
+            Ok(s) => s,
+            Err(e) => return Some(self.refuse_unparsed(frame, peer, e).await),
+        };
+        if split.batch {
+            return Some(self.handle_batch(&split.messages, peer).await);
+        }
+        if split.messages.len() > 1 {
+            let e = ParseError::BadBatch(format!(
+                "{} messages in one MLLP frame; send one per frame, or an FHS/BHS batch",
+                split.messages.len()
+            ));
+            return Some(self.refuse_unparsed(frame, peer, e).await);
+        }
+        let message = match Message::parse(&text) {
+            Ok(m) => m,
+            Err(e) => {
+                let header = Message::header(&text).ok();
+                return Some(self.refuse(frame, peer, e, header.as_ref()).await);
+            }
+        };
+        self.handle_message(frame, &message, peer).await
+    }
+
+    async fn handle_message(&self, raw: &Bytes, message: &Message<'_>, peer: SocketAddr) -> Option<String> {
+        let label = message.type_label();
+        MessageReceived {
+            connector: CONNECTOR,
+            message_type: &label,
+        }
+        .emit();
+        let verdict = self
+            .sink
+            .store(Inbound {
+                raw,
+                peer,
+                parsed: Ok(message),
+            })
+            .await;
+        let (outcome, error) = match verdict {
+            Ok(Verdict::Accepted) => (Outcome::Accept, None),
+            Ok(Verdict::Error(e)) => (Outcome::Error, Some(e)),
+            Ok(Verdict::Rejected(e)) => (Outcome::Reject, Some(e)),
+            Err(e) => {
+                ComponentError {
+                    component: CONNECTOR,
+                    stage: Stage::Receiving,
+                    error_code: "storage_unavailable",
+                    error: &e,
+                }
+                .emit();
+                (
+                    Outcome::Reject,
+                    Some(AckError::new(
+                        207,
+                        "message not stored: storage unavailable; send it again later",
+                    )),
+                )
+            }
+        };
+        let code = AckMode::of(message).receipt_code(outcome)?;
+        let reply = ack::build(message, code, error.as_ref(), &ack_control_id());
+        Hl7AckSent {
+            connector: CONNECTOR,
+            message_type: &label,
+            code: code.as_str(),
+            control_id: message.control_id(),
+        }
+        .emit();
+        Some(reply)
+    }
+
+    /// Each message of a batch on its own; the answer is a batch of ACKs.
+    async fn handle_batch(&self, messages: &[&str], peer: SocketAddr) -> String {
+        let mut acks = Vec::with_capacity(messages.len());
+        for text in messages {
+            let raw = Bytes::copy_from_slice(text.as_bytes());
+            match Message::parse(text) {
+                Ok(m) => acks.extend(self.handle_message(&raw, &m, peer).await),
+                Err(e) => {
+                    let header = Message::header(text).ok();
+                    acks.push(self.refuse(&raw, peer, e, header.as_ref()).await)
+                }
+            }
+        }
+        let mut out = format!("BHS|^~\\&|{}||||{}\r", self.config.application, ack::timestamp_now());
+        for a in &acks {
+            out.push_str(a);
+        }
+        out.push_str(&format!("BTS|{}\r", acks.len()));
+        out
+    }
+
+    async fn refuse_unparsed(&self, raw: &Bytes, peer: SocketAddr, error: ParseError) -> String {
+        self.refuse(raw, peer, error, None).await
+    }
+
+    /// Input that is not a readable message: stored as failed, answered AR
+    /// (built from its MSH when at least that could be read).
+    async fn refuse(&self, raw: &Bytes, peer: SocketAddr, error: ParseError, header: Option<&Message<'_>>) -> String {
+        MessageReceived {
+            connector: CONNECTOR,
+            message_type: "unparsed",
+        }
+        .emit();
+        ComponentError {
+            component: CONNECTOR,
+            stage: Stage::Receiving,
+            error_code: "unparsable",
+            error: &error,
+        }
+        .emit();
+        let stored = self
+            .sink
+            .store(Inbound {
+                raw,
+                peer,
+                parsed: Err(&error),
+            })
+            .await;
+        let (code, location) = error.hl7_error();
+        let mut text = error.to_string();
+        if stored.is_err() {
+            text.push_str("; not stored: storage unavailable");
+        }
+        let mut err = AckError::new(code, text);
+        err.location = location;
+        Hl7AckSent {
+            connector: CONNECTOR,
+            message_type: "unparsed",
+            code: AckCode::AR.as_str(),
+            control_id: header.map_or("", |h| h.control_id()),
+        }
+        .emit();
+        match header {
+            Some(h) => ack::build(h, AckCode::AR, Some(&err), &ack_control_id()),
+            None => ack::build_unparsed(AckCode::AR, &err, &self.config.application, &ack_control_id()),
+        }
+    }
+}

@@ -1,0 +1,363 @@
+//! The HL7 v2 pipeline: messages the MLLP listener received (topic
+//! `carehub.hl7v2.inbound.v1`, event type `carehub.hl7v2.received.v1`) become
+//! canonical rows, audit entries and outbound events, in one transaction.
+//!
+//! The message is filed in the message store as the HL7 bytes it arrived as,
+//! under the source key `hl7:<MSH-4>:<MSH-3>:<MSH-10>`: a sender's resend of
+//! the same message is found there and has no second effect.
+//!
+//! [`map`] says where each field goes; [`validate`] is the same mapping, run
+//! by the listener before it acknowledges, so content errors are answered AE
+//! at once. What needs the database (an order change for an unknown order, a
+//! merge of an unknown patient, a transition the order's state forbids) is
+//! found here, after the ACK, and dead-lettered with the reason.
+
+pub mod map;
+
+use async_trait::async_trait;
+use base64::Engine as _;
+use carehub_core::internal_events::Hl7SegmentsUnmapped;
+use carehub_hl7::codec::{Message, charset};
+use carehub_pipeline::{Context, Filing, Handled, Handler, HandlerError};
+use carehub_schema::records::{self, OrderRejected};
+use carehub_schema::repo::{self, PatientData, PatientRejected, Upserted};
+use carehub_schema::{Action, ActorKind, AuditEntry, Envelope, Outbox};
+use serde::{Deserialize, Serialize};
+use sqlx::PgConnection;
+
+pub use map::{Command, Mapped, MappingError, map};
+
+/// Event type of a received HL7 v2 message on the inbound topic.
+pub const RECEIVED: &str = "carehub.hl7v2.received.v1";
+pub const PATIENT_UPSERTED: &str = "carehub.patient.upserted.v1";
+pub const PATIENT_MERGED: &str = "carehub.patient.merged.v1";
+pub const ENCOUNTER_UPSERTED: &str = "carehub.encounter.upserted.v1";
+pub const ORDER_UPSERTED: &str = "carehub.order.upserted.v1";
+pub const OBSERVATION_UPSERTED: &str = "carehub.observation.upserted.v1";
+pub const APPOINTMENT_UPSERTED: &str = "carehub.appointment.upserted.v1";
+pub const INVOICE_UPSERTED: &str = "carehub.invoice.upserted.v1";
+
+const SOURCE: &str = "/carehub/pipelines/hl7";
+const ACTOR: &str = "pipeline:hl7";
+
+/// `data` of a `carehub.hl7v2.received.v1` event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Received {
+    /// The message bytes exactly as they arrived in the MLLP frame.
+    pub raw_base64: String,
+    /// The sender's address (`ip:port`).
+    pub peer: String,
+    /// The listener that took it (`ip:port`).
+    pub listener: String,
+}
+
+impl Received {
+    pub fn new(raw: &[u8], peer: impl ToString, listener: impl ToString) -> Self {
+        Received {
+            raw_base64: base64::engine::general_purpose::STANDARD.encode(raw),
+            peer: peer.to_string(),
+            listener: listener.to_string(),
+        }
+    }
+
+    pub fn raw(&self) -> Result<Vec<u8>, base64::DecodeError> {
+        base64::engine::general_purpose::STANDARD.decode(&self.raw_base64)
+    }
+
+    /// The envelope the listener publishes.
+    pub fn into_envelope(self, source_key: Option<&str>) -> Envelope {
+        let env = Envelope::new(RECEIVED, "/carehub/connectors/hl7_mllp", serde_json::json!(self));
+        match source_key {
+            Some(k) => env.with_subject(format!("message/{k}")),
+            None => env,
+        }
+    }
+}
+
+/// The idempotency key of a message: sending facility, application, control id.
+pub fn source_key(msg: &Message<'_>) -> String {
+    let msh = msg.msh();
+    format!("hl7:{}:{}:{}", msh.field(4).raw(), msh.field(3).raw(), msg.control_id())
+}
+
+/// The listener's check before it acknowledges: the mapping, without the database.
+pub fn validate(msg: &Message<'_>) -> Result<(), MappingError> {
+    map(msg).map(|_| ())
+}
+
+#[derive(Debug, Clone)]
+pub struct Hl7Pipeline {
+    /// Topic the outbound events go to (through the outbox).
+    pub events_topic: String,
+}
+
+impl Hl7Pipeline {
+    pub fn new(events_topic: impl Into<String>) -> Self {
+        Hl7Pipeline {
+            events_topic: events_topic.into(),
+        }
+    }
+}
+
+fn received(event: &Envelope) -> Result<(Received, Vec<u8>), HandlerError> {
+    let rec = Received::deserialize(&event.data)
+        .map_err(|e| HandlerError::rejected("invalid_envelope", format!("{RECEIVED}: {e}")))?;
+    let raw = rec
+        .raw()
+        .map_err(|e| HandlerError::rejected("invalid_envelope", format!("raw_base64: {e}")))?;
+    Ok((rec, raw))
+}
+
+/// Collects audit entries and outbound events of one message.
+struct Effects<'c> {
+    ctx: &'c Context,
+    topic: &'c str,
+    audit: Vec<AuditEntry>,
+}
+
+impl Effects<'_> {
+    async fn record(
+        &mut self,
+        conn: &mut PgConnection,
+        entity: &str,
+        up: Upserted,
+        event_type: &str,
+        extra: serde_json::Value,
+    ) -> Result<(), HandlerError> {
+        let mut data = serde_json::json!({
+            "id": up.id,
+            "created": up.created,
+            "version": up.version,
+            "source_message_id": self.ctx.message_id,
+        });
+        if let (Some(d), serde_json::Value::Object(extra)) = (data.as_object_mut(), extra) {
+            d.extend(extra);
+        }
+        let event = Envelope::new(event_type, SOURCE, data).with_subject(format!("{entity}/{}", up.id));
+        Outbox::enqueue(conn, self.topic, &up.id.to_string(), &event).await?;
+        let action = if up.created { Action::Create } else { Action::Update };
+        self.audit.push(
+            AuditEntry::new(ActorKind::System, ACTOR, action, entity)
+                .entity(up.id)
+                .message(Some(self.ctx.message_id))
+                .origin(self.ctx.origin.clone())
+                .detail(serde_json::json!({ "event_id": event.id })),
+        );
+        Ok(())
+    }
+}
+
+async fn upsert_patient(
+    conn: &mut PgConnection,
+    fx: &mut Effects<'_>,
+    data: &PatientData,
+) -> Result<Upserted, HandlerError> {
+    let up = repo::upsert_patient(conn, data, Some(fx.ctx.message_id))
+        .await?
+        .map_err(|r| {
+            let code = match r {
+                PatientRejected::UnknownOrganization { .. } => "unknown_reference",
+                _ => "invalid_data",
+            };
+            HandlerError::rejected(code, r.to_string())
+        })?;
+    fx.record(conn, "patient", up, PATIENT_UPSERTED, serde_json::json!({}))
+        .await?;
+    Ok(up)
+}
+
+#[async_trait]
+impl Handler for Hl7Pipeline {
+    fn name(&self) -> &str {
+        "hl7"
+    }
+
+    fn accepts(&self, event_type: &str) -> bool {
+        event_type == RECEIVED
+    }
+
+    fn filing(&self, event: &Envelope) -> Option<Filing> {
+        let (rec, raw) = received(event).ok()?;
+        let (text, _) = charset::decode(&raw).ok()?;
+        let parsed = Message::header(&text).ok();
+        Some(Filing {
+            connector: carehub_hl7::listener::CONNECTOR.to_owned(),
+            protocol: "hl7v2".to_owned(),
+            message_type: parsed.as_ref().map(|m| m.type_label()),
+            control_id: parsed.as_ref().map(|m| m.control_id().to_owned()),
+            // Unreadable input has no key of its own: the event id is its identity.
+            source_key: parsed
+                .as_ref()
+                .map_or_else(|| format!("hl7:unparsed:{}", event.id), source_key),
+            origin: Some(format!("mllp:{}", rec.peer)),
+            raw,
+        })
+    }
+
+    async fn handle(&self, conn: &mut PgConnection, ctx: &Context, event: &Envelope) -> Result<Handled, HandlerError> {
+        let (_, raw) = received(event)?;
+        let (text, _) = charset::decode(&raw).map_err(|e| HandlerError::rejected("invalid_data", e.to_string()))?;
+        let msg = Message::parse(&text).map_err(|e| HandlerError::rejected("invalid_data", e.to_string()))?;
+        let mapped = map(&msg).map_err(|e| HandlerError::rejected(e.dead_letter_code(), e.reason))?;
+        let label = msg.type_label();
+        for (segment, count) in &mapped.unmapped {
+            Hl7SegmentsUnmapped {
+                message_type: &label,
+                segment,
+                count: *count as u64,
+            }
+            .emit();
+        }
+        let mut fx = Effects {
+            ctx,
+            topic: &self.events_topic,
+            audit: Vec::new(),
+        };
+        let msg_id = Some(ctx.message_id);
+        let patient_id = match &mapped.command {
+            Command::UpsertPatient { patient, encounter } => {
+                let p = upsert_patient(conn, &mut fx, patient).await?;
+                if let Some(e) = encounter {
+                    let up = records::upsert_encounter(conn, p.id, e, msg_id).await?;
+                    fx.record(
+                        conn,
+                        "encounter",
+                        up,
+                        ENCOUNTER_UPSERTED,
+                        serde_json::json!({ "status": e.status }),
+                    )
+                    .await?;
+                }
+                p.id
+            }
+            Command::MergePatients { survivor, prior } => {
+                let s = upsert_patient(conn, &mut fx, survivor).await?;
+                let merged = records::merge_patient(conn, s.id, prior, msg_id)
+                    .await?
+                    .ok_or_else(|| {
+                        HandlerError::rejected(
+                            "unknown_reference",
+                            "A40: no patient holds the MRG-1 identifiers to merge",
+                        )
+                    })?;
+                let event = Envelope::new(
+                    PATIENT_MERGED,
+                    SOURCE,
+                    serde_json::json!({ "id": s.id, "merged_id": merged, "source_message_id": ctx.message_id }),
+                )
+                .with_subject(format!("patient/{}", s.id));
+                Outbox::enqueue(conn, &self.events_topic, &s.id.to_string(), &event).await?;
+                fx.audit.push(
+                    AuditEntry::new(ActorKind::System, ACTOR, Action::Update, "patient")
+                        .entity(merged)
+                        .message(msg_id)
+                        .origin(ctx.origin.clone())
+                        .detail(serde_json::json!({ "merged_into": s.id, "event_id": event.id })),
+                );
+                s.id
+            }
+            Command::Orders { patient, orders } => {
+                let p = upsert_patient(conn, &mut fx, patient).await?;
+                for o in orders {
+                    let orderer = match &o.orderer {
+                        Some(pr) => {
+                            let up = records::upsert_practitioner(conn, pr, msg_id).await?;
+                            fx.audit.push(
+                                AuditEntry::new(
+                                    ActorKind::System,
+                                    ACTOR,
+                                    if up.created { Action::Create } else { Action::Update },
+                                    "practitioner",
+                                )
+                                .entity(up.id)
+                                .message(msg_id)
+                                .origin(ctx.origin.clone()),
+                            );
+                            Some(up.id)
+                        }
+                        None => None,
+                    };
+                    let applied = records::apply_order(conn, p.id, orderer, o, msg_id)
+                        .await?
+                        .map_err(|r| {
+                            let code = match r {
+                                OrderRejected::Unknown { .. } => "unknown_reference",
+                                OrderRejected::Transition { .. } => "invalid_transition",
+                            };
+                            HandlerError::rejected(code, r.to_string())
+                        })?;
+                    let up = Upserted {
+                        id: applied.id,
+                        created: applied.created,
+                        version: applied.version,
+                    };
+                    fx.record(
+                        conn,
+                        "service_order",
+                        up,
+                        ORDER_UPSERTED,
+                        serde_json::json!({ "status": applied.status, "from_status": applied.from_status }),
+                    )
+                    .await?;
+                }
+                p.id
+            }
+            Command::Results { patient, results } => {
+                let p = upsert_patient(conn, &mut fx, patient).await?;
+                for r in results {
+                    let mut order_id = None;
+                    for number in [&r.filler, &r.placer].into_iter().flatten() {
+                        if order_id.is_none() {
+                            order_id = records::find_order(conn, number).await?;
+                        }
+                    }
+                    let up = records::upsert_observation(conn, p.id, order_id, r, msg_id).await?;
+                    fx.record(
+                        conn,
+                        "observation",
+                        up,
+                        OBSERVATION_UPSERTED,
+                        serde_json::json!({ "order_id": order_id, "status": r.status }),
+                    )
+                    .await?;
+                }
+                p.id
+            }
+            Command::Appointment { patient, appointment } => {
+                let p = upsert_patient(conn, &mut fx, patient).await?;
+                let order_id = match &appointment.placer_order {
+                    Some(n) => records::find_order(conn, n).await?,
+                    None => None,
+                };
+                let up = records::upsert_appointment(conn, p.id, order_id, appointment, msg_id).await?;
+                fx.record(
+                    conn,
+                    "appointment",
+                    up,
+                    APPOINTMENT_UPSERTED,
+                    serde_json::json!({ "status": appointment.status }),
+                )
+                .await?;
+                p.id
+            }
+            Command::Charges { patient, invoice } => {
+                let p = upsert_patient(conn, &mut fx, patient).await?;
+                let (up, lines) = records::add_charges(conn, p.id, invoice, msg_id).await?;
+                fx.record(
+                    conn,
+                    "invoice",
+                    up,
+                    INVOICE_UPSERTED,
+                    serde_json::json!({ "lines_added": lines }),
+                )
+                .await?;
+                p.id
+            }
+        };
+        Ok(Handled {
+            patient_id: Some(patient_id),
+            audit: fx.audit,
+        })
+    }
+}

@@ -1,0 +1,205 @@
+use super::*;
+
+fn fixture(name: &str) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/hl7")
+        .join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn mapped(name: &str) -> Mapped {
+    let text = fixture(name);
+    let msg = Message::parse(&text).expect("fixture parses");
+    map(&msg).expect("fixture maps")
+}
+
+#[test]
+fn adt_a01_maps_the_patient_and_opens_the_visit() {
+    let m = mapped("adt_a01.hl7");
+    let Command::UpsertPatient { patient, encounter } = m.command else {
+        panic!("{:?}", m.command)
+    };
+    assert_eq!(patient.identifiers.len(), 2);
+    assert_eq!(patient.identifiers[0].system, "urn:oid:1.2.826.0.1.9999.1");
+    assert_eq!(patient.identifiers[0].value, "P-1001");
+    assert_eq!(patient.identifiers[0].type_code.as_deref(), Some("MR"));
+    assert_eq!(patient.identifiers[1].system, "urn:carehub:hl7-aa:NATION");
+    let name = patient.name.expect("name");
+    assert_eq!(name.family.as_deref(), Some("Testpatient"));
+    assert_eq!(name.given, ["Alex", "Q"]);
+    assert_eq!(patient.birth_date, NaiveDate::from_ymd_opt(1980, 1, 2));
+    assert_eq!(patient.sex, Some(Sex::Female));
+    assert_eq!(patient.phone.as_deref(), Some("5550100"));
+    assert_eq!(patient.email.as_deref(), Some("alex@example.test"));
+    let addr = patient.address.expect("address");
+    assert_eq!(addr["city"], "Testville");
+    assert_eq!(addr["line"], serde_json::json!(["12 Test Street", "Apt 3"]));
+    let enc = encounter.expect("visit");
+    assert_eq!(enc.visit.value, "V-9001");
+    assert_eq!(enc.status, "in-progress");
+    assert_eq!(enc.class.as_deref(), Some("I"));
+    assert_eq!(enc.location.as_deref(), Some("WARD1/R12/B1"));
+    assert!(enc.admitted_at.is_some());
+    // Z-segments are not mapped, and are counted rather than dropped unseen.
+    assert_eq!(m.unmapped.get("ZPI"), Some(&1));
+}
+
+#[test]
+fn adt_a03_closes_the_visit() {
+    let Command::UpsertPatient { encounter, .. } = mapped("adt_a03.hl7").command else {
+        panic!()
+    };
+    let enc = encounter.expect("visit");
+    assert_eq!(enc.status, "finished");
+    assert_eq!(
+        enc.discharged_at.map(|t| t.to_rfc3339()),
+        Some("2026-11-26T08:55:00+00:00".to_owned())
+    );
+}
+
+#[test]
+fn adt_a40_names_survivor_and_prior() {
+    let Command::MergePatients { survivor, prior } = mapped("adt_a40.hl7").command else {
+        panic!()
+    };
+    assert_eq!(survivor.identifiers[0].value, "P-1001");
+    assert_eq!(prior[0].value, "P-2002");
+}
+
+#[test]
+fn orm_o01_maps_order_items_orderer_and_device_spec() {
+    let Command::Orders { patient, orders } = mapped("orm_o01.hl7").command else {
+        panic!()
+    };
+    assert_eq!(patient.identifiers[0].value, "P-1001");
+    assert_eq!(orders.len(), 1);
+    let o = &orders[0];
+    assert_eq!(o.placer.value, "PO-5001");
+    assert_eq!(o.placer.system, "urn:carehub:hl7-aa:NORTHCLINIC");
+    assert_eq!(o.control, "NW");
+    assert_eq!(o.status, Some("active"));
+    assert_eq!(o.priority, "routine");
+    assert_eq!(o.due_date, NaiveDate::from_ymd_opt(2026, 12, 20));
+    assert_eq!(o.items[0].code, "L3000");
+    assert_eq!(o.items[0].code_system, "urn:carehub:hl7-cs:HCPCS");
+    let orderer = o.orderer.as_ref().expect("orderer");
+    assert_eq!(orderer.identifier.system, "urn:oid:1.2.826.0.1.9999.3");
+    assert_eq!(orderer.name.family.as_deref(), Some("Doctor"));
+    assert_eq!(o.note.as_deref(), Some("Left foot, flat arch; patient active runner"));
+    assert_eq!(o.observations.len(), 2);
+    assert_eq!(o.observations[0]["value"], "26.5");
+    assert_eq!(o.observations[1]["value"], "carbon fibre");
+}
+
+#[test]
+fn oml_o21_takes_priority_from_tq1() {
+    let Command::Orders { orders, .. } = mapped("oml_o21.hl7").command else {
+        panic!()
+    };
+    assert_eq!(orders[0].priority, "stat");
+    assert_eq!(orders[0].items[0].code, "L1906");
+}
+
+#[test]
+fn oru_r01_maps_each_obx_to_an_observation() {
+    let Command::Results { results, .. } = mapped("oru_r01.hl7").command else {
+        panic!()
+    };
+    assert_eq!(results.len(), 3);
+    assert_eq!(results[0].value, ResultValue::Quantity("26.4".into()));
+    assert_eq!(results[0].unit.as_deref(), Some("cm"));
+    assert_eq!(results[0].reference_range.as_deref(), Some("26.0-27.0"));
+    assert_eq!(results[0].status, "final");
+    assert_eq!(results[1].value, ResultValue::String("Shell within tolerance".into()));
+    assert_eq!(results[2].value, ResultValue::Coded("PASS".into()));
+    assert_eq!(results[2].status, "preliminary");
+    assert_eq!(results[0].filler.as_ref().map(|f| f.value.as_str()), Some("LAB-77"));
+    assert!(
+        results[0].result_key.ends_with("|FIT-LEN|"),
+        "{}",
+        results[0].result_key
+    );
+}
+
+#[test]
+fn siu_s12_maps_the_appointment() {
+    let Command::Appointment { appointment, .. } = mapped("siu_s12.hl7").command else {
+        panic!()
+    };
+    assert_eq!(appointment.placer.value, "APT-100");
+    assert_eq!(appointment.status, "booked");
+    assert_eq!(appointment.duration_minutes, Some(30));
+    assert_eq!(appointment.reason_code.as_deref(), Some("FIT"));
+    assert_eq!(appointment.location.as_deref(), Some("ROOM2"));
+    assert_eq!(
+        appointment.start_at.map(|t| t.to_rfc3339()),
+        Some("2026-12-01T09:30:00+00:00".to_owned())
+    );
+}
+
+#[test]
+fn dft_p03_maps_charges_in_minor_units() {
+    let Command::Charges { invoice, .. } = mapped("dft_p03.hl7").command else {
+        panic!()
+    };
+    assert_eq!(invoice.number, "V-9001");
+    assert_eq!(invoice.currency, "EUR");
+    assert_eq!(invoice.lines.len(), 2);
+    assert_eq!(invoice.lines[0].amount_minor, 24000);
+    assert_eq!(invoice.lines[1].unit_price_minor, 4500);
+    assert_eq!(invoice.lines[1].amount_minor, 9000);
+    assert_eq!(invoice.lines[1].description, "Fitting");
+}
+
+#[test]
+fn content_errors_name_the_field() {
+    let text = fixture("adt_a01.hl7").replace("P-1001^^^NORTHCLINIC&1.2.826.0.1.9999.1&ISO^MR~SSN-555^^^NATION^SS", "");
+    let msg = Message::parse(&text).expect("parses");
+    let err = map(&msg).expect_err("no identifier");
+    assert_eq!(err.code, 101);
+    assert!(!err.reject);
+    assert_eq!(err.location, Some(ErrorLocation::field("PID", 1, 3)));
+
+    let text = fixture("adt_a01.hl7").replace("|19800102|", "|1980-01-02|");
+    let msg = Message::parse(&text).expect("parses");
+    let err = map(&msg).expect_err("bad date");
+    assert_eq!((err.code, err.location), (102, Some(ErrorLocation::field("PID", 1, 7))));
+
+    let text = fixture("oru_r01.hl7").replace("||26.4|cm", "||long|cm");
+    let msg = Message::parse(&text).expect("parses");
+    assert_eq!(map(&msg).expect_err("not a number").code, 102);
+}
+
+#[test]
+fn unsupported_types_and_versions_are_rejections() {
+    let text = fixture("adt_a01.hl7").replace("ADT^A01^ADT_A01", "MFN^M02");
+    let err = map(&Message::parse(&text).expect("parses")).expect_err("type");
+    assert_eq!((err.code, err.reject), (200, true));
+    let text = fixture("adt_a01.hl7").replace("ADT^A01^ADT_A01", "ADT^A99");
+    assert_eq!(
+        map(&Message::parse(&text).expect("parses")).expect_err("event").code,
+        201
+    );
+    let text = fixture("adt_a01.hl7").replace("|2.5.1|", "|3.0|");
+    assert_eq!(
+        map(&Message::parse(&text).expect("parses")).expect_err("version").code,
+        203
+    );
+}
+
+#[test]
+fn timestamps_and_amounts() {
+    assert_eq!(
+        hl7_timestamp("20261125101500.1234+0100").map(|t| t.to_rfc3339()),
+        Some("2026-11-25T09:15:00+00:00".to_owned())
+    );
+    assert_eq!(
+        hl7_timestamp("202611251015").map(|t| t.to_rfc3339()),
+        Some("2026-11-25T10:15:00+00:00".to_owned())
+    );
+    assert!(hl7_timestamp("2026-11-25").is_none());
+    assert_eq!(minor_units("12.5"), Some(1250));
+    assert_eq!(minor_units("-3"), Some(-300));
+    assert_eq!(minor_units("0.125"), Some(13));
+    assert_eq!(minor_units("1,00"), None);
+}

@@ -1,0 +1,586 @@
+//! Clinical records beyond patients and organizations: visits, practitioners,
+//! orders, results, appointments and charges. The `*Data` types are what a
+//! pipeline maps a source message into; the functions write them inside the
+//! pipeline's transaction, stamping `source_message_id` (provenance).
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::Serialize;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::Result;
+use crate::model::Identifier;
+use crate::repo::{HumanName, Upserted};
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EncounterData {
+    pub visit: Identifier,
+    pub class: Option<String>,
+    /// `planned`, `in-progress`, `finished`, `cancelled`.
+    pub status: &'static str,
+    pub location: Option<String>,
+    pub admitted_at: Option<DateTime<Utc>>,
+    pub discharged_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PractitionerData {
+    pub identifier: Identifier,
+    pub name: HumanName,
+}
+
+/// What one ORC group says about an order.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OrderData {
+    pub placer: Identifier,
+    pub filler: Option<Identifier>,
+    /// ORC-1 (NW, CA, OC, DC, XO, SC, HD, RL, …).
+    pub control: String,
+    /// The canonical status this message sets, when it sets one.
+    pub status: Option<&'static str>,
+    pub priority: &'static str,
+    pub due_date: Option<NaiveDate>,
+    pub orderer: Option<PractitionerData>,
+    pub items: Vec<ItemData>,
+    pub note: Option<String>,
+    /// OBX given with the order (measurements, materials): the device specification.
+    pub observations: Vec<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ItemData {
+    pub code_system: String,
+    pub code: String,
+    pub display: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ResultData {
+    /// The order (placer or filler number) the result belongs to, if given.
+    pub placer: Option<Identifier>,
+    pub filler: Option<Identifier>,
+    /// Unique per source result: order number, code, OBX-4.
+    pub result_key: String,
+    pub status: &'static str,
+    pub code_system: String,
+    pub code: String,
+    pub display: Option<String>,
+    pub value: ResultValue,
+    pub unit: Option<String>,
+    pub reference_range: Option<String>,
+    pub interpretation: Option<String>,
+    pub effective_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", content = "value", rename_all = "snake_case")]
+pub enum ResultValue {
+    Quantity(String),
+    String(String),
+    Coded(String),
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AppointmentData {
+    pub placer: Identifier,
+    pub filler_id: Option<String>,
+    pub status: &'static str,
+    pub reason_code: Option<String>,
+    pub reason_display: Option<String>,
+    pub start_at: Option<DateTime<Utc>>,
+    pub duration_minutes: Option<i32>,
+    pub location: Option<String>,
+    pub placer_order: Option<Identifier>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct InvoiceData {
+    /// The invoice's number: the visit (PV1-19) or account (PID-18) the charges are for.
+    pub number: String,
+    pub currency: String,
+    pub lines: Vec<ChargeLine>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChargeLine {
+    pub code: Option<String>,
+    pub description: String,
+    pub quantity: String,
+    pub unit_price_minor: i64,
+    pub amount_minor: i64,
+}
+
+/// Statuses an order cannot leave.
+pub const TERMINAL_ORDER_STATUSES: &[&str] = &["revoked", "completed", "entered-in-error"];
+
+/// Why an order change was refused; the pipeline dead-letters it with this reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OrderRejected {
+    #[error("order {system}|{value} is unknown (order control {control})")]
+    Unknown {
+        system: String,
+        value: String,
+        control: String,
+    },
+    #[error("order {placer} cannot go from {from} to {to}")]
+    Transition { placer: String, from: String, to: String },
+}
+
+/// What applying one order did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OrderApplied {
+    pub id: Uuid,
+    pub created: bool,
+    pub version: i32,
+    pub from_status: Option<String>,
+    pub status: String,
+}
+
+pub async fn upsert_practitioner(
+    conn: &mut PgConnection,
+    p: &PractitionerData,
+    source_message_id: Option<Uuid>,
+) -> Result<Upserted> {
+    let (id, version, created): (Uuid, i32, bool) = sqlx::query_as(
+        "INSERT INTO practitioner (id, family_name, given_names, identifier_system, identifier_value, source_message_id)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (identifier_system, identifier_value) DO UPDATE
+            SET family_name = COALESCE(EXCLUDED.family_name, practitioner.family_name),
+                given_names = CASE WHEN cardinality(EXCLUDED.given_names) > 0
+                                   THEN EXCLUDED.given_names ELSE practitioner.given_names END,
+                source_message_id = EXCLUDED.source_message_id,
+                version = practitioner.version + 1, updated_at = now()
+         RETURNING id, version, (xmax = 0) AS created",
+    )
+    .bind(Uuid::now_v7())
+    .bind(&p.name.family)
+    .bind(&p.name.given)
+    .bind(&p.identifier.system)
+    .bind(&p.identifier.value)
+    .bind(source_message_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(Upserted { id, created, version })
+}
+
+pub async fn upsert_encounter(
+    conn: &mut PgConnection,
+    patient_id: Uuid,
+    e: &EncounterData,
+    source_message_id: Option<Uuid>,
+) -> Result<Upserted> {
+    let (id, created): (Uuid, bool) = sqlx::query_as(
+        "INSERT INTO encounter (id, patient_id, visit_system, visit_number, class, status, location,
+                                admitted_at, discharged_at, source_message_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+         ON CONFLICT (visit_system, visit_number) DO UPDATE
+            SET patient_id = EXCLUDED.patient_id,
+                class = COALESCE(EXCLUDED.class, encounter.class),
+                status = EXCLUDED.status,
+                location = COALESCE(EXCLUDED.location, encounter.location),
+                admitted_at = COALESCE(EXCLUDED.admitted_at, encounter.admitted_at),
+                discharged_at = COALESCE(EXCLUDED.discharged_at, encounter.discharged_at),
+                source_message_id = EXCLUDED.source_message_id, updated_at = now()
+         RETURNING id, (xmax = 0) AS created",
+    )
+    .bind(Uuid::now_v7())
+    .bind(patient_id)
+    .bind(&e.visit.system)
+    .bind(&e.visit.value)
+    .bind(&e.class)
+    .bind(e.status)
+    .bind(&e.location)
+    .bind(e.admitted_at)
+    .bind(e.discharged_at)
+    .bind(source_message_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(Upserted {
+        id,
+        created,
+        version: 1,
+    })
+}
+
+/// The patient that holds any of `identifiers`, following merges to the survivor.
+pub async fn find_patient(conn: &mut PgConnection, identifiers: &[Identifier]) -> Result<Option<Uuid>> {
+    let systems: Vec<&str> = identifiers.iter().map(|i| i.system.as_str()).collect();
+    let values: Vec<&str> = identifiers.iter().map(|i| i.value.as_str()).collect();
+    let row: Option<(Uuid,)> = sqlx::query_as(
+        "WITH RECURSIVE found AS (
+             SELECT p.id, p.merged_into_id, 0 AS depth FROM patient p
+              WHERE p.id IN (SELECT i.patient_id FROM patient_identifier i
+                               JOIN UNNEST($1::text[], $2::text[]) AS k(system, value)
+                                 ON k.system = i.system AND k.value = i.value)
+             UNION ALL
+             SELECT p.id, p.merged_into_id, f.depth + 1 FROM patient p JOIN found f ON p.id = f.merged_into_id
+              WHERE f.depth < 16)
+         SELECT id FROM found WHERE merged_into_id IS NULL ORDER BY depth DESC LIMIT 1",
+    )
+    .bind(&systems)
+    .bind(&values)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(row.map(|(id,)| id))
+}
+
+/// Merges the patient holding `prior` into `survivor_id`: the prior record
+/// points at the survivor and becomes inactive, and what referred to it
+/// (orders, results, visits, appointments, studies, documents, invoices) now
+/// refers to the survivor. `None` when no patient holds `prior`.
+pub async fn merge_patient(
+    conn: &mut PgConnection,
+    survivor_id: Uuid,
+    prior: &[Identifier],
+    source_message_id: Option<Uuid>,
+) -> Result<Option<Uuid>> {
+    let systems: Vec<&str> = prior.iter().map(|i| i.system.as_str()).collect();
+    let values: Vec<&str> = prior.iter().map(|i| i.value.as_str()).collect();
+    let row: Option<(Uuid,)> = sqlx::query_as(
+        "SELECT p.id FROM patient p
+          WHERE p.id IN (SELECT i.patient_id FROM patient_identifier i
+                           JOIN UNNEST($1::text[], $2::text[]) AS k(system, value)
+                             ON k.system = i.system AND k.value = i.value)
+            AND p.id <> $3
+          ORDER BY p.id LIMIT 1 FOR UPDATE",
+    )
+    .bind(&systems)
+    .bind(&values)
+    .bind(survivor_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some((prior_id,)) = row else {
+        return Ok(None);
+    };
+    sqlx::query(
+        "UPDATE patient SET merged_into_id = $2, active = false, source_message_id = $3,
+                version = version + 1, updated_at = now()
+          WHERE id = $1",
+    )
+    .bind(prior_id)
+    .bind(survivor_id)
+    .bind(source_message_id)
+    .execute(&mut *conn)
+    .await?;
+    for table in [
+        "service_order",
+        "observation",
+        "encounter",
+        "appointment",
+        "imaging_study",
+        "document",
+        "invoice",
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE {table} SET patient_id = $2 WHERE patient_id = $1"
+        )))
+        .bind(prior_id)
+        .bind(survivor_id)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(Some(prior_id))
+}
+
+/// An order by placer or filler number.
+pub async fn find_order(conn: &mut PgConnection, number: &Identifier) -> Result<Option<Uuid>> {
+    let row: Option<(Uuid,)> = sqlx::query_as(
+        "SELECT id FROM service_order
+          WHERE (placer_system = $1 AND placer_number = $2) OR (filler_system = $1 AND filler_number = $2)
+          LIMIT 1",
+    )
+    .bind(&number.system)
+    .bind(&number.value)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(row.map(|(id,)| id))
+}
+
+/// Creates or changes the order named by its placer number; a status change
+/// is written to `order_status_history`. Returns `Ok(Err(_))` for a change
+/// the order's state does not allow, or a change to an unknown order.
+pub async fn apply_order(
+    conn: &mut PgConnection,
+    patient_id: Uuid,
+    orderer_id: Option<Uuid>,
+    o: &OrderData,
+    source_message_id: Option<Uuid>,
+) -> Result<std::result::Result<OrderApplied, OrderRejected>> {
+    let existing: Option<(Uuid, String)> = sqlx::query_as(
+        "SELECT id, status FROM service_order WHERE placer_system = $1 AND placer_number = $2 FOR UPDATE",
+    )
+    .bind(&o.placer.system)
+    .bind(&o.placer.value)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let spec = (!o.observations.is_empty()).then(|| serde_json::json!({ "observations": o.observations }));
+    let (id, version, created, from_status, status) = match existing {
+        None => {
+            if o.control != "NW" && o.control != "XO" && o.control != "SN" {
+                return Ok(Err(OrderRejected::Unknown {
+                    system: o.placer.system.clone(),
+                    value: o.placer.value.clone(),
+                    control: o.control.clone(),
+                }));
+            }
+            let status = o.status.unwrap_or("active");
+            let id = Uuid::now_v7();
+            sqlx::query(
+                "INSERT INTO service_order (id, placer_system, placer_number, filler_system, filler_number,
+                                            patient_id, orderer_id, status, priority, due_date, device_spec,
+                                            note, source_message_id)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+            )
+            .bind(id)
+            .bind(&o.placer.system)
+            .bind(&o.placer.value)
+            .bind(o.filler.as_ref().map(|f| &f.system))
+            .bind(o.filler.as_ref().map(|f| &f.value))
+            .bind(patient_id)
+            .bind(orderer_id)
+            .bind(status)
+            .bind(o.priority)
+            .bind(o.due_date)
+            .bind(&spec)
+            .bind(&o.note)
+            .bind(source_message_id)
+            .execute(&mut *conn)
+            .await?;
+            (id, 1, true, None, status.to_owned())
+        }
+        Some((id, current)) => {
+            let next = o.status.unwrap_or(current.as_str()).to_owned();
+            if next != current && TERMINAL_ORDER_STATUSES.contains(&current.as_str()) {
+                return Ok(Err(OrderRejected::Transition {
+                    placer: o.placer.value.clone(),
+                    from: current,
+                    to: next,
+                }));
+            }
+            let (version,): (i32,) = sqlx::query_as(
+                "UPDATE service_order
+                    SET status = $2, priority = $3,
+                        filler_system = COALESCE($4, filler_system), filler_number = COALESCE($5, filler_number),
+                        orderer_id = COALESCE($6, orderer_id), due_date = COALESCE($7, due_date),
+                        device_spec = COALESCE($8, device_spec), note = COALESCE($9, note),
+                        source_message_id = $10, version = version + 1, updated_at = now()
+                  WHERE id = $1 RETURNING version",
+            )
+            .bind(id)
+            .bind(&next)
+            .bind(o.priority)
+            .bind(o.filler.as_ref().map(|f| &f.system))
+            .bind(o.filler.as_ref().map(|f| &f.value))
+            .bind(orderer_id)
+            .bind(o.due_date)
+            .bind(&spec)
+            .bind(&o.note)
+            .bind(source_message_id)
+            .fetch_one(&mut *conn)
+            .await?;
+            (id, version, false, Some(current), next)
+        }
+    };
+    if !o.items.is_empty() {
+        sqlx::query("DELETE FROM order_item WHERE order_id = $1")
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+        for (i, item) in o.items.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO order_item (order_id, line_no, code_system, code, display) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(id)
+            .bind(i as i32 + 1)
+            .bind(&item.code_system)
+            .bind(&item.code)
+            .bind(&item.display)
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    if from_status.as_deref() != Some(status.as_str()) {
+        sqlx::query(
+            "INSERT INTO order_status_history (order_id, from_status, to_status, reason, source_message_id)
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(id)
+        .bind(&from_status)
+        .bind(&status)
+        .bind(format!("HL7 order control {}", o.control))
+        .bind(source_message_id)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(Ok(OrderApplied {
+        id,
+        created,
+        version,
+        from_status,
+        status,
+    }))
+}
+
+pub async fn upsert_observation(
+    conn: &mut PgConnection,
+    patient_id: Uuid,
+    order_id: Option<Uuid>,
+    r: &ResultData,
+    source_message_id: Option<Uuid>,
+) -> Result<Upserted> {
+    let (value_type, quantity, string, code) = match &r.value {
+        ResultValue::Quantity(q) => ("quantity", Some(q.as_str()), None, None),
+        ResultValue::String(s) => ("string", None, Some(s.as_str()), None),
+        ResultValue::Coded(c) => ("coded", None, None, Some(c.as_str())),
+        ResultValue::None => ("none", None, None, None),
+    };
+    // SN values such as "<5" are kept as text; only plain numbers go to the numeric column.
+    let numeric = quantity.filter(|q| q.parse::<f64>().is_ok());
+    let string = string.or(quantity.filter(|q| q.parse::<f64>().is_err()));
+    let (id, created): (Uuid, bool) = sqlx::query_as(
+        "INSERT INTO observation (id, patient_id, order_id, status, code_system, code, display, value_type,
+                                  value_quantity, value_unit, value_string, value_code, interpretation,
+                                  reference_range, effective_at, issued_at, result_key, source_message_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::numeric, $10, $11, $12, $13, $14, $15, now(), $16, $17)
+         ON CONFLICT (result_key) DO UPDATE
+            SET patient_id = EXCLUDED.patient_id, order_id = COALESCE(EXCLUDED.order_id, observation.order_id),
+                status = EXCLUDED.status, display = EXCLUDED.display, value_type = EXCLUDED.value_type,
+                value_quantity = EXCLUDED.value_quantity, value_unit = EXCLUDED.value_unit,
+                value_string = EXCLUDED.value_string, value_code = EXCLUDED.value_code,
+                interpretation = EXCLUDED.interpretation, reference_range = EXCLUDED.reference_range,
+                effective_at = EXCLUDED.effective_at, issued_at = now(),
+                source_message_id = EXCLUDED.source_message_id, updated_at = now()
+         RETURNING id, (xmax = 0) AS created",
+    )
+    .bind(Uuid::now_v7())
+    .bind(patient_id)
+    .bind(order_id)
+    .bind(r.status)
+    .bind(&r.code_system)
+    .bind(&r.code)
+    .bind(&r.display)
+    .bind(if numeric.is_none() && value_type == "quantity" {
+        "string"
+    } else {
+        value_type
+    })
+    .bind(numeric)
+    .bind(&r.unit)
+    .bind(string)
+    .bind(code)
+    .bind(&r.interpretation)
+    .bind(&r.reference_range)
+    .bind(r.effective_at)
+    .bind(&r.result_key)
+    .bind(source_message_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(Upserted {
+        id,
+        created,
+        version: 1,
+    })
+}
+
+pub async fn upsert_appointment(
+    conn: &mut PgConnection,
+    patient_id: Uuid,
+    order_id: Option<Uuid>,
+    a: &AppointmentData,
+    source_message_id: Option<Uuid>,
+) -> Result<Upserted> {
+    let (id, created): (Uuid, bool) = sqlx::query_as(
+        "INSERT INTO appointment (id, placer_system, placer_id, filler_id, patient_id, order_id, status,
+                                  reason_code, reason_display, start_at, duration_minutes, location, source_message_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+         ON CONFLICT (placer_system, placer_id) DO UPDATE
+            SET filler_id = COALESCE(EXCLUDED.filler_id, appointment.filler_id), patient_id = EXCLUDED.patient_id,
+                order_id = COALESCE(EXCLUDED.order_id, appointment.order_id), status = EXCLUDED.status,
+                reason_code = COALESCE(EXCLUDED.reason_code, appointment.reason_code),
+                reason_display = COALESCE(EXCLUDED.reason_display, appointment.reason_display),
+                start_at = COALESCE(EXCLUDED.start_at, appointment.start_at),
+                duration_minutes = COALESCE(EXCLUDED.duration_minutes, appointment.duration_minutes),
+                location = COALESCE(EXCLUDED.location, appointment.location),
+                source_message_id = EXCLUDED.source_message_id, updated_at = now()
+         RETURNING id, (xmax = 0) AS created",
+    )
+    .bind(Uuid::now_v7())
+    .bind(&a.placer.system)
+    .bind(&a.placer.value)
+    .bind(&a.filler_id)
+    .bind(patient_id)
+    .bind(order_id)
+    .bind(a.status)
+    .bind(&a.reason_code)
+    .bind(&a.reason_display)
+    .bind(a.start_at)
+    .bind(a.duration_minutes)
+    .bind(&a.location)
+    .bind(source_message_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(Upserted {
+        id,
+        created,
+        version: 1,
+    })
+}
+
+/// Adds charge lines to the patient's draft invoice `number` (created when
+/// absent) and recomputes its total. Returns the invoice and the lines added.
+pub async fn add_charges(
+    conn: &mut PgConnection,
+    patient_id: Uuid,
+    inv: &InvoiceData,
+    source_message_id: Option<Uuid>,
+) -> Result<(Upserted, usize)> {
+    let (id, created): (Uuid, bool) = sqlx::query_as(
+        "INSERT INTO invoice (id, number, patient_id, status, currency, source_message_id)
+         VALUES ($1, $2, $3, 'draft', $4, $5)
+         ON CONFLICT (number) DO UPDATE SET source_message_id = EXCLUDED.source_message_id, updated_at = now()
+         RETURNING id, (xmax = 0) AS created",
+    )
+    .bind(Uuid::now_v7())
+    .bind(&inv.number)
+    .bind(patient_id)
+    .bind(&inv.currency)
+    .bind(source_message_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    let (next,): (i32,) =
+        sqlx::query_as("SELECT COALESCE(max(line_no), 0) + 1 FROM invoice_line WHERE invoice_id = $1")
+            .bind(id)
+            .fetch_one(&mut *conn)
+            .await?;
+    for (i, l) in inv.lines.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO invoice_line (invoice_id, line_no, code, description, quantity, unit_price_minor, amount_minor)
+             VALUES ($1, $2, $3, $4, $5::numeric, $6, $7)",
+        )
+        .bind(id)
+        .bind(next + i as i32)
+        .bind(&l.code)
+        .bind(&l.description)
+        .bind(&l.quantity)
+        .bind(l.unit_price_minor)
+        .bind(l.amount_minor)
+        .execute(&mut *conn)
+        .await?;
+    }
+    sqlx::query(
+        "UPDATE invoice SET total_minor = (SELECT COALESCE(sum(amount_minor), 0) FROM invoice_line WHERE invoice_id = $1)
+          WHERE id = $1",
+    )
+    .bind(id)
+    .execute(&mut *conn)
+    .await?;
+    Ok((
+        Upserted {
+            id,
+            created,
+            version: 1,
+        },
+        inv.lines.len(),
+    ))
+}
