@@ -26,7 +26,38 @@ pub struct Config {
     #[serde(default)]
     pub log: LogConfig,
     #[serde(default)]
+    pub hl7: Hl7Config,
+    #[serde(default)]
     pub pipelines: PipelinesConfig,
+}
+
+/// The HL7 v2 MLLP listener.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hl7Config {
+    /// Run the MLLP listener in `carehub serve`.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Milliseconds the broker has to confirm a received message before the
+    /// sender is answered AR (error 207, "send it again later").
+    #[serde(default = "default_store_timeout_ms")]
+    pub store_timeout_ms: u64,
+    #[serde(default)]
+    pub listener: carehub_hl7::ListenerConfig,
+}
+
+const fn default_store_timeout_ms() -> u64 {
+    10_000
+}
+
+impl Default for Hl7Config {
+    fn default() -> Self {
+        Hl7Config {
+            enabled: true,
+            store_timeout_ms: default_store_timeout_ms(),
+            listener: carehub_hl7::ListenerConfig::default(),
+        }
+    }
 }
 
 /// PostgreSQL, home of the canonical record, message store, audit trail and outbox.
@@ -123,6 +154,44 @@ impl Default for LogConfig {
 pub struct PipelinesConfig {
     #[serde(default)]
     pub intake: IntakeConfig,
+    #[serde(default)]
+    pub hl7: Hl7PipelineConfig,
+}
+
+/// The HL7 pipeline: messages the MLLP listener received, into the canonical record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hl7PipelineConfig {
+    /// Run this pipeline's consumer in `carehub serve`.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Topic the MLLP listener writes received messages to; dead letters go to `<topic>.dlq`.
+    #[serde(default = "default_hl7_topic")]
+    pub topic: String,
+    /// Consumer group id.
+    #[serde(default = "default_hl7_group")]
+    pub group: String,
+    /// Topic the resulting events are published to (through the outbox).
+    #[serde(default = "default_events_topic")]
+    pub events_topic: String,
+}
+
+fn default_hl7_topic() -> String {
+    "carehub.hl7v2.inbound.v1".to_owned()
+}
+fn default_hl7_group() -> String {
+    "carehub-hl7".to_owned()
+}
+
+impl Default for Hl7PipelineConfig {
+    fn default() -> Self {
+        Hl7PipelineConfig {
+            enabled: true,
+            topic: default_hl7_topic(),
+            group: default_hl7_group(),
+            events_topic: default_events_topic(),
+        }
+    }
 }
 
 /// The intake pipeline: canonical commands (patient, organization) from Kafka.

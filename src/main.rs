@@ -3,6 +3,7 @@
 mod commands;
 mod config;
 mod db;
+mod hl7;
 mod http;
 mod pipelines;
 mod serve;
@@ -49,6 +50,11 @@ enum Command {
     Intake {
         #[command(subcommand)]
         command: IntakeCommand,
+    },
+    /// HL7 v2 tools: send a file over MLLP, show how a file parses and maps.
+    Hl7 {
+        #[command(subcommand)]
+        command: Hl7Command,
     },
     /// Drop message-store partitions older than KEEP_MONTHS whole months (audited).
     Retention {
@@ -116,6 +122,25 @@ enum IntakeCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum Hl7Command {
+    /// Send the messages of FILE (one, several, or a batch) over MLLP and print each ACK.
+    Send {
+        file: PathBuf,
+        /// The receiver, HOST:PORT.
+        #[arg(long)]
+        to: String,
+        /// Milliseconds to wait for each ACK.
+        #[arg(long, default_value_t = 10_000)]
+        ack_timeout_ms: u64,
+        /// Attempts per message (timeouts, AE) before giving up.
+        #[arg(long, default_value_t = 3)]
+        max_attempts: usize,
+    },
+    /// Print the parsed structure of FILE as JSON, with its mapping and unmapped segments.
+    Parse { file: PathBuf },
+}
+
 /// Exit codes: 0 success, 1 the command ran and found a failure, 2 bad
 /// configuration or usage.
 fn main() -> ExitCode {
@@ -163,6 +188,18 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<ExitCode> {
         Command::Intake {
             command: IntakeCommand::Send { event_type, file },
         } => commands::intake_send(&cfg, &event_type, &file).await,
+        Command::Hl7 {
+            command:
+                Hl7Command::Send {
+                    file,
+                    to,
+                    ack_timeout_ms,
+                    max_attempts,
+                },
+        } => hl7::send(&file, &to, ack_timeout_ms, max_attempts).await,
+        Command::Hl7 {
+            command: Hl7Command::Parse { file },
+        } => hl7::parse(&file),
         Command::Retention { keep_months, actor } => {
             commands::retention(&cfg, keep_months, &actor_or_user(actor)).await
         }

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use carehub_pipeline::Engine;
+use carehub_pipeline_hl7::Hl7Pipeline;
 use carehub_pipeline_intake::IntakePipeline;
 use sqlx::PgPool;
 
@@ -19,20 +20,35 @@ pub struct PipelineSpec {
 
 pub fn all(cfg: &Config, pool: &PgPool) -> Vec<PipelineSpec> {
     let intake = &cfg.pipelines.intake;
-    vec![PipelineSpec {
-        topic: intake.topic.clone(),
-        group: intake.group.clone(),
-        enabled: intake.enabled,
-        engine: Engine::new(pool.clone(), Arc::new(IntakePipeline::new(&intake.events_topic))),
-    }]
+    let hl7 = &cfg.pipelines.hl7;
+    vec![
+        PipelineSpec {
+            topic: intake.topic.clone(),
+            group: intake.group.clone(),
+            enabled: intake.enabled,
+            engine: Engine::new(pool.clone(), Arc::new(IntakePipeline::new(&intake.events_topic))),
+        },
+        PipelineSpec {
+            topic: hl7.topic.clone(),
+            group: hl7.group.clone(),
+            enabled: hl7.enabled,
+            engine: Engine::new(pool.clone(), Arc::new(Hl7Pipeline::new(&hl7.events_topic))),
+        },
+    ]
 }
 
 /// Every topic carehub reads or writes, created at start-up.
 pub fn topics(cfg: &Config) -> Vec<String> {
-    let intake = &cfg.pipelines.intake;
-    vec![
-        intake.topic.clone(),
-        carehub_kafka::dlq_topic(&intake.topic),
-        intake.events_topic.clone(),
-    ]
+    let mut topics = Vec::new();
+    for (topic, events) in [
+        (&cfg.pipelines.intake.topic, &cfg.pipelines.intake.events_topic),
+        (&cfg.pipelines.hl7.topic, &cfg.pipelines.hl7.events_topic),
+    ] {
+        for t in [topic.clone(), carehub_kafka::dlq_topic(topic), events.clone()] {
+            if !topics.contains(&t) {
+                topics.push(t);
+            }
+        }
+    }
+    topics
 }

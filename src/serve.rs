@@ -79,6 +79,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             .with_context(|| format!("starting consumer group {}", spec.group))?;
         tasks.spawn(runner.run(shutdown.clone()));
     }
+    if cfg.hl7.enabled {
+        let listener = crate::hl7::listener(&cfg, pool.clone(), producer.clone()).await?;
+        tasks.spawn(listener.run(shutdown.clone()));
+    }
     tasks.spawn(maintain_partitions(pool.clone(), shutdown.clone()));
     tracing::info!("carehub running");
 

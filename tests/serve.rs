@@ -3,51 +3,11 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use common::*;
-
-const BIN: &str = env!("CARGO_BIN_EXE_carehub");
-
-/// Kills the server when the test ends, however it ends.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).ok()?;
-    let status = buf.split_whitespace().nth(1)?.parse().ok()?;
-    let body = buf
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Some((status, body))
-}
-
-fn wait_http(port: u16, path: &str, want: u16, timeout: Duration) -> Option<String> {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if let Some((status, body)) = http_get(port, path)
-            && status == want
-        {
-            return Some(body);
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    None
-}
 
 #[test]
 fn a_malformed_config_is_a_clear_error_naming_key_and_file_with_exit_code_2() {
@@ -127,19 +87,6 @@ fn with_postgres_and_broker_unreachable_serve_retries_and_is_not_ready() {
     assert!(log.contains("PostgreSQL at 127.0.0.1"), "{log}");
     assert!(log.matches("retrying").count() >= 2, "retries with backoff: {log}");
     assert!(!log.contains("panicked"), "{log}");
-}
-
-/// The environment of a hub on its own database, topics, group and port.
-fn hub_env(db: &TestDb, intake: &str, events: &str, port: u16) -> Vec<(&'static str, String)> {
-    vec![
-        ("CAREHUB_HTTP__LISTEN", format!("127.0.0.1:{port}")),
-        ("CAREHUB_DATABASE__URL", db.url.clone()),
-        ("CAREHUB_KAFKA__BROKERS", brokers()),
-        ("CAREHUB_PIPELINES__INTAKE__TOPIC", intake.to_owned()),
-        ("CAREHUB_PIPELINES__INTAKE__EVENTS_TOPIC", events.to_owned()),
-        ("CAREHUB_PIPELINES__INTAKE__GROUP", format!("g-{intake}")),
-        ("CAREHUB_LOG__LEVEL", "warn".to_owned()),
-    ]
 }
 
 #[tokio::test]

@@ -4,6 +4,9 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use carehub_kafka::KafkaConfig;
@@ -216,4 +219,60 @@ pub fn organization_event(value: &str) -> Envelope {
 
 pub fn bytes(e: &Envelope) -> Vec<u8> {
     serde_json::to_vec(e).expect("serialize")
+}
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_carehub");
+
+/// Kills the server when the test ends, however it ends.
+pub struct Server(pub Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let status = buf.split_whitespace().nth(1)?.parse().ok()?;
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
+pub fn wait_http(port: u16, path: &str, want: u16, timeout: Duration) -> Option<String> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Some((status, body)) = http_get(port, path)
+            && status == want
+        {
+            return Some(body);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    None
+}
+
+/// The environment of a hub on its own database, topics, group and port.
+pub fn hub_env(db: &TestDb, intake: &str, events: &str, port: u16) -> Vec<(&'static str, String)> {
+    vec![
+        ("CAREHUB_HTTP__LISTEN", format!("127.0.0.1:{port}")),
+        ("CAREHUB_DATABASE__URL", db.url.clone()),
+        ("CAREHUB_KAFKA__BROKERS", brokers()),
+        ("CAREHUB_PIPELINES__INTAKE__TOPIC", intake.to_owned()),
+        ("CAREHUB_PIPELINES__INTAKE__EVENTS_TOPIC", events.to_owned()),
+        ("CAREHUB_PIPELINES__INTAKE__GROUP", format!("g-{intake}")),
+        ("CAREHUB_PIPELINES__HL7__TOPIC", format!("{intake}.hl7")),
+        ("CAREHUB_PIPELINES__HL7__EVENTS_TOPIC", events.to_owned()),
+        ("CAREHUB_PIPELINES__HL7__GROUP", format!("g-{intake}-hl7")),
+        ("CAREHUB_HL7__LISTENER__LISTEN", format!("127.0.0.1:{}", free_port())),
+        ("CAREHUB_LOG__LEVEL", "warn".to_owned()),
+    ]
 }

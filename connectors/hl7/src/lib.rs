@@ -9,5 +9,7 @@
 
 pub mod codec;
 pub mod listener;
+pub mod sender;
 
 pub use listener::{Inbound, InboundSink, ListenerConfig, MllpListener, Unavailable, Verdict};
+pub use sender::{MllpSender, SendError, SenderConfig};

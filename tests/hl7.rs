@@ -1,0 +1,641 @@
+//! HL7 v2 over MLLP through the running hub, on real sockets, PostgreSQL and
+//! broker: every mapped message type end to end, ACK semantics, resends,
+//! protocol abuse, and outages of the broker and the database.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use carehub_hl7::codec::{Message, ReceivedAck, mllp};
+use carehub_hl7::{MllpSender, SendError, SenderConfig};
+use common::*;
+
+fn fixture(name: &str) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/hl7")
+        .join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A fixture as it goes on the wire: CR between segments.
+fn wire(text: &str) -> Vec<u8> {
+    let mut s = text.lines().filter(|l| !l.is_empty()).collect::<Vec<_>>().join("\r");
+    s.push('\r');
+    s.into_bytes()
+}
+
+/// A hub of its own: database, topics, HTTP and MLLP ports.
+struct Hub {
+    _server: Server,
+    db: TestDb,
+    mllp: String,
+    envs: Vec<(&'static str, String)>,
+}
+
+async fn start_hub() -> Hub {
+    let db = fresh_db().await;
+    start_hub_with(db, vec![]).await
+}
+
+async fn start_hub_with(db: TestDb, extra: Vec<(&'static str, String)>) -> Hub {
+    let intake = unique_topic("intake");
+    let events = unique_topic("events");
+    let port = free_port();
+    let mut envs = hub_env(&db, &intake, &events, port);
+    envs.extend(extra);
+    let mllp = envs
+        .iter()
+        .rev()
+        .find(|(k, _)| *k == "CAREHUB_HL7__LISTENER__LISTEN")
+        .map(|(_, v)| v.clone())
+        .expect("listener address");
+    let server = spawn_serve(&envs);
+    let addr = mllp.clone();
+    let up = tokio::task::spawn_blocking(move || {
+        wait_http(port, "/readyz", 200, Duration::from_secs(60))?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            if TcpStream::connect(&addr).is_ok() {
+                return Some(());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    })
+    .await
+    .expect("join");
+    assert!(up.is_some(), "hub ready and MLLP listener accepting");
+    Hub {
+        _server: server,
+        db,
+        mllp,
+        envs,
+    }
+}
+
+fn spawn_serve(envs: &[(&'static str, String)]) -> Server {
+    Server(
+        Command::new(BIN)
+            .arg("serve")
+            .envs(envs.iter().cloned())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("serve"),
+    )
+}
+
+fn sender(addr: &str) -> MllpSender {
+    let mut cfg = SenderConfig::new(addr);
+    cfg.ack_timeout_ms = 15_000;
+    cfg.max_attempts = 1;
+    MllpSender::new(cfg)
+}
+
+/// One frame out, one frame back, on a fresh connection.
+fn exchange(addr: &str, frame: &[u8]) -> Option<Vec<u8>> {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(15))).expect("timeout");
+    s.write_all(frame).expect("write");
+    read_frame(&mut s)
+}
+
+fn read_frame(s: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        match s.read(&mut byte) {
+            Ok(0) | Err(_) => return None,
+            Ok(_) => buf.push(byte[0]),
+        }
+        if buf.ends_with(&[mllp::END, mllp::CR]) {
+            let start = buf.iter().position(|&b| b == mllp::START)?;
+            return Some(buf[start + 1..buf.len() - 2].to_vec());
+        }
+    }
+}
+
+fn ack_of(frame: &[u8]) -> (ReceivedAck, String) {
+    let text = String::from_utf8(frame.to_vec()).expect("utf8 ack");
+    let msg = Message::parse(&text).expect("the ACK parses");
+    (ReceivedAck::read(&msg).expect("an MSA"), text)
+}
+
+async fn processed(pool: &sqlx::PgPool, control_id: &str) -> bool {
+    eventually(Duration::from_secs(30), || async {
+        let (n,): (i64,) =
+            sqlx::query_as("SELECT count(*) FROM message WHERE control_id = $1 AND status <> 'received'")
+                .bind(control_id)
+                .fetch_one(pool)
+                .await
+                .ok()?;
+        (n > 0).then_some(())
+    })
+    .await
+    .is_some()
+}
+
+async fn scalar<T>(pool: &sqlx::PgPool, sql: &str) -> T
+where
+    T: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send + Unpin,
+{
+    let (v,): (T,) = sqlx::query_as(sqlx::AssertSqlSafe(sql.to_owned()))
+        .fetch_one(pool)
+        .await
+        .expect(sql);
+    v
+}
+
+#[tokio::test]
+async fn every_mapped_message_type_reaches_the_canonical_record() {
+    let hub = start_hub().await;
+    let pool = &hub.db.pool;
+    let mut s = sender(&hub.mllp);
+    // The patient that A40 will merge away, first as a patient of its own.
+    let prior = fixture("adt_a01.hl7")
+        .replace("P-1001", "P-2002")
+        .replace("SSN-555", "SSN-556")
+        .replace("ADT0001", "ADT0000")
+        .replace("V-9001", "V-9000");
+    let steps = [
+        ("ADT0000", prior),
+        ("ADT0001", fixture("adt_a01.hl7")),
+        ("ADT0002", fixture("adt_a08.hl7")),
+        ("ORM0001", fixture("orm_o01.hl7")),
+        ("OML0001", fixture("oml_o21.hl7")),
+        ("ORU0001", fixture("oru_r01.hl7")),
+        ("SIU0001", fixture("siu_s12.hl7")),
+        ("DFT0001", fixture("dft_p03.hl7")),
+        ("ADT0003", fixture("adt_a03.hl7")),
+        ("ADT0004", fixture("adt_a40.hl7")),
+    ];
+    for (control_id, text) in &steps {
+        let ack = s
+            .send(&wire(text))
+            .await
+            .unwrap_or_else(|e| panic!("{control_id}: {e}"));
+        assert_eq!(ack.code.as_str(), "AA", "{control_id}");
+        assert_eq!(ack.acked_control_id, *control_id);
+        assert!(processed(pool, control_id).await, "{control_id} applied");
+    }
+    // Every message stored verbatim and applied.
+    for (control_id, text) in &steps {
+        let (raw, status): (Vec<u8>, String) = sqlx::query_as("SELECT raw, status FROM message WHERE control_id = $1")
+            .bind(control_id)
+            .fetch_one(pool)
+            .await
+            .expect("stored");
+        assert_eq!(raw, wire(text), "{control_id} raw bytes kept");
+        assert_eq!(status, "processed", "{control_id}");
+    }
+    assert_eq!(count(pool, "SELECT count(*) FROM dead_letter").await, 0);
+
+    // ADT: the patient, renamed by A08, with both identifiers; the visit closed by A03.
+    let family: String = scalar(
+        pool,
+        "SELECT p.family_name FROM patient p JOIN patient_identifier i ON i.patient_id = p.id WHERE i.value = 'P-1001'",
+    )
+    .await;
+    assert_eq!(family, "Testpatient");
+    let (status, discharged): (String, bool) =
+        sqlx::query_as("SELECT status, discharged_at IS NOT NULL FROM encounter WHERE visit_number = 'V-9001'")
+            .fetch_one(pool)
+            .await
+            .expect("visit");
+    assert_eq!((status.as_str(), discharged), ("finished", true));
+    // A40: P-2002 now points at P-1001 and is inactive.
+    let merged: i64 = count(
+        pool,
+        "SELECT count(*) FROM patient p JOIN patient_identifier i ON i.patient_id = p.id
+          WHERE i.value = 'P-2002' AND NOT p.active
+            AND p.merged_into_id = (SELECT patient_id FROM patient_identifier WHERE value = 'P-1001')",
+    )
+    .await;
+    assert_eq!(merged, 1);
+    // Orders with items, orderer, device specification and status history.
+    assert_eq!(
+        count(pool, "SELECT count(*) FROM service_order WHERE status = 'active'").await,
+        2
+    );
+    assert_eq!(count(pool, "SELECT count(*) FROM order_item").await, 2);
+    assert_eq!(count(pool, "SELECT count(*) FROM practitioner").await, 2);
+    let spec: serde_json::Value = scalar(
+        pool,
+        "SELECT device_spec FROM service_order WHERE placer_number = 'PO-5001'",
+    )
+    .await;
+    assert_eq!(spec["observations"][0]["value"], "26.5");
+    assert_eq!(
+        count(
+            pool,
+            "SELECT count(*) FROM service_order WHERE placer_number = 'PO-6001' AND priority = 'stat'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(count(pool, "SELECT count(*) FROM order_status_history").await, 2);
+    // ORU: three observations, linked to the order by its placer number.
+    assert_eq!(
+        count(
+            pool,
+            "SELECT count(*) FROM observation o JOIN service_order s ON s.id = o.order_id WHERE s.placer_number = 'PO-5001'"
+        )
+        .await,
+        3
+    );
+    let qty: String = scalar(
+        pool,
+        "SELECT value_quantity::text FROM observation WHERE code = 'FIT-LEN'",
+    )
+    .await;
+    assert_eq!(qty, "26.4");
+    // SIU: the appointment. DFT: the invoice with both lines.
+    assert_eq!(
+        count(pool, "SELECT count(*) FROM appointment WHERE status = 'booked'").await,
+        1
+    );
+    let total: i64 = scalar(pool, "SELECT total_minor FROM invoice WHERE number = 'V-9001'").await;
+    assert_eq!(total, 33_000);
+    // Everything audited, every change announced, the chain intact.
+    assert!(count(pool, "SELECT count(*) FROM audit_log WHERE action = 'ingest'").await >= steps.len() as i64);
+    assert!(
+        count(
+            pool,
+            "SELECT count(*) FROM outbox WHERE payload->>'type' = 'carehub.order.upserted.v1'"
+        )
+        .await
+            >= 2
+    );
+    let chain = carehub_schema::AuditLog::verify(pool).await.expect("verify");
+    assert_eq!(chain.first_break, None);
+}
+
+#[tokio::test]
+async fn acks_follow_the_standard_and_refused_messages_are_dead_lettered() {
+    let hub = start_hub().await;
+    let pool = &hub.db.pool;
+    let addr = hub.mllp.as_str();
+
+    // AA with MSA-2 = MSH-10 and the header mirrored.
+    let reply = exchange(addr, &mllp::frame(&wire(&fixture("adt_a08.hl7")))).expect("ACK");
+    let (ack, text) = ack_of(&reply);
+    assert_eq!((ack.code.as_str(), ack.acked_control_id.as_str()), ("AA", "ADT0002"));
+    let m = Message::parse(&text).expect("ack");
+    assert_eq!(m.get("MSH-3").raw(), "CAREHUB");
+    assert_eq!(m.get("MSH-5").raw(), "EHR");
+    assert_eq!(m.get("MSH-9").raw(), "ACK^A08^ACK");
+    assert_eq!(m.get("MSH-12").raw(), "2.5.1");
+
+    // AE: a required field missing, with ERR naming it.
+    let no_id = fixture("adt_a08.hl7")
+        .replace("P-1001^^^NORTHCLINIC&1.2.826.0.1.9999.1&ISO^MR", "")
+        .replace("ADT0002", "ADT-AE");
+    let (ack, text) = ack_of(&exchange(addr, &mllp::frame(&wire(&no_id))).expect("ACK"));
+    assert_eq!((ack.code.as_str(), ack.acked_control_id.as_str()), ("AE", "ADT-AE"));
+    assert_eq!(ack.error_code, Some(101));
+    let m = Message::parse(&text).expect("ack");
+    assert_eq!(m.get("ERR-2").raw(), "PID^1^3");
+    assert_eq!(m.get("ERR-4").raw(), "E");
+
+    // AR: an unsupported message type.
+    let mfn = fixture("adt_a08.hl7")
+        .replace("ADT^A08^ADT_A01", "MFN^M02^MFN_M02")
+        .replace("ADT0002", "MFN-AR");
+    let (ack, _) = ack_of(&exchange(addr, &mllp::frame(&wire(&mfn))).expect("ACK"));
+    assert_eq!((ack.code.as_str(), ack.error_code), ("AR", Some(200)));
+
+    // Enhanced mode: MSH-15 AL gets a commit accept (CA).
+    let enhanced = fixture("adt_a08.hl7")
+        .replace("|P|2.5.1", "|P|2.5.1|||AL|NE")
+        .replace("ADT0002", "ADT-CA");
+    let (ack, _) = ack_of(&exchange(addr, &mllp::frame(&wire(&enhanced))).expect("ACK"));
+    assert_eq!((ack.code.as_str(), ack.acked_control_id.as_str()), ("CA", "ADT-CA"));
+    // MSH-15 ER: no accept acknowledgement on success; the next message's ACK is the next frame.
+    let quiet = fixture("adt_a08.hl7")
+        .replace("|P|2.5.1", "|P|2.5.1|||ER|NE")
+        .replace("ADT0002", "ADT-ER");
+    let after = fixture("adt_a08.hl7").replace("ADT0002", "ADT-NEXT");
+    let mut conn = TcpStream::connect(addr).expect("connect");
+    conn.set_read_timeout(Some(Duration::from_secs(15))).expect("timeout");
+    conn.write_all(&mllp::frame(&wire(&quiet))).expect("write");
+    conn.write_all(&mllp::frame(&wire(&after))).expect("write");
+    let (ack, _) = ack_of(&read_frame(&mut conn).expect("ACK"));
+    assert_eq!(ack.acked_control_id, "ADT-NEXT", "no ACK was sent for ADT-ER");
+
+    // Garbage inside a frame: AR with an ERR, MSA-2 empty (there was no MSH-10).
+    let (ack, _) = ack_of(&exchange(addr, &mllp::frame(b"\x00\x01 not hl7 at all")).expect("ACK"));
+    assert_eq!((ack.code.as_str(), ack.acked_control_id.as_str()), ("AR", ""));
+
+    // A batch in one frame: each message acknowledged on its own.
+    let batch = format!(
+        "BHS|^~\\&|EHR|NORTHCLINIC\r{}{}BTS|2\r",
+        String::from_utf8(wire(&fixture("adt_a08.hl7").replace("ADT0002", "B-1"))).expect("utf8"),
+        String::from_utf8(wire(&fixture("adt_a08.hl7").replace("ADT0002", "B-2"))).expect("utf8"),
+    );
+    let reply = String::from_utf8(exchange(addr, &mllp::frame(batch.as_bytes())).expect("batch ACK")).expect("utf8");
+    assert!(reply.starts_with("BHS|"), "{reply}");
+    assert!(
+        reply.contains("MSA|AA|B-1") && reply.contains("MSA|AA|B-2") && reply.contains("BTS|2"),
+        "{reply}"
+    );
+
+    // Bytes outside a frame and an oversized frame close the connection, without an ACK.
+    assert!(exchange(addr, b"GET / HTTP/1.1\r\n\r\n").is_none());
+    let mut huge = vec![mllp::START];
+    huge.extend(std::iter::repeat_n(b'A', 2 * 1024 * 1024));
+    let mut conn = TcpStream::connect(addr).expect("connect");
+    conn.set_read_timeout(Some(Duration::from_secs(15))).expect("timeout");
+    let _ = conn.write_all(&huge);
+    assert!(read_frame(&mut conn).is_none(), "closed without a reply");
+    // The listener still serves others.
+    let (ack, _) = ack_of(
+        &exchange(
+            addr,
+            &mllp::frame(&wire(&fixture("adt_a08.hl7").replace("ADT0002", "ADT-AFTER"))),
+        )
+        .expect("ACK"),
+    );
+    assert_eq!(ack.code.as_str(), "AA");
+
+    // The refused ones are stored as failed, with dead letters and their reasons.
+    let (code, reason): (String, String) = sqlx::query_as(
+        "SELECT d.error_code, d.reason FROM dead_letter d JOIN message m ON m.id = d.message_id WHERE m.control_id = 'ADT-AE'",
+    )
+    .fetch_one(pool)
+    .await
+    .expect("AE dead letter");
+    assert_eq!(code, "invalid_data");
+    assert!(reason.contains("PID-3"), "{reason}");
+    assert_eq!(
+        count(
+            pool,
+            "SELECT count(*) FROM dead_letter d JOIN message m ON m.id = d.message_id WHERE m.control_id = 'MFN-AR'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        count(
+            pool,
+            "SELECT count(*) FROM message WHERE control_id IS NULL AND status = 'failed'"
+        )
+        .await,
+        1,
+        "the garbage frame is kept too"
+    );
+}
+
+#[tokio::test]
+async fn a_dead_lettered_message_replays_once_its_cause_is_fixed() {
+    let hub = start_hub().await;
+    let pool = &hub.db.pool;
+    // A cancel for an order nobody placed yet: acknowledged, then dead-lettered by the pipeline.
+    let cancel = fixture("orm_o01.hl7")
+        .replace("ORC|NW|", "ORC|CA|")
+        .replace("ORM0001", "ORM-CA");
+    let ack = sender(&hub.mllp).send(&wire(&cancel)).await.expect("AA");
+    assert_eq!(ack.code.as_str(), "AA");
+    assert!(processed(pool, "ORM-CA").await);
+    let (id, code): (i64, String) = sqlx::query_as("SELECT id, error_code FROM dead_letter")
+        .fetch_one(pool)
+        .await
+        .expect("dead letter");
+    assert_eq!(code, "unknown_reference");
+    // The order arrives; the cancel replays and now applies.
+    sender(&hub.mllp)
+        .send(&wire(&fixture("orm_o01.hl7")))
+        .await
+        .expect("AA");
+    assert!(processed(pool, "ORM0001").await);
+    let out = Command::new(BIN)
+        .args(["dlq", "replay", &id.to_string(), "--actor", "test"])
+        .envs(hub.envs.iter().cloned())
+        .output()
+        .expect("replay");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let status: String = scalar(pool, "SELECT status FROM service_order WHERE placer_number = 'PO-5001'").await;
+    assert_eq!(status, "revoked");
+}
+
+#[tokio::test]
+async fn a_resent_message_is_acknowledged_again_and_has_no_second_effect() {
+    let hub = start_hub().await;
+    let pool = &hub.db.pool;
+    let msg = wire(&fixture("adt_a01.hl7"));
+    for _ in 0..3 {
+        let ack = sender(&hub.mllp).send(&msg).await.expect("AA");
+        assert_eq!(ack.code.as_str(), "AA");
+    }
+    assert!(processed(pool, "ADT0001").await);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(count(pool, "SELECT count(*) FROM message").await, 1);
+    assert_eq!(count(pool, "SELECT count(*) FROM patient").await, 1);
+    let version: i32 = scalar(pool, "SELECT version FROM patient").await;
+    assert_eq!(version, 1, "applied once");
+    assert_eq!(
+        count(
+            pool,
+            "SELECT count(*) FROM outbox WHERE payload->>'type' = 'carehub.patient.upserted.v1'"
+        )
+        .await,
+        1
+    );
+}
+
+/// A TCP forwarder in front of the real PostgreSQL, so one test can take the
+/// database away from its hub (and give it back) without touching the server.
+struct PgGate {
+    port: u16,
+    open: tokio::sync::watch::Sender<bool>,
+}
+
+impl PgGate {
+    async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let (open, rx) = tokio::sync::watch::channel(true);
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                let mut rx = rx.clone();
+                if !*rx.borrow() {
+                    continue; // closed: drop the connection at once
+                }
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect("127.0.0.1:5432").await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = rx.wait_for(|open| !*open) => {}
+                    }
+                });
+            }
+        });
+        PgGate { port, open }
+    }
+}
+
+#[tokio::test]
+async fn with_the_database_away_nothing_is_accepted_and_nothing_is_lost() {
+    let gate = PgGate::start().await;
+    let db = fresh_db().await;
+    let gated_url = db.url.replace("127.0.0.1:5432", &format!("127.0.0.1:{}", gate.port));
+    assert_ne!(gated_url, db.url, "test database URL goes through the gate");
+    let hub = start_hub_with(
+        db,
+        vec![
+            ("CAREHUB_DATABASE__URL", gated_url),
+            ("CAREHUB_DATABASE__ACQUIRE_TIMEOUT_SECS", "1".into()),
+            ("CAREHUB_HL7__STORE_TIMEOUT_MS", "2000".into()),
+        ],
+    )
+    .await;
+    let pool = &hub.db.pool;
+    let ack = sender(&hub.mllp)
+        .send(&wire(&fixture("adt_a01.hl7")))
+        .await
+        .expect("AA");
+    assert_eq!(ack.code.as_str(), "AA");
+
+    gate.open.send_replace(false);
+    let during = wire(&fixture("adt_a08.hl7"));
+    match sender(&hub.mllp).send(&during).await {
+        Err(SendError::Rejected { code, text, .. }) => {
+            assert_eq!(code.as_str(), "AR");
+            assert!(text.contains("storage unavailable"), "{text}");
+        }
+        other => panic!("never AA while the database is away: {other:?}"),
+    }
+
+    gate.open.send_replace(true);
+    // The sender resends what was not accepted; now it is.
+    let ack = eventually(Duration::from_secs(30), || {
+        let during = during.clone();
+        let addr = hub.mllp.clone();
+        async move { sender(&addr).send(&during).await.ok() }
+    })
+    .await
+    .expect("accepted after recovery");
+    assert_eq!(ack.code.as_str(), "AA");
+    assert!(processed(pool, "ADT0002").await);
+    assert_eq!(count(pool, "SELECT count(*) FROM message").await, 2, "each stored once");
+    let family: String = scalar(pool, "SELECT family_name FROM patient").await;
+    assert_eq!(family, "Testpatient-Renamed", "the update was applied");
+}
+
+/// A broker of this test's own (Tansu, as scripts/services.sh runs it), so it
+/// can be stopped and started without disturbing other tests.
+struct PrivateBroker {
+    port: u16,
+    dir: std::path::PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl PrivateBroker {
+    fn start(port: u16, dir: &std::path::Path) -> Self {
+        let tansu = std::env::var("CAREHUB_TEST_TANSU").unwrap_or_else(|_| {
+            let home = std::env::var("HOME").unwrap_or_default();
+            let cargo_bin = format!("{home}/.cargo/bin/tansu");
+            if std::path::Path::new(&cargo_bin).exists() {
+                cargo_bin
+            } else {
+                "tansu".into()
+            }
+        });
+        std::fs::create_dir_all(dir).expect("broker dir");
+        let child = Command::new(tansu)
+            .current_dir(dir)
+            .args([
+                "broker",
+                "--cluster-id",
+                "carehub-test",
+                "--listener-url",
+                &format!("tcp://127.0.0.1:{port}"),
+                "--advertised-listener-url",
+                &format!("tcp://127.0.0.1:{port}"),
+                "--storage-engine",
+                "sqlite://tansu.db",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tansu (installed by scripts/services.sh)");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        PrivateBroker {
+            port,
+            dir: dir.to_owned(),
+            child: Some(child),
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for PrivateBroker {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test]
+async fn with_the_broker_down_nothing_is_accepted_and_nothing_is_lost() {
+    let port = free_port();
+    let dir = std::env::temp_dir().join(format!("carehub-broker-{}", uuid::Uuid::new_v4().simple()));
+    let mut broker = PrivateBroker::start(port, &dir);
+    let db = fresh_db().await;
+    let hub = start_hub_with(
+        db,
+        vec![
+            ("CAREHUB_KAFKA__BROKERS", format!("127.0.0.1:{port}")),
+            ("CAREHUB_HL7__STORE_TIMEOUT_MS", "2000".into()),
+        ],
+    )
+    .await;
+    let pool = &hub.db.pool;
+    let ack = sender(&hub.mllp)
+        .send(&wire(&fixture("adt_a01.hl7")))
+        .await
+        .expect("AA");
+    assert_eq!(ack.code.as_str(), "AA");
+    assert!(processed(pool, "ADT0001").await);
+
+    broker.stop();
+    let during = wire(&fixture("adt_a08.hl7"));
+    match sender(&hub.mllp).send(&during).await {
+        Err(SendError::Rejected { code, .. }) => assert_eq!(code.as_str(), "AR"),
+        other => panic!("never AA while the broker is down: {other:?}"),
+    }
+    assert_eq!(
+        count(pool, "SELECT count(*) FROM message WHERE control_id = 'ADT0002'").await,
+        0,
+        "the store was rolled back with the refusal"
+    );
+
+    let _broker = PrivateBroker::start(broker.port, &broker.dir.clone());
+    let ack = eventually(Duration::from_secs(60), || {
+        let during = during.clone();
+        let addr = hub.mllp.clone();
+        async move { sender(&addr).send(&during).await.ok() }
+    })
+    .await
+    .expect("accepted after the broker is back");
+    assert_eq!(ack.code.as_str(), "AA");
+    assert!(processed(pool, "ADT0002").await, "applied after recovery");
+    assert_eq!(count(pool, "SELECT count(*) FROM message").await, 2);
+    let version: i32 = scalar(pool, "SELECT version FROM patient").await;
+    assert_eq!(version, 2, "A01 then A08, each once");
+}
