@@ -94,3 +94,73 @@ async fn events_the_pipeline_emits_conform_to_their_schemas() {
         assert_valid(&validator(&ty), &row.payload["data"], &ty);
     }
 }
+
+#[tokio::test]
+async fn events_the_hl7_pipeline_emits_conform_to_their_schemas() {
+    let db = common::fresh_db().await;
+    let engine = Engine::new(
+        db.pool.clone(),
+        Arc::new(carehub_pipeline_hl7::Hl7Pipeline::new("events")),
+    );
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hl7");
+    let prior = std::fs::read_to_string(fixtures.join("adt_a01.hl7"))
+        .expect("fixture")
+        .replace("P-1001", "P-2002")
+        .replace("SSN-555", "SSN-556")
+        .replace("ADT0001", "ADT0000");
+    let mut texts = vec![prior];
+    for name in [
+        "adt_a01.hl7",
+        "adt_a08.hl7",
+        "orm_o01.hl7",
+        "oml_o21.hl7",
+        "oru_r01.hl7",
+        "siu_s12.hl7",
+        "dft_p03.hl7",
+        "adt_a03.hl7",
+        "adt_a40.hl7",
+    ] {
+        texts.push(std::fs::read_to_string(fixtures.join(name)).expect("fixture"));
+    }
+    for (i, text) in texts.iter().enumerate() {
+        let raw = text.lines().collect::<Vec<_>>().join("\r");
+        let event =
+            carehub_pipeline_hl7::Received::new(raw.as_bytes(), "127.0.0.1:1", "127.0.0.1:2575").into_envelope(None);
+        let bytes = serde_json::to_vec(&event).expect("json");
+        let value: Value = serde_json::from_slice(&bytes).expect("json");
+        assert_valid(&validator("envelope.v1"), &value, "inbound envelope");
+        assert_valid(
+            &validator(carehub_pipeline_hl7::RECEIVED),
+            &value["data"],
+            "received data",
+        );
+        let rec = InboundRecord {
+            topic: "hl7",
+            partition: Some(0),
+            offset: Some(i as i64),
+            key: None,
+            payload: &bytes,
+        };
+        let processed = engine.process(&rec).await.expect("process");
+        assert!(matches!(processed, Processed::Applied { .. }), "{i}: {processed:?}");
+    }
+    let rows = carehub_schema::Outbox::unsent(&db.pool, 1000).await.expect("outbox");
+    let mut types = std::collections::BTreeSet::new();
+    for row in rows {
+        assert_valid(&validator("envelope.v1"), &row.payload, "outbound envelope");
+        let ty = row.payload["type"].as_str().expect("type").to_owned();
+        assert_valid(&validator(&ty), &row.payload["data"], &ty);
+        types.insert(ty);
+    }
+    for ty in [
+        "carehub.patient.upserted.v1",
+        "carehub.patient.merged.v1",
+        "carehub.encounter.upserted.v1",
+        "carehub.order.upserted.v1",
+        "carehub.observation.upserted.v1",
+        "carehub.appointment.upserted.v1",
+        "carehub.invoice.upserted.v1",
+    ] {
+        assert!(types.contains(ty), "{ty} emitted: {types:?}");
+    }
+}
