@@ -186,7 +186,7 @@ impl Hl7Store {
 /// segment terminators normalised to CR for the wire.
 fn messages_of(path: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let (text, _) = charset::decode(&bytes).with_context(|| format!("{}", path.display()))?;
+    let (text, _) = carehub_hl7::codec::decode_text(&bytes).with_context(|| format!("{}", path.display()))?;
     let clean = batch::strip_comments(&text);
     let split = batch::split(&clean).with_context(|| format!("{}", path.display()))?;
     Ok(split
@@ -253,7 +253,7 @@ pub async fn send(file: &Path, to: &str, ack_timeout_ms: u64, max_attempts: usiz
 /// what the mapping makes of it and the segments it leaves unmapped.
 pub fn parse(file: &Path) -> anyhow::Result<ExitCode> {
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    let (text, cs) = charset::decode(&bytes).with_context(|| format!("{}", file.display()))?;
+    let (text, cs) = carehub_hl7::codec::decode_text(&bytes).with_context(|| format!("{}", file.display()))?;
     let clean = batch::strip_comments(&text);
     let split = batch::split(&clean).with_context(|| format!("{}", file.display()))?;
     let mut out = Vec::new();

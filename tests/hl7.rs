@@ -639,3 +639,47 @@ async fn with_the_broker_down_nothing_is_accepted_and_nothing_is_lost() {
     let version: i32 = scalar(pool, "SELECT version FROM patient").await;
     assert_eq!(version, 2, "A01 then A08, each once");
 }
+
+#[tokio::test]
+async fn the_command_line_tools_send_a_file_and_show_how_it_parses() {
+    let hub = start_hub().await;
+    let dir = std::env::temp_dir().join(format!("carehub-hl7-cli-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    // A file of two messages with LF terminators and a comment, as people keep them.
+    let file = dir.join("two.hl7");
+    std::fs::write(
+        &file,
+        format!("# two messages\n{}\n{}", fixture("adt_a01.hl7"), fixture("adt_a08.hl7")),
+    )
+    .expect("write");
+    let out = Command::new(BIN)
+        .args(["hl7", "send", file.to_str().expect("path"), "--to", &hub.mllp])
+        .output()
+        .expect("hl7 send");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        stdout.contains("1/2 ADT0001: AA") && stdout.contains("2/2 ADT0002: AA"),
+        "{stdout}"
+    );
+    assert!(processed(&hub.db.pool, "ADT0002").await);
+
+    let out = Command::new(BIN)
+        .args(["hl7", "parse", fixture_path("adt_a01.hl7").to_str().expect("path")])
+        .output()
+        .expect("hl7 parse");
+    assert!(out.status.success());
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let m = &doc["messages"][0];
+    assert_eq!(m["type"], "ADT^A01");
+    assert_eq!(m["segments"][2]["segment"], "PID");
+    assert_eq!(m["mapping"]["unmapped_segments"]["ZPI"], 1);
+    assert_eq!(m["mapping"]["command"]["command"], "upsert_patient");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn fixture_path(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/hl7")
+        .join(name)
+}

@@ -27,9 +27,9 @@ use tokio::sync::{Semaphore, watch};
 use tokio_util::codec::Framed;
 
 use crate::codec::ack::{self, AckCode, AckError, AckMode, Outcome};
+use crate::codec::batch;
 use crate::codec::er7::{Message, ParseError};
 use crate::codec::mllp::{FrameError, MllpCodec};
-use crate::codec::{batch, charset};
 
 pub const CONNECTOR: &str = "hl7_mllp";
 
@@ -251,7 +251,7 @@ impl ConnectionHandler {
 
     /// Handles one frame; returns the reply to write, if any.
     async fn handle_frame(&self, frame: &Bytes, peer: SocketAddr) -> Option<String> {
-        let text = match charset::decode(frame) {
+        let text = match crate::codec::decode_text(frame) {
             Ok((text, _)) => text,
             Err(e) => return Some(self.refuse_unparsed(frame, peer, e).await),
         };

@@ -17,7 +17,7 @@ pub mod map;
 use async_trait::async_trait;
 use base64::Engine as _;
 use carehub_core::internal_events::Hl7SegmentsUnmapped;
-use carehub_hl7::codec::{Message, charset};
+use carehub_hl7::codec::Message;
 use carehub_pipeline::{Context, Filing, Handled, Handler, HandlerError};
 use carehub_schema::records::{self, OrderRejected};
 use carehub_schema::repo::{self, PatientData, PatientRejected, Upserted};
@@ -179,7 +179,7 @@ impl Handler for Hl7Pipeline {
 
     fn filing(&self, event: &Envelope) -> Option<Filing> {
         let (rec, raw) = received(event).ok()?;
-        let (text, _) = charset::decode(&raw).ok()?;
+        let (text, _) = carehub_hl7::codec::decode_text(&raw).ok()?;
         let parsed = Message::header(&text).ok();
         Some(Filing {
             connector: carehub_hl7::listener::CONNECTOR.to_owned(),
@@ -197,7 +197,8 @@ impl Handler for Hl7Pipeline {
 
     async fn handle(&self, conn: &mut PgConnection, ctx: &Context, event: &Envelope) -> Result<Handled, HandlerError> {
         let (_, raw) = received(event)?;
-        let (text, _) = charset::decode(&raw).map_err(|e| HandlerError::rejected("invalid_data", e.to_string()))?;
+        let (text, _) =
+            carehub_hl7::codec::decode_text(&raw).map_err(|e| HandlerError::rejected("invalid_data", e.to_string()))?;
         let msg = Message::parse(&text).map_err(|e| HandlerError::rejected("invalid_data", e.to_string()))?;
         let mapped = map(&msg).map_err(|e| HandlerError::rejected(e.dead_letter_code(), e.reason))?;
         let label = msg.type_label();

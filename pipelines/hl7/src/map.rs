@@ -340,7 +340,12 @@ fn patient(ctx: &Ctx<'_, '_>) -> Result<PatientData, MappingError> {
         _ => Sex::Unknown,
     });
     let address = pid.field(11).repetitions().next().and_then(|a| {
-        let street = a.component(1).subcomponent(1).text();
+        // XAD.1 is SAD: street address, else street name (SAD.2).
+        let street = a
+            .component(1)
+            .subcomponent(1)
+            .text()
+            .or_else(|| a.component(1).subcomponent(2).text());
         let line2 = a.component(2).text();
         let city = a.component(3).text();
         let state = a.component(4).text();
