@@ -683,3 +683,120 @@ fn fixture_path(name: &str) -> std::path::PathBuf {
         .join("tests/fixtures/hl7")
         .join(name)
 }
+
+/// An A04 for patient `i`, with its own control id.
+fn numbered_a04(i: usize) -> Vec<u8> {
+    wire(
+        &fixture("adt_a08.hl7")
+            .replace("ADT^A08^ADT_A01", "ADT^A04^ADT_A01")
+            .replace("ADT0002", &format!("K{i:06}"))
+            .replace("P-1001", &format!("K-{i:06}")),
+    )
+}
+
+#[tokio::test]
+async fn killed_with_sigkill_during_a_stream_of_10000_every_message_is_stored_and_applied_once() {
+    const N: usize = 10_000;
+    const SENDERS: usize = 8;
+    let db = fresh_db().await;
+    let intake = unique_topic("intake");
+    let events = unique_topic("events");
+    let port = free_port();
+    let envs = hub_env(&db, &intake, &events, port);
+    let mllp = envs
+        .iter()
+        .find(|(k, _)| *k == "CAREHUB_HL7__LISTENER__LISTEN")
+        .map(|(_, v)| v.clone())
+        .expect("listener");
+    let hub = std::sync::Arc::new(std::sync::Mutex::new(Some(spawn_serve(&envs))));
+    let acked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+
+    // Senders that resend whatever was not acknowledged, until it is.
+    let mut tasks = Vec::new();
+    for s in 0..SENDERS {
+        let (mllp, acked) = (mllp.clone(), acked.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut cfg = SenderConfig::new(&mllp);
+            cfg.ack_timeout_ms = 5_000;
+            cfg.max_attempts = 1;
+            let mut sender = MllpSender::new(cfg);
+            let mut resends = 0usize;
+            for i in (s..N).step_by(SENDERS) {
+                let msg = numbered_a04(i);
+                loop {
+                    match sender.send(&msg).await {
+                        Ok(ack) if ack.code.is_accept() => break,
+                        _ => {
+                            resends += 1;
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    }
+                }
+                acked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            resends
+        }));
+    }
+
+    // Kill the hub with SIGKILL a quarter of the way, restart it a moment later.
+    let progress = eventually(Duration::from_secs(300), || {
+        let acked = acked.clone();
+        async move { (acked.load(std::sync::atomic::Ordering::Relaxed) >= N / 4).then_some(()) }
+    })
+    .await;
+    assert!(progress.is_some(), "the first hub acknowledged a quarter of the stream");
+    if let Some(mut server) = hub.lock().expect("lock").take() {
+        server.0.kill().expect("SIGKILL");
+        let _ = server.0.wait();
+    }
+    let at_kill = acked.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(at_kill < N, "killed mid-stream");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    *hub.lock().expect("lock") = Some(spawn_serve(&envs));
+
+    let mut resends = 0;
+    for t in tasks {
+        resends += t.await.expect("sender");
+    }
+    assert!(resends > 0, "the kill interrupted the stream");
+    let pool = db.pool.clone();
+    let done = eventually(Duration::from_secs(600), || async {
+        let applied = count(&pool, "SELECT count(*) FROM message WHERE status = 'processed'").await;
+        (applied >= N as i64).then_some(())
+    })
+    .await;
+    assert!(
+        done.is_some(),
+        "all applied; {} of {N} processed",
+        count(&db.pool, "SELECT count(*) FROM message WHERE status = 'processed'").await
+    );
+    assert_eq!(
+        count(&db.pool, "SELECT count(*) FROM message").await,
+        N as i64,
+        "stored once each"
+    );
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM patient").await, N as i64);
+    assert_eq!(
+        count(&db.pool, "SELECT count(*) FROM patient WHERE version <> 1").await,
+        0,
+        "no patient written twice"
+    );
+    assert_eq!(
+        count(&db.pool, "SELECT count(*) FROM outbox").await,
+        N as i64,
+        "one event per message"
+    );
+    assert_eq!(
+        count(
+            &db.pool,
+            "SELECT count(*) FROM audit_log WHERE action = 'create' AND entity_type = 'patient'"
+        )
+        .await,
+        N as i64
+    );
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM dead_letter").await, 0);
+    eprintln!(
+        "10,000 over MLLP with a SIGKILL at {at_kill} acknowledged: {resends} resends, each stored and applied once"
+    );
+    drop(hub);
+}
