@@ -271,8 +271,10 @@ pub fn parse(file: &Path) -> anyhow::Result<ExitCode> {
             .segments()
             .iter()
             .map(|s| {
-                let fields: Vec<serde_json::Value> = (1..=s.field_count())
-                    .map(|n| field_json(&s.field(n), s.name() == "MSH" && n <= 2))
+                let fields: Vec<serde_json::Value> = s
+                    .fields()
+                    .enumerate()
+                    .map(|(i, f)| field_json(&f, s.name() == "MSH" && i < 2))
                     .collect();
                 serde_json::json!({ "segment": s.name(), "fields": fields })
             })

@@ -42,9 +42,8 @@ fn walk(msg: &Message<'_>) -> usize {
     let d = msg.delimiters();
     let mut n = 0;
     for seg in msg.segments() {
-        for f in 1..=seg.field_count() {
-            let field = seg.field(f);
-            if seg.name() == "MSH" && f <= 2 {
+        for (i, field) in seg.fields().enumerate() {
+            if seg.name() == "MSH" && i < 2 {
                 continue;
             }
             for rep in field.repetitions() {

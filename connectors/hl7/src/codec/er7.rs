@@ -348,6 +348,26 @@ impl<'a> Segment<'a> {
         }
     }
 
+    /// Every field in order, from field 1 (for MSH: MSH-1, MSH-2, MSH-3, …),
+    /// in one pass over the segment.
+    pub fn fields(&self) -> impl Iterator<Item = Value<'a>> + 'a {
+        let d = self.delimiters;
+        let text = self.text;
+        let mut lead = Vec::new();
+        let rest: Option<&'a str> = if matches!(&text[..3], "MSH" | "FHS" | "BHS") {
+            lead.push(self.field(1));
+            lead.push(self.field(2));
+            let after = &text[4..];
+            memchr::memchr(d.field, after.as_bytes()).map(|i| &after[i + 1..])
+        } else {
+            // text[3] is the field separator; nothing after a bare name.
+            text.get(4..).filter(|_| text.len() > 3)
+        };
+        let mut parts = SplitIter { rest, sep: Some(d.field) };
+        lead.into_iter()
+            .chain(std::iter::from_fn(move || parts.next().map(|s| Value::new(s, d, Level::Field))))
+    }
+
     /// Number of fields present (trailing empty ones included).
     pub fn field_count(&self) -> usize {
         let seps = memchr::memchr_iter(self.delimiters.field, self.text.as_bytes()).count();
@@ -694,5 +714,13 @@ ZXT|custom|stuff\r";
         let subs: Vec<_> = m.get("PID-3.4").subcomponents().map(|c| c.raw()).collect();
         assert_eq!(subs, ["CLINIC", "1.2.3", "ISO"]);
         assert_eq!(m.msh().field_count(), 16);
+        for seg in m.segments() {
+            let one_pass: Vec<&str> = seg.fields().map(|f| f.raw()).collect();
+            let by_index: Vec<&str> = (1..=seg.field_count()).map(|n| seg.field(n).raw()).collect();
+            assert_eq!(one_pass, by_index, "{}", seg.name());
+        }
+        let bare = Message::parse("MSH|^~\\&|A|B|C|D|2026||ADT^A01|1|P|2.5\rSFT\rPID|").expect("parses");
+        assert_eq!(bare.segments()[1].fields().count(), 0);
+        assert_eq!(bare.segments()[2].fields().count(), 1);
     }
 }
