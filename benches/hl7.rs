@@ -47,7 +47,10 @@ async fn main() {
         println!("hl7 bench: run it with `cargo bench --bench hl7`");
         return;
     }
-    println!("carehub HL7 bench, {} cores", std::thread::available_parallelism().map_or(0, |n| n.get()));
+    println!(
+        "carehub HL7 bench, {} cores",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
     parse();
     if knob("BENCH_MLLP", 1) == 1 {
         mllp().await;
@@ -66,7 +69,10 @@ fn messages() -> (Vec<String>, String) {
     let (dir, what) = if corpus.is_dir() {
         (corpus, "the HL7 v2 corpus")
     } else {
-        (root.join("tests/fixtures/hl7"), "the repository's fixtures (corpus absent)")
+        (
+            root.join("tests/fixtures/hl7"),
+            "the repository's fixtures (corpus absent)",
+        )
     };
     let mut files = Vec::new();
     let mut stack = vec![dir];
@@ -276,6 +282,10 @@ async fn mllp() {
         "  pipeline: {} of {next} already applied when the senders finished; the rest took {:.1} s more{}",
         before,
         started.elapsed().as_secs_f64(),
-        if done.is_some() { "" } else { " (not all applied: timed out)" }
+        if done.is_some() {
+            ""
+        } else {
+            " (not all applied: timed out)"
+        }
     );
 }

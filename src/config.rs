@@ -42,6 +42,10 @@ pub struct Hl7Config {
     /// sender is answered AR (error 207, "send it again later").
     #[serde(default = "default_store_timeout_ms")]
     pub store_timeout_ms: u64,
+    /// Store transactions running at a time; each takes every message waiting
+    /// (group commit), so this bounds the listener's parallel commits.
+    #[serde(default = "default_store_workers")]
+    pub store_workers: usize,
     #[serde(default)]
     pub listener: carehub_hl7::ListenerConfig,
 }
@@ -49,12 +53,16 @@ pub struct Hl7Config {
 const fn default_store_timeout_ms() -> u64 {
     10_000
 }
+const fn default_store_workers() -> usize {
+    4
+}
 
 impl Default for Hl7Config {
     fn default() -> Self {
         Hl7Config {
             enabled: true,
             store_timeout_ms: default_store_timeout_ms(),
+            store_workers: default_store_workers(),
             listener: carehub_hl7::ListenerConfig::default(),
         }
     }

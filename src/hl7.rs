@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use async_trait::async_trait;
+use carehub_core::internal_events::DeadLettered;
 use carehub_hl7::codec::{AckError, Message, batch, charset};
 use carehub_hl7::listener::{CONNECTOR, Inbound, InboundSink, Unavailable, Verdict};
 use carehub_hl7::{MllpSender, SendError, SenderConfig};
@@ -32,43 +33,85 @@ use carehub_schema::{Action, ActorKind, AuditEntry, AuditLog, DeadLetters, Messa
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use sqlx::PgPool;
+use tokio::sync::{Mutex, mpsc, oneshot};
 
-/// Stores each received message (message store + pipeline topic) before it is acknowledged.
+/// Most messages one store transaction takes.
+const MAX_BATCH: usize = 500;
+
+/// Stores each received message (message store + pipeline topic) before it
+/// is acknowledged. Messages arriving together on many connections share one
+/// transaction (group commit): `workers` transactions run at a time, each
+/// taking whatever messages are waiting, so a busy listener pays one commit
+/// and one broker round trip for many messages, and an idle one answers at once.
 pub struct Hl7Store {
-    pub pool: PgPool,
-    pub producer: FutureProducer,
-    /// The HL7 pipeline's topic (and, for dead letters, its consumer name).
-    pub topic: String,
-    pub pipeline: String,
-    pub listener: String,
-    pub store_timeout: Duration,
+    jobs: mpsc::Sender<Job>,
+    listener: String,
+    store_timeout: Duration,
 }
 
 impl std::fmt::Debug for Hl7Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Hl7Store").field("topic", &self.topic).finish()
+        f.debug_struct("Hl7Store").field("listener", &self.listener).finish()
     }
 }
 
-fn unavailable(what: &str) -> impl FnOnce(carehub_schema::Error) -> Unavailable + '_ {
-    move |e| Unavailable(format!("{what}: {e}"))
+/// What the store needs to know; shared by its workers.
+struct StoreTarget {
+    pool: PgPool,
+    producer: FutureProducer,
+    /// The HL7 pipeline's topic, and its name (the consumer of its dead letters).
+    topic: String,
+    pipeline: String,
+    store_timeout: Duration,
 }
 
-#[async_trait]
-impl InboundSink for Hl7Store {
-    async fn store(&self, inbound: Inbound<'_>) -> Result<Verdict, Unavailable> {
-        match tokio::time::timeout(self.store_timeout, self.store_now(inbound)).await {
-            Ok(r) => r,
-            Err(_) => Err(Unavailable(format!(
-                "not stored within {} ms",
-                self.store_timeout.as_millis()
-            ))),
-        }
-    }
+/// One received message, prepared on its connection's task.
+struct Prepared {
+    verdict: Verdict,
+    key: String,
+    partition_key: String,
+    message_type: Option<String>,
+    control_id: Option<String>,
+    origin: String,
+    raw: Vec<u8>,
+    payload: Vec<u8>,
+    event_id: String,
+}
+
+struct Job {
+    item: Prepared,
+    reply: oneshot::Sender<Result<Verdict, Unavailable>>,
 }
 
 impl Hl7Store {
-    async fn store_now(&self, inbound: Inbound<'_>) -> Result<Verdict, Unavailable> {
+    pub fn start(
+        pool: PgPool,
+        producer: FutureProducer,
+        topic: String,
+        listener: String,
+        store_timeout: Duration,
+        workers: usize,
+    ) -> Self {
+        let (jobs, rx) = mpsc::channel::<Job>(MAX_BATCH * workers.max(1) * 2);
+        let rx = Arc::new(Mutex::new(rx));
+        let target = Arc::new(StoreTarget {
+            pool,
+            producer,
+            topic,
+            pipeline: "hl7".to_owned(),
+            store_timeout,
+        });
+        for _ in 0..workers.max(1) {
+            tokio::spawn(worker(rx.clone(), target.clone()));
+        }
+        Hl7Store {
+            jobs,
+            listener,
+            store_timeout,
+        }
+    }
+
+    fn prepare(&self, inbound: &Inbound<'_>) -> Result<Prepared, Unavailable> {
         let origin = format!("mllp:{}", inbound.peer);
         let (verdict, key, partition_key, message_type, control_id) = match inbound.parsed {
             Ok(msg) => {
@@ -98,87 +141,169 @@ impl Hl7Store {
         };
         let envelope = Received::new(inbound.raw, inbound.peer, &self.listener).into_envelope(Some(&key));
         let payload = serde_json::to_vec(&envelope).map_err(|e| Unavailable(e.to_string()))?;
+        Ok(Prepared {
+            verdict,
+            key,
+            partition_key,
+            message_type,
+            control_id,
+            origin,
+            raw: inbound.raw.to_vec(),
+            payload,
+            event_id: envelope.id,
+        })
+    }
+}
 
+#[async_trait]
+impl InboundSink for Hl7Store {
+    async fn store(&self, inbound: Inbound<'_>) -> Result<Verdict, Unavailable> {
+        let item = self.prepare(&inbound)?;
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job { item, reply })
+            .await
+            .map_err(|_| Unavailable("the store is shutting down".into()))?;
+        match tokio::time::timeout(self.store_timeout, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(Unavailable("the store dropped the message".into())),
+            Err(_) => Err(Unavailable(format!(
+                "not stored within {} ms",
+                self.store_timeout.as_millis()
+            ))),
+        }
+    }
+}
+
+/// Takes whatever messages are waiting (at least one), stores them in one
+/// transaction, answers each.
+async fn worker(rx: Arc<Mutex<mpsc::Receiver<Job>>>, target: Arc<StoreTarget>) {
+    loop {
+        let batch = {
+            let mut rx = rx.lock().await;
+            let Some(first) = rx.recv().await else { return };
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            batch
+        };
+        let items: Vec<&Prepared> = batch.iter().map(|j| &j.item).collect();
+        match target.write(&items).await {
+            Ok(dead_letters) => {
+                for (code, id) in dead_letters {
+                    DeadLettered {
+                        pipeline: &target.pipeline,
+                        error_code: code,
+                        dead_letter_id: id,
+                    }
+                    .emit();
+                }
+                for job in batch {
+                    let _ = job.reply.send(Ok(job.item.verdict));
+                }
+            }
+            Err(e) => {
+                for job in batch {
+                    let _ = job.reply.send(Err(Unavailable(e.0.clone())));
+                }
+            }
+        }
+    }
+}
+
+fn unavailable(what: &str) -> impl FnOnce(carehub_schema::Error) -> Unavailable + '_ {
+    move |e| Unavailable(format!("{what}: {e}"))
+}
+
+impl StoreTarget {
+    /// Stores a batch: new messages into the message store, the accepted ones
+    /// onto the pipeline topic, the refused ones into the dead letters; one
+    /// commit after the broker confirmed. Returns the dead letters written.
+    async fn write(&self, items: &[&Prepared]) -> Result<Vec<(&'static str, i64)>, Unavailable> {
         let mut tx = self
             .pool
             .begin()
             .await
             .map_err(|e| Unavailable(format!("PostgreSQL: {e}")))?;
-        let ingested = MessageStore::ingest(
-            &mut tx,
-            &NewMessage {
+        let news: Vec<NewMessage<'_>> = items
+            .iter()
+            .map(|p| NewMessage {
                 connector: CONNECTOR,
                 protocol: "hl7v2",
-                message_type: message_type.as_deref(),
-                control_id: control_id.as_deref(),
-                source_key: &key,
-                origin: Some(&origin),
-                raw: inbound.raw,
-            },
-        )
-        .await
-        .map_err(unavailable("message store"))?;
-        if ingested.is_duplicate() {
-            // Stored (and published) before: the same answer again, no second effect.
-            return Ok(verdict);
-        }
-        match &verdict {
-            Verdict::Accepted => {
-                let record = FutureRecord::to(&self.topic).key(&partition_key).payload(&payload);
-                self.producer
-                    .send(record, Timeout::After(self.store_timeout))
-                    .await
-                    .map_err(|(e, _)| Unavailable(format!("broker: {e}")))?;
-            }
-            Verdict::Error(e) | Verdict::Rejected(e) => {
-                let code = match &verdict {
-                    Verdict::Error(_) => "invalid_data",
-                    _ if message_type.is_none() => "invalid_envelope",
-                    _ => "unknown_type",
-                };
-                let message_id = ingested.id();
-                MessageStore::mark_failed(&mut tx, message_id, &e.text)
-                    .await
-                    .map_err(unavailable("message store"))?;
-                let dead_letter = DeadLetters::insert(
-                    &mut tx,
-                    &NewDeadLetter {
-                        consumer: &self.pipeline,
-                        topic: &self.topic,
-                        partition: None,
-                        offset: None,
-                        key: Some(partition_key.as_bytes()),
-                        payload: &payload,
-                        event_id: Some(&envelope.id),
-                        message_id: Some(message_id),
-                        error_code: code,
-                        reason: &e.text,
-                    },
-                )
+                message_type: p.message_type.as_deref(),
+                control_id: p.control_id.as_deref(),
+                source_key: &p.key,
+                origin: Some(&p.origin),
+                raw: &p.raw,
+            })
+            .collect();
+        let ingested = MessageStore::ingest_batch(&mut tx, &news)
+            .await
+            .map_err(unavailable("message store"))?;
+        let mut sends = Vec::new();
+        let mut audit = Vec::new();
+        let mut dead_letters = Vec::new();
+        // Duplicates were stored (and published) before: the same answer, no second effect.
+        for (p, ing) in items.iter().zip(&ingested).filter(|(_, i)| !i.is_duplicate()) {
+            let e = match &p.verdict {
+                Verdict::Accepted => {
+                    let record = FutureRecord::to(&self.topic).key(&p.partition_key).payload(&p.payload);
+                    sends.push(self.producer.send(record, Timeout::After(self.store_timeout)));
+                    continue;
+                }
+                Verdict::Error(e) | Verdict::Rejected(e) => e,
+            };
+            let code = match &p.verdict {
+                Verdict::Error(_) => "invalid_data",
+                _ if p.message_type.is_none() => "invalid_envelope",
+                _ => "unknown_type",
+            };
+            let message_id = ing.id();
+            MessageStore::mark_failed(&mut tx, message_id, &e.text)
                 .await
-                .map_err(unavailable("dead letters"))?;
-                AuditLog::append(
-                    &mut tx,
-                    &[AuditEntry::new(ActorKind::Connector, CONNECTOR, Action::Ingest, "message")
-                        .entity(message_id)
-                        .message(Some(message_id))
-                        .origin(origin.clone())
-                        .detail(serde_json::json!({ "dead_letter": dead_letter, "error_code": code, "hl7_error": e.code }))],
-                )
+                .map_err(unavailable("message store"))?;
+            let id = DeadLetters::insert(
+                &mut tx,
+                &NewDeadLetter {
+                    consumer: &self.pipeline,
+                    topic: &self.topic,
+                    partition: None,
+                    offset: None,
+                    key: Some(p.partition_key.as_bytes()),
+                    payload: &p.payload,
+                    event_id: Some(&p.event_id),
+                    message_id: Some(message_id),
+                    error_code: code,
+                    reason: &e.text,
+                },
+            )
+            .await
+            .map_err(unavailable("dead letters"))?;
+            audit.push(
+                AuditEntry::new(ActorKind::Connector, CONNECTOR, Action::Ingest, "message")
+                    .entity(message_id)
+                    .message(Some(message_id))
+                    .origin(p.origin.clone())
+                    .detail(serde_json::json!({ "dead_letter": id, "error_code": code, "hl7_error": e.code })),
+            );
+            dead_letters.push((code, id));
+        }
+        if !audit.is_empty() {
+            AuditLog::append(&mut tx, &audit)
                 .await
                 .map_err(unavailable("audit trail"))?;
-                carehub_core::internal_events::DeadLettered {
-                    pipeline: &self.pipeline,
-                    error_code: code,
-                    dead_letter_id: dead_letter,
-                }
-                .emit();
-            }
+        }
+        for delivery in futures::future::join_all(sends).await {
+            delivery.map_err(|(e, _)| Unavailable(format!("broker: {e}")))?;
         }
         tx.commit()
             .await
             .map_err(|e| Unavailable(format!("PostgreSQL commit: {e}")))?;
-        Ok(verdict)
+        Ok(dead_letters)
     }
 }
 
@@ -334,19 +459,17 @@ fn field_json(v: &carehub_hl7::codec::Value<'_>, opaque: bool) -> serde_json::Va
 }
 
 /// Builds the MLLP listener for `carehub serve`.
-pub async fn listener(
-    cfg: &crate::config::Config,
-    pool: PgPool,
-    producer: FutureProducer,
-) -> anyhow::Result<carehub_hl7::MllpListener> {
-    let sink = Arc::new(Hl7Store {
+pub async fn listener(cfg: &crate::config::Config, pool: PgPool) -> anyhow::Result<carehub_hl7::MllpListener> {
+    let producer = carehub_kafka::idempotent_producer_with_linger(&cfg.kafka, 0)
+        .context("creating the MLLP listener's Kafka producer")?;
+    let sink = Arc::new(Hl7Store::start(
         pool,
         producer,
-        topic: cfg.pipelines.hl7.topic.clone(),
-        pipeline: "hl7".to_owned(),
-        listener: cfg.hl7.listener.listen.to_string(),
-        store_timeout: Duration::from_millis(cfg.hl7.store_timeout_ms),
-    });
+        cfg.pipelines.hl7.topic.clone(),
+        cfg.hl7.listener.listen.to_string(),
+        Duration::from_millis(cfg.hl7.store_timeout_ms),
+        cfg.hl7.store_workers,
+    ));
     carehub_hl7::MllpListener::bind(cfg.hl7.listener.clone(), sink)
         .await
         .with_context(|| format!("binding hl7.listener.listen = {}", cfg.hl7.listener.listen))

@@ -80,7 +80,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         tasks.spawn(runner.run(shutdown.clone()));
     }
     if cfg.hl7.enabled {
-        let listener = crate::hl7::listener(&cfg, pool.clone(), producer.clone()).await?;
+        let listener = crate::hl7::listener(&cfg, pool.clone()).await?;
         tasks.spawn(listener.run(shutdown.clone()));
     }
     tasks.spawn(maintain_partitions(pool.clone(), shutdown.clone()));

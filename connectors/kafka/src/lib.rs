@@ -16,7 +16,7 @@ mod relay;
 pub use admin::{TopicSpec, broker_reachable, ensure_topics};
 pub use config::KafkaConfig;
 pub use consumer::{ConsumerRunner, KafkaRecord, dlq_topic};
-pub use producer::idempotent_producer;
+pub use producer::{idempotent_producer, idempotent_producer_with_linger};
 pub use relay::{OutboxRelay, RelayConfig};
 
 /// Errors of the Kafka plumbing.

@@ -106,6 +106,96 @@ impl MessageStore {
         Ok(Ingested::New { id, received_at })
     }
 
+    /// [`ingest`](Self::ingest) for many messages in two statements, for a
+    /// receiver that commits several messages per transaction (group commit).
+    /// The result is in input order; a key that appears twice in `msgs` is
+    /// new the first time and a duplicate after.
+    pub async fn ingest_batch(conn: &mut PgConnection, msgs: &[NewMessage<'_>]) -> Result<Vec<Ingested>> {
+        let received_at = Utc::now();
+        let ids: Vec<Uuid> = msgs.iter().map(|_| Uuid::now_v7()).collect();
+        let keys: Vec<&str> = msgs.iter().map(|m| m.source_key).collect();
+        let claimed: Vec<(String, Uuid)> = sqlx::query_as(
+            "INSERT INTO message_key (source_key, message_id, received_at)
+             SELECT k, i, $3 FROM UNNEST($1::text[], $2::uuid[]) AS t(k, i)
+             ON CONFLICT (source_key) DO NOTHING RETURNING source_key, message_id",
+        )
+        .bind(&keys)
+        .bind(&ids)
+        .bind(received_at)
+        .fetch_all(&mut *conn)
+        .await?;
+        let claimed: std::collections::HashMap<String, Uuid> = claimed.into_iter().collect();
+        let mut out = Vec::with_capacity(msgs.len());
+        let mut fresh = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for (i, m) in msgs.iter().enumerate() {
+            match claimed.get(m.source_key) {
+                Some(id) if *id == ids[i] && seen.insert(m.source_key) => {
+                    out.push(Ingested::New { id: *id, received_at });
+                    fresh.push(i);
+                }
+                _ => out.push(Ingested::Duplicate {
+                    id: Uuid::nil(),
+                    received_at,
+                }),
+            }
+        }
+        // Duplicates name the first copy.
+        let dup_keys: Vec<&str> = out
+            .iter()
+            .zip(msgs)
+            .filter(|(o, _)| o.is_duplicate())
+            .map(|(_, m)| m.source_key)
+            .collect();
+        if !dup_keys.is_empty() {
+            let firsts: Vec<(String, Uuid, DateTime<Utc>)> = sqlx::query_as(
+                "SELECT source_key, message_id, received_at FROM message_key WHERE source_key = ANY($1)",
+            )
+            .bind(&dup_keys)
+            .fetch_all(&mut *conn)
+            .await?;
+            let firsts: std::collections::HashMap<String, (Uuid, DateTime<Utc>)> =
+                firsts.into_iter().map(|(k, i, t)| (k, (i, t))).collect();
+            for (o, m) in out.iter_mut().zip(msgs) {
+                if o.is_duplicate()
+                    && let Some((id, at)) = firsts.get(m.source_key)
+                {
+                    *o = Ingested::Duplicate {
+                        id: *id,
+                        received_at: *at,
+                    };
+                }
+            }
+        }
+        if fresh.is_empty() {
+            return Ok(out);
+        }
+        let pick = |f: &dyn Fn(&NewMessage<'_>) -> Option<String>| -> Vec<Option<String>> {
+            fresh.iter().map(|&i| f(&msgs[i])).collect()
+        };
+        let fresh_ids: Vec<Uuid> = fresh.iter().map(|&i| ids[i]).collect();
+        let raws: Vec<&[u8]> = fresh.iter().map(|&i| msgs[i].raw).collect();
+        sqlx::query(
+            "INSERT INTO message (id, received_at, connector, protocol, message_type, control_id,
+                                  source_key, status, origin, raw)
+             SELECT i, $2, c, p, t, ci, k, 'received', o, r
+               FROM UNNEST($1::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                           $8::text[], $9::bytea[]) AS x(i, c, p, t, ci, k, o, r)",
+        )
+        .bind(&fresh_ids)
+        .bind(received_at)
+        .bind(pick(&|m| Some(m.connector.to_owned())))
+        .bind(pick(&|m| Some(m.protocol.to_owned())))
+        .bind(pick(&|m| m.message_type.map(str::to_owned)))
+        .bind(pick(&|m| m.control_id.map(str::to_owned)))
+        .bind(pick(&|m| Some(m.source_key.to_owned())))
+        .bind(pick(&|m| m.origin.map(str::to_owned)))
+        .bind(&raws)
+        .execute(&mut *conn)
+        .await?;
+        Ok(out)
+    }
+
     /// Marks a message handled, linking it to the patient it concerned.
     pub async fn mark_processed(conn: &mut PgConnection, id: Uuid, patient_id: Option<Uuid>) -> Result<()> {
         sqlx::query(

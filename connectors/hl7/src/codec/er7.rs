@@ -363,9 +363,13 @@ impl<'a> Segment<'a> {
             // text[3] is the field separator; nothing after a bare name.
             text.get(4..).filter(|_| text.len() > 3)
         };
-        let mut parts = SplitIter { rest, sep: Some(d.field) };
-        lead.into_iter()
-            .chain(std::iter::from_fn(move || parts.next().map(|s| Value::new(s, d, Level::Field))))
+        let mut parts = SplitIter {
+            rest,
+            sep: Some(d.field),
+        };
+        lead.into_iter().chain(std::iter::from_fn(move || {
+            parts.next().map(|s| Value::new(s, d, Level::Field))
+        }))
     }
 
     /// Number of fields present (trailing empty ones included).
