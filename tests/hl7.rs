@@ -800,3 +800,63 @@ async fn killed_with_sigkill_during_a_stream_of_10000_every_message_is_stored_an
     );
     drop(hub);
 }
+
+#[tokio::test]
+async fn mllp_over_tls_is_acknowledged_and_plain_connections_are_refused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::rustls;
+
+    let dir = std::env::temp_dir().join(format!("carehub-tls-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("certificate");
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).expect("cert");
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).expect("key");
+    let db = fresh_db().await;
+    let hub = start_hub_with(
+        db,
+        vec![
+            ("CAREHUB_HL7__LISTENER__TLS__CERT_PATH", cert_path.display().to_string()),
+            ("CAREHUB_HL7__LISTENER__TLS__KEY_PATH", key_path.display().to_string()),
+        ],
+    )
+    .await;
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).expect("trust the test certificate");
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("protocols")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(&hub.mllp).await.expect("connect");
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let mut tls = connector.connect(name, tcp).await.expect("TLS handshake");
+    tls.write_all(&mllp::frame(&wire(&fixture("adt_a01.hl7"))))
+        .await
+        .expect("write");
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !reply.ends_with(&[mllp::END, mllp::CR]) {
+        let n = tokio::time::timeout(Duration::from_secs(15), tls.read(&mut buf))
+            .await
+            .expect("ACK in time")
+            .expect("read");
+        assert!(n > 0, "connection closed before the ACK");
+        reply.extend_from_slice(&buf[..n]);
+    }
+    let (ack, _) = ack_of(&reply[1..reply.len() - 2]);
+    assert_eq!((ack.code.as_str(), ack.acked_control_id.as_str()), ("AA", "ADT0001"));
+    assert!(processed(&hub.db.pool, "ADT0001").await);
+
+    // Plain MLLP on the TLS port gets no ACK: the handshake fails and the connection closes.
+    let addr = hub.mllp.clone();
+    let plain = tokio::task::spawn_blocking(move || exchange(&addr, &mllp::frame(&wire(&fixture("adt_a08.hl7")))))
+        .await
+        .expect("join");
+    assert!(plain.is_none());
+    assert_eq!(count(&hub.db.pool, "SELECT count(*) FROM message").await, 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -11,5 +11,5 @@ pub mod codec;
 pub mod listener;
 pub mod sender;
 
-pub use listener::{Inbound, InboundSink, ListenerConfig, MllpListener, Unavailable, Verdict};
+pub use listener::{Inbound, InboundSink, ListenerConfig, MllpListener, TlsConfig, Unavailable, Verdict};
 pub use sender::{MllpSender, SendError, SenderConfig};

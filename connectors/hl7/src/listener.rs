@@ -22,7 +22,7 @@ use carehub_core::internal_events::{ComponentError, Hl7AckSent, Hl7Connections, 
 use futures::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio_util::codec::Framed;
 
@@ -52,6 +52,53 @@ pub struct ListenerConfig {
     /// MSH-3 of the ACKs carehub sends for input without a readable MSH.
     #[serde(default = "default_application")]
     pub application: String,
+    /// MLLP over TLS: when set, every connection must complete a TLS handshake first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
+}
+
+/// `[hl7.listener.tls]`: the listener's certificate and key (PEM files).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Certificate chain, leaf first (PEM).
+    pub cert_path: std::path::PathBuf,
+    /// Private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key_path: std::path::PathBuf,
+    /// Seconds a client has to complete the handshake.
+    #[serde(default = "default_handshake_timeout_secs")]
+    pub handshake_timeout_secs: u64,
+}
+
+const fn default_handshake_timeout_secs() -> u64 {
+    10
+}
+
+fn tls_acceptor(tls: &TlsConfig) -> std::io::Result<tokio_rustls::TlsAcceptor> {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let invalid = |what: &str, path: &std::path::Path, e: &dyn std::fmt::Display| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("hl7.listener.tls.{what} = {}: {e}", path.display()),
+        )
+    };
+    let certs = CertificateDer::pem_file_iter(&tls.cert_path)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| invalid("cert_path", &tls.cert_path, &e))?;
+    if certs.is_empty() {
+        return Err(invalid("cert_path", &tls.cert_path, &"no certificate in the file"));
+    }
+    let key = PrivateKeyDer::from_pem_file(&tls.key_path).map_err(|e| invalid("key_path", &tls.key_path, &e))?;
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| invalid("cert_path", &tls.cert_path, &e))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| invalid("key_path", &tls.key_path, &e))?;
+    Ok(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)))
 }
 
 fn default_listen() -> SocketAddr {
@@ -78,6 +125,7 @@ impl Default for ListenerConfig {
             idle_timeout_secs: default_idle_timeout_secs(),
             max_connections: default_max_connections(),
             application: default_application(),
+            tls: None,
         }
     }
 }
@@ -120,6 +168,7 @@ pub struct MllpListener {
     config: ListenerConfig,
     listener: TcpListener,
     sink: Arc<dyn InboundSink>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl std::fmt::Debug for MllpListener {
@@ -131,8 +180,14 @@ impl std::fmt::Debug for MllpListener {
 impl MllpListener {
     /// Binds `config.listen` (port 0 picks a free port; see [`local_addr`](Self::local_addr)).
     pub async fn bind(config: ListenerConfig, sink: Arc<dyn InboundSink>) -> std::io::Result<Self> {
+        let tls = config.tls.as_ref().map(tls_acceptor).transpose()?;
         let listener = TcpListener::bind(config.listen).await?;
-        Ok(MllpListener { config, listener, sink })
+        Ok(MllpListener {
+            config,
+            listener,
+            sink,
+            tls,
+        })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -146,7 +201,7 @@ impl MllpListener {
             config: self.config.clone(),
             sink: self.sink.clone(),
         });
-        tracing::info!(listen = %self.config.listen, "MLLP listener accepting connections");
+        tracing::info!(listen = %self.config.listen, tls = self.tls.is_some(), "MLLP listener accepting connections");
         loop {
             let permit = tokio::select! {
                 p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
@@ -166,8 +221,26 @@ impl MllpListener {
             let _ = stream.set_nodelay(true);
             let handler = handler.clone();
             let shutdown = shutdown.clone();
+            let tls = self.tls.clone();
+            let handshake =
+                Duration::from_secs(self.config.tls.as_ref().map_or(10, |t| t.handshake_timeout_secs.max(1)));
             tokio::spawn(async move {
-                handler.serve(stream, peer, shutdown).await;
+                match tls {
+                    None => handler.serve(stream, peer, shutdown).await,
+                    Some(acceptor) => match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
+                        Ok(Ok(tls_stream)) => handler.serve(tls_stream, peer, shutdown).await,
+                        Ok(Err(e)) => {
+                            ComponentError {
+                                component: CONNECTOR,
+                                stage: Stage::Receiving,
+                                error_code: "tls_handshake",
+                                error: &e,
+                            }
+                            .emit();
+                        }
+                        Err(_) => tracing::info!(%peer, "MLLP connection closed: TLS handshake timed out"),
+                    },
+                }
                 drop(permit);
             });
         }
@@ -190,7 +263,12 @@ fn ack_control_id() -> String {
 }
 
 impl ConnectionHandler {
-    async fn serve(&self, stream: TcpStream, peer: SocketAddr, shutdown: watch::Receiver<bool>) {
+    async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        stream: S,
+        peer: SocketAddr,
+        shutdown: watch::Receiver<bool>,
+    ) {
         Hl7Connections {
             connector: CONNECTOR,
             delta: 1.0,
