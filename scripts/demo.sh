@@ -40,8 +40,26 @@ echo "== sent carehub.patient.upsert.v1 as event $patient"
 "$bin" trace "$patient"
 
 echo
+echo "== HL7 v2 over MLLP: an ADT^A01 from a clinic's EHR, acknowledged once stored"
+mllp="${CAREHUB_HL7__LISTENER__LISTEN:-127.0.0.1:2575}"
+"$bin" hl7 send tests/fixtures/hl7/adt_a01.hl7 --to "$mllp"
+for _ in $(seq 1 50); do
+  state=$(PGPASSWORD=postgres psql -h 127.0.0.1 -U postgres -d carehub -Atqc \
+    "select status from message where control_id = 'ADT0001' and connector = 'hl7_mllp'" 2>/dev/null || true)
+  [ "$state" = processed ] && break
+  sleep 0.2
+done
+echo "-- message store (newest first)"
+PGPASSWORD=postgres psql -h 127.0.0.1 -U postgres -d carehub -c \
+  "select connector, protocol, message_type, control_id, status, length(raw) as bytes from message order by received_at desc limit 3"
+echo "-- canonical rows it caused (ids only)"
+PGPASSWORD=postgres psql -h 127.0.0.1 -U postgres -d carehub -c \
+  "select 'patient' as entity, id, version from patient where source_message_id = (select id from message where control_id = 'ADT0001' and connector = 'hl7_mllp')
+   union all select 'encounter', id, 1 from encounter where source_message_id = (select id from message where control_id = 'ADT0001' and connector = 'hl7_mllp')"
+
+echo
 echo "== audit chain"
 "$bin" audit verify
 echo
 echo "== metrics (excerpt)"
-http_get "$listen" /metrics | grep -E '^carehub_(messages|outbox|dead)' || true
+http_get "$listen" /metrics | grep -E '^carehub_(messages|outbox|dead|hl7)' || true

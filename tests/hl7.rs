@@ -76,12 +76,24 @@ async fn start_hub_with(db: TestDb, extra: Vec<(&'static str, String)>) -> Hub {
     }
 }
 
+/// Starts `carehub serve`; its log goes to CAREHUB_TEST_HUB_LOG when set (appended).
 fn spawn_serve(envs: &[(&'static str, String)]) -> Server {
+    let stderr = match std::env::var("CAREHUB_TEST_HUB_LOG") {
+        Ok(path) => Stdio::from(
+            std::fs::File::options()
+                .create(true)
+                .append(true)
+                .open(path)
+                .expect("hub log"),
+        ),
+        Err(_) => Stdio::null(),
+    };
     Server(
         Command::new(BIN)
             .arg("serve")
             .envs(envs.iter().cloned())
-            .stderr(Stdio::null())
+            .env("CAREHUB_LOG__LEVEL", "info")
+            .stderr(stderr)
             .spawn()
             .expect("serve"),
     )

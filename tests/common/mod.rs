@@ -273,6 +273,9 @@ pub fn hub_env(db: &TestDb, intake: &str, events: &str, port: u16) -> Vec<(&'sta
         ("CAREHUB_PIPELINES__HL7__EVENTS_TOPIC", events.to_owned()),
         ("CAREHUB_PIPELINES__HL7__GROUP", format!("g-{intake}-hl7")),
         ("CAREHUB_HL7__LISTENER__LISTEN", format!("127.0.0.1:{}", free_port())),
+        // One static group member id per hub (a restart of the same hub reuses
+        // it): hubs of concurrent tests must not share one.
+        ("CAREHUB_KAFKA__INSTANCE_ID", format!("hub-{intake}")),
         ("CAREHUB_LOG__LEVEL", "warn".to_owned()),
     ]
 }
