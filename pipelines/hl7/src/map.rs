@@ -249,11 +249,9 @@ impl<'m, 'a> Ctx<'m, 'a> {
     }
 }
 
-/// Assigning authority (HD) as an identifier system URI.
-fn hd_system(hd: &Value<'_>) -> Option<String> {
-    let namespace = hd.component(1).text();
-    let universal = hd.component(2).text();
-    let kind = hd.component(3).text();
+/// An assigning authority (HD: namespace, universal id, universal id type)
+/// as an identifier system URI; the one rule for CX.4, EI.2-4, XCN.9 and MSH-4.
+fn authority_system(namespace: Option<String>, universal: Option<String>, kind: Option<String>) -> Option<String> {
     match (universal, kind.as_deref(), namespace) {
         (Some(u), Some("ISO"), _) => Some(format!("urn:oid:{u}")),
         (Some(u), _, _) => Some(u),
@@ -262,17 +260,18 @@ fn hd_system(hd: &Value<'_>) -> Option<String> {
     }
 }
 
-/// HD given as subcomponents of a component (CX.4 inside PID-3).
-fn hd_sub_system(component: &Value<'_>) -> Option<String> {
-    let namespace = component.subcomponent(1).text();
-    let universal = component.subcomponent(2).text();
-    let kind = component.subcomponent(3).text();
-    match (universal, kind.as_deref(), namespace) {
-        (Some(u), Some("ISO"), _) => Some(format!("urn:oid:{u}")),
-        (Some(u), _, _) => Some(u),
-        (None, _, Some(ns)) => Some(format!("urn:carehub:hl7-aa:{ns}")),
-        _ => None,
-    }
+/// HD as the components of a field (MSH-4).
+fn hd_system(hd: &Value<'_>) -> Option<String> {
+    authority_system(hd.component(1).text(), hd.component(2).text(), hd.component(3).text())
+}
+
+/// HD as the subcomponents of a component (CX.4 inside PID-3, XCN.9).
+fn hd_sub_system(c: &Value<'_>) -> Option<String> {
+    authority_system(
+        c.subcomponent(1).text(),
+        c.subcomponent(2).text(),
+        c.subcomponent(3).text(),
+    )
 }
 
 /// Every CX repetition of a field as identifiers.
@@ -294,14 +293,8 @@ fn identifiers(ctx: &Ctx<'_, '_>, field: &Value<'_>) -> Vec<Identifier> {
 /// EI (entity identifier): EI.1 with EI.2 namespace / EI.3 universal id.
 fn entity_id(ctx: &Ctx<'_, '_>, v: &Value<'_>) -> Option<Identifier> {
     let value = v.component(1).text()?;
-    let namespace = v.component(2).text();
-    let universal = v.component(3).text();
-    let system = match (universal, v.component(4).text().as_deref(), namespace) {
-        (Some(u), Some("ISO"), _) => format!("urn:oid:{u}"),
-        (Some(u), _, _) => u,
-        (None, _, Some(ns)) => format!("urn:carehub:hl7-aa:{ns}"),
-        _ => ctx.facility_system.clone(),
-    };
+    let system = authority_system(v.component(2).text(), v.component(3).text(), v.component(4).text())
+        .unwrap_or_else(|| ctx.facility_system.clone());
     Some(Identifier {
         system,
         value,
@@ -587,7 +580,7 @@ fn nte_text(seg: &Segment<'_>) -> Option<String> {
 fn practitioner(ctx: &Ctx<'_, '_>, xcn: &Value<'_>) -> Option<PractitionerData> {
     let rep = xcn.repetitions().next()?;
     let value = rep.component(1).text()?;
-    let system = hd_system_of_component(&rep.component(9)).unwrap_or_else(|| ctx.facility_system.clone());
+    let system = hd_sub_system(&rep.component(9)).unwrap_or_else(|| ctx.facility_system.clone());
     let mut given = Vec::new();
     given.extend(rep.component(3).text());
     given.extend(rep.component(4).text());
@@ -602,10 +595,6 @@ fn practitioner(ctx: &Ctx<'_, '_>, xcn: &Value<'_>) -> Option<PractitionerData> 
             given,
         },
     })
-}
-
-fn hd_system_of_component(c: &Value<'_>) -> Option<String> {
-    hd_sub_system(c)
 }
 
 /// Coding system (CWE.3) as a URI: the common HL7 table 0396 names, else as written.
