@@ -28,7 +28,7 @@ use carehub_core::internal_events::DeadLettered;
 use carehub_hl7::codec::{AckError, Message, batch, charset};
 use carehub_hl7::listener::{CONNECTOR, Inbound, InboundSink, Unavailable, Verdict};
 use carehub_hl7::{MllpSender, SendError, SenderConfig};
-use carehub_pipeline_hl7::{Received, map, source_key, validate};
+use carehub_pipeline_hl7::{Received, indexable, map, source_key, validate};
 use carehub_schema::{Action, ActorKind, AuditEntry, AuditLog, DeadLetters, MessageStore, NewDeadLetter, NewMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
@@ -139,6 +139,7 @@ impl Hl7Store {
                 None,
             ),
         };
+        let (message_type, control_id) = (message_type.map(indexable), control_id.map(indexable));
         let envelope = Received::new(inbound.raw, inbound.peer, &self.listener).into_envelope(Some(&key));
         let payload = serde_json::to_vec(&envelope).map_err(|e| Unavailable(e.to_string()))?;
         Ok(Prepared {
@@ -192,25 +193,24 @@ async fn worker(rx: Arc<Mutex<mpsc::Receiver<Job>>>, target: Arc<StoreTarget>) {
             batch
         };
         let items: Vec<&Prepared> = batch.iter().map(|j| &j.item).collect();
-        match target.write(&items).await {
+        let results = match target.write(&items).await {
             Ok(dead_letters) => {
-                for (code, id) in dead_letters {
-                    DeadLettered {
-                        pipeline: &target.pipeline,
-                        error_code: code,
-                        dead_letter_id: id,
-                    }
-                    .emit();
-                }
-                for job in batch {
-                    let _ = job.reply.send(Ok(job.item.verdict));
-                }
+                target.announce(dead_letters);
+                batch.iter().map(|_| Ok(())).collect()
             }
-            Err(e) => {
-                for job in batch {
-                    let _ = job.reply.send(Err(Unavailable(e.0.clone())));
+            // One message must not hold the others hostage: a failed batch is
+            // tried again one message at a time, so only what fails alone is refused.
+            Err(_) if batch.len() > 1 => {
+                let mut results = Vec::with_capacity(batch.len());
+                for item in &items {
+                    results.push(target.write(&[*item]).await.map(|d| target.announce(d)));
                 }
+                results
             }
+            Err(e) => vec![Err(e)],
+        };
+        for (job, result) in batch.into_iter().zip(results) {
+            let _ = job.reply.send(result.map(|()| job.item.verdict));
         }
     }
 }
@@ -220,6 +220,17 @@ fn unavailable(what: &str) -> impl FnOnce(carehub_schema::Error) -> Unavailable 
 }
 
 impl StoreTarget {
+    fn announce(&self, dead_letters: Vec<(&'static str, i64)>) {
+        for (code, id) in dead_letters {
+            DeadLettered {
+                pipeline: &self.pipeline,
+                error_code: code,
+                dead_letter_id: id,
+            }
+            .emit();
+        }
+    }
+
     /// Stores a batch: new messages into the message store, the accepted ones
     /// onto the pipeline topic, the refused ones into the dead letters; one
     /// commit after the broker confirmed. Returns the dead letters written.

@@ -872,3 +872,24 @@ async fn mllp_over_tls_is_acknowledged_and_plain_connections_are_refused() {
     assert_eq!(count(&hub.db.pool, "SELECT count(*) FROM message").await, 1);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_nul_byte_in_the_header_is_stored_verbatim_and_does_not_block_other_messages() {
+    let hub = start_hub().await;
+    let odd = fixture("adt_a08.hl7").replace("ADT0002", "ODD\u{0}ID");
+    let ack = sender(&hub.mllp).send(&wire(&odd)).await.expect("accepted");
+    assert_eq!(ack.code.as_str(), "AA");
+    let ack = sender(&hub.mllp)
+        .send(&wire(&fixture("adt_a01.hl7")))
+        .await
+        .expect("accepted");
+    assert_eq!(ack.code.as_str(), "AA");
+    assert!(processed(&hub.db.pool, "ADT0001").await);
+    let raw: Vec<u8> = scalar(
+        &hub.db.pool,
+        "SELECT raw FROM message WHERE control_id = 'ODD\u{FFFD}ID'",
+    )
+    .await;
+    assert_eq!(raw, wire(&odd), "the raw bytes keep the NUL");
+    assert!(processed(&hub.db.pool, "ODD\u{FFFD}ID").await);
+}

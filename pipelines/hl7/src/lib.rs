@@ -78,7 +78,22 @@ impl Received {
 /// The idempotency key of a message: sending facility, application, control id.
 pub fn source_key(msg: &Message<'_>) -> String {
     let msh = msg.msh();
-    format!("hl7:{}:{}:{}", msh.field(4).raw(), msh.field(3).raw(), msg.control_id())
+    indexable(format!(
+        "hl7:{}:{}:{}",
+        msh.field(4).raw(),
+        msh.field(3).raw(),
+        msg.control_id()
+    ))
+}
+
+/// A value from a message made fit for an indexed text column: PostgreSQL
+/// text cannot hold NUL (the raw bytes, stored as bytea, keep it).
+pub fn indexable(s: String) -> String {
+    if s.contains('\0') {
+        s.replace('\0', "\u{FFFD}")
+    } else {
+        s
+    }
 }
 
 /// The listener's check before it acknowledges: the mapping, without the database.
@@ -184,8 +199,8 @@ impl Handler for Hl7Pipeline {
         Some(Filing {
             connector: carehub_hl7::listener::CONNECTOR.to_owned(),
             protocol: "hl7v2".to_owned(),
-            message_type: parsed.as_ref().map(|m| m.type_label()),
-            control_id: parsed.as_ref().map(|m| m.control_id().to_owned()),
+            message_type: parsed.as_ref().map(|m| indexable(m.type_label())),
+            control_id: parsed.as_ref().map(|m| indexable(m.control_id().to_owned())),
             // Unreadable input has no key of its own: the event id is its identity.
             source_key: parsed
                 .as_ref()
