@@ -84,6 +84,12 @@ pub async fn dlq_replay(cfg: &Config, id: i64, actor: &str) -> anyhow::Result<Ex
         .fetch_optional(&pool)
         .await?
         .with_context(|| format!("dead letter {id} does not exist"))?;
+    if consumer == crate::hl7_out::CONSUMER {
+        let producer = carehub_kafka::idempotent_producer(&cfg.kafka)?;
+        crate::hl7_out::replay(&pool, &producer, id, actor).await?;
+        println!("dead letter {id} replayed: its message is back on the outbound topic for delivery");
+        return Ok(ExitCode::SUCCESS);
+    }
     let Some(spec) = crate::pipelines::all(cfg, &pool)
         .into_iter()
         .find(|p| p.engine.name() == consumer)

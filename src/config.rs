@@ -48,6 +48,11 @@ pub struct Hl7Config {
     pub store_workers: usize,
     #[serde(default)]
     pub listener: carehub_hl7::ListenerConfig,
+    /// Where outbound messages go: `[hl7.destinations.<name>]` with the
+    /// receiver's `endpoint` and the sender's timeouts and retries. A
+    /// `carehub.hl7v2.send.v1` event names its destination.
+    #[serde(default)]
+    pub destinations: std::collections::BTreeMap<String, carehub_hl7::SenderConfig>,
 }
 
 const fn default_store_timeout_ms() -> u64 {
@@ -64,6 +69,7 @@ impl Default for Hl7Config {
             store_timeout_ms: default_store_timeout_ms(),
             store_workers: default_store_workers(),
             listener: carehub_hl7::ListenerConfig::default(),
+            destinations: Default::default(),
         }
     }
 }
@@ -182,6 +188,20 @@ pub struct Hl7PipelineConfig {
     /// Topic the resulting events are published to (through the outbox).
     #[serde(default = "default_events_topic")]
     pub events_topic: String,
+    /// Topic of messages to deliver over MLLP (`carehub.hl7v2.send.v1`);
+    /// its dead letters go to `<outbound_topic>.dlq`.
+    #[serde(default = "default_hl7_outbound_topic")]
+    pub outbound_topic: String,
+    /// Consumer group of the outbound delivery.
+    #[serde(default = "default_hl7_outbound_group")]
+    pub outbound_group: String,
+}
+
+fn default_hl7_outbound_topic() -> String {
+    "carehub.hl7v2.outbound.v1".to_owned()
+}
+fn default_hl7_outbound_group() -> String {
+    "carehub-hl7-out".to_owned()
 }
 
 fn default_hl7_topic() -> String {
@@ -198,6 +218,8 @@ impl Default for Hl7PipelineConfig {
             topic: default_hl7_topic(),
             group: default_hl7_group(),
             events_topic: default_events_topic(),
+            outbound_topic: default_hl7_outbound_topic(),
+            outbound_group: default_hl7_outbound_group(),
         }
     }
 }

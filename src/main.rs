@@ -4,6 +4,7 @@ mod commands;
 mod config;
 mod db;
 mod hl7;
+mod hl7_out;
 mod http;
 mod pipelines;
 mod serve;

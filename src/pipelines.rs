@@ -50,5 +50,13 @@ pub fn topics(cfg: &Config) -> Vec<String> {
             }
         }
     }
+    for t in [
+        cfg.pipelines.hl7.outbound_topic.clone(),
+        carehub_kafka::dlq_topic(&cfg.pipelines.hl7.outbound_topic),
+    ] {
+        if !topics.contains(&t) {
+            topics.push(t);
+        }
+    }
     topics
 }

@@ -83,6 +83,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         let listener = crate::hl7::listener(&cfg, pool.clone()).await?;
         tasks.spawn(listener.run(shutdown.clone()));
     }
+    if cfg.pipelines.hl7.enabled {
+        let outbound = crate::hl7_out::Hl7Outbound::new(&cfg, pool.clone(), producer.clone())
+            .context("starting the HL7 outbound delivery")?;
+        tasks.spawn(outbound.run(shutdown.clone()));
+    }
     tasks.spawn(maintain_partitions(pool.clone(), shutdown.clone()));
     tracing::info!("carehub running");
 

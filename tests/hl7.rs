@@ -901,3 +901,129 @@ async fn a_nul_byte_in_the_header_is_stored_verbatim_and_does_not_block_other_me
     assert_eq!(raw, wire(&odd), "the raw bytes keep the NUL");
     assert!(processed(&hub.db.pool, "ODD\u{FFFD}ID").await);
 }
+
+/// A clinic's EHR as an MLLP receiver (a stand-in: the real one is a third
+/// party): it records each message's MSH-10 and answers AA, or AR the first
+/// time it sees a control id that starts with "REJ".
+async fn ehr_peer() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Ok(n) = conn.read(&mut chunk).await else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    while let Some(end) = buf.windows(2).position(|w| w == [0x1c, 0x0d]) {
+                        let frame: Vec<u8> = buf.drain(..end + 2).collect();
+                        let text = String::from_utf8_lossy(&frame[1..frame.len() - 2]).into_owned();
+                        let control_id = text
+                            .split('\r')
+                            .next()
+                            .and_then(|msh| msh.split('|').nth(9))
+                            .unwrap_or("")
+                            .to_owned();
+                        let code = {
+                            let mut seen = log.lock().expect("log");
+                            let first = !seen.contains(&control_id);
+                            seen.push(control_id.clone());
+                            if control_id.starts_with("REJ") && first {
+                                "AR"
+                            } else {
+                                "AA"
+                            }
+                        };
+                        let ack = format!(
+                            "MSH|^~\\&|EHR|NORTHCLINIC|CAREHUB|ORTHOLAB|20261125120000||ACK^R01^ACK|A-{control_id}|P|2.5.1\rMSA|{code}|{control_id}\r"
+                        );
+                        if conn.write_all(&mllp::frame(ack.as_bytes())).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+#[tokio::test]
+async fn outbound_messages_reach_their_destination_in_order_and_refusals_are_dead_lettered() {
+    let (peer, seen) = ehr_peer().await;
+    let db = fresh_db().await;
+    let hub = start_hub_with(db, vec![("CAREHUB_HL7__DESTINATIONS__CLINIC__ENDPOINT", peer.clone())]).await;
+    let pool = &hub.db.pool;
+    let topic = hub
+        .envs
+        .iter()
+        .find(|(k, _)| *k == "CAREHUB_PIPELINES__HL7__OUTBOUND_TOPIC")
+        .map(|(_, v)| v.clone())
+        .expect("outbound topic");
+    // What a pipeline writes through the outbox: messages for a destination.
+    let p = producer();
+    for (id, destination) in [
+        ("OUT1", "clinic"),
+        ("REJ2", "clinic"),
+        ("OUT3", "clinic"),
+        ("OUT4", "nowhere"),
+    ] {
+        let raw = wire(&fixture("oru_r01.hl7").replace("ORU0001", id));
+        let env = carehub_pipeline_hl7::Outbound::new(destination, &raw).into_envelope();
+        produce(&p, &topic, destination, &bytes(&env)).await;
+    }
+    let delivered = eventually(Duration::from_secs(60), || async {
+        let n = count(pool, "SELECT count(*) FROM dead_letter").await;
+        (n >= 2 && seen.lock().expect("seen").len() >= 3).then_some(())
+    })
+    .await;
+    assert!(delivered.is_some(), "delivered: {:?}", seen.lock().expect("seen"));
+    assert_eq!(
+        *seen.lock().expect("seen"),
+        ["OUT1", "REJ2", "OUT3"],
+        "in order, each once"
+    );
+    let refusals: Vec<(String, String)> =
+        sqlx::query_as("SELECT error_code, reason FROM dead_letter WHERE consumer = 'hl7_out' ORDER BY id")
+            .fetch_all(pool)
+            .await
+            .expect("dead letters");
+    assert_eq!(refusals.len(), 2);
+    assert_eq!(refusals[0].0, "rejected_by_receiver");
+    assert!(refusals[0].1.contains("AR"), "{}", refusals[0].1);
+    assert_eq!(refusals[1].0, "unknown_destination");
+    assert_eq!(
+        count(pool, "SELECT count(*) FROM audit_log WHERE action = 'send'").await,
+        2
+    );
+
+    // The receiver is ready now: the refused message is replayed and delivered.
+    let (id,): (i64,) = sqlx::query_as("SELECT id FROM dead_letter WHERE error_code = 'rejected_by_receiver'")
+        .fetch_one(pool)
+        .await
+        .expect("id");
+    let out = Command::new(BIN)
+        .args(["dlq", "replay", &id.to_string(), "--actor", "test"])
+        .envs(hub.envs.iter().cloned())
+        .output()
+        .expect("replay");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let again = eventually(Duration::from_secs(60), || async {
+        (count(pool, "SELECT count(*) FROM audit_log WHERE action = 'send'").await == 3).then_some(())
+    })
+    .await;
+    assert!(
+        again.is_some(),
+        "replayed and delivered: {:?}",
+        seen.lock().expect("seen")
+    );
+    assert_eq!(seen.lock().expect("seen").last().map(String::as_str), Some("REJ2"));
+}

@@ -272,6 +272,8 @@ pub fn hub_env(db: &TestDb, intake: &str, events: &str, port: u16) -> Vec<(&'sta
         ("CAREHUB_PIPELINES__HL7__TOPIC", format!("{intake}.hl7")),
         ("CAREHUB_PIPELINES__HL7__EVENTS_TOPIC", events.to_owned()),
         ("CAREHUB_PIPELINES__HL7__GROUP", format!("g-{intake}-hl7")),
+        ("CAREHUB_PIPELINES__HL7__OUTBOUND_TOPIC", format!("{intake}.hl7out")),
+        ("CAREHUB_PIPELINES__HL7__OUTBOUND_GROUP", format!("g-{intake}-hl7out")),
         ("CAREHUB_HL7__LISTENER__LISTEN", format!("127.0.0.1:{}", free_port())),
         // One static group member id per hub (a restart of the same hub reuses
         // it): hubs of concurrent tests must not share one.

@@ -18,6 +18,37 @@ pub fn dlq_topic(topic: &str) -> String {
     format!("{topic}.dlq")
 }
 
+/// A consumer in `group` subscribed to `topic` that stores offsets only when
+/// told to (`store_offsets` after the work is done) and commits stored
+/// offsets every second, with static membership when `instance_id` is set.
+pub fn group_consumer(cfg: &KafkaConfig, group: &str, topic: &str) -> Result<StreamConsumer> {
+    let mut client = cfg.client_config();
+    client
+        .set("group.id", group)
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "1000")
+        // Offsets are stored by `acknowledge`, only after the pipeline committed.
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "10000")
+        // The group waits this long for a member that died without leaving
+        // (kill -9) before it rebalances: 30 s instead of librdkafka's 5 min.
+        .set("max.poll.interval.ms", "30000");
+    if !cfg.instance_id.is_empty() {
+        // Static membership (KIP-345): a restarted instance takes its old
+        // place in the group at once. Tansu never expires a member that died
+        // without leaving, so without this a kill -9 stalls its partitions.
+        client.set("group.instance.id", &cfg.instance_id);
+    }
+    // Settings from [kafka.properties] win over these defaults.
+    for (k, v) in &cfg.properties {
+        client.set(k, v);
+    }
+    let consumer: StreamConsumer = client.create()?;
+    consumer.subscribe(&[topic])?;
+    Ok(consumer)
+}
+
 /// A record taken from the consumer, detached from librdkafka's buffers.
 #[derive(Debug, Clone)]
 pub struct KafkaRecord(OwnedMessage);
@@ -66,30 +97,7 @@ impl std::fmt::Debug for ConsumerRunner {
 impl ConsumerRunner {
     /// Joins `group` on `topic`. `producer` forwards dead letters to `<topic>.dlq`.
     pub fn new(cfg: &KafkaConfig, group: &str, topic: &str, engine: Engine, producer: FutureProducer) -> Result<Self> {
-        let mut client = cfg.client_config();
-        client
-            .set("group.id", group)
-            .set("enable.auto.commit", "true")
-            .set("auto.commit.interval.ms", "1000")
-            // Offsets are stored by `acknowledge`, only after the pipeline committed.
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", "10000")
-            // The group waits this long for a member that died without leaving
-            // (kill -9) before it rebalances: 30 s instead of librdkafka's 5 min.
-            .set("max.poll.interval.ms", "30000");
-        if !cfg.instance_id.is_empty() {
-            // Static membership (KIP-345): a restarted instance takes its old
-            // place in the group at once. Tansu never expires a member that died
-            // without leaving, so without this a kill -9 stalls its partitions.
-            client.set("group.instance.id", &cfg.instance_id);
-        }
-        // Settings from [kafka.properties] win over these defaults.
-        for (k, v) in &cfg.properties {
-            client.set(k, v);
-        }
-        let consumer: StreamConsumer = client.create()?;
-        consumer.subscribe(&[topic])?;
+        let consumer = group_consumer(cfg, group, topic)?;
         Ok(ConsumerRunner {
             consumer: Arc::new(consumer),
             producer,

@@ -29,6 +29,8 @@ pub use map::{Command, Mapped, MappingError, map};
 
 /// Event type of a received HL7 v2 message on the inbound topic.
 pub const RECEIVED: &str = "carehub.hl7v2.received.v1";
+/// Event type of an HL7 v2 message to deliver over MLLP (outbound topic).
+pub const SEND: &str = "carehub.hl7v2.send.v1";
 pub const PATIENT_UPSERTED: &str = "carehub.patient.upserted.v1";
 pub const PATIENT_MERGED: &str = "carehub.patient.merged.v1";
 pub const ENCOUNTER_UPSERTED: &str = "carehub.encounter.upserted.v1";
@@ -72,6 +74,36 @@ impl Received {
             Some(k) => env.with_subject(format!("message/{k}")),
             None => env,
         }
+    }
+}
+
+/// `data` of a `carehub.hl7v2.send.v1` event: a message for a configured
+/// MLLP destination. Pipelines write it through the outbox; the HL7 outbound
+/// runner delivers it and stores its offset only once the receiver accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Outbound {
+    /// The name of a `[hl7.destinations.<name>]` entry.
+    pub destination: String,
+    /// The message, segments separated by CR, in the character set its MSH-18 names.
+    pub raw_base64: String,
+}
+
+impl Outbound {
+    pub fn new(destination: impl Into<String>, raw: &[u8]) -> Self {
+        Outbound {
+            destination: destination.into(),
+            raw_base64: base64::engine::general_purpose::STANDARD.encode(raw),
+        }
+    }
+
+    pub fn raw(&self) -> Result<Vec<u8>, base64::DecodeError> {
+        base64::engine::general_purpose::STANDARD.decode(&self.raw_base64)
+    }
+
+    pub fn into_envelope(self) -> Envelope {
+        let subject = format!("destination/{}", self.destination);
+        Envelope::new(SEND, SOURCE, serde_json::json!(self)).with_subject(subject)
     }
 }
 
