@@ -21,7 +21,6 @@ use carehub_hl7::{MllpSender, SendError, SenderConfig};
 use carehub_pipeline_hl7::{Outbound, SEND};
 use carehub_schema::{Action, ActorKind, AuditEntry, AuditLog, DeadLetters, Envelope, NewDeadLetter};
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Message as _, Offset, TopicPartitionList};
 use sqlx::PgPool;
@@ -265,33 +264,9 @@ impl Hl7Outbound {
                     dead_letter_id: id,
                 }
                 .emit();
-                let id_text = id.to_string();
-                let headers = OwnedHeaders::new()
-                    .insert(Header {
-                        key: "carehub-dead-letter-id",
-                        value: Some(id_text.as_bytes()),
-                    })
-                    .insert(Header {
-                        key: "carehub-error-code",
-                        value: Some(code.as_bytes()),
-                    })
-                    .insert(Header {
-                        key: "carehub-reason",
-                        value: Some(reason.as_bytes()),
-                    })
-                    .insert(Header {
-                        key: "carehub-original-topic",
-                        value: Some(msg.topic().as_bytes()),
-                    });
-                let dlq = carehub_kafka::dlq_topic(msg.topic());
-                let mut record = FutureRecord::to(&dlq).payload(payload).headers(headers);
-                if let Some(key) = msg.key() {
-                    record = record.key(key);
-                }
-                self.producer
-                    .send(record, Duration::from_secs(30))
+                carehub_kafka::forward_dead_letter(&self.producer, msg.topic(), msg.key(), payload, id, code, reason)
                     .await
-                    .map_err(|(e, _)| anyhow::anyhow!("forwarding dead letter {id} to {dlq}: {e}"))?;
+                    .map_err(|e| anyhow::anyhow!("forwarding dead letter {id}: {e}"))?;
             }
         }
         Ok(())

@@ -49,6 +49,47 @@ pub fn group_consumer(cfg: &KafkaConfig, group: &str, topic: &str) -> Result<Str
     Ok(consumer)
 }
 
+/// Forwards the original bytes of a record to `<topic>.dlq`, with the dead
+/// letter's id, error code, reason and original topic in headers.
+pub async fn forward_dead_letter(
+    producer: &FutureProducer,
+    topic: &str,
+    key: Option<&[u8]>,
+    payload: &[u8],
+    id: i64,
+    code: &str,
+    reason: &str,
+) -> Result<()> {
+    let dlq = dlq_topic(topic);
+    let id = id.to_string();
+    let headers = OwnedHeaders::new()
+        .insert(Header {
+            key: "carehub-dead-letter-id",
+            value: Some(id.as_bytes()),
+        })
+        .insert(Header {
+            key: "carehub-error-code",
+            value: Some(code.as_bytes()),
+        })
+        .insert(Header {
+            key: "carehub-reason",
+            value: Some(reason.as_bytes()),
+        })
+        .insert(Header {
+            key: "carehub-original-topic",
+            value: Some(topic.as_bytes()),
+        });
+    let mut record = FutureRecord::to(&dlq).payload(payload).headers(headers);
+    if let Some(key) = key {
+        record = record.key(key);
+    }
+    producer
+        .send(record, Duration::from_secs(30))
+        .await
+        .map(|_| ())
+        .map_err(|(e, _)| Error::Kafka(e))
+}
+
 /// A record taken from the consumer, detached from librdkafka's buffers.
 #[derive(Debug, Clone)]
 pub struct KafkaRecord(OwnedMessage);
@@ -143,34 +184,16 @@ impl ConsumerRunner {
 
     /// Forwards a new dead letter to `<topic>.dlq` with its reason in headers.
     async fn forward_dead_letter(&self, rec: &KafkaRecord, id: i64, code: &str, reason: &str) -> Result<()> {
-        let topic = dlq_topic(rec.topic());
-        let id = id.to_string();
-        let headers = OwnedHeaders::new()
-            .insert(Header {
-                key: "carehub-dead-letter-id",
-                value: Some(id.as_bytes()),
-            })
-            .insert(Header {
-                key: "carehub-error-code",
-                value: Some(code.as_bytes()),
-            })
-            .insert(Header {
-                key: "carehub-reason",
-                value: Some(reason.as_bytes()),
-            })
-            .insert(Header {
-                key: "carehub-original-topic",
-                value: Some(rec.topic().as_bytes()),
-            });
-        let mut record = FutureRecord::to(&topic).payload(rec.payload()).headers(headers);
-        if let Some(key) = rec.0.key() {
-            record = record.key(key);
-        }
-        self.producer
-            .send(record, Duration::from_secs(30))
-            .await
-            .map(|_| ())
-            .map_err(|(e, _)| Error::Kafka(e))
+        forward_dead_letter(
+            &self.producer,
+            rec.topic(),
+            rec.0.key(),
+            rec.payload(),
+            id,
+            code,
+            reason,
+        )
+        .await
     }
 
     /// Stores the position after the record for the next commit.
