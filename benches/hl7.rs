@@ -18,7 +18,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -226,34 +225,15 @@ async fn mllp() {
     let events = unique_topic("events");
     let port = free_port();
     let envs = hub_env(&db, &intake, &events, port);
-    let addr = envs
-        .iter()
-        .find(|(k, _)| *k == "CAREHUB_HL7__LISTENER__LISTEN")
-        .map(|(_, v)| v.clone())
-        .expect("listener");
+    let addr = env_value(&envs, "CAREHUB_HL7__LISTENER__LISTEN");
     // The pipeline is off while the listener is measured (on 2 cores it
     // would compete for the CPU); it is switched on afterwards to measure
     // how fast it applies what was received.
     let spawn = |pipeline: bool| {
-        Server(
-            Command::new(BIN)
-                .arg("serve")
-                .envs(envs.iter().cloned())
-                .env("CAREHUB_DATABASE__MAX_CONNECTIONS", "40")
-                .env("CAREHUB_PIPELINES__HL7__ENABLED", pipeline.to_string())
-                .stderr(match std::env::var("BENCH_HUB_LOG") {
-                    Ok(path) => Stdio::from(
-                        std::fs::File::options()
-                            .create(true)
-                            .append(true)
-                            .open(path)
-                            .expect("hub log"),
-                    ),
-                    Err(_) => Stdio::null(),
-                })
-                .spawn()
-                .expect("serve"),
-        )
+        let mut envs = envs.clone();
+        envs.push(("CAREHUB_DATABASE__MAX_CONNECTIONS", "40".into()));
+        envs.push(("CAREHUB_PIPELINES__HL7__ENABLED", pipeline.to_string()));
+        spawn_serve(&envs, "BENCH_HUB_LOG")
     };
     let hub = spawn(false);
     let ready = tokio::task::spawn_blocking(move || wait_http(port, "/readyz", 200, Duration::from_secs(60)))

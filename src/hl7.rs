@@ -340,43 +340,54 @@ impl StoreTarget {
     }
 }
 
-/// The messages of a file: a batch, a file of messages, comments skipped;
-/// segment terminators normalised to CR for the wire.
-fn messages_of(path: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
+/// The messages of a file (one, several, or a batch; comment lines skipped),
+/// each with CR between segments as on the wire, and the character set applied.
+struct MessageFile {
+    messages: Vec<String>,
+    charset: carehub_hl7::codec::Charset,
+    batch: bool,
+}
+
+fn read_message_file(path: &Path) -> anyhow::Result<MessageFile> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let (text, _) = carehub_hl7::codec::decode_text(&bytes).with_context(|| format!("{}", path.display()))?;
+    let (text, charset) = carehub_hl7::codec::decode_text(&bytes).with_context(|| format!("{}", path.display()))?;
     let clean = batch::strip_comments(&text);
     let split = batch::split(&clean).with_context(|| format!("{}", path.display()))?;
-    Ok(split
+    let messages = split
         .messages
         .iter()
         .map(|m| {
-            let segments: Vec<&str> = m.split(['\r', '\n']).filter(|l| !l.trim().is_empty()).collect();
-            let mut out = segments.join("\r");
+            let mut out = m
+                .split(['\r', '\n'])
+                .filter(|l| !l.trim().is_empty())
+                .collect::<Vec<_>>()
+                .join("\r");
             out.push('\r');
-            let msh18 = Message::header(&out)
-                .map(|h| h.msh().field(18).raw().to_owned())
-                .unwrap_or_default();
-            charset::encode(&out, &msh18).into_owned()
+            out
         })
-        .collect())
+        .collect();
+    Ok(MessageFile {
+        messages,
+        charset,
+        batch: split.batch,
+    })
 }
 
 /// `carehub hl7 send FILE --to HOST:PORT`: each message over one MLLP
 /// connection, each ACK printed. Exit 1 when any message was not accepted.
 pub async fn send(file: &Path, to: &str, ack_timeout_ms: u64, max_attempts: usize) -> anyhow::Result<ExitCode> {
-    let messages = messages_of(file)?;
+    let messages = read_message_file(file)?.messages;
     let mut config = SenderConfig::new(to);
     config.ack_timeout_ms = ack_timeout_ms;
     config.max_attempts = max_attempts;
     let mut sender = MllpSender::new(config);
     let mut failed = 0;
-    for (i, m) in messages.iter().enumerate() {
-        let (text, _) = charset::decode(m)?;
-        let control_id = Message::header(&text)
-            .map(|h| h.control_id().to_owned())
-            .unwrap_or_default();
-        match sender.send(m).await {
+    for (i, text) in messages.iter().enumerate() {
+        let header = Message::header(text).ok();
+        let control_id = header.as_ref().map(|h| h.control_id().to_owned()).unwrap_or_default();
+        let msh18 = header.as_ref().map_or("", |h| h.msh().field(18).raw());
+        let m = charset::encode(text, msh18);
+        match sender.send(&m).await {
             Ok(ack) => println!(
                 "{}/{} {control_id}: {}{}",
                 i + 1,
@@ -410,13 +421,14 @@ pub async fn send(file: &Path, to: &str, ack_timeout_ms: u64, max_attempts: usiz
 /// `carehub hl7 parse FILE`: the structure of each message as JSON, with
 /// what the mapping makes of it and the segments it leaves unmapped.
 pub fn parse(file: &Path) -> anyhow::Result<ExitCode> {
-    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    let (text, cs) = carehub_hl7::codec::decode_text(&bytes).with_context(|| format!("{}", file.display()))?;
-    let clean = batch::strip_comments(&text);
-    let split = batch::split(&clean).with_context(|| format!("{}", file.display()))?;
+    let MessageFile {
+        messages,
+        charset: cs,
+        batch,
+    } = read_message_file(file)?;
     let mut out = Vec::new();
     let mut failed = false;
-    for m in &split.messages {
+    for m in &messages {
         let msg = match Message::parse(m) {
             Ok(msg) => msg,
             Err(e) => {
@@ -453,7 +465,7 @@ pub fn parse(file: &Path) -> anyhow::Result<ExitCode> {
             "mapping": mapping,
         }));
     }
-    let doc = serde_json::json!({ "file": file.display().to_string(), "batch": split.batch, "messages": out });
+    let doc = serde_json::json!({ "file": file.display().to_string(), "batch": batch, "messages": out });
     println!("{}", serde_json::to_string_pretty(&doc)?);
     Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }

@@ -87,7 +87,7 @@ impl Hl7Outbound {
                         error: &e,
                     }
                     .emit();
-                    if sleep_or_stop(&mut shutdown, Duration::from_secs(1)).await {
+                    if carehub_kafka::wait(&mut shutdown, Duration::from_secs(1)).await {
                         return;
                     }
                     continue;
@@ -110,7 +110,7 @@ impl Hl7Outbound {
                             error: &e,
                         }
                         .emit();
-                        if sleep_or_stop(&mut shutdown, Duration::from_secs(2)).await {
+                        if carehub_kafka::wait(&mut shutdown, Duration::from_secs(2)).await {
                             return;
                         }
                     }
@@ -203,7 +203,7 @@ impl Hl7Outbound {
                         error: &e,
                     }
                     .emit();
-                    if sleep_or_stop(shutdown, Duration::from_secs(5)).await {
+                    if carehub_kafka::wait(shutdown, Duration::from_secs(5)).await {
                         return None;
                     }
                 }
@@ -297,11 +297,4 @@ pub async fn replay(pool: &PgPool, producer: &FutureProducer, id: i64, actor: &s
     .await?;
     tx.commit().await?;
     Ok(())
-}
-
-async fn sleep_or_stop(shutdown: &mut watch::Receiver<bool>, d: Duration) -> bool {
-    tokio::select! {
-        _ = tokio::time::sleep(d) => *shutdown.borrow(),
-        _ = shutdown.changed() => true,
-    }
 }

@@ -46,13 +46,8 @@ async fn start_hub_with(db: TestDb, extra: Vec<(&'static str, String)>) -> Hub {
     let port = free_port();
     let mut envs = hub_env(&db, &intake, &events, port);
     envs.extend(extra);
-    let mllp = envs
-        .iter()
-        .rev()
-        .find(|(k, _)| *k == "CAREHUB_HL7__LISTENER__LISTEN")
-        .map(|(_, v)| v.clone())
-        .expect("listener address");
-    let server = spawn_serve(&envs);
+    let mllp = env_value(&envs, "CAREHUB_HL7__LISTENER__LISTEN");
+    let server = serve(&envs);
     let addr = mllp.clone();
     let up = tokio::task::spawn_blocking(move || {
         wait_http(port, "/readyz", 200, Duration::from_secs(60))?;
@@ -76,27 +71,19 @@ async fn start_hub_with(db: TestDb, extra: Vec<(&'static str, String)>) -> Hub {
     }
 }
 
-/// Starts `carehub serve`; its log goes to CAREHUB_TEST_HUB_LOG when set (appended).
-fn spawn_serve(envs: &[(&'static str, String)]) -> Server {
-    let stderr = match std::env::var("CAREHUB_TEST_HUB_LOG") {
-        Ok(path) => Stdio::from(
-            std::fs::File::options()
-                .create(true)
-                .append(true)
-                .open(path)
-                .expect("hub log"),
-        ),
-        Err(_) => Stdio::null(),
-    };
-    Server(
-        Command::new(BIN)
-            .arg("serve")
-            .envs(envs.iter().cloned())
-            .env("CAREHUB_LOG__LEVEL", "info")
-            .stderr(stderr)
-            .spawn()
-            .expect("serve"),
-    )
+/// `carehub serve`; its log goes to the file CAREHUB_TEST_HUB_LOG names, when set.
+fn serve(envs: &[(&'static str, String)]) -> Server {
+    spawn_serve(envs, "CAREHUB_TEST_HUB_LOG")
+}
+
+/// Sends `msg` on fresh connections until it is accepted (a sender that
+/// resends what was not acknowledged), for at most `timeout`.
+async fn send_until_accepted(addr: &str, msg: &[u8], timeout: Duration) -> Option<ReceivedAck> {
+    eventually(timeout, || {
+        let (addr, msg) = (addr.to_owned(), msg.to_vec());
+        async move { sender(&addr).send(&msg).await.ok() }
+    })
+    .await
 }
 
 fn sender(addr: &str) -> MllpSender {
@@ -526,13 +513,9 @@ async fn with_the_database_away_nothing_is_accepted_and_nothing_is_lost() {
 
     gate.open.send_replace(true);
     // The sender resends what was not accepted; now it is.
-    let ack = eventually(Duration::from_secs(30), || {
-        let during = during.clone();
-        let addr = hub.mllp.clone();
-        async move { sender(&addr).send(&during).await.ok() }
-    })
-    .await
-    .expect("accepted after recovery");
+    let ack = send_until_accepted(&hub.mllp, &during, Duration::from_secs(30))
+        .await
+        .expect("accepted after recovery");
     assert_eq!(ack.code.as_str(), "AA");
     assert!(processed(pool, "ADT0002").await);
     assert_eq!(count(pool, "SELECT count(*) FROM message").await, 2, "each stored once");
@@ -638,13 +621,9 @@ async fn with_the_broker_down_nothing_is_accepted_and_nothing_is_lost() {
     );
 
     let _broker = PrivateBroker::start(broker.port, &broker.dir.clone());
-    let ack = eventually(Duration::from_secs(60), || {
-        let during = during.clone();
-        let addr = hub.mllp.clone();
-        async move { sender(&addr).send(&during).await.ok() }
-    })
-    .await
-    .expect("accepted after the broker is back");
+    let ack = send_until_accepted(&hub.mllp, &during, Duration::from_secs(60))
+        .await
+        .expect("accepted after the broker is back");
     assert_eq!(ack.code.as_str(), "AA");
     assert!(processed(pool, "ADT0002").await, "applied after recovery");
     assert_eq!(count(pool, "SELECT count(*) FROM message").await, 2);
@@ -715,12 +694,8 @@ async fn killed_with_sigkill_during_a_stream_of_10000_every_message_is_stored_an
     let events = unique_topic("events");
     let port = free_port();
     let envs = hub_env(&db, &intake, &events, port);
-    let mllp = envs
-        .iter()
-        .find(|(k, _)| *k == "CAREHUB_HL7__LISTENER__LISTEN")
-        .map(|(_, v)| v.clone())
-        .expect("listener");
-    let hub = std::sync::Arc::new(std::sync::Mutex::new(Some(spawn_serve(&envs))));
+    let mllp = env_value(&envs, "CAREHUB_HL7__LISTENER__LISTEN");
+    let hub = std::sync::Arc::new(std::sync::Mutex::new(Some(serve(&envs))));
     let acked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
 
     // Senders that resend whatever was not acknowledged, until it is.
@@ -773,7 +748,7 @@ async fn killed_with_sigkill_during_a_stream_of_10000_every_message_is_stored_an
     let at_kill = acked.load(std::sync::atomic::Ordering::Relaxed);
     assert!(at_kill < N, "killed mid-stream");
     tokio::time::sleep(Duration::from_secs(1)).await;
-    *hub.lock().expect("lock") = Some(spawn_serve(&envs));
+    *hub.lock().expect("lock") = Some(serve(&envs));
 
     let mut resends = 0;
     for t in tasks {
@@ -962,12 +937,7 @@ async fn outbound_messages_reach_their_destination_in_order_and_refusals_are_dea
     let db = fresh_db().await;
     let hub = start_hub_with(db, vec![("CAREHUB_HL7__DESTINATIONS__CLINIC__ENDPOINT", peer.clone())]).await;
     let pool = &hub.db.pool;
-    let topic = hub
-        .envs
-        .iter()
-        .find(|(k, _)| *k == "CAREHUB_PIPELINES__HL7__OUTBOUND_TOPIC")
-        .map(|(_, v)| v.clone())
-        .expect("outbound topic");
+    let topic = env_value(&hub.envs, "CAREHUB_PIPELINES__HL7__OUTBOUND_TOPIC");
     // What a pipeline writes through the outbox: messages for a destination.
     let p = producer();
     for (id, destination) in [

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::Child;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use carehub_kafka::KafkaConfig;
@@ -280,4 +280,34 @@ pub fn hub_env(db: &TestDb, intake: &str, events: &str, port: u16) -> Vec<(&'sta
         ("CAREHUB_KAFKA__INSTANCE_ID", format!("hub-{intake}")),
         ("CAREHUB_LOG__LEVEL", "warn".to_owned()),
     ]
+}
+
+/// The value `envs` gives `key` (the last one wins, as with `Command::envs`).
+pub fn env_value(envs: &[(&'static str, String)], key: &str) -> String {
+    envs.iter()
+        .rev()
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(|| panic!("{key} is not set"))
+}
+
+/// Starts `carehub serve` with `envs`. Its log (info level) is appended to the
+/// file named by the environment variable `log_var` when that is set, else dropped.
+pub fn spawn_serve(envs: &[(&'static str, String)], log_var: &str) -> Server {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("serve").envs(envs.iter().cloned());
+    match std::env::var(log_var) {
+        Ok(path) => {
+            let log = std::fs::File::options()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .unwrap_or_else(|e| panic!("hub log {path}: {e}"));
+            cmd.env("CAREHUB_LOG__LEVEL", "info").stderr(Stdio::from(log));
+        }
+        Err(_) => {
+            cmd.stderr(Stdio::null());
+        }
+    }
+    Server(cmd.spawn().expect("serve"))
 }

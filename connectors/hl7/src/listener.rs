@@ -331,11 +331,11 @@ impl ConnectionHandler {
     async fn handle_frame(&self, frame: &Bytes, peer: SocketAddr) -> Option<String> {
         let text = match crate::codec::decode_text(frame) {
             Ok((text, _)) => text,
-            Err(e) => return Some(self.refuse_unparsed(frame, peer, e).await),
+            Err(e) => return Some(self.refuse(frame, peer, e, None).await),
         };
         let split = match batch::split(&text) {
             Ok(s) => s,
-            Err(e) => return Some(self.refuse_unparsed(frame, peer, e).await),
+            Err(e) => return Some(self.refuse(frame, peer, e, None).await),
         };
         if split.batch {
             return Some(self.handle_batch(&split.messages, peer).await);
@@ -345,7 +345,7 @@ impl ConnectionHandler {
                 "{} messages in one MLLP frame; send one per frame, or an FHS/BHS batch",
                 split.messages.len()
             ));
-            return Some(self.refuse_unparsed(frame, peer, e).await);
+            return Some(self.refuse(frame, peer, e, None).await);
         }
         let message = match Message::parse(&text) {
             Ok(m) => m,
@@ -424,10 +424,6 @@ impl ConnectionHandler {
         }
         out.push_str(&format!("BTS|{}\r", acks.len()));
         out
-    }
-
-    async fn refuse_unparsed(&self, raw: &Bytes, peer: SocketAddr, error: ParseError) -> String {
-        self.refuse(raw, peer, error, None).await
     }
 
     /// Input that is not a readable message: stored as failed, answered AR

@@ -240,7 +240,7 @@ pub(crate) fn next_delay(delays: &mut backon::ExponentialBackoff) -> Duration {
 }
 
 /// Sleeps for `d`; returns true when shutdown was requested meanwhile.
-pub(crate) async fn wait(shutdown: &mut watch::Receiver<bool>, d: Duration) -> bool {
+pub async fn wait(shutdown: &mut watch::Receiver<bool>, d: Duration) -> bool {
     tokio::select! {
         _ = tokio::time::sleep(d) => *shutdown.borrow(),
         _ = shutdown.changed() => true,

@@ -73,6 +73,9 @@ impl std::fmt::Debug for Engine {
 
 const CONNECTOR: &str = "kafka";
 
+/// A stored message's status and its open dead letter (id, code, reason), if any.
+type SeenBefore = (String, Option<i64>, Option<String>, Option<String>);
+
 fn source_key(rec: &InboundRecord<'_>, env: Option<&Envelope>) -> String {
     match env {
         Some(env) => format!("kafka:{}:{}", rec.topic, env.id),
@@ -154,18 +157,23 @@ impl Engine {
         let message_id = ingested.id();
 
         if ingested.is_duplicate() {
-            // A redelivered poison record must not open a second dead letter.
-            let open: Option<(i64, String, String)> = sqlx::query_as(
-                "SELECT id, error_code, reason FROM dead_letter
-                 WHERE consumer = $1 AND message_id = $2 AND status = 'open' ORDER BY id LIMIT 1",
+            // Seen before: a redelivered poison record must not open a second
+            // dead letter, and a message applied once (a sender's resend under
+            // a new event id) has no second effect. One query tells both.
+            let row: Option<SeenBefore> = sqlx::query_as(
+                "SELECT m.status, d.id, d.error_code, d.reason FROM message m
+                   LEFT JOIN LATERAL (SELECT id, error_code, reason FROM dead_letter
+                                       WHERE consumer = $1 AND message_id = m.id AND status = 'open'
+                                       ORDER BY id LIMIT 1) d ON true
+                  WHERE m.id = $2",
             )
             .bind(name)
             .bind(message_id)
             .fetch_optional(&mut *tx)
             .await?;
-            if let Some((id, code, reason)) = open {
+            if let Some((_, Some(id), Some(code), Some(reason))) = &row {
+                let (id, code, reason) = (*id, static_code(code), reason.clone());
                 tx.rollback().await?;
-                let code = static_code(&code);
                 return Ok(Processed::DeadLettered {
                     id,
                     code,
@@ -173,13 +181,7 @@ impl Engine {
                     new: false,
                 });
             }
-            // The same source message again (a sender's resend under a new
-            // event id): it was applied once, it has no second effect.
-            let status: Option<(String,)> = sqlx::query_as("SELECT status FROM message WHERE id = $1")
-                .bind(message_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-            if matches!(status, Some((ref s,)) if s == "processed") {
+            if matches!(&row, Some((status, ..)) if status == "processed") {
                 tx.rollback().await?;
                 let event_id = env.as_ref().map_or_else(|| key.clone(), |e| e.id.clone());
                 DuplicateSkipped {
@@ -261,7 +263,7 @@ impl Engine {
                 AuditLog::append(
                     &mut tx,
                     &[
-                        AuditEntry::new(ActorKind::Connector, CONNECTOR, Action::Ingest, "message")
+                        AuditEntry::new(ActorKind::Connector, connector, Action::Ingest, "message")
                             .entity(message_id)
                             .message(Some(message_id))
                             .origin(origin)

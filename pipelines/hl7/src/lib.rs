@@ -20,7 +20,7 @@ use carehub_core::internal_events::Hl7SegmentsUnmapped;
 use carehub_hl7::codec::Message;
 use carehub_pipeline::{Context, Filing, Handled, Handler, HandlerError};
 use carehub_schema::records::{self, OrderRejected};
-use carehub_schema::repo::{self, PatientData, PatientRejected, Upserted};
+use carehub_schema::repo::{self, PatientData, Upserted};
 use carehub_schema::{Action, ActorKind, AuditEntry, Envelope, Outbox};
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
@@ -202,13 +202,7 @@ async fn upsert_patient(
 ) -> Result<Upserted, HandlerError> {
     let up = repo::upsert_patient(conn, data, Some(fx.ctx.message_id))
         .await?
-        .map_err(|r| {
-            let code = match r {
-                PatientRejected::UnknownOrganization { .. } => "unknown_reference",
-                _ => "invalid_data",
-            };
-            HandlerError::rejected(code, r.to_string())
-        })?;
+        .map_err(|r| HandlerError::rejected(r.error_code(), r.to_string()))?;
     fx.record(conn, "patient", up, PATIENT_UPSERTED, serde_json::json!({}))
         .await?;
     Ok(up)

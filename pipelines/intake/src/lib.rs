@@ -12,7 +12,7 @@
 
 use async_trait::async_trait;
 use carehub_pipeline::{Context, Handled, Handler, HandlerError};
-use carehub_schema::repo::{self, OrganizationData, PatientData, PatientRejected, Upserted};
+use carehub_schema::repo::{self, OrganizationData, PatientData, Upserted};
 use carehub_schema::{Action, ActorKind, AuditEntry, Envelope, Outbox};
 use sqlx::PgConnection;
 
@@ -97,13 +97,7 @@ impl Handler for IntakePipeline {
                 let data: PatientData = parse(event)?;
                 let up = repo::upsert_patient(conn, &data, Some(ctx.message_id))
                     .await?
-                    .map_err(|r| {
-                        let code = match r {
-                            PatientRejected::UnknownOrganization { .. } => "unknown_reference",
-                            _ => "invalid_data",
-                        };
-                        HandlerError::rejected(code, r.to_string())
-                    })?;
+                    .map_err(|r| HandlerError::rejected(r.error_code(), r.to_string()))?;
                 let audit = self.announce(conn, ctx, PATIENT_UPSERTED, "patient", up).await?;
                 Ok(Handled {
                     patient_id: Some(up.id),

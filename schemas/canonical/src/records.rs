@@ -203,28 +203,6 @@ pub async fn upsert_encounter(
     })
 }
 
-/// The patient that holds any of `identifiers`, following merges to the survivor.
-pub async fn find_patient(conn: &mut PgConnection, identifiers: &[Identifier]) -> Result<Option<Uuid>> {
-    let systems: Vec<&str> = identifiers.iter().map(|i| i.system.as_str()).collect();
-    let values: Vec<&str> = identifiers.iter().map(|i| i.value.as_str()).collect();
-    let row: Option<(Uuid,)> = sqlx::query_as(
-        "WITH RECURSIVE found AS (
-             SELECT p.id, p.merged_into_id, 0 AS depth FROM patient p
-              WHERE p.id IN (SELECT i.patient_id FROM patient_identifier i
-                               JOIN UNNEST($1::text[], $2::text[]) AS k(system, value)
-                                 ON k.system = i.system AND k.value = i.value)
-             UNION ALL
-             SELECT p.id, p.merged_into_id, f.depth + 1 FROM patient p JOIN found f ON p.id = f.merged_into_id
-              WHERE f.depth < 16)
-         SELECT id FROM found WHERE merged_into_id IS NULL ORDER BY depth DESC LIMIT 1",
-    )
-    .bind(&systems)
-    .bind(&values)
-    .fetch_optional(&mut *conn)
-    .await?;
-    Ok(row.map(|(id,)| id))
-}
-
 /// Merges the patient holding `prior` into `survivor_id`: the prior record
 /// points at the survivor and becomes inactive, and what referred to it
 /// (orders, results, visits, appointments, studies, documents, invoices) now
@@ -235,22 +213,8 @@ pub async fn merge_patient(
     prior: &[Identifier],
     source_message_id: Option<Uuid>,
 ) -> Result<Option<Uuid>> {
-    let systems: Vec<&str> = prior.iter().map(|i| i.system.as_str()).collect();
-    let values: Vec<&str> = prior.iter().map(|i| i.value.as_str()).collect();
-    let row: Option<(Uuid,)> = sqlx::query_as(
-        "SELECT p.id FROM patient p
-          WHERE p.id IN (SELECT i.patient_id FROM patient_identifier i
-                           JOIN UNNEST($1::text[], $2::text[]) AS k(system, value)
-                             ON k.system = i.system AND k.value = i.value)
-            AND p.id <> $3
-          ORDER BY p.id LIMIT 1 FOR UPDATE",
-    )
-    .bind(&systems)
-    .bind(&values)
-    .bind(survivor_id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let Some((prior_id,)) = row else {
+    let holders = crate::repo::lock_patients_holding(conn, prior).await?;
+    let Some(prior_id) = holders.into_iter().find(|id| *id != survivor_id) else {
         return Ok(None);
     };
     sqlx::query(

@@ -116,6 +116,16 @@ pub enum PatientRejected {
     UnknownOrganization { system: String, value: String },
 }
 
+impl PatientRejected {
+    /// The bounded dead-letter code: a missing reference, or bad data.
+    pub fn error_code(&self) -> &'static str {
+        match self {
+            PatientRejected::UnknownOrganization { .. } => "unknown_reference",
+            _ => "invalid_data",
+        }
+    }
+}
+
 /// Creates or updates a patient matched by identifier. The matched row is
 /// locked first (ordering rule of the outbox). Returns `Ok(Err(_))` when the
 /// data is refused for a reason that fixing the data or the reference fixes.
@@ -139,19 +149,7 @@ pub async fn upsert_patient(
             }
         },
     };
-    let systems: Vec<&str> = data.identifiers.iter().map(|i| i.system.as_str()).collect();
-    let values: Vec<&str> = data.identifiers.iter().map(|i| i.value.as_str()).collect();
-    let matches: Vec<(Uuid,)> = sqlx::query_as(
-        "SELECT p.id FROM patient p
-         WHERE p.id IN (SELECT i.patient_id FROM patient_identifier i
-                          JOIN UNNEST($1::text[], $2::text[]) AS k(system, value)
-                            ON k.system = i.system AND k.value = i.value)
-         ORDER BY p.id FOR UPDATE",
-    )
-    .bind(&systems)
-    .bind(&values)
-    .fetch_all(&mut *conn)
-    .await?;
+    let matches = lock_patients_holding(conn, &data.identifiers).await?;
     if matches.len() > 1 {
         return Ok(Err(PatientRejected::AmbiguousIdentifiers(matches.len())));
     }
@@ -161,7 +159,7 @@ pub async fn upsert_patient(
     });
     let sex = data.sex.map(Sex::as_str);
     // The matched patient (locked above) is updated, or a new one created.
-    let id = matches.first().map_or_else(Uuid::now_v7, |(id,)| *id);
+    let id = matches.first().copied().unwrap_or_else(Uuid::now_v7);
     let (version, created): (i32, bool) = sqlx::query_as(
         "INSERT INTO patient (id, family_name, given_names, birth_date, sex, phone, email, address,
                               managing_organization_id, source_message_id)
@@ -189,6 +187,8 @@ pub async fn upsert_patient(
     .fetch_one(&mut *conn)
     .await?;
     let upserted = Upserted { id, created, version };
+    let systems: Vec<&str> = data.identifiers.iter().map(|i| i.system.as_str()).collect();
+    let values: Vec<&str> = data.identifiers.iter().map(|i| i.value.as_str()).collect();
     let types: Vec<Option<&str>> = data.identifiers.iter().map(|i| i.type_code.as_deref()).collect();
     sqlx::query(
         "INSERT INTO patient_identifier (patient_id, system, value, type_code)
@@ -202,6 +202,25 @@ pub async fn upsert_patient(
     .execute(&mut *conn)
     .await?;
     Ok(Ok(upserted))
+}
+
+/// The patients holding any of `identifiers`, locked in id order (the
+/// ordering rule that keeps concurrent writers from deadlocking).
+pub async fn lock_patients_holding(conn: &mut PgConnection, identifiers: &[Identifier]) -> Result<Vec<Uuid>> {
+    let systems: Vec<&str> = identifiers.iter().map(|i| i.system.as_str()).collect();
+    let values: Vec<&str> = identifiers.iter().map(|i| i.value.as_str()).collect();
+    let rows: Vec<(Uuid,)> = sqlx::query_as(
+        "SELECT p.id FROM patient p
+         WHERE p.id IN (SELECT i.patient_id FROM patient_identifier i
+                          JOIN UNNEST($1::text[], $2::text[]) AS k(system, value)
+                            ON k.system = i.system AND k.value = i.value)
+         ORDER BY p.id FOR UPDATE",
+    )
+    .bind(&systems)
+    .bind(&values)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows.into_iter().map(|(id,)| id).collect())
 }
 
 pub async fn get_patient(pool: &PgPool, id: Uuid) -> Result<Patient> {
