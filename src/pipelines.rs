@@ -5,6 +5,7 @@ use std::sync::Arc;
 use carehub_pipeline::Engine;
 use carehub_pipeline_hl7::Hl7Pipeline;
 use carehub_pipeline_intake::IntakePipeline;
+use carehub_pipeline_lab::{LabDispatch, LabStatusPipeline, LabTopics};
 use sqlx::PgPool;
 
 use crate::config::Config;
@@ -21,6 +22,12 @@ pub struct PipelineSpec {
 pub fn all(cfg: &Config, pool: &PgPool) -> Vec<PipelineSpec> {
     let intake = &cfg.pipelines.intake;
     let hl7 = &cfg.pipelines.hl7;
+    let lab = &cfg.pipelines.lab;
+    let lab_topics = LabTopics {
+        orders: lab.orders_topic.clone(),
+        hl7_outbound: hl7.outbound_topic.clone(),
+        ehr_events: lab.ehr_events_topic.clone(),
+    };
     vec![
         PipelineSpec {
             topic: intake.topic.clone(),
@@ -33,6 +40,30 @@ pub fn all(cfg: &Config, pool: &PgPool) -> Vec<PipelineSpec> {
             group: hl7.group.clone(),
             enabled: hl7.enabled,
             engine: Engine::new(pool.clone(), Arc::new(Hl7Pipeline::new(&hl7.events_topic))),
+        },
+        PipelineSpec {
+            topic: lab.events_topic.clone(),
+            group: lab.dispatch_group.clone(),
+            enabled: lab.enabled,
+            engine: Engine::new(
+                pool.clone(),
+                Arc::new(LabDispatch {
+                    topics: lab_topics.clone(),
+                    routing: lab.routing(),
+                }),
+            ),
+        },
+        PipelineSpec {
+            topic: lab.status_topic.clone(),
+            group: lab.status_group.clone(),
+            enabled: lab.enabled,
+            engine: Engine::new(
+                pool.clone(),
+                Arc::new(LabStatusPipeline {
+                    topics: lab_topics,
+                    routing: lab.routing(),
+                }),
+            ),
         },
     ]
 }
@@ -50,9 +81,16 @@ pub fn topics(cfg: &Config) -> Vec<String> {
             }
         }
     }
+    let lab = &cfg.pipelines.lab;
     for t in [
         cfg.pipelines.hl7.outbound_topic.clone(),
         carehub_kafka::dlq_topic(&cfg.pipelines.hl7.outbound_topic),
+        lab.events_topic.clone(),
+        carehub_kafka::dlq_topic(&lab.events_topic),
+        lab.orders_topic.clone(),
+        lab.status_topic.clone(),
+        carehub_kafka::dlq_topic(&lab.status_topic),
+        lab.ehr_events_topic.clone(),
     ] {
         if !topics.contains(&t) {
             topics.push(t);

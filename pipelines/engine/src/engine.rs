@@ -26,6 +26,8 @@ pub enum Processed {
     Applied {
         message_id: Uuid,
     },
+    /// An event type the pipeline passes over ([`crate::Handler::ignores`]).
+    Skipped,
     /// Already applied by this pipeline: no second effect.
     Duplicate {
         event_id: String,
@@ -109,6 +111,7 @@ impl Engine {
         let name = self.handler.name();
         let origin = format!("kafka:{}", rec.topic);
         let (env, rejection) = match Envelope::from_slice(rec.payload) {
+            Ok(env) if self.handler.ignores(&env.event_type) => return Ok(Processed::Skipped),
             Ok(env) if self.handler.accepts(&env.event_type) => (Some(env), None),
             Ok(env) => {
                 let reason = format!("pipeline {name} does not handle event type {:?}", env.event_type);

@@ -84,6 +84,12 @@ pub trait Handler: Send + Sync {
     /// Event types this pipeline accepts; others are dead-lettered as `unknown_type`.
     fn accepts(&self, event_type: &str) -> bool;
 
+    /// Event types this pipeline passes over: acknowledged with no effect and
+    /// not stored (a pipeline that follows a shared event topic for one type).
+    fn ignores(&self, _event_type: &str) -> bool {
+        false
+    }
+
     /// How the record is filed in the message store. `None` (the default)
     /// files the Kafka record itself, keyed by topic and event id.
     fn filing(&self, _event: &Envelope) -> Option<Filing> {

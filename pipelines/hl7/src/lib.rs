@@ -19,13 +19,14 @@ use base64::Engine as _;
 use carehub_core::internal_events::Hl7SegmentsUnmapped;
 use carehub_hl7::codec::Message;
 use carehub_pipeline::{Context, Filing, Handled, Handler, HandlerError};
+use carehub_schema::model::OrganizationKind;
 use carehub_schema::records::{self, OrderRejected};
 use carehub_schema::repo::{self, PatientData, Upserted};
 use carehub_schema::{Action, ActorKind, AuditEntry, Envelope, Outbox};
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 
-pub use map::{Command, Mapped, MappingError, map};
+pub use map::{Command, FACILITY_SYSTEM, Mapped, MappingError, map};
 
 /// Event type of a received HL7 v2 message on the inbound topic.
 pub const RECEIVED: &str = "carehub.hl7v2.received.v1";
@@ -299,8 +300,27 @@ impl Handler for Hl7Pipeline {
                 );
                 s.id
             }
-            Command::Orders { patient, orders } => {
+            Command::Orders {
+                patient,
+                orders,
+                clinic,
+            } => {
                 let p = upsert_patient(conn, &mut fx, patient).await?;
+                let clinic_id = match clinic {
+                    Some(c) => {
+                        let up = repo::ensure_organization(conn, OrganizationKind::Clinic, c, &c.value, msg_id).await?;
+                        if up.created {
+                            fx.audit.push(
+                                AuditEntry::new(ActorKind::System, ACTOR, Action::Create, "organization")
+                                    .entity(up.id)
+                                    .message(msg_id)
+                                    .origin(ctx.origin.clone()),
+                            );
+                        }
+                        Some(up.id)
+                    }
+                    None => None,
+                };
                 for o in orders {
                     let orderer = match &o.orderer {
                         Some(pr) => {
@@ -320,7 +340,7 @@ impl Handler for Hl7Pipeline {
                         }
                         None => None,
                     };
-                    let applied = records::apply_order(conn, p.id, orderer, o, msg_id)
+                    let applied = records::apply_order(conn, p.id, orderer, clinic_id, o, msg_id)
                         .await?
                         .map_err(|r| {
                             let code = match r {

@@ -10,6 +10,7 @@
 //! | PID-11, PID-13             | `patient.address` (JSON), `phone`, `email`          |
 //! | PV1-19, PV1-2, PV1-3, PV1-44/45 | `encounter` (visit number, class, location, times) |
 //! | MRG-1                      | the patient merged into the PID patient (A40)       |
+//! | MSH-4 (orders)             | `service_order.clinic_id` (organization, kind clinic) |
 //! | ORC-1/5, ORC-2/3, OBR-2/3  | `service_order` status, placer and filler numbers   |
 //! | ORC-12 / OBR-16            | `practitioner` (orderer)                            |
 //! | OBR-4                      | `order_item` code                                   |
@@ -118,6 +119,8 @@ pub enum Command {
     Orders {
         patient: PatientData,
         orders: Vec<OrderData>,
+        /// The ordering clinic: the sending facility (MSH-4).
+        clinic: Option<Identifier>,
     },
     /// ORU R01: results.
     Results {
@@ -194,6 +197,7 @@ pub fn map(msg: &Message<'_>) -> Result<Mapped, MappingError> {
             Command::Orders {
                 patient: patient(&ctx)?,
                 orders: orders(&ctx)?,
+                clinic: sending_facility(msg),
             },
             &["MSH", "PID", "ORC", "OBR", "OBX", "NTE", "TQ1"],
         ),
@@ -264,6 +268,22 @@ fn authority_system(namespace: Option<String>, universal: Option<String>, kind: 
 fn hd_system(hd: &Value<'_>) -> Option<String> {
     authority_system(hd.component(1).text(), hd.component(2).text(), hd.component(3).text())
 }
+
+/// The sending facility (MSH-4) as an organization identifier: its namespace
+/// (or universal id) under the system `urn:carehub:hl7-facility`. Routing
+/// configuration (`[lab.clinics.<value>]`) names clinics by this value.
+pub fn sending_facility(msg: &Message<'_>) -> Option<Identifier> {
+    let hd = msg.msh().field(4);
+    let value = hd.component(1).text().or_else(|| hd.component(2).text())?;
+    Some(Identifier {
+        system: FACILITY_SYSTEM.to_owned(),
+        value,
+        type_code: None,
+    })
+}
+
+/// Identifier system of organizations known by their HL7 facility name.
+pub const FACILITY_SYSTEM: &str = "urn:carehub:hl7-facility";
 
 /// HD as the subcomponents of a component (CX.4 inside PID-3, XCN.9).
 fn hd_sub_system(c: &Value<'_>) -> Option<String> {

@@ -15,6 +15,7 @@ pub mod consumed;
 pub mod dead_letter;
 pub mod envelope;
 pub mod error;
+pub mod lab;
 pub mod message_store;
 pub mod model;
 pub mod outbox;

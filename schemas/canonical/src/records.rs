@@ -268,6 +268,7 @@ pub async fn apply_order(
     conn: &mut PgConnection,
     patient_id: Uuid,
     orderer_id: Option<Uuid>,
+    clinic_id: Option<Uuid>,
     o: &OrderData,
     source_message_id: Option<Uuid>,
 ) -> Result<std::result::Result<OrderApplied, OrderRejected>> {
@@ -293,8 +294,8 @@ pub async fn apply_order(
             sqlx::query(
                 "INSERT INTO service_order (id, placer_system, placer_number, filler_system, filler_number,
                                             patient_id, orderer_id, status, priority, due_date, device_spec,
-                                            note, source_message_id)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                                            note, source_message_id, clinic_id)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
             )
             .bind(id)
             .bind(&o.placer.system)
@@ -309,6 +310,7 @@ pub async fn apply_order(
             .bind(&spec)
             .bind(&o.note)
             .bind(source_message_id)
+            .bind(clinic_id)
             .execute(&mut *conn)
             .await?;
             (id, 1, true, None, status.to_owned())
@@ -328,6 +330,7 @@ pub async fn apply_order(
                         filler_system = COALESCE($4, filler_system), filler_number = COALESCE($5, filler_number),
                         orderer_id = COALESCE($6, orderer_id), due_date = COALESCE($7, due_date),
                         device_spec = COALESCE($8, device_spec), note = COALESCE($9, note),
+                        clinic_id = COALESCE($11, clinic_id),
                         source_message_id = $10, version = version + 1, updated_at = now()
                   WHERE id = $1 RETURNING version",
             )
@@ -341,6 +344,7 @@ pub async fn apply_order(
             .bind(&spec)
             .bind(&o.note)
             .bind(source_message_id)
+            .bind(clinic_id)
             .fetch_one(&mut *conn)
             .await?;
             (id, version, false, Some(current), next)

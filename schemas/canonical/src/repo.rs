@@ -63,6 +63,49 @@ pub async fn upsert_organization(
     Ok(Upserted { id, created, version })
 }
 
+/// The organization holding `identifier`, created (with `name`) when there is
+/// none. An existing one is left as it is: its name and details come from
+/// where organizations are managed (the intake pipeline), not from a header.
+pub async fn ensure_organization(
+    conn: &mut PgConnection,
+    kind: OrganizationKind,
+    identifier: &Identifier,
+    name: &str,
+    source_message_id: Option<Uuid>,
+) -> Result<Upserted> {
+    let inserted: Option<(Uuid,)> = sqlx::query_as(
+        "INSERT INTO organization (id, kind, name, identifier_system, identifier_value, source_message_id)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (identifier_system, identifier_value) DO NOTHING RETURNING id",
+    )
+    .bind(Uuid::now_v7())
+    .bind(kind.as_str())
+    .bind(name)
+    .bind(&identifier.system)
+    .bind(&identifier.value)
+    .bind(source_message_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some((id,)) = inserted {
+        return Ok(Upserted {
+            id,
+            created: true,
+            version: 1,
+        });
+    }
+    let (id, version): (Uuid, i32) =
+        sqlx::query_as("SELECT id, version FROM organization WHERE identifier_system = $1 AND identifier_value = $2")
+            .bind(&identifier.system)
+            .bind(&identifier.value)
+            .fetch_one(&mut *conn)
+            .await?;
+    Ok(Upserted {
+        id,
+        created: false,
+        version,
+    })
+}
+
 pub async fn find_organization(conn: &mut PgConnection, identifier: &Identifier) -> Result<Option<Organization>> {
     Ok(
         sqlx::query_as("SELECT * FROM organization WHERE identifier_system = $1 AND identifier_value = $2")
@@ -234,11 +277,11 @@ pub async fn get_patient(pool: &PgPool, id: Uuid) -> Result<Patient> {
         })
 }
 
-pub async fn patient_identifiers(pool: &PgPool, id: Uuid) -> Result<Vec<PatientIdentifier>> {
+pub async fn patient_identifiers<'e>(ex: impl sqlx::PgExecutor<'e>, id: Uuid) -> Result<Vec<PatientIdentifier>> {
     Ok(
         sqlx::query_as("SELECT * FROM patient_identifier WHERE patient_id = $1 ORDER BY system, value")
             .bind(id)
-            .fetch_all(pool)
+            .fetch_all(ex)
             .await?,
     )
 }

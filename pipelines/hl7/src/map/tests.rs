@@ -68,10 +68,20 @@ fn adt_a40_names_survivor_and_prior() {
 
 #[test]
 fn orm_o01_maps_order_items_orderer_and_device_spec() {
-    let Command::Orders { patient, orders } = mapped("orm_o01.hl7").command else {
+    let Command::Orders {
+        patient,
+        orders,
+        clinic,
+    } = mapped("orm_o01.hl7").command
+    else {
         panic!()
     };
     assert_eq!(patient.identifiers[0].value, "P-1001");
+    let clinic = clinic.expect("the sending facility names the clinic");
+    assert_eq!(
+        (clinic.system.as_str(), clinic.value.as_str()),
+        (FACILITY_SYSTEM, "NORTHCLINIC")
+    );
     assert_eq!(orders.len(), 1);
     let o = &orders[0];
     assert_eq!(o.placer.value, "PO-5001");

@@ -1,0 +1,162 @@
+//! The lab's Kafka contracts (`data` of the backbone envelope). JSON Schemas:
+//! `schemas/json/carehub.lab.*.v1.json`; examples in `schemas/examples/`.
+
+use carehub_schema::lab::LabStatus;
+use carehub_schema::model::Identifier;
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Event type of an order for the lab (topic `lab.orders.v1`).
+pub const LAB_ORDER: &str = "carehub.lab.order.v1";
+/// Event type of a status report from the lab (topic `lab.status.v1`).
+pub const LAB_STATUS: &str = "carehub.lab.status.v1";
+/// Event type of an order's status for EHRs (topic `ehr.events.v1`).
+pub const EHR_ORDER_STATUS: &str = "carehub.ehr.order_status.v1";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderAction {
+    New,
+    /// The clinic changed the order: the whole order again, newer version.
+    Amend,
+    /// The clinic withdrew the order; the lab answers `cancelled` (or goes on
+    /// and reports why not, if it cannot stop).
+    Cancel,
+}
+
+/// `data` of `carehub.lab.order.v1`: what manufacturing needs and no more
+/// (minimum necessary: no name, MRN, address or full birth date).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabOrder {
+    pub action: OrderAction,
+    /// carehub's id of the order: the lab quotes it in every status report.
+    pub order_id: Uuid,
+    /// Grows with every change of the order; an amendment carries the new one.
+    pub order_version: i32,
+    /// The clinic's order number (placer number and its system).
+    pub order_number: Identifier,
+    /// The ordering clinic's identifier value.
+    pub clinic: Option<String>,
+    pub patient: LabPatient,
+    pub items: Vec<LabItem>,
+    /// Measurements, materials, side: as the clinic gave them.
+    pub device_spec: Option<serde_json::Value>,
+    /// Scans attached to the order (DICOM Study Instance UIDs).
+    pub scans: Vec<String>,
+    pub due_date: Option<NaiveDate>,
+    /// `routine`, `urgent`, `asap` or `stat`.
+    pub priority: String,
+    /// The clinic's note for the technician.
+    pub note: Option<String>,
+}
+
+/// The patient as manufacturing needs them: a pseudonymous id, sex and year of birth.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabPatient {
+    pub id: Uuid,
+    pub sex: Option<String>,
+    pub birth_year: Option<i32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabItem {
+    pub code_system: String,
+    pub code: String,
+    pub display: Option<String>,
+    /// Decimal as text (exact).
+    pub quantity: String,
+}
+
+/// `data` of `carehub.lab.status.v1`, from the lab.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabStatusReport {
+    /// `order_id` of the lab order.
+    pub order_id: Uuid,
+    /// The lab's number for this report, per order: 1, 2, 3, … in the order
+    /// the lab made the changes. carehub applies them in this order.
+    pub sequence: i64,
+    pub status: LabStatus,
+    /// Required for `rejected` and `qc_failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Required for `shipped`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub carrier: Option<String>,
+    /// Required for `shipped`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracking_number: Option<String>,
+    /// When the change happened at the lab (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub occurred_at: Option<DateTime<Utc>>,
+}
+
+impl LabStatusReport {
+    /// What the schema cannot say: the fields a status needs.
+    pub fn check(&self) -> Result<(), String> {
+        if self.sequence < 1 {
+            return Err(format!("sequence must be 1 or more, got {}", self.sequence));
+        }
+        let has = |f: &Option<String>| f.as_deref().is_some_and(|s| !s.trim().is_empty());
+        match self.status {
+            LabStatus::Requested => Err("`requested` is carehub's own status, not the lab's to report".into()),
+            LabStatus::Rejected | LabStatus::QcFailed if !has(&self.reason) => {
+                Err(format!("status {} needs a reason", self.status))
+            }
+            LabStatus::Shipped if !has(&self.carrier) || !has(&self.tracking_number) => {
+                Err("status shipped needs carrier and tracking_number".into())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(status: LabStatus) -> LabStatusReport {
+        LabStatusReport {
+            order_id: Uuid::nil(),
+            sequence: 1,
+            status,
+            reason: None,
+            carrier: None,
+            tracking_number: None,
+            occurred_at: None,
+        }
+    }
+
+    #[test]
+    fn a_status_needs_what_it_says() {
+        assert!(report(LabStatus::Accepted).check().is_ok());
+        assert!(report(LabStatus::QcFailed).check().is_err());
+        assert!(report(LabStatus::Rejected).check().is_err());
+        assert!(report(LabStatus::Shipped).check().is_err());
+        assert!(report(LabStatus::Requested).check().is_err());
+        let shipped = LabStatusReport {
+            carrier: Some("DHL".into()),
+            tracking_number: Some("JD0001".into()),
+            ..report(LabStatus::Shipped)
+        };
+        assert!(shipped.check().is_ok());
+        let zero = LabStatusReport {
+            sequence: 0,
+            ..report(LabStatus::Accepted)
+        };
+        assert!(zero.check().is_err());
+    }
+
+    #[test]
+    fn unknown_fields_and_statuses_are_refused() {
+        let id = Uuid::nil();
+        let bad = serde_json::json!({ "order_id": id, "sequence": 1, "status": "lost" });
+        assert!(serde_json::from_value::<LabStatusReport>(bad).is_err());
+        let extra = serde_json::json!({ "order_id": id, "sequence": 1, "status": "accepted", "x": 1 });
+        assert!(serde_json::from_value::<LabStatusReport>(extra).is_err());
+    }
+}

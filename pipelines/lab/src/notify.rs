@@ -1,0 +1,437 @@
+//! What the clinic is told when the lab's status of its order changes: an
+//! HL7 v2 order status message (ORC-5) and a FHIR Task + ServiceRequest pair.
+//! Both are built from the canonical record, never from the lab's message.
+
+use std::collections::BTreeMap;
+
+use carehub_hl7::codec::er7::Delimiters;
+use carehub_hl7::codec::escape::encode;
+use carehub_schema::lab::{LabStatus, OrderForLab};
+use carehub_schema::model::{OrderItem, PatientIdentifier};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+/// Which HL7 message carries an order's status to a clinic.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OrderStatusMessage {
+    /// ORM^O01 with ORC-1 `SC` (v2.3.1): for clinics that order with ORM.
+    #[default]
+    #[serde(rename = "ORM^O01")]
+    OrmO01,
+    /// OML^O21 with ORC-1 `SC` (v2.5.1): for clinics that order with OML.
+    #[serde(rename = "OML^O21")]
+    OmlO21,
+}
+
+/// What one clinic receives, by its identifier value (`[lab.clinics.<value>]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClinicRoute {
+    /// The `[hl7.destinations.<name>]` that receives HL7 status messages;
+    /// none: the clinic gets no HL7.
+    #[serde(default)]
+    pub hl7_destination: Option<String>,
+    /// `ORM^O01` or `OML^O21`.
+    #[serde(default)]
+    pub hl7_order_message: OrderStatusMessage,
+    /// MSH-5 (receiving application) of messages to the clinic.
+    #[serde(default = "default_application")]
+    pub hl7_application: String,
+    /// Publish Task / ServiceRequest status events for the clinic's EHR.
+    #[serde(default = "default_true")]
+    pub fhir_events: bool,
+}
+
+fn default_application() -> String {
+    "EHR".to_owned()
+}
+const fn default_true() -> bool {
+    true
+}
+
+impl Default for ClinicRoute {
+    fn default() -> Self {
+        ClinicRoute {
+            hl7_destination: None,
+            hl7_order_message: OrderStatusMessage::default(),
+            hl7_application: default_application(),
+            fhir_events: true,
+        }
+    }
+}
+
+/// Which orders go to the lab, and who hears about them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabRouting {
+    /// Send every clinic's orders to the lab; false: only those of clinics
+    /// listed in `clinics`.
+    #[serde(default = "default_true")]
+    pub all_clinics: bool,
+    /// MSH-3 / MSH-4 of the messages carehub sends.
+    #[serde(default = "default_sender")]
+    pub hl7_sending_application: String,
+    #[serde(default = "default_sender")]
+    pub hl7_sending_facility: String,
+    #[serde(default)]
+    pub clinics: BTreeMap<String, ClinicRoute>,
+}
+
+fn default_sender() -> String {
+    "CAREHUB".to_owned()
+}
+
+impl Default for LabRouting {
+    fn default() -> Self {
+        LabRouting {
+            all_clinics: true,
+            hl7_sending_application: default_sender(),
+            hl7_sending_facility: default_sender(),
+            clinics: BTreeMap::new(),
+        }
+    }
+}
+
+impl LabRouting {
+    /// Does an order of `clinic` go to the lab?
+    pub fn dispatches(&self, clinic: Option<&str>) -> bool {
+        self.all_clinics || clinic.is_some_and(|c| self.clinics.contains_key(c))
+    }
+
+    /// The route of `clinic`: its own, or the default (FHIR events, no HL7).
+    pub fn route(&self, clinic: Option<&str>) -> ClinicRoute {
+        clinic.and_then(|c| self.clinics.get(c)).cloned().unwrap_or_default()
+    }
+}
+
+/// One status change, with what the clinic needs to recognise the order.
+#[derive(Debug, Clone)]
+pub struct StatusChange<'a> {
+    pub order: &'a OrderForLab,
+    pub items: &'a [OrderItem],
+    pub identifiers: &'a [PatientIdentifier],
+    pub status: LabStatus,
+    pub sequence: i64,
+    pub reason: Option<&'a str>,
+    pub carrier: Option<&'a str>,
+    pub tracking_number: Option<&'a str>,
+    pub remakes: i32,
+    /// The ServiceRequest's status after the change.
+    pub order_status: &'a str,
+    pub at: DateTime<Utc>,
+}
+
+/// HL7 table 0038 (order status) for a lab status.
+pub fn orc5(status: LabStatus) -> &'static str {
+    match status {
+        LabStatus::Requested | LabStatus::Accepted => "SC",
+        LabStatus::Rejected | LabStatus::Cancelled => "CA",
+        LabStatus::Delivered => "CM",
+        LabStatus::InProduction
+        | LabStatus::QcPassed
+        | LabStatus::QcFailed
+        | LabStatus::ReadyToShip
+        | LabStatus::Shipped => "IP",
+    }
+}
+
+/// FHIR task-status for a lab status.
+pub fn task_status(status: LabStatus) -> &'static str {
+    match status {
+        LabStatus::Requested => "requested",
+        LabStatus::Accepted => "accepted",
+        LabStatus::Rejected => "rejected",
+        LabStatus::Cancelled => "cancelled",
+        LabStatus::Delivered => "completed",
+        LabStatus::InProduction
+        | LabStatus::QcPassed
+        | LabStatus::QcFailed
+        | LabStatus::ReadyToShip
+        | LabStatus::Shipped => "in-progress",
+    }
+}
+
+/// The MSH-10 of a status message: the same change always gets the same
+/// one (a resend after a crash is recognisable by the clinic), unique per
+/// order and sequence, within the 20 characters older versions allow.
+pub fn control_id(change: &StatusChange<'_>) -> String {
+    let id = change.order.id.simple().to_string();
+    format!("L{}.{}", &id[20..], change.sequence)
+}
+
+/// CX.4 for an identifier system (the reverse of the HL7 pipeline's mapping).
+fn assigning_authority(system: &str, d: &Delimiters) -> String {
+    let s = d.subcomponent.map_or('&', char::from);
+    if let Some(oid) = system.strip_prefix("urn:oid:") {
+        format!("{s}{}{s}ISO", encode(oid, d))
+    } else if let Some(ns) = system.strip_prefix("urn:carehub:hl7-aa:") {
+        encode(ns, d).into_owned()
+    } else {
+        format!("{s}{}{s}URI", encode(system, d))
+    }
+}
+
+/// The order status message for the clinic, segments ending in CR.
+pub fn hl7_status_message(
+    routing: &LabRouting,
+    route: &ClinicRoute,
+    change: &StatusChange<'_>,
+    control_id: &str,
+) -> String {
+    let d = Delimiters::default();
+    let e = |s: &str| encode(s, &d).into_owned();
+    let (msg_type, version) = match route.hl7_order_message {
+        OrderStatusMessage::OrmO01 => ("ORM^O01^ORM_O01", "2.3.1"),
+        OrderStatusMessage::OmlO21 => ("OML^O21^OML_O21", "2.5.1"),
+    };
+    let ts = change.at.format("%Y%m%d%H%M%S").to_string();
+    let order = change.order;
+    let placer = format!(
+        "{}^{}",
+        e(&order.placer_number),
+        assigning_authority(&order.placer_system, &d)
+    );
+    let pid3 = change
+        .identifiers
+        .iter()
+        .map(|i| {
+            format!(
+                "{}^^^{}^{}",
+                e(&i.value),
+                assigning_authority(&i.system, &d),
+                e(i.type_code.as_deref().unwrap_or(""))
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("~");
+    let control = match change.status {
+        LabStatus::Cancelled | LabStatus::Rejected => "OC",
+        _ => "SC",
+    };
+    let reason = change.reason.map(|r| format!("^{}", e(r))).unwrap_or_default();
+    let mut out = String::with_capacity(512);
+    out.push_str(&format!(
+        "MSH|^~\\&|{}|{}|{}|{}|{ts}||{msg_type}|{}|P|{version}\r",
+        e(&routing.hl7_sending_application),
+        e(&routing.hl7_sending_facility),
+        e(&route.hl7_application),
+        e(order.clinic.as_deref().unwrap_or("")),
+        e(control_id),
+    ));
+    out.push_str(&format!("PID|1||{pid3}\r"));
+    // ORC-1 control, -2 placer, -5 status, -9 when, -16 reason (CE: text in .2).
+    out.push_str(&format!(
+        "ORC|{control}|{placer}|||{}||||{ts}|||||||{reason}\r",
+        orc5(change.status)
+    ));
+    for (i, item) in change.items.iter().enumerate() {
+        out.push_str(&format!(
+            "OBR|{}|{placer}||{}^{}^{}\r",
+            i + 1,
+            e(&item.code),
+            e(item.display.as_deref().unwrap_or("")),
+            e(code_system_name(&item.code_system)),
+        ));
+    }
+    let mut note = format!("Lab status {} (report {})", change.status, change.sequence);
+    if let Some(r) = change.reason {
+        note.push_str(&format!(": {r}"));
+    }
+    if change.remakes > 0 {
+        note.push_str(&format!("; remakes {}", change.remakes));
+    }
+    if let (Some(c), Some(t)) = (change.carrier, change.tracking_number) {
+        note.push_str(&format!("; shipped with {c}, tracking {t}"));
+    }
+    out.push_str(&format!("NTE|1|L|{}\r", e(&note)));
+    out
+}
+
+/// An HL7 coding system name from a canonical code system.
+fn code_system_name(system: &str) -> &str {
+    system.strip_prefix("urn:carehub:hl7-cs:").unwrap_or(system)
+}
+
+/// Code system of the lab statuses in Task.businessStatus.
+pub const LAB_STATUS_SYSTEM: &str = "urn:carehub:lab-status";
+
+/// `data` of `carehub.ehr.order_status.v1`: the order's Task and ServiceRequest
+/// as FHIR R4 resources (the parts that changed), for the EHR push.
+pub fn ehr_event(change: &StatusChange<'_>) -> serde_json::Value {
+    let order = change.order;
+    let sr_ref = format!("ServiceRequest/{}", order.id);
+    let patient_ref = format!("Patient/{}", order.patient_id);
+    let identifier = json!([{ "system": order.placer_system, "value": order.placer_number }]);
+    let mut task = json!({
+        "resourceType": "Task",
+        "id": order.id,
+        "identifier": identifier,
+        "basedOn": [{ "reference": sr_ref }],
+        "status": task_status(change.status),
+        "businessStatus": {
+            "coding": [{ "system": LAB_STATUS_SYSTEM, "code": change.status.as_str() }],
+            "text": change.status.as_str(),
+        },
+        "intent": "order",
+        "focus": { "reference": sr_ref },
+        "for": { "reference": patient_ref },
+        "lastModified": change.at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    });
+    if let Some(reason) = change.reason {
+        task["statusReason"] = json!({ "text": reason });
+    }
+    json!({
+        "clinic": order.clinic,
+        "order_id": order.id,
+        "lab_status": change.status,
+        "sequence": change.sequence,
+        "task": task,
+        "service_request": {
+            "resourceType": "ServiceRequest",
+            "id": order.id,
+            "identifier": identifier,
+            "status": change.order_status,
+            "intent": "order",
+            "subject": { "reference": patient_ref },
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use carehub_hl7::codec::Message;
+    use uuid::Uuid;
+
+    fn order() -> OrderForLab {
+        OrderForLab {
+            id: Uuid::parse_str("019abcde-0000-7000-8000-0123456789ab").expect("uuid"),
+            version: 1,
+            status: "active".into(),
+            placer_system: "urn:carehub:hl7-aa:NORTHCLINIC".into(),
+            placer_number: "PO-5001".into(),
+            priority: "routine".into(),
+            due_date: None,
+            device_spec: None,
+            note: None,
+            patient_id: Uuid::nil(),
+            sex: Some("female".into()),
+            birth_year: Some(1980),
+            clinic: Some("NORTHCLINIC".into()),
+        }
+    }
+
+    fn change<'a>(
+        o: &'a OrderForLab,
+        items: &'a [OrderItem],
+        ids: &'a [PatientIdentifier],
+        status: LabStatus,
+    ) -> StatusChange<'a> {
+        StatusChange {
+            order: o,
+            items,
+            identifiers: ids,
+            status,
+            sequence: 4,
+            reason: Some("heel cup cracked | remake"),
+            carrier: None,
+            tracking_number: None,
+            remakes: 1,
+            order_status: "active",
+            at: DateTime::parse_from_rfc3339("2026-11-25T12:00:00Z")
+                .expect("ts")
+                .with_timezone(&Utc),
+        }
+    }
+
+    #[test]
+    fn the_status_message_parses_and_carries_orc5_and_the_clinics_order_number() {
+        let o = order();
+        let items = [OrderItem {
+            order_id: o.id,
+            line_no: 1,
+            code_system: "urn:carehub:hl7-cs:HCPCS".into(),
+            code: "L3000".into(),
+            display: Some("Foot orthosis, custom".into()),
+            quantity: "1".into(),
+            body_site: None,
+            laterality: None,
+            device_spec: None,
+        }];
+        let ids = [PatientIdentifier {
+            patient_id: Uuid::nil(),
+            system: "urn:oid:1.2.826.0.1.9999.1".into(),
+            value: "P-1001".into(),
+            type_code: Some("MR".into()),
+        }];
+        let c = change(&o, &items, &ids, LabStatus::QcFailed);
+        let route = ClinicRoute {
+            hl7_destination: Some("north".into()),
+            ..ClinicRoute::default()
+        };
+        let id = control_id(&c);
+        assert_eq!(id, "L0123456789ab.4");
+        let text = hl7_status_message(&LabRouting::default(), &route, &c, &id);
+        let msg = Message::parse(&text).expect("parses");
+        assert_eq!(msg.type_label(), "ORM^O01");
+        assert_eq!(msg.control_id(), "L0123456789ab.4");
+        assert_eq!(msg.get("MSH-6").raw(), "NORTHCLINIC");
+        assert_eq!(msg.get("ORC-1").raw(), "SC");
+        assert_eq!(msg.get("ORC-2.1").raw(), "PO-5001");
+        assert_eq!(msg.get("ORC-2.2").raw(), "NORTHCLINIC");
+        assert_eq!(msg.get("ORC-5").raw(), "IP");
+        assert_eq!(msg.get("PID-3.4").raw(), "&1.2.826.0.1.9999.1&ISO");
+        assert_eq!(msg.get("OBR-4.1").raw(), "L3000");
+        assert_eq!(msg.get("OBR-4.3").raw(), "HCPCS");
+        let note = msg.get("NTE-3").decoded().into_owned();
+        assert!(
+            note.contains("qc_failed") && note.contains("heel cup cracked | remake"),
+            "{note}"
+        );
+        assert!(note.contains("remakes 1"), "{note}");
+    }
+
+    #[test]
+    fn oml_clinics_get_oml_and_a_cancel_is_order_control_oc() {
+        let o = order();
+        let c = change(&o, &[], &[], LabStatus::Cancelled);
+        let route = ClinicRoute {
+            hl7_order_message: OrderStatusMessage::OmlO21,
+            ..ClinicRoute::default()
+        };
+        let text = hl7_status_message(&LabRouting::default(), &route, &c, "X1");
+        let msg = Message::parse(&text).expect("parses");
+        assert_eq!(msg.type_label(), "OML^O21");
+        assert_eq!(msg.version(), "2.5.1");
+        assert_eq!(msg.get("ORC-1").raw(), "OC");
+        assert_eq!(msg.get("ORC-5").raw(), "CA");
+    }
+
+    #[test]
+    fn the_ehr_event_is_a_task_based_on_the_service_request() {
+        let o = order();
+        let c = change(&o, &[], &[], LabStatus::QcFailed);
+        let ev = ehr_event(&c);
+        assert_eq!(ev["task"]["resourceType"], "Task");
+        assert_eq!(ev["task"]["status"], "in-progress");
+        assert_eq!(ev["task"]["intent"], "order");
+        assert_eq!(ev["task"]["businessStatus"]["coding"][0]["code"], "qc_failed");
+        assert_eq!(
+            ev["task"]["basedOn"][0]["reference"],
+            format!("ServiceRequest/{}", o.id)
+        );
+        assert_eq!(ev["service_request"]["status"], "active");
+        assert_eq!(ev["task"]["statusReason"]["text"], "heel cup cracked | remake");
+    }
+
+    #[test]
+    fn every_lab_status_has_an_hl7_and_a_fhir_status() {
+        for s in LabStatus::ALL {
+            assert!(["SC", "CA", "CM", "IP"].contains(&orc5(s)));
+            assert!(!task_status(s).is_empty());
+        }
+        assert_eq!(task_status(LabStatus::Delivered), "completed");
+        assert_eq!(orc5(LabStatus::Delivered), "CM");
+    }
+}

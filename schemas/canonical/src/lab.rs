@@ -1,0 +1,458 @@
+//! An order's manufacturing at the lab (`lab_job`): its state machine and the
+//! writes that move it. The lab pipeline (`pipelines/lab`) drives it from
+//! `lab.status.v1`; the transitions allowed are here, next to the table.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::Result;
+
+/// Where an order stands at the lab.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LabStatus {
+    /// Sent on lab.orders.v1, not yet answered.
+    Requested,
+    Accepted,
+    Rejected,
+    InProduction,
+    QcPassed,
+    /// Quality control failed: a remake (`in_production` again) follows.
+    QcFailed,
+    ReadyToShip,
+    Shipped,
+    Delivered,
+    Cancelled,
+}
+
+impl LabStatus {
+    pub const ALL: [LabStatus; 10] = [
+        LabStatus::Requested,
+        LabStatus::Accepted,
+        LabStatus::Rejected,
+        LabStatus::InProduction,
+        LabStatus::QcPassed,
+        LabStatus::QcFailed,
+        LabStatus::ReadyToShip,
+        LabStatus::Shipped,
+        LabStatus::Delivered,
+        LabStatus::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LabStatus::Requested => "requested",
+            LabStatus::Accepted => "accepted",
+            LabStatus::Rejected => "rejected",
+            LabStatus::InProduction => "in_production",
+            LabStatus::QcPassed => "qc_passed",
+            LabStatus::QcFailed => "qc_failed",
+            LabStatus::ReadyToShip => "ready_to_ship",
+            LabStatus::Shipped => "shipped",
+            LabStatus::Delivered => "delivered",
+            LabStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    /// Nothing follows these.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, LabStatus::Rejected | LabStatus::Delivered | LabStatus::Cancelled)
+    }
+
+    /// The transitions the lab may report. Cancelling is possible until the
+    /// device left the lab; a failed QC goes back to production (a remake).
+    pub fn can_go_to(self, next: LabStatus) -> bool {
+        use LabStatus::*;
+        match (self, next) {
+            (Requested, Accepted | Rejected) => true,
+            (Accepted, InProduction) => true,
+            (InProduction, QcPassed | QcFailed) => true,
+            (QcFailed, InProduction) => true,
+            (QcPassed, ReadyToShip) => true,
+            (ReadyToShip, Shipped) => true,
+            (Shipped, Delivered) => true,
+            (Requested | Accepted | InProduction | QcFailed | QcPassed | ReadyToShip, Cancelled) => true,
+            _ => false,
+        }
+    }
+
+    /// The ServiceRequest status this lab status implies, where it changes it.
+    pub fn order_status(self) -> Option<&'static str> {
+        match self {
+            LabStatus::Delivered => Some("completed"),
+            LabStatus::Rejected | LabStatus::Cancelled => Some("revoked"),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for LabStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One row of `lab_job`.
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+pub struct LabJob {
+    pub order_id: Uuid,
+    pub status: String,
+    pub last_sequence: i64,
+    pub dispatched_version: i32,
+    pub cancel_requested: bool,
+    pub remakes: i32,
+    pub status_reason: Option<String>,
+    pub carrier: Option<String>,
+    pub tracking_number: Option<String>,
+    pub version: i32,
+    pub source_message_id: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl LabJob {
+    pub fn lab_status(&self) -> LabStatus {
+        // The column's CHECK constraint admits only these names.
+        LabStatus::parse(&self.status).unwrap_or(LabStatus::Requested)
+    }
+}
+
+/// The job of `order_id`, locked until the transaction ends.
+pub async fn lock_job(conn: &mut PgConnection, order_id: Uuid) -> Result<Option<LabJob>> {
+    Ok(sqlx::query_as("SELECT * FROM lab_job WHERE order_id = $1 FOR UPDATE")
+        .bind(order_id)
+        .fetch_optional(&mut *conn)
+        .await?)
+}
+
+/// Opens the job of an order just sent to the lab (status `requested`).
+pub async fn open_job(conn: &mut PgConnection, order_id: Uuid, version: i32, msg: Option<Uuid>) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO lab_job (order_id, status, dispatched_version, source_message_id)
+         VALUES ($1, 'requested', $2, $3)",
+    )
+    .bind(order_id)
+    .bind(version)
+    .bind(msg)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Records that order version `version` (an amendment, or a cancel request) went to the lab.
+pub async fn mark_dispatched(
+    conn: &mut PgConnection,
+    order_id: Uuid,
+    version: i32,
+    cancel: bool,
+    msg: Option<Uuid>,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE lab_job SET dispatched_version = $2, cancel_requested = cancel_requested OR $3,
+                            source_message_id = $4, version = version + 1, updated_at = now()
+          WHERE order_id = $1",
+    )
+    .bind(order_id)
+    .bind(version)
+    .bind(cancel)
+    .bind(msg)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// The status a job's event `sequence` moved it to, if that event was applied.
+pub async fn applied_status(conn: &mut PgConnection, order_id: Uuid, sequence: i64) -> Result<Option<String>> {
+    let row: Option<(String,)> =
+        sqlx::query_as("SELECT to_status FROM lab_job_event WHERE order_id = $1 AND sequence = $2")
+            .bind(order_id)
+            .bind(sequence)
+            .fetch_optional(&mut *conn)
+            .await?;
+    Ok(row.map(|(s,)| s))
+}
+
+/// A status change as the lab reported it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition<'a> {
+    pub sequence: i64,
+    pub to: LabStatus,
+    pub reason: Option<&'a str>,
+    pub carrier: Option<&'a str>,
+    pub tracking_number: Option<&'a str>,
+    pub occurred_at: Option<DateTime<Utc>>,
+    pub event_id: &'a str,
+}
+
+/// What applying a transition changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub from: LabStatus,
+    pub to: LabStatus,
+    pub version: i32,
+    pub remakes: i32,
+    /// The order's new ServiceRequest status, when it changed.
+    pub order_status: Option<&'static str>,
+    /// The shipment row written (shipped, delivered).
+    pub shipment_id: Option<Uuid>,
+}
+
+/// Moves `job` by `t`. The caller checked the sequence and [`LabStatus::can_go_to`].
+pub async fn apply_transition(
+    conn: &mut PgConnection,
+    job: &LabJob,
+    t: &Transition<'_>,
+    msg: Option<Uuid>,
+) -> Result<Applied> {
+    let from = job.lab_status();
+    let remake = from == LabStatus::QcFailed && t.to == LabStatus::InProduction;
+    let (version, remakes): (i32, i32) = sqlx::query_as(
+        "UPDATE lab_job SET status = $2, last_sequence = $3, status_reason = $4,
+                            carrier = COALESCE($5, carrier), tracking_number = COALESCE($6, tracking_number),
+                            remakes = remakes + $7, source_message_id = $8, version = version + 1,
+                            updated_at = now()
+          WHERE order_id = $1 RETURNING version, remakes",
+    )
+    .bind(job.order_id)
+    .bind(t.to.as_str())
+    .bind(t.sequence)
+    .bind(t.reason)
+    .bind(t.carrier)
+    .bind(t.tracking_number)
+    .bind(i32::from(remake))
+    .bind(msg)
+    .fetch_one(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO lab_job_event (order_id, sequence, from_status, to_status, reason, event_id, occurred_at,
+                                    source_message_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(job.order_id)
+    .bind(t.sequence)
+    .bind(from.as_str())
+    .bind(t.to.as_str())
+    .bind(t.reason)
+    .bind(t.event_id)
+    .bind(t.occurred_at)
+    .bind(msg)
+    .execute(&mut *conn)
+    .await?;
+
+    let order_status = t.to.order_status();
+    if let Some(status) = order_status {
+        let (previous,): (String,) = sqlx::query_as("SELECT status FROM service_order WHERE id = $1 FOR UPDATE")
+            .bind(job.order_id)
+            .fetch_one(&mut *conn)
+            .await?;
+        sqlx::query(
+            "UPDATE service_order SET status = $2, source_message_id = $3, version = version + 1, updated_at = now()
+              WHERE id = $1",
+        )
+        .bind(job.order_id)
+        .bind(status)
+        .bind(msg)
+        .execute(&mut *conn)
+        .await?;
+        sqlx::query(
+            "INSERT INTO order_status_history (order_id, from_status, to_status, reason, source_message_id)
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(job.order_id)
+        .bind(previous)
+        .bind(status)
+        .bind(format!("lab status {}", t.to))
+        .bind(msg)
+        .execute(&mut *conn)
+        .await?;
+    }
+
+    let shipment_id = match t.to {
+        LabStatus::Shipped => {
+            let (id,): (Uuid,) = sqlx::query_as(
+                "INSERT INTO shipment (id, order_id, carrier, tracking_number, status, shipped_at, source_message_id)
+                 VALUES ($1, $2, $3, $4, 'in_transit', COALESCE($5, now()), $6)
+                 ON CONFLICT (carrier, tracking_number) WHERE tracking_number IS NOT NULL DO UPDATE
+                    SET status = 'in_transit', updated_at = now()
+                 RETURNING id",
+            )
+            .bind(Uuid::now_v7())
+            .bind(job.order_id)
+            .bind(t.carrier.or(job.carrier.as_deref()).unwrap_or("unknown"))
+            .bind(t.tracking_number.or(job.tracking_number.as_deref()))
+            .bind(t.occurred_at)
+            .bind(msg)
+            .fetch_one(&mut *conn)
+            .await?;
+            Some(id)
+        }
+        LabStatus::Delivered => {
+            let row: Option<(Uuid,)> = sqlx::query_as(
+                "UPDATE shipment SET status = 'delivered', delivered_at = COALESCE($2, now()),
+                                     source_message_id = $3, updated_at = now()
+                  WHERE id = (SELECT id FROM shipment WHERE order_id = $1 ORDER BY created_at DESC LIMIT 1)
+                 RETURNING id",
+            )
+            .bind(job.order_id)
+            .bind(t.occurred_at)
+            .bind(msg)
+            .fetch_optional(&mut *conn)
+            .await?;
+            row.map(|(id,)| id)
+        }
+        _ => None,
+    };
+    Ok(Applied {
+        from,
+        to: t.to,
+        version,
+        remakes,
+        order_status,
+        shipment_id,
+    })
+}
+
+/// Keeps an event that arrived ahead of its predecessor. A second copy of
+/// the same (order, sequence) is ignored.
+pub async fn hold(
+    conn: &mut PgConnection,
+    order_id: Uuid,
+    sequence: i64,
+    event: &serde_json::Value,
+    msg: Option<Uuid>,
+) -> Result<bool> {
+    let done = sqlx::query(
+        "INSERT INTO lab_status_held (order_id, sequence, event, source_message_id) VALUES ($1, $2, $3, $4)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(order_id)
+    .bind(sequence)
+    .bind(event)
+    .bind(msg)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Removes and returns the held event `sequence` of `order_id`, if there is one.
+pub async fn take_held(
+    conn: &mut PgConnection,
+    order_id: Uuid,
+    sequence: i64,
+) -> Result<Option<(serde_json::Value, Option<Uuid>)>> {
+    Ok(sqlx::query_as(
+        "DELETE FROM lab_status_held WHERE order_id = $1 AND sequence = $2 RETURNING event, source_message_id",
+    )
+    .bind(order_id)
+    .bind(sequence)
+    .fetch_optional(&mut *conn)
+    .await?)
+}
+
+/// What the lab is told about an order: the minimum manufacturing needs.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct OrderForLab {
+    pub id: Uuid,
+    pub version: i32,
+    pub status: String,
+    pub placer_system: String,
+    pub placer_number: String,
+    pub priority: String,
+    pub due_date: Option<NaiveDate>,
+    pub device_spec: Option<serde_json::Value>,
+    pub note: Option<String>,
+    pub patient_id: Uuid,
+    pub sex: Option<String>,
+    pub birth_year: Option<i32>,
+    /// The clinic's identifier value (for HL7 orders: the sending facility).
+    pub clinic: Option<String>,
+}
+
+pub async fn order_for_lab(conn: &mut PgConnection, order_id: Uuid) -> Result<Option<OrderForLab>> {
+    Ok(sqlx::query_as(
+        "SELECT o.id, o.version, o.status, o.placer_system, o.placer_number, o.priority, o.due_date,
+                o.device_spec, o.note, o.patient_id, p.sex,
+                EXTRACT(YEAR FROM p.birth_date)::int AS birth_year, c.identifier_value AS clinic
+           FROM service_order o
+           JOIN patient p ON p.id = o.patient_id
+           LEFT JOIN organization c ON c.id = o.clinic_id
+          WHERE o.id = $1",
+    )
+    .bind(order_id)
+    .fetch_optional(&mut *conn)
+    .await?)
+}
+
+/// An order's items, in line order.
+pub async fn order_items(conn: &mut PgConnection, order_id: Uuid) -> Result<Vec<crate::model::OrderItem>> {
+    Ok(sqlx::query_as(
+        "SELECT order_id, line_no, code_system, code, display, quantity::text AS quantity, body_site, laterality,
+                device_spec
+           FROM order_item WHERE order_id = $1 ORDER BY line_no",
+    )
+    .bind(order_id)
+    .fetch_all(&mut *conn)
+    .await?)
+}
+
+/// Scans attached to an order (DICOM studies): their UIDs.
+pub async fn order_scans(conn: &mut PgConnection, order_id: Uuid) -> Result<Vec<String>> {
+    let rows: Vec<(String,)> =
+        sqlx::query_as("SELECT study_instance_uid FROM imaging_study WHERE order_id = $1 ORDER BY created_at")
+            .bind(order_id)
+            .fetch_all(&mut *conn)
+            .await?;
+    Ok(rows.into_iter().map(|(u,)| u).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LabStatus::{self, *};
+
+    #[test]
+    fn the_happy_path_and_a_remake_are_allowed() {
+        let path = [
+            Requested,
+            Accepted,
+            InProduction,
+            QcFailed,
+            InProduction,
+            QcPassed,
+            ReadyToShip,
+            Shipped,
+            Delivered,
+        ];
+        for w in path.windows(2) {
+            assert!(w[0].can_go_to(w[1]), "{} -> {}", w[0], w[1]);
+        }
+    }
+
+    #[test]
+    fn nothing_leaves_a_terminal_status_and_nothing_skips_quality_control() {
+        for t in LabStatus::ALL.into_iter().filter(|s| s.is_terminal()) {
+            for next in LabStatus::ALL {
+                assert!(!t.can_go_to(next), "{t} -> {next}");
+            }
+        }
+        assert!(!InProduction.can_go_to(Shipped));
+        assert!(!InProduction.can_go_to(ReadyToShip));
+        assert!(!QcFailed.can_go_to(ReadyToShip));
+        assert!(!Accepted.can_go_to(Shipped));
+        assert!(!Shipped.can_go_to(Cancelled), "a shipped device is not cancelled");
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for s in LabStatus::ALL {
+            assert_eq!(LabStatus::parse(s.as_str()), Some(s));
+            assert_eq!(serde_json::to_value(s).ok(), Some(serde_json::json!(s.as_str())));
+        }
+        assert_eq!(LabStatus::parse("lost"), None);
+    }
+}
