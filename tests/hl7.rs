@@ -13,86 +13,6 @@ use carehub_hl7::codec::{Message, ReceivedAck, mllp};
 use carehub_hl7::{MllpSender, SendError, SenderConfig};
 use common::*;
 
-fn fixture(name: &str) -> String {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/hl7")
-        .join(name);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-/// A fixture as it goes on the wire: CR between segments.
-fn wire(text: &str) -> Vec<u8> {
-    let mut s = text.lines().filter(|l| !l.is_empty()).collect::<Vec<_>>().join("\r");
-    s.push('\r');
-    s.into_bytes()
-}
-
-/// A hub of its own: database, topics, HTTP and MLLP ports.
-struct Hub {
-    _server: Server,
-    db: TestDb,
-    mllp: String,
-    envs: Vec<(&'static str, String)>,
-}
-
-async fn start_hub() -> Hub {
-    let db = fresh_db().await;
-    start_hub_with(db, vec![]).await
-}
-
-async fn start_hub_with(db: TestDb, extra: Vec<(&'static str, String)>) -> Hub {
-    let intake = unique_topic("intake");
-    let events = unique_topic("events");
-    let port = free_port();
-    let mut envs = hub_env(&db, &intake, &events, port);
-    envs.extend(extra);
-    let mllp = env_value(&envs, "CAREHUB_HL7__LISTENER__LISTEN");
-    let server = serve(&envs);
-    let addr = mllp.clone();
-    let up = tokio::task::spawn_blocking(move || {
-        wait_http(port, "/readyz", 200, Duration::from_secs(60))?;
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while std::time::Instant::now() < deadline {
-            if TcpStream::connect(&addr).is_ok() {
-                return Some(());
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        None
-    })
-    .await
-    .expect("join");
-    assert!(up.is_some(), "hub ready and MLLP listener accepting");
-    Hub {
-        _server: server,
-        db,
-        mllp,
-        envs,
-    }
-}
-
-/// `carehub serve`; its log goes to the file CAREHUB_TEST_HUB_LOG names, when set.
-fn serve(envs: &[(&'static str, String)]) -> Server {
-    spawn_serve(envs, "CAREHUB_TEST_HUB_LOG")
-}
-
-/// Sends `msg` on fresh connections until it is accepted (a sender that
-/// resends what was not acknowledged), for at most `timeout`.
-async fn send_until_accepted(addr: &str, msg: &[u8], timeout: Duration) -> Option<ReceivedAck> {
-    eventually(timeout, || {
-        let (addr, msg) = (addr.to_owned(), msg.to_vec());
-        async move { sender(&addr).send(&msg).await.ok() }
-    })
-    .await
-}
-
-fn sender(addr: &str) -> MllpSender {
-    let mut cfg = SenderConfig::new(addr);
-    cfg.ack_timeout_ms = 15_000;
-    cfg.max_attempts = 1;
-    MllpSender::new(cfg)
-}
-
 /// One frame out, one frame back, on a fresh connection.
 fn exchange(addr: &str, frame: &[u8]) -> Option<Vec<u8>> {
     let mut s = TcpStream::connect(addr).expect("connect");
@@ -877,63 +797,9 @@ async fn a_nul_byte_in_the_header_is_stored_verbatim_and_does_not_block_other_me
     assert!(processed(&hub.db.pool, "ODD\u{FFFD}ID").await);
 }
 
-/// A clinic's EHR as an MLLP receiver (a stand-in: the real one is a third
-/// party): it records each message's MSH-10 and answers AA, or AR the first
-/// time it sees a control id that starts with "REJ".
-async fn ehr_peer() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr").to_string();
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let log = seen.clone();
-    tokio::spawn(async move {
-        while let Ok((mut conn, _)) = listener.accept().await {
-            let log = log.clone();
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                loop {
-                    let Ok(n) = conn.read(&mut chunk).await else { return };
-                    if n == 0 {
-                        return;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                    while let Some(end) = buf.windows(2).position(|w| w == [0x1c, 0x0d]) {
-                        let frame: Vec<u8> = buf.drain(..end + 2).collect();
-                        let text = String::from_utf8_lossy(&frame[1..frame.len() - 2]).into_owned();
-                        let control_id = text
-                            .split('\r')
-                            .next()
-                            .and_then(|msh| msh.split('|').nth(9))
-                            .unwrap_or("")
-                            .to_owned();
-                        let code = {
-                            let mut seen = log.lock().expect("log");
-                            let first = !seen.contains(&control_id);
-                            seen.push(control_id.clone());
-                            if control_id.starts_with("REJ") && first {
-                                "AR"
-                            } else {
-                                "AA"
-                            }
-                        };
-                        let ack = format!(
-                            "MSH|^~\\&|EHR|NORTHCLINIC|CAREHUB|ORTHOLAB|20261125120000||ACK^R01^ACK|A-{control_id}|P|2.5.1\rMSA|{code}|{control_id}\r"
-                        );
-                        if conn.write_all(&mllp::frame(ack.as_bytes())).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-            });
-        }
-    });
-    (addr, seen)
-}
-
 #[tokio::test]
 async fn outbound_messages_reach_their_destination_in_order_and_refusals_are_dead_lettered() {
-    let (peer, seen) = ehr_peer().await;
+    let (peer, seen) = mllp_peer().await;
     let db = fresh_db().await;
     let hub = start_hub_with(db, vec![("CAREHUB_HL7__DESTINATIONS__CLINIC__ENDPOINT", peer.clone())]).await;
     let pool = &hub.db.pool;
@@ -952,15 +818,11 @@ async fn outbound_messages_reach_their_destination_in_order_and_refusals_are_dea
     }
     let delivered = eventually(Duration::from_secs(60), || async {
         let n = count(pool, "SELECT count(*) FROM dead_letter").await;
-        (n >= 2 && seen.lock().expect("seen").len() >= 3).then_some(())
+        (n >= 2 && received(&seen).len() >= 3).then_some(())
     })
     .await;
-    assert!(delivered.is_some(), "delivered: {:?}", seen.lock().expect("seen"));
-    assert_eq!(
-        *seen.lock().expect("seen"),
-        ["OUT1", "REJ2", "OUT3"],
-        "in order, each once"
-    );
+    assert!(delivered.is_some(), "delivered: {:?}", control_ids(&seen));
+    assert_eq!(control_ids(&seen), ["OUT1", "REJ2", "OUT3"], "in order, each once");
     let refusals: Vec<(String, String)> =
         sqlx::query_as("SELECT error_code, reason FROM dead_letter WHERE consumer = 'hl7_out' ORDER BY id")
             .fetch_all(pool)
@@ -990,10 +852,6 @@ async fn outbound_messages_reach_their_destination_in_order_and_refusals_are_dea
         (count(pool, "SELECT count(*) FROM audit_log WHERE action = 'send'").await == 3).then_some(())
     })
     .await;
-    assert!(
-        again.is_some(),
-        "replayed and delivered: {:?}",
-        seen.lock().expect("seen")
-    );
-    assert_eq!(seen.lock().expect("seen").last().map(String::as_str), Some("REJ2"));
+    assert!(again.is_some(), "replayed and delivered: {:?}", control_ids(&seen));
+    assert_eq!(control_ids(&seen).last().map(String::as_str), Some("REJ2"));
 }

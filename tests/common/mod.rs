@@ -9,6 +9,8 @@ use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use carehub_hl7::codec::ReceivedAck;
+use carehub_hl7::{MllpSender, SenderConfig};
 use carehub_kafka::KafkaConfig;
 use carehub_pipeline_intake::{ORGANIZATION_UPSERT, PATIENT_UPSERT};
 use carehub_schema::Envelope;
@@ -275,6 +277,12 @@ pub fn hub_env(db: &TestDb, intake: &str, events: &str, port: u16) -> Vec<(&'sta
         ("CAREHUB_PIPELINES__HL7__OUTBOUND_TOPIC", format!("{intake}.hl7out")),
         ("CAREHUB_PIPELINES__HL7__OUTBOUND_GROUP", format!("g-{intake}-hl7out")),
         ("CAREHUB_HL7__LISTENER__LISTEN", format!("127.0.0.1:{}", free_port())),
+        ("CAREHUB_PIPELINES__LAB__EVENTS_TOPIC", events.to_owned()),
+        ("CAREHUB_PIPELINES__LAB__DISPATCH_GROUP", format!("g-{intake}-labd")),
+        ("CAREHUB_PIPELINES__LAB__ORDERS_TOPIC", format!("{intake}.laborders")),
+        ("CAREHUB_PIPELINES__LAB__STATUS_TOPIC", format!("{intake}.labstatus")),
+        ("CAREHUB_PIPELINES__LAB__STATUS_GROUP", format!("g-{intake}-labs")),
+        ("CAREHUB_PIPELINES__LAB__EHR_EVENTS_TOPIC", format!("{intake}.ehr")),
         // One static group member id per hub (a restart of the same hub reuses
         // it): hubs of concurrent tests must not share one.
         ("CAREHUB_KAFKA__INSTANCE_ID", format!("hub-{intake}")),
@@ -310,4 +318,153 @@ pub fn spawn_serve(envs: &[(&'static str, String)], log_var: &str) -> Server {
         }
     }
     Server(cmd.spawn().expect("serve"))
+}
+
+/// Messages an [`mllp_peer`] received, full text, in arrival order.
+pub type Received = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+/// A clinic's EHR as an MLLP receiver (a stand-in: the real one is a third
+/// party). It keeps every message it receives and answers AA, or AR the
+/// first time it sees a control id (MSH-10) that starts with "REJ".
+pub async fn mllp_peer() -> (String, Received) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let seen: Received = Default::default();
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Ok(n) = conn.read(&mut chunk).await else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    while let Some(end) = buf.windows(2).position(|w| w == [0x1c, 0x0d]) {
+                        let frame: Vec<u8> = buf.drain(..end + 2).collect();
+                        let text = String::from_utf8_lossy(&frame[1..frame.len() - 2]).into_owned();
+                        let control_id = control_id(&text);
+                        let code = {
+                            let mut seen = log.lock().expect("log");
+                            let first = !seen.iter().any(|m| control_id_of(m) == control_id);
+                            seen.push(text.clone());
+                            if control_id.starts_with("REJ") && first {
+                                "AR"
+                            } else {
+                                "AA"
+                            }
+                        };
+                        let ack = format!(
+                            "MSH|^~\\&|EHR|NORTHCLINIC|CAREHUB|CAREHUB|20261125120000||ACK^O01^ACK|A-{control_id}|P|2.5.1\rMSA|{code}|{control_id}\r"
+                        );
+                        let framed = carehub_hl7::codec::mllp::frame(ack.as_bytes());
+                        if conn.write_all(&framed).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+fn control_id_of(text: &str) -> &str {
+    text.split('\r')
+        .next()
+        .and_then(|msh| msh.split('|').nth(9))
+        .unwrap_or("")
+}
+
+fn control_id(text: &str) -> String {
+    control_id_of(text).to_owned()
+}
+
+/// What an [`mllp_peer`] received so far.
+pub fn received(seen: &Received) -> Vec<String> {
+    seen.lock().expect("peer log").clone()
+}
+
+/// The MSH-10 of each message an [`mllp_peer`] received, in arrival order.
+pub fn control_ids(seen: &Received) -> Vec<String> {
+    received(seen).iter().map(|m| control_id(m)).collect()
+}
+
+pub fn fixture(name: &str) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/hl7")
+        .join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A fixture as it goes on the wire: CR between segments.
+pub fn wire(text: &str) -> Vec<u8> {
+    let mut s = text.lines().filter(|l| !l.is_empty()).collect::<Vec<_>>().join("\r");
+    s.push('\r');
+    s.into_bytes()
+}
+
+/// A hub of its own: database, topics, HTTP and MLLP ports.
+pub struct Hub {
+    pub server: Server,
+    pub db: TestDb,
+    pub mllp: String,
+    pub envs: Vec<(&'static str, String)>,
+}
+
+pub async fn start_hub() -> Hub {
+    let db = fresh_db().await;
+    start_hub_with(db, vec![]).await
+}
+
+pub async fn start_hub_with(db: TestDb, extra: Vec<(&'static str, String)>) -> Hub {
+    let intake = unique_topic("intake");
+    let events = unique_topic("events");
+    let port = free_port();
+    let mut envs = hub_env(&db, &intake, &events, port);
+    envs.extend(extra);
+    let mllp = env_value(&envs, "CAREHUB_HL7__LISTENER__LISTEN");
+    let server = serve(&envs);
+    let addr = mllp.clone();
+    let up = tokio::task::spawn_blocking(move || {
+        wait_http(port, "/readyz", 200, Duration::from_secs(60))?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            if TcpStream::connect(&addr).is_ok() {
+                return Some(());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    })
+    .await
+    .expect("join");
+    assert!(up.is_some(), "hub ready and MLLP listener accepting");
+    Hub { server, db, mllp, envs }
+}
+
+/// `carehub serve`; its log goes to the file CAREHUB_TEST_HUB_LOG names, when set.
+pub fn serve(envs: &[(&'static str, String)]) -> Server {
+    spawn_serve(envs, "CAREHUB_TEST_HUB_LOG")
+}
+
+/// Sends `msg` on fresh connections until it is accepted (a sender that
+/// resends what was not acknowledged), for at most `timeout`.
+pub async fn send_until_accepted(addr: &str, msg: &[u8], timeout: Duration) -> Option<ReceivedAck> {
+    eventually(timeout, || {
+        let (addr, msg) = (addr.to_owned(), msg.to_vec());
+        async move { sender(&addr).send(&msg).await.ok() }
+    })
+    .await
+}
+
+pub fn sender(addr: &str) -> MllpSender {
+    let mut cfg = SenderConfig::new(addr);
+    cfg.ack_timeout_ms = 15_000;
+    cfg.max_attempts = 1;
+    MllpSender::new(cfg)
 }

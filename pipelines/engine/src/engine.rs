@@ -409,6 +409,8 @@ fn static_code(code: &str) -> &'static str {
         "unknown_type" => "unknown_type",
         "invalid_data" => "invalid_data",
         "unknown_reference" => "unknown_reference",
+        "invalid_transition" => "invalid_transition",
+        "sequence_conflict" => "sequence_conflict",
         "store_error" => "store_error",
         _ => "other",
     }

@@ -96,12 +96,22 @@ impl Default for LabRouting {
 impl LabRouting {
     /// Does an order of `clinic` go to the lab?
     pub fn dispatches(&self, clinic: Option<&str>) -> bool {
-        self.all_clinics || clinic.is_some_and(|c| self.clinics.contains_key(c))
+        self.all_clinics || self.find(clinic).is_some()
     }
 
     /// The route of `clinic`: its own, or the default (FHIR events, no HL7).
     pub fn route(&self, clinic: Option<&str>) -> ClinicRoute {
-        clinic.and_then(|c| self.clinics.get(c)).cloned().unwrap_or_default()
+        self.find(clinic).cloned().unwrap_or_default()
+    }
+
+    /// Clinic names match without regard to ASCII case: environment
+    /// overrides (`CAREHUB_PIPELINES__LAB__CLINICS__<NAME>__…`) arrive lower-cased.
+    fn find(&self, clinic: Option<&str>) -> Option<&ClinicRoute> {
+        let clinic = clinic?;
+        self.clinics
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(clinic))
+            .map(|(_, route)| route)
     }
 }
 
@@ -423,6 +433,29 @@ mod tests {
         );
         assert_eq!(ev["service_request"]["status"], "active");
         assert_eq!(ev["task"]["statusReason"]["text"], "heel cup cracked | remake");
+    }
+
+    #[test]
+    fn clinics_are_found_whatever_the_case_of_their_name() {
+        let mut routing = LabRouting {
+            all_clinics: false,
+            ..LabRouting::default()
+        };
+        routing.clinics.insert(
+            "northclinic".into(),
+            ClinicRoute {
+                hl7_destination: Some("north".into()),
+                ..ClinicRoute::default()
+            },
+        );
+        assert!(routing.dispatches(Some("NORTHCLINIC")));
+        assert!(!routing.dispatches(Some("SOUTH")));
+        assert!(!routing.dispatches(None));
+        assert_eq!(
+            routing.route(Some("NorthClinic")).hl7_destination.as_deref(),
+            Some("north")
+        );
+        assert_eq!(routing.route(Some("SOUTH")), ClinicRoute::default());
     }
 
     #[test]

@@ -1,0 +1,427 @@
+//! The lab's manufacturing over Kafka through the running hub: an order
+//! arrives over MLLP, goes to the lab on its topic, the lab's status reports
+//! come back, and the clinic's MLLP peer hears every step, in order. Real
+//! PostgreSQL, broker and sockets; the lab is this test, speaking the topics.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use carehub_hl7::codec::Message;
+use carehub_pipeline_lab::{LAB_ORDER, LAB_STATUS, LabOrder, OrderAction};
+use carehub_schema::Envelope;
+use common::*;
+use serde_json::json;
+use uuid::Uuid;
+
+/// A hub whose clinic NORTHCLINIC gets HL7 status messages at `peer`.
+async fn lab_hub(peer: &str) -> Hub {
+    let db = fresh_db().await;
+    start_hub_with(
+        db,
+        vec![
+            ("CAREHUB_HL7__DESTINATIONS__NORTH__ENDPOINT", peer.to_owned()),
+            ("CAREHUB_HL7__DESTINATIONS__NORTH__MIN_BACKOFF_MS", "50".to_owned()),
+            (
+                "CAREHUB_PIPELINES__LAB__CLINICS__NORTHCLINIC__HL7_DESTINATION",
+                "north".to_owned(),
+            ),
+        ],
+    )
+    .await
+}
+
+/// The clinic orders a device: ORM^O01 over MLLP, accepted (AA).
+async fn order_device(hub: &Hub, control_id: &str, placer: &str) {
+    let text = fixture("orm_o01.hl7")
+        .replace("ORM0001", control_id)
+        .replace("PO-5001", placer);
+    let ack = send_until_accepted(&hub.mllp, &wire(&text), Duration::from_secs(60))
+        .await
+        .expect("the order is acknowledged");
+    assert_eq!(ack.code.as_str(), "AA", "{ack:?}");
+}
+
+/// The lab's side: the order records it received (envelope, data).
+fn lab_orders(hub: &Hub, want: usize) -> Vec<(Envelope, LabOrder, String)> {
+    let topic = env_value(&hub.envs, "CAREHUB_PIPELINES__LAB__ORDERS_TOPIC");
+    read_topic(&topic, want, Duration::from_secs(90))
+        .into_iter()
+        .map(|r| {
+            let env = Envelope::from_slice(&r.payload).expect("envelope");
+            assert_eq!(env.event_type, LAB_ORDER);
+            let order: LabOrder = serde_json::from_value(env.data.clone()).expect("lab order");
+            (env, order, String::from_utf8_lossy(&r.payload).into_owned())
+        })
+        .collect()
+}
+
+/// The lab reports a status.
+async fn report(hub: &Hub, order: Uuid, sequence: i64, status: &str, extra: serde_json::Value) -> String {
+    let topic = env_value(&hub.envs, "CAREHUB_PIPELINES__LAB__STATUS_TOPIC");
+    let mut data = json!({ "order_id": order, "sequence": sequence, "status": status });
+    if let (Some(d), serde_json::Value::Object(extra)) = (data.as_object_mut(), extra) {
+        d.extend(extra);
+    }
+    let env = Envelope::new(LAB_STATUS, "/test/lab", data);
+    produce(&producer(), &topic, &order.to_string(), &bytes(&env)).await;
+    env.id
+}
+
+/// ORC-5 and the lab status named in the NTE of each status message.
+fn statuses(messages: &[String]) -> Vec<(String, String)> {
+    messages
+        .iter()
+        .map(|text| {
+            let msg = Message::parse(text).expect("status message parses");
+            let note = msg.get("NTE-3").decoded().into_owned();
+            let status = note
+                .strip_prefix("Lab status ")
+                .and_then(|n| n.split_whitespace().next())
+                .unwrap_or("")
+                .to_owned();
+            (msg.get("ORC-5").raw().to_owned(), status)
+        })
+        .collect()
+}
+
+async fn event_processed(pool: &sqlx::PgPool, event_id: &str) -> bool {
+    eventually(Duration::from_secs(60), || async {
+        let n = count(
+            pool,
+            &format!("SELECT count(*) FROM message WHERE control_id = '{event_id}' AND status <> 'received'"),
+        )
+        .await;
+        (n > 0).then_some(())
+    })
+    .await
+    .is_some()
+}
+
+const JOURNEY: [(&str, &str); 8] = [
+    ("accepted", "SC"),
+    ("in_production", "IP"),
+    ("qc_failed", "IP"),
+    ("in_production", "IP"),
+    ("qc_passed", "IP"),
+    ("ready_to_ship", "IP"),
+    ("shipped", "IP"),
+    ("delivered", "CM"),
+];
+
+fn journey_extra(status: &str) -> serde_json::Value {
+    match status {
+        "qc_failed" => json!({ "reason": "heel cup cracked in QC" }),
+        "shipped" => json!({ "carrier": "DHL", "tracking_number": "JD014600006281230" }),
+        _ => json!({}),
+    }
+}
+
+#[tokio::test]
+async fn an_order_travels_to_the_lab_and_every_status_reaches_the_clinic_in_order() {
+    let (peer, seen) = mllp_peer().await;
+    let hub = lab_hub(&peer).await;
+    let pool = &hub.db.pool;
+    order_device(&hub, "LAB0001", "PO-7001").await;
+
+    // One lab order, with what manufacturing needs and nothing that names the patient.
+    let orders = lab_orders(&hub, 1);
+    assert_eq!(orders.len(), 1, "one lab order");
+    let (_, order, raw) = &orders[0];
+    assert_eq!(order.action, OrderAction::New);
+    assert_eq!(order.order_number.value, "PO-7001");
+    assert_eq!(order.clinic.as_deref(), Some("NORTHCLINIC"));
+    assert_eq!(order.items[0].code, "L3000");
+    assert_eq!(order.patient.birth_year, Some(1980));
+    assert_eq!(order.patient.sex.as_deref(), Some("female"));
+    assert_eq!(order.priority, "routine");
+    assert!(order.device_spec.is_some(), "device specification");
+    for phi in ["Testpatient", "Alex", "P-1001", "19800102", "1980-01-02"] {
+        assert!(!raw.contains(phi), "the lab order carries {phi}: {raw}");
+    }
+
+    for (i, (status, _)) in JOURNEY.iter().enumerate() {
+        report(&hub, order.order_id, i as i64 + 1, status, journey_extra(status)).await;
+    }
+    let all = eventually(Duration::from_secs(120), || async {
+        (received(&seen).len() >= JOURNEY.len()).then_some(())
+    })
+    .await;
+    assert!(all.is_some(), "the clinic heard: {:?}", statuses(&received(&seen)));
+    let heard = statuses(&received(&seen));
+    let want: Vec<(String, String)> = JOURNEY
+        .iter()
+        .map(|(s, orc5)| ((*orc5).to_owned(), (*s).to_owned()))
+        .collect();
+    assert_eq!(heard, want, "each status once, in order, with its ORC-5");
+    let messages = received(&seen);
+    let first = Message::parse(&messages[0]).expect("parses");
+    assert_eq!(first.type_label(), "ORM^O01");
+    assert_eq!(first.get("ORC-2.1").raw(), "PO-7001");
+    assert_eq!(
+        first.get("PID-3.1").raw(),
+        "P-1001",
+        "the clinic recognises its patient"
+    );
+
+    // The canonical record and its history.
+    let (status, remakes, last): (String, i32, i64) =
+        sqlx::query_as("SELECT status, remakes, last_sequence FROM lab_job WHERE order_id = $1")
+            .bind(order.order_id)
+            .fetch_one(pool)
+            .await
+            .expect("lab job");
+    assert_eq!((status.as_str(), remakes, last), ("delivered", 1, 8));
+    let timeline: Vec<(String,)> =
+        sqlx::query_as("SELECT to_status FROM lab_job_event WHERE order_id = $1 ORDER BY sequence")
+            .bind(order.order_id)
+            .fetch_all(pool)
+            .await
+            .expect("timeline");
+    let timeline: Vec<&str> = timeline.iter().map(|(s,)| s.as_str()).collect();
+    assert_eq!(timeline, JOURNEY.map(|(s, _)| s));
+    let (order_status,): (String,) = sqlx::query_as("SELECT status FROM service_order WHERE id = $1")
+        .bind(order.order_id)
+        .fetch_one(pool)
+        .await
+        .expect("order");
+    assert_eq!(order_status, "completed");
+    let (shipment, tracking): (String, Option<String>) =
+        sqlx::query_as("SELECT status, tracking_number FROM shipment WHERE order_id = $1")
+            .bind(order.order_id)
+            .fetch_one(pool)
+            .await
+            .expect("shipment");
+    assert_eq!(
+        (shipment.as_str(), tracking.as_deref()),
+        ("delivered", Some("JD014600006281230"))
+    );
+
+    // The audit trail: sent to the lab, each transition, each delivery to the clinic.
+    let trail: Vec<(String, String, serde_json::Value)> = sqlx::query_as(
+        "SELECT action, entity_type, coalesce(detail, 'null')::jsonb FROM audit_log
+          WHERE entity_id = $1 ORDER BY seq",
+    )
+    .bind(order.order_id.to_string())
+    .fetch_all(pool)
+    .await
+    .expect("audit");
+    let transitions: Vec<&str> = trail
+        .iter()
+        .filter(|(a, e, _)| a == "update" && e == "lab_job")
+        .map(|(_, _, d)| d["to"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(transitions, JOURNEY.map(|(s, _)| s));
+    assert_eq!(
+        trail
+            .iter()
+            .filter(|(a, e, d)| a == "send" && e == "service_order" && d["lab_action"] == "new")
+            .count(),
+        1,
+        "the dispatch to the lab is audited"
+    );
+    let delivered = eventually(Duration::from_secs(30), || async {
+        (count(
+            pool,
+            "SELECT count(*) FROM audit_log WHERE action = 'send' AND entity_type = 'hl7_message'",
+        )
+        .await
+            >= JOURNEY.len() as i64)
+            .then_some(())
+    })
+    .await;
+    assert!(delivered.is_some(), "each delivery to the clinic is audited");
+
+    // And the EHR events: one Task per change, in order.
+    let ehr = env_value(&hub.envs, "CAREHUB_PIPELINES__LAB__EHR_EVENTS_TOPIC");
+    let tasks: Vec<String> = read_topic(&ehr, JOURNEY.len(), Duration::from_secs(60))
+        .iter()
+        .map(|r| {
+            let env = Envelope::from_slice(&r.payload).expect("envelope");
+            env.data["task"]["businessStatus"]["coding"][0]["code"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(tasks, JOURNEY.map(|(s, _)| s));
+}
+
+#[tokio::test]
+async fn reports_out_of_order_are_held_duplicates_are_harmless_and_invalid_ones_are_dead_lettered() {
+    let (peer, seen) = mllp_peer().await;
+    let hub = lab_hub(&peer).await;
+    let pool = &hub.db.pool;
+    order_device(&hub, "LAB0002", "PO-7002").await;
+    let order = lab_orders(&hub, 1).remove(0).1;
+
+    // Report 2 overtakes report 1: held, then both applied in the lab's order.
+    let early = report(&hub, order.order_id, 2, "in_production", json!({})).await;
+    assert!(event_processed(pool, &early).await);
+    assert_eq!(
+        count(pool, "SELECT count(*) FROM lab_status_held").await,
+        1,
+        "held until report 1 arrives"
+    );
+    report(&hub, order.order_id, 1, "accepted", json!({})).await;
+    let both = eventually(Duration::from_secs(60), || async {
+        (received(&seen).len() >= 2).then_some(())
+    })
+    .await;
+    assert!(both.is_some(), "{:?}", statuses(&received(&seen)));
+    assert_eq!(
+        statuses(&received(&seen)),
+        [
+            ("SC".to_owned(), "accepted".to_owned()),
+            ("IP".to_owned(), "in_production".to_owned())
+        ]
+    );
+    assert_eq!(count(pool, "SELECT count(*) FROM lab_status_held").await, 0);
+
+    // The lab sends report 2 again under a new event id: no second effect.
+    let outbox_before = count(pool, "SELECT count(*) FROM outbox").await;
+    let again = report(&hub, order.order_id, 2, "in_production", json!({})).await;
+    assert!(event_processed(pool, &again).await);
+    assert_eq!(
+        count(pool, "SELECT count(*) FROM outbox").await,
+        outbox_before,
+        "nothing new to send"
+    );
+    assert_eq!(
+        count(pool, "SELECT count(*) FROM lab_job_event").await,
+        2,
+        "no second transition"
+    );
+
+    // Shipped straight from production: refused, dead-lettered with the reason.
+    let skip = report(
+        &hub,
+        order.order_id,
+        3,
+        "shipped",
+        json!({ "carrier": "DHL", "tracking_number": "JD1" }),
+    )
+    .await;
+    // Report 2 says something else now: a conflict. An unknown order: a dead letter too.
+    let conflict = report(&hub, order.order_id, 2, "cancelled", json!({})).await;
+    let unknown = report(&hub, Uuid::now_v7(), 1, "accepted", json!({})).await;
+    let incomplete = report(&hub, order.order_id, 3, "qc_failed", json!({})).await;
+    for id in [&skip, &conflict, &unknown, &incomplete] {
+        assert!(event_processed(pool, id).await, "{id} handled");
+    }
+    let letters: BTreeMap<String, (String, String)> = sqlx::query_as::<_, (String, String, String)>(
+        "SELECT event_id, error_code, reason FROM dead_letter WHERE consumer = 'lab_status'",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("dead letters")
+    .into_iter()
+    .map(|(id, code, reason)| (id, (code, reason)))
+    .collect();
+    assert_eq!(letters[&skip].0, "invalid_transition");
+    assert!(
+        letters[&skip].1.contains("cannot go from in_production to shipped"),
+        "{}",
+        letters[&skip].1
+    );
+    assert_eq!(letters[&conflict].0, "sequence_conflict");
+    assert_eq!(letters[&unknown].0, "unknown_reference");
+    assert_eq!(letters[&incomplete].0, "invalid_data");
+    assert!(
+        letters[&incomplete].1.contains("needs a reason"),
+        "{}",
+        letters[&incomplete].1
+    );
+    let (status,): (String,) = sqlx::query_as("SELECT status FROM lab_job WHERE order_id = $1")
+        .bind(order.order_id)
+        .fetch_one(pool)
+        .await
+        .expect("job");
+    assert_eq!(status, "in_production", "no silent state change");
+    assert_eq!(
+        received(&seen).len(),
+        2,
+        "the clinic heard nothing of the refused reports"
+    );
+}
+
+#[tokio::test]
+async fn killed_midway_the_journey_resumes_with_nothing_lost_and_nothing_repeated() {
+    let (peer, seen) = mllp_peer().await;
+    let mut hub = lab_hub(&peer).await;
+    order_device(&hub, "LAB0003", "PO-7003").await;
+    let order = lab_orders(&hub, 1).remove(0).1;
+    for (i, (status, _)) in JOURNEY[..4].iter().enumerate() {
+        report(&hub, order.order_id, i as i64 + 1, status, journey_extra(status)).await;
+    }
+    let some = eventually(Duration::from_secs(60), || async {
+        (received(&seen).len() >= 2).then_some(())
+    })
+    .await;
+    assert!(some.is_some(), "{:?}", statuses(&received(&seen)));
+
+    // SIGKILL: no shutdown, no final commit.
+    hub.server.0.kill().expect("kill -9");
+    let _ = hub.server.0.wait();
+    for (i, (status, _)) in JOURNEY.iter().enumerate().skip(4) {
+        report(&hub, order.order_id, i as i64 + 1, status, journey_extra(status)).await;
+    }
+    hub.server = serve(&hub.envs);
+
+    let all = eventually(Duration::from_secs(120), || async {
+        let ids: std::collections::BTreeSet<String> = control_ids(&seen).into_iter().collect();
+        (ids.len() >= JOURNEY.len()).then_some(())
+    })
+    .await;
+    assert!(all.is_some(), "the clinic heard: {:?}", statuses(&received(&seen)));
+    let pool = &hub.db.pool;
+    assert_eq!(
+        count(pool, "SELECT count(*) FROM lab_job_event").await,
+        JOURNEY.len() as i64,
+        "each transition applied once"
+    );
+    assert_eq!(
+        count(
+            pool,
+            "SELECT count(*) FROM audit_log WHERE action = 'update' AND entity_type = 'lab_job'"
+        )
+        .await,
+        JOURNEY.len() as i64
+    );
+    assert_eq!(
+        count(
+            pool,
+            "SELECT count(*) FROM outbox WHERE payload->>'type' = 'carehub.hl7v2.send.v1'"
+        )
+        .await,
+        JOURNEY.len() as i64,
+        "one status message per transition"
+    );
+    // The clinic got every status in order. A message whose ACK came back
+    // just before the kill may be delivered a second time under the same
+    // MSH-10 (at-least-once delivery; receivers drop a control id they have
+    // seen), but never out of order and never as a new message.
+    let ids = control_ids(&seen);
+    let mut first_seen: Vec<String> = Vec::new();
+    for id in &ids {
+        if !first_seen.contains(id) {
+            first_seen.push(id.clone());
+        }
+    }
+    let heard: Vec<String> = statuses(&received(&seen))
+        .into_iter()
+        .zip(&ids)
+        .scan(Vec::<String>::new(), |done, ((_, s), id)| {
+            let new = !done.contains(id);
+            done.push(id.clone());
+            Some(new.then_some(s))
+        })
+        .flatten()
+        .collect();
+    assert_eq!(heard, JOURNEY.map(|(s, _)| s.to_owned()));
+    assert!(
+        ids.len() - first_seen.len() <= 1,
+        "at most the message in flight at the kill is repeated: {ids:?}"
+    );
+}
