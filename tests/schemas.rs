@@ -164,3 +164,99 @@ async fn events_the_hl7_pipeline_emits_conform_to_their_schemas() {
         assert!(types.contains(ty), "{ty} emitted: {types:?}");
     }
 }
+
+#[tokio::test]
+async fn records_the_lab_pipelines_emit_conform_to_their_schemas() {
+    use carehub_pipeline_lab::{LabDispatch, LabRouting, LabStatusPipeline, LabTopics};
+    let db = common::fresh_db().await;
+    let topics = LabTopics {
+        orders: "lab.orders".into(),
+        hl7_outbound: "hl7.out".into(),
+        ehr_events: "ehr".into(),
+    };
+    let mut routing = LabRouting::default();
+    routing.clinics.insert(
+        "NORTHCLINIC".into(),
+        carehub_pipeline_lab::ClinicRoute {
+            hl7_destination: Some("north".into()),
+            ..Default::default()
+        },
+    );
+    let hl7 = Engine::new(
+        db.pool.clone(),
+        Arc::new(carehub_pipeline_hl7::Hl7Pipeline::new("events")),
+    );
+    let dispatch = Engine::new(
+        db.pool.clone(),
+        Arc::new(LabDispatch {
+            topics: topics.clone(),
+            routing: routing.clone(),
+        }),
+    );
+    let status = Engine::new(db.pool.clone(), Arc::new(LabStatusPipeline { topics, routing }));
+    let run = |engine: &Engine, env: &Envelope, offset: i64| {
+        let engine = engine.clone();
+        let bytes = serde_json::to_vec(env).expect("json");
+        async move {
+            let rec = InboundRecord {
+                topic: "t",
+                partition: Some(0),
+                offset: Some(offset),
+                key: None,
+                payload: &bytes,
+            };
+            engine.process(&rec).await.expect("process")
+        }
+    };
+    let orm = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hl7/orm_o01.hl7"))
+        .expect("fixture")
+        .lines()
+        .collect::<Vec<_>>()
+        .join("\r");
+    let received = carehub_pipeline_hl7::Received::new(orm.as_bytes(), "127.0.0.1:1", "127.0.0.1:2").into_envelope(None);
+    assert!(matches!(run(&hl7, &received, 0).await, Processed::Applied { .. }));
+    let upserted: Vec<Value> = carehub_schema::Outbox::unsent(&db.pool, 100)
+        .await
+        .expect("outbox")
+        .into_iter()
+        .map(|r| r.payload)
+        .filter(|p| p["type"] == carehub_pipeline_hl7::ORDER_UPSERTED)
+        .collect();
+    let upserted: Envelope = serde_json::from_value(upserted[0].clone()).expect("envelope");
+    assert!(matches!(run(&dispatch, &upserted, 1).await, Processed::Applied { .. }));
+    let (order_id,): (uuid::Uuid,) = sqlx::query_as("SELECT order_id FROM lab_job")
+        .fetch_one(&db.pool)
+        .await
+        .expect("lab job");
+    for (seq, data) in [
+        (1, serde_json::json!({ "status": "accepted" })),
+        (2, serde_json::json!({ "status": "in_production" })),
+        (3, serde_json::json!({ "status": "qc_failed", "reason": "seam" })),
+    ] {
+        let mut data = data;
+        data["order_id"] = serde_json::json!(order_id);
+        data["sequence"] = serde_json::json!(seq);
+        assert_valid(&validator(carehub_pipeline_lab::LAB_STATUS), &data, "status report");
+        let env = Envelope::new(carehub_pipeline_lab::LAB_STATUS, "/test/lab", data);
+        assert!(matches!(run(&status, &env, 1 + seq).await, Processed::Applied { .. }));
+    }
+    let mut types = std::collections::BTreeSet::new();
+    for row in carehub_schema::Outbox::unsent(&db.pool, 1000).await.expect("outbox") {
+        assert_valid(&validator("envelope.v1"), &row.payload, "outbound envelope");
+        let ty = row.payload["type"].as_str().expect("type").to_owned();
+        assert_valid(&validator(&ty), &row.payload["data"], &ty);
+        types.insert(ty);
+    }
+    for ty in [
+        carehub_pipeline_lab::LAB_ORDER,
+        carehub_pipeline_lab::EHR_ORDER_STATUS,
+        carehub_pipeline_hl7::SEND,
+    ] {
+        assert!(types.contains(ty), "{ty} emitted: {types:?}");
+    }
+    let bad = serde_json::json!({ "order_id": order_id, "sequence": 4, "status": "shipped" });
+    assert!(
+        !validator(carehub_pipeline_lab::LAB_STATUS).is_valid(&bad),
+        "shipped needs a carrier"
+    );
+}
