@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# The backbone end to end: services up, migrate, carehub serving, a sample
+# carehub end to end: services up, migrate, carehub serving, a sample
 # organization and patient through Kafka → pipeline → PostgreSQL (+ outbox) →
-# Kafka; then it prints the stored message, the canonical rows, the audit
-# entries and the outbound Kafka record, verifies the audit chain, and shows
-# the hub's metrics.
+# Kafka (stored message, canonical rows, audit entries, outbound record); an
+# HL7 ADT^A01 over MLLP; then an order's whole journey: a clinic's ORM^O01 over
+# MLLP, the lab order on Kafka, a stand-in lab's status reports, each status
+# back to the clinic over MLLP, printed as a timeline. Ends with the audit
+# chain verified and the hub's metrics.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -23,10 +25,19 @@ http_get() { # host:port path -> body (no curl needed)
   exec 3<&-
 }
 
+# The clinic's EHR (a stand-in that prints what it receives and answers AA)
+# is the MLLP destination "northclinic" for the status of NORTHCLINIC's orders.
+clinic_mllp="${DEMO_CLINIC_MLLP:-127.0.0.1:2577}"
+export CAREHUB_HL7__DESTINATIONS__NORTHCLINIC__ENDPOINT="$clinic_mllp"
+export CAREHUB_PIPELINES__LAB__CLINICS__NORTHCLINIC__HL7_DESTINATION=northclinic
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null; wait "${pids[@]}" 2>/dev/null || true' EXIT
+"$bin" hl7 receive --listen "$clinic_mllp" >.run/clinic.log 2>&1 &
+pids+=($!)
+
 "$bin" migrate
 "$bin" serve >.run/carehub.log 2>&1 &
-serve_pid=$!
-trap 'kill $serve_pid 2>/dev/null; wait $serve_pid 2>/dev/null || true' EXIT
+pids+=($!)
 for _ in $(seq 1 150); do
   http_get "$listen" /readyz 2>/dev/null | grep -q '"ready":true' && break
   sleep 0.2
@@ -56,6 +67,20 @@ echo "-- canonical rows it caused (ids only)"
 PGPASSWORD=postgres psql -h 127.0.0.1 -U postgres -d carehub -c \
   "select 'patient' as entity, id, version from patient where source_message_id = (select id from message where control_id = 'ADT0001' and connector = 'hl7_mllp')
    union all select 'encounter', id, 1 from encounter where source_message_id = (select id from message where control_id = 'ADT0001' and connector = 'hl7_mllp')"
+
+echo
+echo "== an order's journey: clinic → carehub → lab → carehub → clinic"
+run=$(date +%s)
+order="PO-$run"
+sed -e "s/PO-5001/$order/g" -e "s/ORM0001/ORM$run/" tests/fixtures/hl7/orm_o01.hl7 >.run/order.hl7
+"$bin" lab simulate --orders 1 --step-ms 300 &
+pids+=($!)
+echo "-- the clinic's EHR sends ORM^O01 (order $order for a custom foot orthosis)"
+"$bin" hl7 send .run/order.hl7 --to "$mllp"
+echo "-- timeline (waits for the journey to end)"
+"$bin" lab timeline "$order" --wait 120 --actor demo
+echo "-- what the clinic's EHR received over MLLP"
+grep "$order" .run/clinic.log || cat .run/clinic.log
 
 echo
 echo "== audit chain"

@@ -20,7 +20,7 @@ use sqlx::PgPool;
 use crate::config::Config;
 
 /// A pool that has answered once, or an error naming the server.
-async fn connect(cfg: &Config) -> anyhow::Result<PgPool> {
+pub async fn connect(cfg: &Config) -> anyhow::Result<PgPool> {
     let pool = crate::db::pool(&cfg.database).context("database.url")?;
     sqlx::query("SELECT 1")
         .execute(&pool)

@@ -519,3 +519,60 @@ pub async fn listener(cfg: &crate::config::Config, pool: PgPool) -> anyhow::Resu
         .await
         .with_context(|| format!("binding hl7.listener.listen = {}", cfg.hl7.listener.listen))
 }
+
+/// `carehub hl7 receive --listen HOST:PORT`: a plain MLLP receiver that
+/// prints a line per message (type, control id, order status, note) and
+/// answers AA. It stands in for a clinic's EHR when trying carehub out; it
+/// stores nothing. Stops after `count` messages when given.
+pub async fn receive(listen: &str, count: Option<usize>) -> anyhow::Result<ExitCode> {
+    use futures::{SinkExt, StreamExt};
+    use tokio_util::codec::Framed;
+
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    eprintln!("hl7 receive: listening on {listen}");
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(64);
+    tokio::spawn(async move {
+        while let Ok((conn, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut framed = Framed::new(conn, carehub_hl7::codec::mllp::MllpCodec::new(1 << 20));
+                while let Some(Ok(frame)) = framed.next().await {
+                    let Ok((text, _)) = carehub_hl7::codec::decode_text(&frame) else {
+                        return;
+                    };
+                    let Ok(msg) = Message::parse(&text) else { return };
+                    let mut line = format!("{} {}", msg.type_label(), msg.control_id());
+                    if msg.segment("ORC").is_some() {
+                        line.push_str(&format!(
+                            " ORC-1={} ORC-5={}",
+                            msg.get("ORC-1").raw(),
+                            msg.get("ORC-5").raw()
+                        ));
+                    }
+                    if let Some(note) = msg.segment("NTE").and_then(|s| s.field(3).text()) {
+                        line.push_str(&format!(" | {note}"));
+                    }
+                    let ack = carehub_hl7::codec::ack::build(&msg, carehub_hl7::codec::AckCode::AA, None, &msg_id());
+                    if framed.send(ack.into_bytes()).await.is_err() || tx.send(line).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let mut n = 0;
+    while let Some(line) = rx.recv().await {
+        println!("{line}");
+        n += 1;
+        if count.is_some_and(|c| n >= c) {
+            break;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn msg_id() -> String {
+    uuid::Uuid::now_v7().simple().to_string()[12..32].to_owned()
+}

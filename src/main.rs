@@ -6,6 +6,7 @@ mod db;
 mod hl7;
 mod hl7_out;
 mod http;
+mod lab;
 mod pipelines;
 mod serve;
 
@@ -56,6 +57,11 @@ enum Command {
     Hl7 {
         #[command(subcommand)]
         command: Hl7Command,
+    },
+    /// The lab's manufacturing: a stand-in lab, an order's timeline.
+    Lab {
+        #[command(subcommand)]
+        command: LabCommand,
     },
     /// Drop message-store partitions older than KEEP_MONTHS whole months (audited).
     Retention {
@@ -140,6 +146,47 @@ enum Hl7Command {
     },
     /// Print the parsed structure of FILE as JSON, with its mapping and unmapped segments.
     Parse { file: PathBuf },
+    /// Listen for MLLP, print a line per message received and answer AA (a
+    /// stand-in for a clinic's EHR; stores nothing).
+    Receive {
+        /// Address to listen on, HOST:PORT.
+        #[arg(long)]
+        listen: String,
+        /// Stop after this many messages.
+        #[arg(long)]
+        count: Option<usize>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum LabCommand {
+    /// A stand-in lab: read new orders from the lab orders topic and report
+    /// accepted, in_production, qc_failed, in_production, qc_passed,
+    /// ready_to_ship, shipped, delivered for each on the status topic.
+    Simulate {
+        /// Consumer group of the stand-in lab.
+        #[arg(long, default_value = "carehub-lab-simulator")]
+        group: String,
+        /// Stop after this many orders.
+        #[arg(long)]
+        orders: Option<usize>,
+        /// Milliseconds between two reports.
+        #[arg(long, default_value_t = 300)]
+        step_ms: u64,
+    },
+    /// An order's journey: what arrived, what went to the lab, each lab
+    /// status, each message to the clinic (audited as a read).
+    Timeline {
+        /// carehub's order id or the clinic's order number (ORC-2).
+        order: String,
+        /// Seconds to wait for the order to finish its journey and every
+        /// message to the clinic to be accepted (0: print what is there now).
+        #[arg(long, default_value_t = 0)]
+        wait: u64,
+        /// Who looks, for the audit trail (default: $USER).
+        #[arg(long)]
+        actor: Option<String>,
+    },
 }
 
 /// Exit codes: 0 success, 1 the command ran and found a failure, 2 bad
@@ -201,6 +248,15 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<ExitCode> {
         Command::Hl7 {
             command: Hl7Command::Parse { file },
         } => hl7::parse(&file),
+        Command::Hl7 {
+            command: Hl7Command::Receive { listen, count },
+        } => hl7::receive(&listen, count).await,
+        Command::Lab {
+            command: LabCommand::Simulate { group, orders, step_ms },
+        } => lab::simulate(&cfg, &group, orders, step_ms).await,
+        Command::Lab {
+            command: LabCommand::Timeline { order, wait, actor },
+        } => lab::timeline(&cfg, &order, wait, &actor_or_user(actor)).await,
         Command::Retention { keep_months, actor } => {
             commands::retention(&cfg, keep_months, &actor_or_user(actor)).await
         }

@@ -213,7 +213,8 @@ async fn records_the_lab_pipelines_emit_conform_to_their_schemas() {
         .lines()
         .collect::<Vec<_>>()
         .join("\r");
-    let received = carehub_pipeline_hl7::Received::new(orm.as_bytes(), "127.0.0.1:1", "127.0.0.1:2").into_envelope(None);
+    let received =
+        carehub_pipeline_hl7::Received::new(orm.as_bytes(), "127.0.0.1:1", "127.0.0.1:2").into_envelope(None);
     assert!(matches!(run(&hl7, &received, 0).await, Processed::Applied { .. }));
     let upserted: Vec<Value> = carehub_schema::Outbox::unsent(&db.pool, 100)
         .await
