@@ -69,17 +69,20 @@ impl LabStatus {
     /// device left the lab; a failed QC goes back to production (a remake).
     pub fn can_go_to(self, next: LabStatus) -> bool {
         use LabStatus::*;
-        match (self, next) {
-            (Requested, Accepted | Rejected) => true,
-            (Accepted, InProduction) => true,
-            (InProduction, QcPassed | QcFailed) => true,
-            (QcFailed, InProduction) => true,
-            (QcPassed, ReadyToShip) => true,
-            (ReadyToShip, Shipped) => true,
-            (Shipped, Delivered) => true,
-            (Requested | Accepted | InProduction | QcFailed | QcPassed | ReadyToShip, Cancelled) => true,
-            _ => false,
-        }
+        matches!(
+            (self, next),
+            (Requested, Accepted | Rejected)
+                | (Accepted, InProduction)
+                | (InProduction, QcPassed | QcFailed)
+                | (QcFailed, InProduction)
+                | (QcPassed, ReadyToShip)
+                | (ReadyToShip, Shipped)
+                | (Shipped, Delivered)
+                | (
+                    Requested | Accepted | InProduction | QcFailed | QcPassed | ReadyToShip,
+                    Cancelled
+                )
+        )
     }
 
     /// The ServiceRequest status this lab status implies, where it changes it.
