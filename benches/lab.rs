@@ -1,0 +1,139 @@
+//! Lab status figures. Prints figures; asserts nothing about speed.
+//!
+//!   cargo bench --bench lab        # needs scripts/services.sh up
+//!
+//! Status reports from Kafka into the canonical record + audit trail +
+//! outbox (an HL7 status message and a FHIR event per report): BENCH_ORDERS
+//! orders (default 2000) are seeded at the lab, their reports (accepted,
+//! in_production, qc_passed, ready_to_ship: 4 per order) are produced to the
+//! status topic, then a `carehub serve` of its own (release build, only the
+//! lab pipelines on, the outbox relay publishing) applies them. The figure is
+//! reports applied per second, from the hub's start to the last transition.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::time::{Duration, Instant};
+
+use carehub_pipeline_lab::LAB_STATUS;
+use carehub_schema::Envelope;
+use common::*;
+use rdkafka::producer::FutureRecord;
+use uuid::Uuid;
+
+fn knob(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+const STEPS: [&str; 4] = ["accepted", "in_production", "qc_passed", "ready_to_ship"];
+
+#[tokio::main]
+async fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("lab bench: run it with `cargo bench --bench lab`");
+        return;
+    }
+    let orders = knob("BENCH_ORDERS", 2000);
+    println!(
+        "carehub lab bench, {} cores: {orders} orders x {} status reports",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        STEPS.len()
+    );
+    let db = fresh_db().await;
+    let intake = unique_topic("intake");
+    let events = unique_topic("events");
+    let port = free_port();
+    let mut envs = hub_env(&db, &intake, &events, port);
+    envs.extend([
+        ("CAREHUB_HL7__ENABLED", "false".to_owned()),
+        ("CAREHUB_PIPELINES__HL7__ENABLED", "false".to_owned()),
+        ("CAREHUB_PIPELINES__INTAKE__ENABLED", "false".to_owned()),
+        (
+            "CAREHUB_PIPELINES__LAB__CLINICS__BENCHCLINIC__HL7_DESTINATION",
+            "bench".to_owned(),
+        ),
+    ]);
+    let status_topic = env_value(&envs, "CAREHUB_PIPELINES__LAB__STATUS_TOPIC");
+    create_topics(&[&status_topic]).await;
+
+    // Orders already at the lab (set up directly: not what is measured).
+    sqlx::query(
+        "WITH org AS (INSERT INTO organization (id, kind, name, identifier_system, identifier_value)
+                      VALUES (gen_random_uuid(), 'clinic', 'Bench clinic', 'urn:carehub:hl7-facility', 'BENCHCLINIC')
+                      RETURNING id),
+              pat AS (INSERT INTO patient (id, family_name, birth_date, sex)
+                      SELECT gen_random_uuid(), 'Benchpatient', date '1980-01-02' + i, 'female'
+                        FROM generate_series(1, $1) i RETURNING id),
+              ids AS (INSERT INTO patient_identifier (patient_id, system, value, type_code)
+                      SELECT id, 'urn:oid:2.999.1', 'B-' || id, 'MR' FROM pat RETURNING patient_id),
+              ord AS (INSERT INTO service_order (id, placer_system, placer_number, patient_id, clinic_id, status)
+                      SELECT gen_random_uuid(), 'urn:carehub:hl7-aa:BENCHCLINIC', 'PO-' || p.id, p.id, org.id, 'active'
+                        FROM pat p, org RETURNING id)
+         INSERT INTO lab_job (order_id, status, dispatched_version) SELECT id, 'requested', 1 FROM ord",
+    )
+    .bind(orders as i32)
+    .execute(&db.pool)
+    .await
+    .expect("seed orders");
+    let ids: Vec<(Uuid,)> = sqlx::query_as("SELECT order_id FROM lab_job")
+        .fetch_all(&db.pool)
+        .await
+        .expect("orders");
+
+    let producer = carehub_kafka::idempotent_producer_with_linger(&kafka(), 5).expect("producer");
+    let started = Instant::now();
+    let mut pending = Vec::new();
+    for (seq, status) in STEPS.iter().enumerate() {
+        for (id,) in &ids {
+            let data = serde_json::json!({ "order_id": id, "sequence": seq + 1, "status": status });
+            let env = Envelope::new(LAB_STATUS, "/bench/lab", data);
+            let (key, payload) = (id.to_string(), bytes(&env));
+            let producer = producer.clone();
+            let topic = status_topic.clone();
+            pending.push(tokio::spawn(async move {
+                producer
+                    .send(
+                        FutureRecord::to(&topic).key(&key).payload(&payload),
+                        Duration::from_secs(60),
+                    )
+                    .await
+                    .map_err(|(e, _)| e)
+                    .expect("produce");
+            }));
+        }
+    }
+    for p in pending {
+        p.await.expect("join");
+    }
+    let total = ids.len() * STEPS.len();
+    println!("  produced {total} reports in {:.1} s", started.elapsed().as_secs_f64());
+
+    let started = Instant::now();
+    let _hub = spawn_serve(&envs, "BENCH_HUB_LOG");
+    let pool = db.pool.clone();
+    let first = std::sync::Mutex::new(None::<(Instant, i64)>);
+    let done = eventually(Duration::from_secs(3600), || async {
+        let n = count(&pool, "SELECT count(*) FROM lab_job_event").await;
+        let mut f = first.lock().expect("first");
+        if n > 0 && f.is_none() {
+            *f = Some((Instant::now(), n));
+        }
+        (n >= total as i64).then_some(())
+    })
+    .await;
+    let first = first.into_inner().expect("first");
+    let secs = started.elapsed().as_secs_f64();
+    let (steady, steady_n) = first.map_or((secs, total as i64), |(t, n)| {
+        (t.elapsed().as_secs_f64(), total as i64 - n)
+    });
+    let outbox = count(&pool, "SELECT count(*) FROM outbox").await;
+    let audit = count(&pool, "SELECT count(*) FROM audit_log").await;
+    println!(
+        "  applied {total} reports in {secs:.1} s from the hub's start = {:.0} reports/s; \
+         from the first applied: {:.0} reports/s{}",
+        total as f64 / secs,
+        steady_n as f64 / steady.max(0.001),
+        if done.is_some() { "" } else { " (timed out)" }
+    );
+    println!("  wrote {outbox} outbox records and {audit} audit entries");
+}
