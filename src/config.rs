@@ -199,6 +199,13 @@ pub struct LabConfig {
     /// Consumer group of the status reports.
     #[serde(default = "default_lab_status_group")]
     pub status_group: String,
+    /// Results from the lab (`carehub.lab.results.v1`: measurements, QC
+    /// data); dead letters go to `<results_topic>.dlq`.
+    #[serde(default = "default_lab_results_topic")]
+    pub results_topic: String,
+    /// Consumer group of the results.
+    #[serde(default = "default_lab_results_group")]
+    pub results_group: String,
     /// Order status for EHRs (`carehub.ehr.order_status.v1`: FHIR Task and
     /// ServiceRequest), keyed by order id.
     #[serde(default = "default_ehr_events_topic")]
@@ -232,6 +239,12 @@ fn default_lab_status_topic() -> String {
 fn default_lab_status_group() -> String {
     "carehub-lab-status".to_owned()
 }
+fn default_lab_results_topic() -> String {
+    "lab.results.v1".to_owned()
+}
+fn default_lab_results_group() -> String {
+    "carehub-lab-results".to_owned()
+}
 fn default_ehr_events_topic() -> String {
     "ehr.events.v1".to_owned()
 }
@@ -248,6 +261,8 @@ impl Default for LabConfig {
             orders_topic: default_lab_orders_topic(),
             status_topic: default_lab_status_topic(),
             status_group: default_lab_status_group(),
+            results_topic: default_lab_results_topic(),
+            results_group: default_lab_results_group(),
             ehr_events_topic: default_ehr_events_topic(),
             all_clinics: true,
             hl7_sending_application: default_carehub(),

@@ -15,11 +15,11 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use carehub_core::internal_events::{ComponentError, DeadLettered, Stage};
+use carehub_core::internal_events::{ComponentError, DeadLettered, DuplicateSkipped, Stage};
 use carehub_hl7::codec::{Message, decode_text};
 use carehub_hl7::{MllpSender, SendError, SenderConfig};
 use carehub_pipeline_hl7::{Outbound, SEND};
-use carehub_schema::{Action, ActorKind, AuditEntry, AuditLog, DeadLetters, Envelope, NewDeadLetter};
+use carehub_schema::{Action, ActorKind, AuditEntry, AuditLog, DeadLetters, Envelope, NewDeadLetter, consumed};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Message as _, Offset, TopicPartitionList};
@@ -94,6 +94,20 @@ impl Hl7Outbound {
                 }
             };
             let payload = msg.payload().unwrap_or_default().to_vec();
+            // Delivered before (the offset was not committed when the hub
+            // stopped): the receiver already accepted it, do not send it twice.
+            let event_id = Envelope::from_slice(&payload).ok().map(|e| e.id);
+            if let Some(id) = &event_id
+                && matches!(consumed::is_claimed(&self.pool, CONSUMER, id).await, Ok(true))
+            {
+                DuplicateSkipped {
+                    connector: CONSUMER,
+                    event_id: id,
+                }
+                .emit();
+                self.store_offset(&msg);
+                continue;
+            }
             let Some(delivery) = self.deliver(&payload, &mut shutdown).await else {
                 return; // shutting down with the message in hand: it is not acknowledged
             };
@@ -116,19 +130,24 @@ impl Hl7Outbound {
                     }
                 }
             }
-            let mut next = TopicPartitionList::new();
-            let stored = next
-                .add_partition_offset(msg.topic(), msg.partition(), Offset::Offset(msg.offset() + 1))
-                .and_then(|()| self.consumer.store_offsets(&next));
-            if let Err(e) = stored {
-                ComponentError {
-                    component: "hl7_outbound",
-                    stage: Stage::Processing,
-                    error_code: "offset_store_failed",
-                    error: &e,
-                }
-                .emit();
+            self.store_offset(&msg);
+        }
+    }
+
+    /// Marks `msg` done: its offset is committed with the next auto-commit.
+    fn store_offset(&self, msg: &rdkafka::message::OwnedMessage) {
+        let mut next = TopicPartitionList::new();
+        let stored = next
+            .add_partition_offset(msg.topic(), msg.partition(), Offset::Offset(msg.offset() + 1))
+            .and_then(|()| self.consumer.store_offsets(&next));
+        if let Err(e) = stored {
+            ComponentError {
+                component: "hl7_outbound",
+                stage: Stage::Processing,
+                error_code: "offset_store_failed",
+                error: &e,
             }
+            .emit();
         }
     }
 
@@ -225,6 +244,11 @@ impl Hl7Outbound {
                 control_id,
                 message_type,
             } => {
+                // Remembered with the audit entry: a redelivery of this record
+                // (offset not yet committed at a crash) is not sent again.
+                if let Ok(env) = Envelope::from_slice(payload) {
+                    consumed::claim(&mut tx, CONSUMER, &env.id).await?;
+                }
                 AuditLog::append(
                     &mut tx,
                     &[AuditEntry::new(

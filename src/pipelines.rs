@@ -5,7 +5,7 @@ use std::sync::Arc;
 use carehub_pipeline::Engine;
 use carehub_pipeline_hl7::Hl7Pipeline;
 use carehub_pipeline_intake::IntakePipeline;
-use carehub_pipeline_lab::{LabDispatch, LabStatusPipeline, LabTopics};
+use carehub_pipeline_lab::{LabDispatch, LabResultsPipeline, LabStatusPipeline, LabTopics};
 use sqlx::PgPool;
 
 use crate::config::Config;
@@ -60,6 +60,18 @@ pub fn all(cfg: &Config, pool: &PgPool) -> Vec<PipelineSpec> {
             engine: Engine::new(
                 pool.clone(),
                 Arc::new(LabStatusPipeline {
+                    topics: lab_topics.clone(),
+                    routing: lab.routing(),
+                }),
+            ),
+        },
+        PipelineSpec {
+            topic: lab.results_topic.clone(),
+            group: lab.results_group.clone(),
+            enabled: lab.enabled,
+            engine: Engine::new(
+                pool.clone(),
+                Arc::new(LabResultsPipeline {
                     topics: lab_topics,
                     routing: lab.routing(),
                 }),
@@ -90,6 +102,8 @@ pub fn topics(cfg: &Config) -> Vec<String> {
         lab.orders_topic.clone(),
         lab.status_topic.clone(),
         carehub_kafka::dlq_topic(&lab.status_topic),
+        lab.results_topic.clone(),
+        carehub_kafka::dlq_topic(&lab.results_topic),
         lab.ehr_events_topic.clone(),
     ] {
         if !topics.contains(&t) {

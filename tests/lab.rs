@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use carehub_hl7::codec::Message;
-use carehub_pipeline_lab::{LAB_ORDER, LAB_STATUS, LabOrder, OrderAction};
+use carehub_pipeline_lab::{LAB_ORDER, LAB_RESULTS, LAB_STATUS, LabOrder, OrderAction};
 use carehub_schema::Envelope;
 use common::*;
 use serde_json::json;
@@ -398,10 +398,10 @@ async fn killed_midway_the_journey_resumes_with_nothing_lost_and_nothing_repeate
         JOURNEY.len() as i64,
         "one status message per transition"
     );
-    // The clinic got every status in order. A message whose ACK came back
-    // just before the kill may be delivered a second time under the same
-    // MSH-10 (at-least-once delivery; receivers drop a control id they have
-    // seen), but never out of order and never as a new message.
+    // The clinic got every status in order. Deliveries are remembered with
+    // their audit entry, so a redelivered record is not sent again; only a
+    // message whose ACK arrived in the instant before that commit (the kill
+    // landing between the two) could be sent twice, under the same MSH-10.
     let ids = control_ids(&seen);
     let mut first_seen: Vec<String> = Vec::new();
     for id in &ids {
@@ -423,5 +423,86 @@ async fn killed_midway_the_journey_resumes_with_nothing_lost_and_nothing_repeate
     assert!(
         ids.len() - first_seen.len() <= 1,
         "at most the message in flight at the kill is repeated: {ids:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_labs_results_become_observations_and_reach_the_clinic_as_oru_r01() {
+    let (peer, seen) = mllp_peer().await;
+    let hub = lab_hub(&peer).await;
+    let pool = &hub.db.pool;
+    order_device(&hub, "LAB0004", "PO-7004").await;
+    let order = lab_orders(&hub, 1).remove(0).1;
+    let topic = env_value(&hub.envs, "CAREHUB_PIPELINES__LAB__RESULTS_TOPIC");
+    let data = json!({
+        "order_id": order.order_id,
+        "report_id": "QC-1",
+        "status": "final",
+        "results": [
+            { "code_system": "urn:carehub:lab:measure", "code": "HEEL-W", "display": "Heel cup width",
+              "value_type": "quantity", "value": "61.50", "unit": "mm", "reference_range": "58-64", "interpretation": "N" },
+            { "code_system": "urn:carehub:lab:qc", "code": "FIT", "value_type": "string", "value": "pass" }
+        ]
+    });
+    let first = Envelope::new(LAB_RESULTS, "/test/lab", data.clone());
+    produce(&producer(), &topic, &order.order_id.to_string(), &bytes(&first)).await;
+    // The same report again (a resend under a new event id): replaces, does not add.
+    let again = Envelope::new(LAB_RESULTS, "/test/lab", data);
+    produce(&producer(), &topic, &order.order_id.to_string(), &bytes(&again)).await;
+    let bad = Envelope::new(
+        LAB_RESULTS,
+        "/test/lab",
+        json!({ "order_id": order.order_id, "report_id": "QC-2", "status": "final",
+                "results": [{ "code_system": "s", "code": "X", "value_type": "quantity", "value": "many" }] }),
+    );
+    produce(&producer(), &topic, &order.order_id.to_string(), &bytes(&bad)).await;
+    for id in [&first.id, &again.id, &bad.id] {
+        assert!(event_processed(pool, id).await, "{id} handled");
+    }
+
+    let obs: Vec<(String, Option<String>, Option<String>, String)> = sqlx::query_as(
+        "SELECT code, value_quantity::text, value_string, status FROM observation WHERE order_id = $1 ORDER BY code",
+    )
+    .bind(order.order_id)
+    .fetch_all(pool)
+    .await
+    .expect("observations");
+    assert_eq!(
+        obs,
+        [
+            ("FIT".to_owned(), None, Some("pass".to_owned()), "final".to_owned()),
+            ("HEEL-W".to_owned(), Some("61.50".to_owned()), None, "final".to_owned()),
+        ],
+        "one observation per result, decimals exact, not doubled by the resend"
+    );
+    let (code, reason): (String, String) =
+        sqlx::query_as("SELECT error_code, reason FROM dead_letter WHERE consumer = 'lab_results'")
+            .fetch_one(pool)
+            .await
+            .expect("dead letter");
+    assert_eq!(code, "invalid_data");
+    assert!(reason.contains("not a number"), "{reason}");
+
+    let got = eventually(Duration::from_secs(60), || async {
+        (!received(&seen).is_empty()).then_some(())
+    })
+    .await;
+    assert!(got.is_some(), "the clinic received the results");
+    let messages = received(&seen);
+    let oru = Message::parse(&messages[0]).expect("parses");
+    assert_eq!(oru.type_label(), "ORU^R01");
+    assert_eq!(oru.get("ORC-2.1").raw(), "PO-7004");
+    assert_eq!(oru.get("PID-3.1").raw(), "P-1001");
+    assert_eq!(oru.get("OBX-3.1").raw(), "HEEL-W");
+    assert_eq!(oru.get("OBX-5").raw(), "61.50");
+    assert_eq!(oru.get("OBX-11").raw(), "F");
+    assert_eq!(oru.get("OBX[2]-5").raw(), "pass");
+    // The resend produced the same message (same MSH-10), which the clinic can drop.
+    let ids: std::collections::BTreeSet<String> = control_ids(&seen).into_iter().collect();
+    assert_eq!(ids.len(), 1, "{:?}", control_ids(&seen));
+    assert_eq!(
+        count(pool, "SELECT count(*) FROM audit_log WHERE entity_type = 'observation'").await,
+        4,
+        "each observation write audited (created, then updated by the resend)"
     );
 }

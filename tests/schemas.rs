@@ -241,6 +241,22 @@ async fn records_the_lab_pipelines_emit_conform_to_their_schemas() {
         let env = Envelope::new(carehub_pipeline_lab::LAB_STATUS, "/test/lab", data);
         assert!(matches!(run(&status, &env, 1 + seq).await, Processed::Applied { .. }));
     }
+    let results = load(&root().join("examples/carehub.lab.results.v1.json"));
+    let mut results = results;
+    results["order_id"] = serde_json::json!(order_id);
+    let env = Envelope::new(carehub_pipeline_lab::LAB_RESULTS, "/test/lab", results);
+    let engine = Engine::new(
+        db.pool.clone(),
+        Arc::new(carehub_pipeline_lab::LabResultsPipeline {
+            topics: LabTopics {
+                orders: "lab.orders".into(),
+                hl7_outbound: "hl7.out".into(),
+                ehr_events: "ehr".into(),
+            },
+            routing: LabRouting::default(),
+        }),
+    );
+    assert!(matches!(run(&engine, &env, 10).await, Processed::Applied { .. }));
     let mut types = std::collections::BTreeSet::new();
     for row in carehub_schema::Outbox::unsent(&db.pool, 1000).await.expect("outbox") {
         assert_valid(&validator("envelope.v1"), &row.payload, "outbound envelope");

@@ -282,6 +282,8 @@ pub fn hub_env(db: &TestDb, intake: &str, events: &str, port: u16) -> Vec<(&'sta
         ("CAREHUB_PIPELINES__LAB__ORDERS_TOPIC", format!("{intake}.laborders")),
         ("CAREHUB_PIPELINES__LAB__STATUS_TOPIC", format!("{intake}.labstatus")),
         ("CAREHUB_PIPELINES__LAB__STATUS_GROUP", format!("g-{intake}-labs")),
+        ("CAREHUB_PIPELINES__LAB__RESULTS_TOPIC", format!("{intake}.labresults")),
+        ("CAREHUB_PIPELINES__LAB__RESULTS_GROUP", format!("g-{intake}-labr")),
         ("CAREHUB_PIPELINES__LAB__EHR_EVENTS_TOPIC", format!("{intake}.ehr")),
         // One static group member id per hub (a restart of the same hub reuses
         // it): hubs of concurrent tests must not share one.

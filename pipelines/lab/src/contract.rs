@@ -11,6 +11,8 @@ use uuid::Uuid;
 pub const LAB_ORDER: &str = "carehub.lab.order.v1";
 /// Event type of a status report from the lab (topic `lab.status.v1`).
 pub const LAB_STATUS: &str = "carehub.lab.status.v1";
+/// Event type of results from the lab (topic `lab.results.v1`).
+pub const LAB_RESULTS: &str = "carehub.lab.results.v1";
 /// Event type of an order's status for EHRs (topic `ehr.events.v1`).
 pub const EHR_ORDER_STATUS: &str = "carehub.ehr.order_status.v1";
 
@@ -112,6 +114,97 @@ impl LabStatusReport {
             }
             _ => Ok(()),
         }
+    }
+}
+
+/// `data` of `carehub.lab.results.v1`: measurements and quality-control data
+/// of an order's device, as one report. The same `report_id` again replaces
+/// that report's values (a correction), it does not add to them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabResults {
+    pub order_id: Uuid,
+    /// The lab's id of this report.
+    pub report_id: String,
+    pub status: ReportStatus,
+    pub results: Vec<LabResult>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReportStatus {
+    Preliminary,
+    Final,
+    Corrected,
+}
+
+impl ReportStatus {
+    /// Observation.status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReportStatus::Preliminary => "preliminary",
+            ReportStatus::Final => "final",
+            ReportStatus::Corrected => "corrected",
+        }
+    }
+
+    /// HL7 table 0085 (OBX-11) and 0123 (OBR-25).
+    pub fn hl7(self) -> &'static str {
+        match self {
+            ReportStatus::Preliminary => "P",
+            ReportStatus::Final => "F",
+            ReportStatus::Corrected => "C",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabResult {
+    pub code_system: String,
+    pub code: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display: Option<String>,
+    /// `quantity` (a decimal in `value`), `string` or `coded`.
+    pub value_type: ValueType,
+    /// The value as text (decimals exact).
+    pub value: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference_range: Option<String>,
+    /// HL7 table 0078 / FHIR interpretation code (N, A, H, L, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interpretation: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ValueType {
+    Quantity,
+    String,
+    Coded,
+}
+
+impl LabResults {
+    pub fn check(&self) -> Result<(), String> {
+        if self.report_id.trim().is_empty() {
+            return Err("report_id is empty".into());
+        }
+        if self.results.is_empty() {
+            return Err("a results report needs at least one result".into());
+        }
+        for r in &self.results {
+            if r.code.trim().is_empty() || r.code_system.trim().is_empty() {
+                return Err("every result needs code_system and code".into());
+            }
+            if r.value_type == ValueType::Quantity && r.value.parse::<f64>().is_err() {
+                return Err(format!("result {}: {:?} is not a number", r.code, r.value));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -6,6 +6,8 @@
 //! the lab ─► lab.status.v1 ─► LabStatusPipeline ─► lab_job + history + audit
 //!                                               ├► carehub.hl7v2.send.v1 (ORC-5 to the clinic)
 //!                                               └► ehr.events.v1 (FHIR Task + ServiceRequest)
+//! the lab ─► lab.results.v1 ─► LabResultsPipeline ─► observation + audit
+//!                                               └► carehub.hl7v2.send.v1 (ORU^R01 to the clinic)
 //! ```
 //!
 //! Both are engine handlers: each record's effects (canonical rows, outbox
@@ -32,7 +34,8 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 pub use contract::{
-    EHR_ORDER_STATUS, LAB_ORDER, LAB_STATUS, LabItem, LabOrder, LabPatient, LabStatusReport, OrderAction,
+    EHR_ORDER_STATUS, LAB_ORDER, LAB_RESULTS, LAB_STATUS, LabItem, LabOrder, LabPatient, LabResult, LabResults,
+    LabStatusReport, OrderAction, ReportStatus, ValueType,
 };
 pub use notify::{ClinicRoute, LabRouting, OrderStatusMessage};
 
@@ -442,5 +445,115 @@ impl LabStatusPipeline {
             );
         }
         Ok(())
+    }
+}
+
+/// Applies the lab's results: observations linked to the order, and the
+/// results sent to the clinic as ORU^R01.
+#[derive(Debug, Clone)]
+pub struct LabResultsPipeline {
+    pub topics: LabTopics,
+    pub routing: LabRouting,
+}
+
+#[async_trait]
+impl Handler for LabResultsPipeline {
+    fn name(&self) -> &str {
+        "lab_results"
+    }
+
+    fn accepts(&self, event_type: &str) -> bool {
+        event_type == LAB_RESULTS
+    }
+
+    async fn handle(&self, conn: &mut PgConnection, ctx: &Context, event: &Envelope) -> Result<Handled, HandlerError> {
+        let report = LabResults::deserialize(&event.data)
+            .map_err(|e| HandlerError::rejected("invalid_data", format!("{LAB_RESULTS}: {e}")))?;
+        report
+            .check()
+            .map_err(|reason| HandlerError::rejected("invalid_data", reason))?;
+        if lab::lock_job(conn, report.order_id).await?.is_none() {
+            return Err(HandlerError::rejected(
+                "unknown_reference",
+                format!("order {} was not sent to the lab", report.order_id),
+            ));
+        }
+        let order = lab::order_for_lab(conn, report.order_id)
+            .await?
+            .ok_or_else(|| HandlerError::rejected("unknown_reference", format!("order {} is gone", report.order_id)))?;
+        let mut handled = Handled {
+            patient_id: Some(order.patient_id),
+            audit: Vec::new(),
+        };
+        for r in &report.results {
+            let data = carehub_schema::records::ResultData {
+                placer: None,
+                filler: None,
+                // One observation per order, report and code: a corrected
+                // report replaces its values.
+                result_key: format!("lab:{}:{}:{}|{}", order.id, report.report_id, r.code_system, r.code),
+                status: report.status.as_str(),
+                code_system: r.code_system.clone(),
+                code: r.code.clone(),
+                display: r.display.clone(),
+                value: match r.value_type {
+                    ValueType::Quantity => carehub_schema::records::ResultValue::Quantity(r.value.clone()),
+                    ValueType::String => carehub_schema::records::ResultValue::String(r.value.clone()),
+                    ValueType::Coded => carehub_schema::records::ResultValue::Coded(r.value.clone()),
+                },
+                unit: r.unit.clone(),
+                reference_range: r.reference_range.clone(),
+                interpretation: r.interpretation.clone(),
+                effective_at: report.issued_at,
+            };
+            let up = carehub_schema::records::upsert_observation(
+                conn,
+                order.patient_id,
+                Some(order.id),
+                &data,
+                Some(ctx.message_id),
+            )
+            .await?;
+            handled.audit.push(
+                AuditEntry::new(
+                    ActorKind::System,
+                    ACTOR,
+                    if up.created { Action::Create } else { Action::Update },
+                    "observation",
+                )
+                .entity(up.id)
+                .message(Some(ctx.message_id))
+                .origin(ctx.origin.clone())
+                .detail(serde_json::json!({ "order_id": order.id, "report_id": report.report_id })),
+            );
+        }
+        let route = self.routing.route(order.clinic.as_deref());
+        if let Some(destination) = &route.hl7_destination {
+            let items = lab::order_items(conn, order.id).await?;
+            let identifiers = repo::patient_identifiers(&mut *conn, order.patient_id).await?;
+            let control_id = notify::results_control_id(&order, &report.report_id);
+            let text = notify::hl7_results_message(
+                &self.routing,
+                &route,
+                &order,
+                &items,
+                &identifiers,
+                &report,
+                &control_id,
+            );
+            let out = Outbound::new(destination.clone(), text.as_bytes()).into_envelope();
+            Outbox::enqueue(conn, &self.topics.hl7_outbound, destination, &out).await?;
+            handled.audit.push(
+                AuditEntry::new(ActorKind::System, ACTOR, Action::Send, "service_order")
+                    .entity(order.id)
+                    .message(Some(ctx.message_id))
+                    .origin(ctx.origin.clone())
+                    .detail(serde_json::json!({
+                        "to": "hl7", "destination": destination, "control_id": control_id,
+                        "message_type": "ORU^R01", "event_id": out.id,
+                    })),
+            );
+        }
+        Ok(handled)
     }
 }

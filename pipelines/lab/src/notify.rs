@@ -8,6 +8,8 @@ use carehub_hl7::codec::er7::Delimiters;
 use carehub_hl7::codec::escape::encode;
 use carehub_schema::lab::{LabStatus, OrderForLab};
 use carehub_schema::model::{OrderItem, PatientIdentifier};
+
+use crate::contract::{LabResults, ValueType};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -196,53 +198,21 @@ pub fn hl7_status_message(
         OrderStatusMessage::OmlO21 => ("OML^O21^OML_O21", "2.5.1"),
     };
     let ts = change.at.format("%Y%m%d%H%M%S").to_string();
-    let order = change.order;
-    let placer = format!(
-        "{}^{}",
-        e(&order.placer_number),
-        assigning_authority(&order.placer_system, &d)
-    );
-    let pid3 = change
-        .identifiers
-        .iter()
-        .map(|i| {
-            format!(
-                "{}^^^{}^{}",
-                e(&i.value),
-                assigning_authority(&i.system, &d),
-                e(i.type_code.as_deref().unwrap_or(""))
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("~");
+    let placer = placer_ei(change.order, &d);
     let control = match change.status {
         LabStatus::Cancelled | LabStatus::Rejected => "OC",
         _ => "SC",
     };
     let reason = change.reason.map(|r| format!("^{}", e(r))).unwrap_or_default();
-    let mut out = String::with_capacity(512);
-    out.push_str(&format!(
-        "MSH|^~\\&|{}|{}|{}|{}|{ts}||{msg_type}|{}|P|{version}\r",
-        e(&routing.hl7_sending_application),
-        e(&routing.hl7_sending_facility),
-        e(&route.hl7_application),
-        e(order.clinic.as_deref().unwrap_or("")),
-        e(control_id),
-    ));
-    out.push_str(&format!("PID|1||{pid3}\r"));
+    let mut out = header(routing, route, change.order, &ts, msg_type, control_id, version);
+    out.push_str(&pid(change.identifiers, &d));
     // ORC-1 control, -2 placer, -5 status, -9 when, -16 reason (CE: text in .2).
     out.push_str(&format!(
         "ORC|{control}|{placer}|||{}||||{ts}|||||||{reason}\r",
         orc5(change.status)
     ));
     for (i, item) in change.items.iter().enumerate() {
-        out.push_str(&format!(
-            "OBR|{}|{placer}||{}^{}^{}\r",
-            i + 1,
-            e(&item.code),
-            e(item.display.as_deref().unwrap_or("")),
-            e(code_system_name(&item.code_system)),
-        ));
+        out.push_str(&format!("OBR|{}|{placer}||{}\r", i + 1, service_ce(item, &d)));
     }
     let mut note = format!("Lab status {} (report {})", change.status, change.sequence);
     if let Some(r) = change.reason {
@@ -256,6 +226,122 @@ pub fn hl7_status_message(
     }
     out.push_str(&format!("NTE|1|L|{}\r", e(&note)));
     out
+}
+
+/// The lab's results for the clinic as ORU^R01 (v2.5.1): the order's
+/// ORC/OBR, one OBX per result, statuses from the report (F, P, C).
+pub fn hl7_results_message(
+    routing: &LabRouting,
+    route: &ClinicRoute,
+    order: &OrderForLab,
+    items: &[OrderItem],
+    identifiers: &[PatientIdentifier],
+    report: &LabResults,
+    control_id: &str,
+) -> String {
+    let d = Delimiters::default();
+    let e = |s: &str| encode(s, &d).into_owned();
+    let at = report.issued_at.unwrap_or_else(Utc::now);
+    let ts = at.format("%Y%m%d%H%M%S").to_string();
+    let placer = placer_ei(order, &d);
+    let status = report.status.hl7();
+    let mut out = header(routing, route, order, &ts, "ORU^R01^ORU_R01", control_id, "2.5.1");
+    out.push_str(&pid(identifiers, &d));
+    out.push_str(&format!("ORC|RE|{placer}|||||||{ts}\r"));
+    let service = items.first().map(|i| service_ce(i, &d)).unwrap_or_default();
+    // OBR-7 observation time, -22 results reported, -25 result status.
+    out.push_str(&format!(
+        "OBR|1|{placer}||{service}|||{ts}|||||||||||||||{ts}|||{status}\r"
+    ));
+    for (i, r) in report.results.iter().enumerate() {
+        let value_type = match r.value_type {
+            ValueType::Quantity => "NM",
+            ValueType::String => "ST",
+            ValueType::Coded => "CWE",
+        };
+        out.push_str(&format!(
+            "OBX|{}|{value_type}|{}^{}^{}||{}|{}|{}|{}|||{status}|||{ts}\r",
+            i + 1,
+            e(&r.code),
+            e(r.display.as_deref().unwrap_or("")),
+            e(code_system_name(&r.code_system)),
+            e(&r.value),
+            e(r.unit.as_deref().unwrap_or("")),
+            e(r.reference_range.as_deref().unwrap_or("")),
+            e(r.interpretation.as_deref().unwrap_or("")),
+        ));
+    }
+    out
+}
+
+/// The MSH of a message to the clinic.
+fn header(
+    routing: &LabRouting,
+    route: &ClinicRoute,
+    order: &OrderForLab,
+    ts: &str,
+    msg_type: &str,
+    control_id: &str,
+    version: &str,
+) -> String {
+    let d = Delimiters::default();
+    let e = |s: &str| encode(s, &d).into_owned();
+    format!(
+        "MSH|^~\\&|{}|{}|{}|{}|{ts}||{msg_type}|{}|P|{version}\r",
+        e(&routing.hl7_sending_application),
+        e(&routing.hl7_sending_facility),
+        e(&route.hl7_application),
+        e(order.clinic.as_deref().unwrap_or("")),
+        e(control_id),
+    )
+}
+
+/// PID with the patient's identifiers (PID-3), so the clinic recognises them.
+fn pid(identifiers: &[PatientIdentifier], d: &Delimiters) -> String {
+    let pid3 = identifiers
+        .iter()
+        .map(|i| {
+            format!(
+                "{}^^^{}^{}",
+                encode(&i.value, d),
+                assigning_authority(&i.system, d),
+                encode(i.type_code.as_deref().unwrap_or(""), d)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("~");
+    format!("PID|1||{pid3}\r")
+}
+
+/// The clinic's order number as EI (ORC-2, OBR-2).
+fn placer_ei(order: &OrderForLab, d: &Delimiters) -> String {
+    format!(
+        "{}^{}",
+        encode(&order.placer_number, d),
+        assigning_authority(&order.placer_system, d)
+    )
+}
+
+/// OBR-4 from an order item.
+fn service_ce(item: &OrderItem, d: &Delimiters) -> String {
+    format!(
+        "{}^{}^{}",
+        encode(&item.code, d),
+        encode(item.display.as_deref().unwrap_or(""), d),
+        encode(code_system_name(&item.code_system), d)
+    )
+}
+
+/// MSH-10 of a results message: the same report always gets the same one.
+pub fn results_control_id(order: &OrderForLab, report_id: &str) -> String {
+    // FNV-1a: a stable short digest of the lab's report id.
+    let mut h: u32 = 0x811c_9dc5;
+    for b in report_id.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    let id = order.id.simple().to_string();
+    format!("R{}.{h:08x}", &id[22..])
 }
 
 /// An HL7 coding system name from a canonical code system.
@@ -433,6 +519,65 @@ mod tests {
         );
         assert_eq!(ev["service_request"]["status"], "active");
         assert_eq!(ev["task"]["statusReason"]["text"], "heel cup cracked | remake");
+    }
+
+    #[test]
+    fn results_go_to_the_clinic_as_oru_r01_with_one_obx_each() {
+        use crate::contract::{LabResult, ReportStatus};
+        let o = order();
+        let report = LabResults {
+            order_id: o.id,
+            report_id: "QC-1".into(),
+            status: ReportStatus::Final,
+            results: vec![
+                LabResult {
+                    code_system: "urn:carehub:hl7-cs:L".into(),
+                    code: "HEEL-W".into(),
+                    display: Some("Heel width".into()),
+                    value_type: ValueType::Quantity,
+                    value: "61.5".into(),
+                    unit: Some("mm".into()),
+                    reference_range: Some("58-64".into()),
+                    interpretation: Some("N".into()),
+                },
+                LabResult {
+                    code_system: "urn:carehub:hl7-cs:L".into(),
+                    code: "QC".into(),
+                    display: None,
+                    value_type: ValueType::String,
+                    value: "pass ^ visual".into(),
+                    unit: None,
+                    reference_range: None,
+                    interpretation: None,
+                },
+            ],
+            issued_at: None,
+        };
+        let id = results_control_id(&o, "QC-1");
+        assert_eq!(id.len(), 20);
+        assert_eq!(id, results_control_id(&o, "QC-1"), "stable");
+        assert_ne!(id, results_control_id(&o, "QC-2"));
+        let text = hl7_results_message(
+            &LabRouting::default(),
+            &ClinicRoute::default(),
+            &o,
+            &[],
+            &[],
+            &report,
+            &id,
+        );
+        let msg = Message::parse(&text).expect("parses");
+        assert_eq!(msg.type_label(), "ORU^R01");
+        assert_eq!(msg.get("OBR-25").raw(), "F");
+        assert_eq!(msg.get("OBX-2").raw(), "NM");
+        assert_eq!(msg.get("OBX-5").raw(), "61.5");
+        assert_eq!(msg.get("OBX-6").raw(), "mm");
+        assert_eq!(msg.get("OBX-11").raw(), "F");
+        assert_eq!(
+            msg.get("OBX[2]-5").decoded(),
+            "pass ^ visual",
+            "escaped on the wire, exact when read"
+        );
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Which events a consumer has already applied: the idempotency of handlers.
 
-use sqlx::PgConnection;
+use sqlx::{PgConnection, PgPool};
 
 use crate::Result;
 
@@ -14,4 +14,14 @@ pub async fn claim(conn: &mut PgConnection, consumer: &str, event_id: &str) -> R
         .execute(&mut *conn)
         .await?;
     Ok(res.rows_affected() == 1)
+}
+
+/// Whether `consumer` applied `event_id` already (committed).
+pub async fn is_claimed(pool: &PgPool, consumer: &str, event_id: &str) -> Result<bool> {
+    let row: Option<(i32,)> = sqlx::query_as("SELECT 1 FROM consumed_event WHERE consumer = $1 AND event_id = $2")
+        .bind(consumer)
+        .bind(event_id)
+        .fetch_optional(pool)
+        .await?;
+    Ok(row.is_some())
 }
