@@ -535,3 +535,86 @@ async fn after_a_clean_stop_the_group_resumes_at_the_next_record_skipping_none()
     let rec = second.receive().await.expect("record");
     assert_eq!(rec.offset(), 1, "resumes right after the acknowledged record");
 }
+
+#[tokio::test]
+async fn a_batch_commits_once_and_a_poison_record_in_it_undoes_nothing_else() {
+    let db = fresh_db().await;
+    let engine = intake_engine(&db, "events");
+    let org = organization_event("CLINIC-B");
+    let patient = patient_event("MRN-B1", Some("CLINIC-B"));
+    let orphan = patient_event("MRN-B2", Some("NO-SUCH-CLINIC"));
+    let (org_b, patient_b, orphan_b) = (bytes(&org), bytes(&patient), bytes(&orphan));
+    fn rec(offset: i64, payload: &[u8]) -> carehub_pipeline::InboundRecord<'_> {
+        carehub_pipeline::InboundRecord {
+            topic: "intake",
+            partition: Some(0),
+            offset: Some(offset),
+            key: None,
+            payload,
+        }
+    }
+    let batch = [
+        rec(0, &org_b),
+        rec(1, &orphan_b),
+        rec(2, &patient_b),
+        // The same event again in the same batch: no second effect.
+        rec(3, &patient_b),
+        rec(4, b"not json"),
+    ];
+    let out = engine.process_batch(&batch).await.expect("batch");
+    assert!(matches!(out[0], Processed::Applied { .. }), "{:?}", out[0]);
+    assert!(
+        matches!(
+            out[1],
+            Processed::DeadLettered {
+                code: "unknown_reference",
+                new: true,
+                ..
+            }
+        ),
+        "{:?}",
+        out[1]
+    );
+    assert!(matches!(out[2], Processed::Applied { .. }), "{:?}", out[2]);
+    assert!(matches!(out[3], Processed::Duplicate { .. }), "{:?}", out[3]);
+    assert!(
+        matches!(
+            out[4],
+            Processed::DeadLettered {
+                code: "invalid_envelope",
+                ..
+            }
+        ),
+        "{:?}",
+        out[4]
+    );
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM organization").await, 1);
+    assert_eq!(
+        count(&db.pool, "SELECT count(*) FROM patient").await,
+        1,
+        "the orphan left nothing"
+    );
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM dead_letter").await, 2);
+    assert_eq!(
+        count(&db.pool, "SELECT count(*) FROM outbox").await,
+        2,
+        "one event per applied record"
+    );
+    assert_eq!(
+        count(&db.pool, "SELECT count(*) FROM message WHERE status = 'processed'").await,
+        2
+    );
+    // Every record's ingest is audited, in batch order, and the chain holds.
+    assert_eq!(
+        count(&db.pool, "SELECT count(*) FROM audit_log WHERE action = 'ingest'").await,
+        4
+    );
+    assert!(AuditLog::verify(&db.pool).await.expect("verify").first_break.is_none());
+
+    // The batch again (a redelivery after a crash before the offset commit).
+    let again = engine.process_batch(&batch).await.expect("batch again");
+    assert!(matches!(again[0], Processed::Duplicate { .. }));
+    assert!(matches!(again[1], Processed::DeadLettered { new: false, .. }));
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM dead_letter").await, 2);
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM outbox").await, 2);
+}

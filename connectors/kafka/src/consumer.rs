@@ -90,6 +90,9 @@ pub async fn forward_dead_letter(
         .map_err(|(e, _)| Error::Kafka(e))
 }
 
+/// Most records one pipeline transaction takes.
+pub const MAX_BATCH: usize = 256;
+
 /// A record taken from the consumer, detached from librdkafka's buffers.
 #[derive(Debug, Clone)]
 pub struct KafkaRecord(OwnedMessage);
@@ -111,13 +114,15 @@ impl KafkaRecord {
 
 /// Feeds one consumer group into one pipeline.
 ///
-/// Per record: [`receive`](Self::receive), then [`handle`](Self::handle) (the
-/// pipeline's PostgreSQL transaction commits), then
-/// [`acknowledge`](Self::acknowledge) (the offset is stored; librdkafka
+/// Per batch: [`receive`](Self::receive) a record and take whatever else is
+/// already waiting (up to [`MAX_BATCH`]), [`handle_batch`](Self::handle_batch)
+/// (the pipeline's one PostgreSQL transaction for them commits), then
+/// [`acknowledge`](Self::acknowledge) each (the offset is stored; librdkafka
 /// commits stored offsets every second, on rebalance and on close). A crash
-/// before `acknowledge` redelivers the record, and the pipeline finds it
+/// before `acknowledge` redelivers the records, and the pipeline finds them
 /// already applied. Transient storage failures are retried with backoff and
-/// never skip a record.
+/// never skip a record. When the topic is quiet a batch is one record: no
+/// record waits for others.
 pub struct ConsumerRunner {
     consumer: Arc<StreamConsumer>,
     producer: FutureProducer,
@@ -153,18 +158,39 @@ impl ConsumerRunner {
         Ok(KafkaRecord(msg.detach()))
     }
 
-    /// Runs the record through the pipeline, retrying while storage is down.
-    pub async fn handle(&self, rec: &KafkaRecord, shutdown: &mut watch::Receiver<bool>) -> Option<Processed> {
-        let inbound = InboundRecord {
-            topic: rec.topic(),
-            partition: Some(rec.partition()),
-            offset: Some(rec.offset()),
-            key: rec.0.key(),
-            payload: rec.payload(),
-        };
+    /// Takes the records already waiting in the consumer's queue, without
+    /// waiting for more, up to `max`.
+    async fn waiting(&self, max: usize) -> Vec<KafkaRecord> {
+        let mut out = Vec::new();
+        while out.len() < max {
+            match tokio::time::timeout(Duration::ZERO, self.consumer.recv()).await {
+                Ok(Ok(msg)) => out.push(KafkaRecord(msg.detach())),
+                _ => break,
+            }
+        }
+        out
+    }
+
+    /// Runs the records through the pipeline in one transaction, retrying
+    /// while storage is down. `None`: shutdown came first.
+    pub async fn handle_batch(
+        &self,
+        recs: &[KafkaRecord],
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Option<Vec<Processed>> {
+        let inbound: Vec<InboundRecord<'_>> = recs
+            .iter()
+            .map(|rec| InboundRecord {
+                topic: rec.topic(),
+                partition: Some(rec.partition()),
+                offset: Some(rec.offset()),
+                key: rec.0.key(),
+                payload: rec.payload(),
+            })
+            .collect();
         let mut delays = backoff();
         loop {
-            match self.engine.process(&inbound).await {
+            match self.engine.process_batch(&inbound).await {
                 Ok(processed) => return Some(processed),
                 Err(e) => {
                     ComponentError {
@@ -180,6 +206,13 @@ impl ConsumerRunner {
                 }
             }
         }
+    }
+
+    /// Runs the record through the pipeline, retrying while storage is down.
+    pub async fn handle(&self, rec: &KafkaRecord, shutdown: &mut watch::Receiver<bool>) -> Option<Processed> {
+        self.handle_batch(std::slice::from_ref(rec), shutdown)
+            .await
+            .and_then(|mut out| out.pop())
     }
 
     /// Forwards a new dead letter to `<topic>.dlq` with its reason in headers.
@@ -217,7 +250,7 @@ impl ConsumerRunner {
                 r = self.receive() => r,
                 _ = shutdown.changed() => break,
             };
-            let rec = match rec {
+            let first = match rec {
                 Ok(rec) => rec,
                 Err(e) => {
                     ComponentError {
@@ -233,35 +266,39 @@ impl ConsumerRunner {
                     continue;
                 }
             };
-            let Some(processed) = self.handle(&rec, &mut shutdown).await else {
+            let mut batch = vec![first];
+            batch.extend(self.waiting(MAX_BATCH - 1).await);
+            let Some(outcomes) = self.handle_batch(&batch, &mut shutdown).await else {
                 break;
             };
-            if let Processed::DeadLettered { id, code, reason, .. } = &processed {
-                let mut delays = backoff();
-                while let Err(e) = self.forward_dead_letter(&rec, *id, code, reason).await {
+            for (rec, processed) in batch.iter().zip(&outcomes) {
+                if let Processed::DeadLettered { id, code, reason, .. } = processed {
+                    let mut delays = backoff();
+                    while let Err(e) = self.forward_dead_letter(rec, *id, code, reason).await {
+                        ComponentError {
+                            component: "kafka_consumer",
+                            stage: Stage::Sending,
+                            error_code: "dlq_forward_failed",
+                            error: &e,
+                        }
+                        .emit();
+                        if wait(&mut shutdown, next_delay(&mut delays)).await {
+                            // Not acknowledged: redelivered after restart, and the
+                            // engine finds the open dead letter instead of a new one.
+                            lag.abort();
+                            return;
+                        }
+                    }
+                }
+                if let Err(e) = self.acknowledge(rec) {
                     ComponentError {
                         component: "kafka_consumer",
-                        stage: Stage::Sending,
-                        error_code: "dlq_forward_failed",
+                        stage: Stage::Processing,
+                        error_code: "offset_store_failed",
                         error: &e,
                     }
                     .emit();
-                    if wait(&mut shutdown, next_delay(&mut delays)).await {
-                        // Not acknowledged: redelivered after restart, and the
-                        // engine finds the open dead letter instead of a new one.
-                        lag.abort();
-                        return;
-                    }
                 }
-            }
-            if let Err(e) = self.acknowledge(&rec) {
-                ComponentError {
-                    component: "kafka_consumer",
-                    stage: Stage::Processing,
-                    error_code: "offset_store_failed",
-                    error: &e,
-                }
-                .emit();
             }
         }
         lag.abort();

@@ -75,6 +75,13 @@ impl std::fmt::Debug for Engine {
 
 const CONNECTOR: &str = "kafka";
 
+/// What a batch reports once it committed (metrics, logs).
+enum Emit {
+    Processed { message_type: String, started: Instant },
+    DeadLettered { code: &'static str, id: i64 },
+    Duplicate { event_id: String },
+}
+
 /// A stored message's status and its open dead letter (id, code, reason), if any.
 type SeenBefore = (String, Option<i64>, Option<String>, Option<String>);
 
@@ -107,11 +114,73 @@ impl Engine {
     /// Handles one record. `Ok` means the record may be acknowledged; `Err`
     /// means storage is unavailable and the record must be delivered again.
     pub async fn process(&self, rec: &InboundRecord<'_>) -> Result<Processed> {
+        let mut out = self.process_batch(std::slice::from_ref(rec)).await?;
+        Ok(out.pop().unwrap_or(Processed::Skipped))
+    }
+
+    /// Handles records in one transaction, in order: one commit and one
+    /// audit-chain append for all of them. Each record runs in a savepoint
+    /// of its own, so one record's rejection (a dead letter) does not undo
+    /// the others. `Ok` holds one outcome per record, and every record may
+    /// be acknowledged; `Err` means storage is unavailable and nothing of the
+    /// batch was committed: deliver it all again.
+    pub async fn process_batch(&self, recs: &[InboundRecord<'_>]) -> Result<Vec<Processed>> {
+        let mut tx = self.pool.begin().await?;
+        let mut audit = Vec::new();
+        let mut emits = Vec::new();
+        let mut out = Vec::with_capacity(recs.len());
+        for rec in recs {
+            sqlx::query("SAVEPOINT record").execute(&mut *tx).await?;
+            let (processed, keep) = self.process_in(&mut tx, rec, &mut audit, &mut emits).await?;
+            let end = if keep {
+                "RELEASE SAVEPOINT record"
+            } else {
+                "ROLLBACK TO SAVEPOINT record"
+            };
+            sqlx::query(end).execute(&mut *tx).await?;
+            out.push(processed);
+        }
+        AuditLog::append(&mut tx, &audit).await?;
+        tx.commit().await?;
+        let name = self.handler.name();
+        for e in &emits {
+            match e {
+                Emit::Processed { message_type, started } => MessageProcessed {
+                    pipeline: name,
+                    message_type,
+                    elapsed: started.elapsed(),
+                }
+                .emit(),
+                Emit::DeadLettered { code, id } => DeadLettered {
+                    pipeline: name,
+                    error_code: code,
+                    dead_letter_id: *id,
+                }
+                .emit(),
+                Emit::Duplicate { event_id } => DuplicateSkipped {
+                    connector: name,
+                    event_id,
+                }
+                .emit(),
+            }
+        }
+        Ok(out)
+    }
+
+    /// One record of a batch, inside its savepoint. The flag says whether its
+    /// writes stay (false: roll back to the savepoint, nothing to keep).
+    async fn process_in(
+        &self,
+        tx: &mut PgConnection,
+        rec: &InboundRecord<'_>,
+        audit: &mut Vec<AuditEntry>,
+        emits: &mut Vec<Emit>,
+    ) -> Result<(Processed, bool)> {
         let started = Instant::now();
         let name = self.handler.name();
         let origin = format!("kafka:{}", rec.topic);
         let (env, rejection) = match Envelope::from_slice(rec.payload) {
-            Ok(env) if self.handler.ignores(&env.event_type) => return Ok(Processed::Skipped),
+            Ok(env) if self.handler.ignores(&env.event_type) => return Ok((Processed::Skipped, false)),
             Ok(env) if self.handler.accepts(&env.event_type) => (Some(env), None),
             Ok(env) => {
                 let reason = format!("pipeline {name} does not handle event type {:?}", env.event_type);
@@ -155,8 +224,7 @@ impl Engine {
                 raw: rec.payload,
             },
         };
-        let mut tx = self.pool.begin().await?;
-        let ingested = MessageStore::ingest(&mut tx, &new_message).await?;
+        let ingested = MessageStore::ingest(&mut *tx, &new_message).await?;
         let message_id = ingested.id();
 
         if ingested.is_duplicate() {
@@ -175,24 +243,20 @@ impl Engine {
             .fetch_optional(&mut *tx)
             .await?;
             if let Some((_, Some(id), Some(code), Some(reason))) = &row {
-                let (id, code, reason) = (*id, static_code(code), reason.clone());
-                tx.rollback().await?;
-                return Ok(Processed::DeadLettered {
-                    id,
-                    code,
-                    reason,
+                let processed = Processed::DeadLettered {
+                    id: *id,
+                    code: static_code(code),
+                    reason: reason.clone(),
                     new: false,
-                });
+                };
+                return Ok((processed, false));
             }
             if matches!(&row, Some((status, ..)) if status == "processed") {
-                tx.rollback().await?;
                 let event_id = env.as_ref().map_or_else(|| key.clone(), |e| e.id.clone());
-                DuplicateSkipped {
-                    connector: name,
-                    event_id: &event_id,
-                }
-                .emit();
-                return Ok(Processed::Duplicate { event_id });
+                emits.push(Emit::Duplicate {
+                    event_id: event_id.clone(),
+                });
+                return Ok((Processed::Duplicate { event_id }, false));
             }
         }
 
@@ -204,17 +268,15 @@ impl Engine {
                     origin: origin.clone(),
                     replay: false,
                 };
-                match self.claim_and_handle(&mut tx, &ctx, env).await {
+                match self.claim_and_handle(&mut *tx, &ctx, env).await {
                     Ok(None) => {
-                        tx.rollback().await?;
-                        DuplicateSkipped {
-                            connector: name,
-                            event_id: &env.id,
-                        }
-                        .emit();
-                        return Ok(Processed::Duplicate {
+                        emits.push(Emit::Duplicate {
                             event_id: env.id.clone(),
                         });
+                        let processed = Processed::Duplicate {
+                            event_id: env.id.clone(),
+                        };
+                        return Ok((processed, false));
                     }
                     Ok(Some(handled)) => Ok(handled),
                     Err(e) => Err(e),
@@ -225,30 +287,26 @@ impl Engine {
 
         match result {
             Ok(handled) => {
-                MessageStore::mark_processed(&mut tx, message_id, handled.patient_id).await?;
-                let mut audit = vec![
+                MessageStore::mark_processed(&mut *tx, message_id, handled.patient_id).await?;
+                audit.push(
                     AuditEntry::new(ActorKind::Connector, connector, Action::Ingest, "message")
                         .entity(message_id)
                         .message(Some(message_id))
                         .origin(origin.clone()),
-                ];
+                );
                 audit.extend(handled.audit);
-                AuditLog::append(&mut tx, &audit).await?;
-                tx.commit().await?;
-                MessageProcessed {
-                    pipeline: name,
-                    message_type,
-                    elapsed: started.elapsed(),
-                }
-                .emit();
-                Ok(Processed::Applied { message_id })
+                emits.push(Emit::Processed {
+                    message_type: message_type.to_owned(),
+                    started,
+                });
+                Ok((Processed::Applied { message_id }, true))
             }
             Err(HandlerError::Store(e)) if e.is_transient() => Err(Error::Store(e)),
             Err(err) => {
                 let (code, reason) = rejection_of(err);
-                MessageStore::mark_failed(&mut tx, message_id, &reason).await?;
+                MessageStore::mark_failed(&mut *tx, message_id, &reason).await?;
                 let id = DeadLetters::insert(
-                    &mut tx,
+                    &mut *tx,
                     &NewDeadLetter {
                         consumer: name,
                         topic: rec.topic,
@@ -263,30 +321,21 @@ impl Engine {
                     },
                 )
                 .await?;
-                AuditLog::append(
-                    &mut tx,
-                    &[
-                        AuditEntry::new(ActorKind::Connector, connector, Action::Ingest, "message")
-                            .entity(message_id)
-                            .message(Some(message_id))
-                            .origin(origin)
-                            .detail(serde_json::json!({ "dead_letter": id, "error_code": code })),
-                    ],
-                )
-                .await?;
-                tx.commit().await?;
-                DeadLettered {
-                    pipeline: name,
-                    error_code: code,
-                    dead_letter_id: id,
-                }
-                .emit();
-                Ok(Processed::DeadLettered {
+                audit.push(
+                    AuditEntry::new(ActorKind::Connector, connector, Action::Ingest, "message")
+                        .entity(message_id)
+                        .message(Some(message_id))
+                        .origin(origin)
+                        .detail(serde_json::json!({ "dead_letter": id, "error_code": code })),
+                );
+                emits.push(Emit::DeadLettered { code, id });
+                let processed = Processed::DeadLettered {
                     id,
                     code,
                     reason,
                     new: true,
-                })
+                };
+                Ok((processed, true))
             }
         }
     }
