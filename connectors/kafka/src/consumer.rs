@@ -190,8 +190,17 @@ impl ConsumerRunner {
             .collect();
         let mut delays = backoff();
         loop {
+            let started = std::time::Instant::now();
             match self.engine.process_batch(&inbound).await {
-                Ok(processed) => return Some(processed),
+                Ok(processed) => {
+                    tracing::debug!(
+                        group = %self.group,
+                        records = inbound.len(),
+                        elapsed_us = started.elapsed().as_micros() as u64,
+                        "batch committed"
+                    );
+                    return Some(processed);
+                }
                 Err(e) => {
                     ComponentError {
                         component: "kafka_consumer",
@@ -206,6 +215,38 @@ impl ConsumerRunner {
                 }
             }
         }
+    }
+
+    /// Runs a batch as one transaction per partition, the partitions at the
+    /// same time: records of one partition (one key's records) stay in order,
+    /// and the database round trips of different partitions overlap. Each
+    /// partition's transaction retries on its own. Outcomes come back in the
+    /// batch's order; `None`: shutdown came first.
+    async fn handle_by_partition(
+        &self,
+        batch: &[KafkaRecord],
+        shutdown: &watch::Receiver<bool>,
+    ) -> Option<Vec<Processed>> {
+        let mut partitions: Vec<(i32, Vec<usize>)> = Vec::new();
+        for (i, rec) in batch.iter().enumerate() {
+            match partitions.iter_mut().find(|(p, _)| *p == rec.partition()) {
+                Some((_, idx)) => idx.push(i),
+                None => partitions.push((rec.partition(), vec![i])),
+            }
+        }
+        let runs = partitions.iter().map(|(_, idx)| {
+            let recs: Vec<KafkaRecord> = idx.iter().map(|&i| batch[i].clone()).collect();
+            let mut shutdown = shutdown.clone();
+            async move { self.handle_batch(&recs, &mut shutdown).await }
+        });
+        let results = futures::future::join_all(runs).await;
+        let mut out: Vec<Option<Processed>> = vec![None; batch.len()];
+        for ((_, idx), result) in partitions.iter().zip(results) {
+            for (&i, processed) in idx.iter().zip(result?) {
+                out[i] = Some(processed);
+            }
+        }
+        out.into_iter().collect()
     }
 
     /// Runs the record through the pipeline, retrying while storage is down.
@@ -268,7 +309,7 @@ impl ConsumerRunner {
             };
             let mut batch = vec![first];
             batch.extend(self.waiting(MAX_BATCH - 1).await);
-            let Some(outcomes) = self.handle_batch(&batch, &mut shutdown).await else {
+            let Some(outcomes) = self.handle_by_partition(&batch, &shutdown).await else {
                 break;
             };
             for (rec, processed) in batch.iter().zip(&outcomes) {
