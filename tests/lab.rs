@@ -506,3 +506,77 @@ async fn the_labs_results_become_observations_and_reach_the_clinic_as_oru_r01() 
         "each observation write audited (created, then updated by the resend)"
     );
 }
+
+#[tokio::test]
+async fn a_changed_order_is_amended_at_the_lab_and_a_withdrawn_one_cancelled() {
+    let (peer, seen) = mllp_peer().await;
+    let hub = lab_hub(&peer).await;
+    order_device(&hub, "LAB0005", "PO-7005").await;
+    let order = lab_orders(&hub, 1).remove(0).1;
+    report(&hub, order.order_id, 1, "accepted", json!({})).await;
+
+    // The clinic changes the order (ORC-1 XO, a new note), then withdraws it (CA).
+    let change = fixture("orm_o01.hl7")
+        .replace("ORM0001", "LAB0005X")
+        .replace("PO-5001", "PO-7005")
+        .replace("ORC|NW|", "ORC|XO|")
+        .replace("patient active runner", "patient active runner; add metatarsal pad");
+    let ack = send_until_accepted(&hub.mllp, &wire(&change), Duration::from_secs(60))
+        .await
+        .expect("change acknowledged");
+    assert_eq!(ack.code.as_str(), "AA", "{ack:?}");
+    let amended = lab_orders(&hub, 2);
+    assert_eq!(amended.len(), 2, "the amendment reached the lab");
+    assert_eq!(amended[1].1.action, OrderAction::Amend);
+    assert!(amended[1].1.order_version > order.order_version);
+    assert!(
+        amended[1]
+            .1
+            .note
+            .as_deref()
+            .is_some_and(|n| n.contains("metatarsal pad")),
+        "{:?}",
+        amended[1].1.note
+    );
+
+    let cancel = fixture("orm_o01.hl7")
+        .replace("ORM0001", "LAB0005C")
+        .replace("PO-5001", "PO-7005")
+        .replace("ORC|NW|", "ORC|CA|");
+    let ack = send_until_accepted(&hub.mllp, &wire(&cancel), Duration::from_secs(60))
+        .await
+        .expect("cancel acknowledged");
+    assert_eq!(ack.code.as_str(), "AA", "{ack:?}");
+    let all = lab_orders(&hub, 3);
+    assert_eq!(all.len(), 3, "the cancel request reached the lab");
+    assert_eq!(all[2].1.action, OrderAction::Cancel);
+
+    // The lab stops: the clinic hears accepted, then the cancel (ORC-1 OC, ORC-5 CA).
+    report(&hub, order.order_id, 2, "cancelled", json!({})).await;
+    let both = eventually(Duration::from_secs(60), || async {
+        (received(&seen).len() >= 2).then_some(())
+    })
+    .await;
+    assert!(both.is_some(), "{:?}", statuses(&received(&seen)));
+    let last = Message::parse(&received(&seen)[1])
+        .expect("parses")
+        .get("ORC-1")
+        .raw()
+        .to_owned();
+    assert_eq!(last, "OC");
+    assert_eq!(
+        statuses(&received(&seen)),
+        [
+            ("SC".to_owned(), "accepted".to_owned()),
+            ("CA".to_owned(), "cancelled".to_owned())
+        ]
+    );
+    let (job, order_status): (String, String) = sqlx::query_as(
+        "SELECT j.status, o.status FROM lab_job j JOIN service_order o ON o.id = j.order_id WHERE j.order_id = $1",
+    )
+    .bind(order.order_id)
+    .fetch_one(&hub.db.pool)
+    .await
+    .expect("job");
+    assert_eq!((job.as_str(), order_status.as_str()), ("cancelled", "revoked"));
+}
