@@ -306,6 +306,11 @@ pub struct Hl7PipelineConfig {
     /// Consumer group of the outbound delivery.
     #[serde(default = "default_hl7_outbound_group")]
     pub outbound_group: String,
+    /// Application ACKs (enhanced mode, MSH-15/16): sending facility (MSH-4.1,
+    /// any case) → the `[hl7.destinations]` entry its ACKs are delivered to.
+    /// A sender without an entry gets commit ACKs only.
+    #[serde(default)]
+    pub ack_destinations: std::collections::BTreeMap<String, String>,
 }
 
 fn default_hl7_outbound_topic() -> String {
@@ -331,6 +336,7 @@ impl Default for Hl7PipelineConfig {
             events_topic: default_events_topic(),
             outbound_topic: default_hl7_outbound_topic(),
             outbound_group: default_hl7_outbound_group(),
+            ack_destinations: Default::default(),
         }
     }
 }

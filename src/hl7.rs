@@ -47,6 +47,9 @@ pub struct Hl7Store {
     jobs: mpsc::Sender<Job>,
     listener: String,
     store_timeout: Duration,
+    /// Senders that get application ACKs (enhanced mode): their content
+    /// errors are committed (CA) and answered AE by the pipeline.
+    ack_routes: carehub_pipeline_hl7::app_ack::AckRoutes,
 }
 
 impl std::fmt::Debug for Hl7Store {
@@ -108,7 +111,22 @@ impl Hl7Store {
             jobs,
             listener,
             store_timeout,
+            ack_routes: Default::default(),
         }
+    }
+
+    /// See [`carehub_pipeline_hl7::app_ack`].
+    pub fn with_application_acks(mut self, routes: carehub_pipeline_hl7::app_ack::AckRoutes) -> Self {
+        self.ack_routes = routes;
+        self
+    }
+
+    /// In enhanced mode, with an application ACK wanted and a destination for
+    /// it, a content error is the application's to report: the commit ACK is
+    /// CA (stored) and the pipeline answers AE. Otherwise the error is
+    /// answered at once (AE, or CE in enhanced mode).
+    fn answered_later(&self, msg: &Message<'_>, e: &carehub_pipeline_hl7::MappingError) -> bool {
+        !e.reject && carehub_pipeline_hl7::app_ack::routed(msg, carehub_hl7::codec::Outcome::Error, &self.ack_routes)
     }
 
     fn prepare(&self, inbound: &Inbound<'_>) -> Result<Prepared, Unavailable> {
@@ -117,6 +135,7 @@ impl Hl7Store {
             Ok(msg) => {
                 let verdict = match validate(msg) {
                     Ok(()) => Verdict::Accepted,
+                    Err(e) if self.answered_later(msg, &e) => Verdict::Accepted,
                     Err(e) if e.reject => Verdict::Rejected(e.ack_error()),
                     Err(e) => Verdict::Error(e.ack_error()),
                 };
@@ -507,14 +526,17 @@ fn field_json(v: &carehub_hl7::codec::Value<'_>, opaque: bool) -> serde_json::Va
 pub async fn listener(cfg: &crate::config::Config, pool: PgPool) -> anyhow::Result<carehub_hl7::MllpListener> {
     let producer = carehub_kafka::idempotent_producer_with_linger(&cfg.kafka, 0)
         .context("creating the MLLP listener's Kafka producer")?;
-    let sink = Arc::new(Hl7Store::start(
-        pool,
-        producer,
-        cfg.pipelines.hl7.topic.clone(),
-        cfg.hl7.listener.listen.to_string(),
-        Duration::from_millis(cfg.hl7.store_timeout_ms),
-        cfg.hl7.store_workers,
-    ));
+    let sink = Arc::new(
+        Hl7Store::start(
+            pool,
+            producer,
+            cfg.pipelines.hl7.topic.clone(),
+            cfg.hl7.listener.listen.to_string(),
+            Duration::from_millis(cfg.hl7.store_timeout_ms),
+            cfg.hl7.store_workers,
+        )
+        .with_application_acks(cfg.pipelines.hl7.ack_destinations.clone()),
+    );
     carehub_hl7::MllpListener::bind(cfg.hl7.listener.clone(), sink)
         .await
         .with_context(|| format!("binding hl7.listener.listen = {}", cfg.hl7.listener.listen))

@@ -39,7 +39,13 @@ pub fn all(cfg: &Config, pool: &PgPool) -> Vec<PipelineSpec> {
             topic: hl7.topic.clone(),
             group: hl7.group.clone(),
             enabled: hl7.enabled,
-            engine: Engine::new(pool.clone(), Arc::new(Hl7Pipeline::new(&hl7.events_topic))),
+            engine: Engine::new(
+                pool.clone(),
+                Arc::new(
+                    Hl7Pipeline::new(&hl7.events_topic)
+                        .with_application_acks(&hl7.outbound_topic, hl7.ack_destinations.clone()),
+                ),
+            ),
         },
         PipelineSpec {
             topic: lab.events_topic.clone(),

@@ -855,3 +855,83 @@ async fn outbound_messages_reach_their_destination_in_order_and_refusals_are_dea
     assert!(again.is_some(), "replayed and delivered: {:?}", control_ids(&seen));
     assert_eq!(control_ids(&seen).last().map(String::as_str), Some("REJ2"));
 }
+
+#[tokio::test]
+async fn enhanced_mode_senders_get_a_commit_ack_then_the_application_ack() {
+    let (peer, seen) = mllp_peer().await;
+    let db = fresh_db().await;
+    let hub = start_hub_with(
+        db,
+        vec![
+            ("CAREHUB_HL7__DESTINATIONS__NORTH__ENDPOINT", peer.clone()),
+            (
+                "CAREHUB_PIPELINES__HL7__ACK_DESTINATIONS__NORTHCLINIC",
+                "north".to_owned(),
+            ),
+        ],
+    )
+    .await;
+    let enhanced = |text: String, control_id: &str, msh16: &str| {
+        text.replace("|P|2.5.1", &format!("|P|2.5.1|||AL|{msh16}"))
+            .replace("ADT0002", control_id)
+    };
+    // Applied: CA now, AA later.
+    let good = enhanced(fixture("adt_a08.hl7"), "ENH-OK", "AL");
+    // A required field missing: stored and committed (CA), then AE with ERR.
+    let bad = enhanced(
+        fixture("adt_a08.hl7").replace("P-1001^^^NORTHCLINIC&1.2.826.0.1.9999.1&ISO^MR", ""),
+        "ENH-AE",
+        "AL",
+    );
+    // MSH-16 ER: a success is not acknowledged by the application.
+    let quiet = enhanced(fixture("adt_a08.hl7"), "ENH-ER", "ER");
+    // A cancel of an order the hub does not know: CA, then AE 204 after the pipeline refused it.
+    let unknown = fixture("orm_o01.hl7")
+        .replace("|P|2.3.1", "|P|2.3.1|||AL|AL")
+        .replace("ORM0001", "ENH-ORD")
+        .replace("ORC|NW|PO-5001", "ORC|CA|PO-9999")
+        .replace("OBR|1|PO-5001", "OBR|1|PO-9999");
+    for (text, id) in [
+        (&good, "ENH-OK"),
+        (&bad, "ENH-AE"),
+        (&quiet, "ENH-ER"),
+        (&unknown, "ENH-ORD"),
+    ] {
+        let (ack, _) = ack_of(&exchange(&hub.mllp, &mllp::frame(&wire(text))).expect("commit ACK"));
+        assert_eq!((ack.code.as_str(), ack.acked_control_id.as_str()), ("CA", id));
+    }
+    let answered = eventually(Duration::from_secs(60), || async {
+        (received(&seen).len() >= 3).then_some(())
+    })
+    .await;
+    assert!(answered.is_some(), "application ACKs: {:?}", received(&seen));
+    // Give a wrongly sent fourth ACK the time to show up.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let acks: std::collections::BTreeMap<String, (String, String)> = received(&seen)
+        .iter()
+        .map(|text| {
+            let msg = Message::parse(text).expect("the application ACK parses");
+            assert_eq!(msg.message_type().0, "ACK");
+            assert_eq!(msg.get("MSH-5").raw(), "EHR", "addressed to the sender");
+            // The HL7 error code: ERR-3 from v2.5, ERR-1.4 before (the ORM is v2.3.1).
+            let code = match msg.get("ERR-3.1").raw() {
+                "" => msg.get("ERR-1.4.1").raw(),
+                c => c,
+            };
+            (
+                msg.get("MSA-2").raw().to_owned(),
+                (msg.get("MSA-1").raw().to_owned(), code.to_owned()),
+            )
+        })
+        .collect();
+    assert_eq!(acks.len(), 3, "{acks:?}");
+    assert_eq!(acks["ENH-OK"].0, "AA");
+    assert_eq!(acks["ENH-AE"], ("AE".to_owned(), "101".to_owned()));
+    assert_eq!(acks["ENH-ORD"], ("AE".to_owned(), "204".to_owned()));
+    assert!(!acks.contains_key("ENH-ER"));
+    // The refused ones are dead letters with their reasons, as in original mode.
+    assert_eq!(
+        count(&hub.db.pool, "SELECT count(*) FROM dead_letter WHERE consumer = 'hl7'").await,
+        2
+    );
+}

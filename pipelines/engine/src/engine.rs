@@ -321,6 +321,25 @@ impl Engine {
                     },
                 )
                 .await?;
+                if let Some(env) = &env {
+                    let ctx = Context {
+                        message_id,
+                        origin: origin.clone(),
+                        replay: false,
+                    };
+                    sqlx::query("SAVEPOINT answer").execute(&mut *tx).await?;
+                    match self.handler.rejected(&mut *tx, &ctx, env, code, &reason).await {
+                        Err(HandlerError::Store(e)) if e.is_transient() => return Err(Error::Store(e)),
+                        Err(e) => {
+                            // The dead letter stands; only the answer is lost (logged).
+                            sqlx::query("ROLLBACK TO SAVEPOINT answer").execute(&mut *tx).await?;
+                            tracing::warn!(pipeline = name, dead_letter = id, error = %e, "answering the source of a dead letter failed");
+                        }
+                        Ok(()) => {
+                            sqlx::query("RELEASE SAVEPOINT answer").execute(&mut *tx).await?;
+                        }
+                    }
+                }
                 audit.push(
                     AuditEntry::new(ActorKind::Connector, connector, Action::Ingest, "message")
                         .entity(message_id)

@@ -97,4 +97,19 @@ pub trait Handler: Send + Sync {
     }
 
     async fn handle(&self, conn: &mut PgConnection, ctx: &Context, event: &Envelope) -> Result<Handled, HandlerError>;
+
+    /// Called after the engine dead-lettered `event` (in the same
+    /// transaction; the handler's own writes were undone): a pipeline that
+    /// owes its source an answer (an HL7 application ACK) writes it here,
+    /// through the outbox. The default does nothing.
+    async fn rejected(
+        &self,
+        _conn: &mut PgConnection,
+        _ctx: &Context,
+        _event: &Envelope,
+        _code: &str,
+        _reason: &str,
+    ) -> Result<(), HandlerError> {
+        Ok(())
+    }
 }

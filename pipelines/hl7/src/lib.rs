@@ -12,6 +12,7 @@
 //! merge of an unknown patient, a transition the order's state forbids) is
 //! found here, after the ACK, and dead-lettered with the reason.
 
+pub mod app_ack;
 pub mod map;
 
 use async_trait::async_trait;
@@ -138,13 +139,41 @@ pub fn validate(msg: &Message<'_>) -> Result<(), MappingError> {
 pub struct Hl7Pipeline {
     /// Topic the outbound events go to (through the outbox).
     pub events_topic: String,
+    /// Topic of outbound HL7 messages (application ACKs go there).
+    pub outbound_topic: String,
+    /// Where senders in enhanced mode get their application ACKs.
+    pub ack_routes: app_ack::AckRoutes,
 }
 
 impl Hl7Pipeline {
     pub fn new(events_topic: impl Into<String>) -> Self {
         Hl7Pipeline {
             events_topic: events_topic.into(),
+            outbound_topic: String::new(),
+            ack_routes: Default::default(),
         }
+    }
+
+    /// Sends application ACKs (enhanced mode) on `outbound_topic` to the
+    /// destinations `routes` names per sending facility.
+    pub fn with_application_acks(mut self, outbound_topic: impl Into<String>, routes: app_ack::AckRoutes) -> Self {
+        self.outbound_topic = outbound_topic.into();
+        self.ack_routes = routes;
+        self
+    }
+
+    /// Writes the application ACK `msg` asked for, if any, through the outbox.
+    async fn acknowledge(
+        &self,
+        conn: &mut PgConnection,
+        msg: &Message<'_>,
+        outcome: carehub_hl7::codec::Outcome,
+        error: Option<&carehub_hl7::codec::AckError>,
+    ) -> Result<(), HandlerError> {
+        if let Some((destination, env)) = app_ack::application_ack(msg, outcome, error, &self.ack_routes) {
+            Outbox::enqueue(conn, &self.outbound_topic, &destination, &env).await?;
+        }
+        Ok(())
     }
 }
 
@@ -417,9 +446,43 @@ impl Handler for Hl7Pipeline {
                 p.id
             }
         };
+        self.acknowledge(conn, &msg, carehub_hl7::codec::Outcome::Accept, None)
+            .await?;
         Ok(Handled {
             patient_id: Some(patient_id),
             audit: fx.audit,
         })
+    }
+
+    /// A message dead-lettered here was answered CA (enhanced mode) or AA
+    /// (original mode) by the listener; in enhanced mode its sender now gets
+    /// the application ACK: AE, or AR for a type this hub does not process.
+    async fn rejected(
+        &self,
+        conn: &mut PgConnection,
+        _ctx: &Context,
+        event: &Envelope,
+        code: &str,
+        reason: &str,
+    ) -> Result<(), HandlerError> {
+        let Ok((_, raw)) = received(event) else { return Ok(()) };
+        let Ok((text, _)) = carehub_hl7::codec::decode_text(&raw) else {
+            return Ok(());
+        };
+        let Ok(msg) = Message::parse(&text) else { return Ok(()) };
+        let (outcome, error) = match validate(&msg) {
+            Err(e) if e.reject => (carehub_hl7::codec::Outcome::Reject, e.ack_error()),
+            Err(e) => (carehub_hl7::codec::Outcome::Error, e.ack_error()),
+            // Refused for what the database holds (unknown order, forbidden
+            // transition): 204 unknown key identifier, else 207 application error.
+            Ok(()) => (
+                carehub_hl7::codec::Outcome::Error,
+                carehub_hl7::codec::AckError::new(
+                    if code == "unknown_reference" { 204 } else { 207 },
+                    reason.to_owned(),
+                ),
+            ),
+        };
+        self.acknowledge(conn, &msg, outcome, Some(&error)).await
     }
 }
