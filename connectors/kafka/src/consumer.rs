@@ -90,6 +90,9 @@ pub async fn forward_dead_letter(
         .map_err(|(e, _)| Error::Kafka(e))
 }
 
+/// Silence after which a consumer checks that it holds partitions.
+const REJOIN_AFTER: Duration = Duration::from_secs(30);
+
 /// Most records one pipeline transaction takes.
 pub const MAX_BATCH: usize = 256;
 
@@ -156,6 +159,60 @@ impl ConsumerRunner {
     pub async fn receive(&self) -> Result<KafkaRecord> {
         let msg = self.consumer.recv().await?;
         Ok(KafkaRecord(msg.detach()))
+    }
+
+    /// Watchdog, run after [`REJOIN_AFTER`] of silence: when this member holds
+    /// no partition while the group has records waiting and its committed
+    /// offsets did not move since the last look (nobody in the group is
+    /// consuming), the member leaves and joins again. Seen with Tansu after a
+    /// member was killed while joining: the restarted member stayed without
+    /// an assignment. A member that is merely spare (more members than
+    /// partitions) sees the others' offsets move and stays put. Returns the
+    /// committed total for the next look.
+    async fn rejoin_if_stuck(&self, previous: Option<i64>) -> Option<i64> {
+        if self.consumer.assignment().map(|a| a.count()).unwrap_or(0) > 0 {
+            return None;
+        }
+        let (consumer, topic) = (self.consumer.clone(), self.topic.clone());
+        let progress = tokio::task::spawn_blocking(move || -> Option<(i64, i64)> {
+            let timeout = Duration::from_secs(5);
+            let md = consumer.fetch_metadata(Some(&topic), timeout).ok()?;
+            let mut tpl = TopicPartitionList::new();
+            for p in md.topics().first()?.partitions() {
+                tpl.add_partition(&topic, p.id());
+            }
+            let committed = consumer.committed_offsets(tpl, timeout).ok()?;
+            let (mut total, mut lag) = (0, 0);
+            for el in committed.elements() {
+                let (low, high) = consumer.fetch_watermarks(&topic, el.partition(), timeout).ok()?;
+                let at = match el.offset() {
+                    Offset::Offset(o) => o,
+                    _ => low,
+                };
+                total += at;
+                lag += (high - at).max(0);
+            }
+            Some((total, lag))
+        })
+        .await
+        .ok()
+        .flatten();
+        let (total, lag) = progress?;
+        if lag > 0 && previous == Some(total) {
+            tracing::warn!(group = %self.group, topic = %self.topic, lag, "no partition assigned and the group is not moving; joining again");
+            self.consumer.unsubscribe();
+            if let Err(e) = self.consumer.subscribe(&[&self.topic]) {
+                ComponentError {
+                    component: "kafka_consumer",
+                    stage: Stage::Receiving,
+                    error_code: "rejoin_failed",
+                    error: &e,
+                }
+                .emit();
+            }
+            return None;
+        }
+        Some(total)
     }
 
     /// Takes the records already waiting in the consumer's queue, without
@@ -286,10 +343,15 @@ impl ConsumerRunner {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         tracing::info!(group = %self.group, topic = %self.topic, "consumer started");
         let lag = tokio::spawn(report_lag(self.consumer.clone(), self.group.clone(), shutdown.clone()));
+        let mut watched = None;
         while !*shutdown.borrow() {
             let rec = tokio::select! {
                 r = self.receive() => r,
                 _ = shutdown.changed() => break,
+                _ = tokio::time::sleep(REJOIN_AFTER) => {
+                    watched = self.rejoin_if_stuck(watched).await;
+                    continue;
+                }
             };
             let first = match rec {
                 Ok(rec) => rec,
