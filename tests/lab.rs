@@ -580,3 +580,69 @@ async fn a_changed_order_is_amended_at_the_lab_and_a_withdrawn_one_cancelled() {
     .expect("job");
     assert_eq!((job.as_str(), order_status.as_str()), ("cancelled", "revoked"));
 }
+
+#[tokio::test]
+async fn the_stand_in_lab_and_clinic_tools_run_a_journey_that_the_timeline_shows() {
+    let clinic = format!("127.0.0.1:{}", free_port());
+    let hub = lab_hub(&clinic).await;
+    let envs = hub.envs.clone();
+    // `carehub hl7 receive` as the clinic's EHR, `carehub lab simulate` as the lab.
+    let receiver = std::process::Command::new(BIN)
+        .args(["hl7", "receive", "--listen", &clinic, "--count", "8"])
+        .envs(envs.iter().cloned())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("hl7 receive");
+    let _receiver = Server(receiver);
+    let lab = std::process::Command::new(BIN)
+        .args(["lab", "simulate", "--orders", "1", "--step-ms", "50", "--group"])
+        .arg(format!("sim-{}", Uuid::new_v4().simple()))
+        .envs(envs.iter().cloned())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("lab simulate");
+    let _lab = Server(lab);
+    order_device(&hub, "LAB0006", "PO-7006").await;
+
+    let timeline = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(BIN)
+            .args(["lab", "timeline", "PO-7006", "--wait", "120", "--actor", "test"])
+            .envs(envs.iter().cloned())
+            .output()
+            .expect("lab timeline")
+    })
+    .await
+    .expect("join");
+    let text = String::from_utf8_lossy(&timeline.stdout).into_owned();
+    assert!(
+        timeline.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&timeline.stderr)
+    );
+    assert!(text.contains("lab status delivered"), "{text}");
+    assert!(text.contains("arrived     ORM^O01 LAB0006"), "{text}");
+    assert!(text.contains("to the lab  "), "{text}");
+    let statuses: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split("lab status  ").nth(1))
+        .filter_map(|rest| rest.split(" -> ").nth(1))
+        .map(|s| s.split_whitespace().next().unwrap_or(""))
+        .collect();
+    assert_eq!(statuses, JOURNEY.map(|(s, _)| s));
+    assert_eq!(
+        text.lines().filter(|l| l.contains("to clinic   HL7 ORM^O01")).count(),
+        JOURNEY.len(),
+        "{text}"
+    );
+    // Looking at the timeline is itself audited.
+    assert_eq!(
+        count(
+            &hub.db.pool,
+            "SELECT count(*) FROM audit_log WHERE action = 'read' AND actor_id = 'test'"
+        )
+        .await,
+        1
+    );
+}
