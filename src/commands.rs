@@ -321,3 +321,25 @@ fn find_record(cfg: &Config, topic: &str, event_id: &str, deadline: Instant) -> 
     }
     None
 }
+
+/// `carehub token issue`: an HS256 access token for the FHIR endpoint.
+pub fn token_issue(
+    cfg: &Config,
+    sub: &str,
+    role: Option<&str>,
+    scope: Option<&str>,
+    patient: Option<uuid::Uuid>,
+    minutes: Option<i64>,
+) -> anyhow::Result<ExitCode> {
+    let scope = match (role, scope) {
+        (Some(r), _) => carehub_fhir::Role::parse(r)
+            .with_context(|| format!("unknown role {r:?} (clinician, admin, lab_technician, system)"))?
+            .scopes()
+            .to_owned(),
+        (None, Some(s)) => s.to_owned(),
+        (None, None) => bail!("give --role or --scope"),
+    };
+    let token = carehub_fhir::auth::issue(&cfg.fhir.auth, sub, &scope, patient, minutes)?;
+    println!("{token}");
+    Ok(ExitCode::SUCCESS)
+}

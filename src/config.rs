@@ -29,6 +29,8 @@ pub struct Config {
     pub hl7: Hl7Config,
     #[serde(default)]
     pub pipelines: PipelinesConfig,
+    #[serde(default)]
+    pub fhir: carehub_fhir::FhirConfig,
 }
 
 /// The HL7 v2 MLLP listener.

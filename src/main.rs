@@ -63,6 +63,11 @@ enum Command {
         #[command(subcommand)]
         command: LabCommand,
     },
+    /// Access tokens for the FHIR endpoint.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
     /// Drop message-store partitions older than KEEP_MONTHS whole months (audited).
     Retention {
         /// Months of messages to keep, besides the current one.
@@ -155,6 +160,28 @@ enum Hl7Command {
         /// Stop after this many messages.
         #[arg(long)]
         count: Option<usize>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Print an HS256 bearer token signed with [fhir.auth] hs256_secret.
+    Issue {
+        /// Who the token is for (audited as the actor).
+        #[arg(long)]
+        sub: String,
+        /// clinician, admin, lab_technician or system: the role's SMART scopes.
+        #[arg(long, conflicts_with = "scope")]
+        role: Option<String>,
+        /// SMART scopes, space separated, instead of a role's.
+        #[arg(long)]
+        scope: Option<String>,
+        /// Patient launch context (limits patient/ scopes to this patient).
+        #[arg(long)]
+        patient: Option<uuid::Uuid>,
+        /// Lifetime in minutes (default and most: [fhir.auth] max_token_minutes).
+        #[arg(long)]
+        minutes: Option<i64>,
     },
 }
 
@@ -257,6 +284,16 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<ExitCode> {
         Command::Lab {
             command: LabCommand::Timeline { order, wait, actor },
         } => lab::timeline(&cfg, &order, wait, &actor_or_user(actor)).await,
+        Command::Token {
+            command:
+                TokenCommand::Issue {
+                    sub,
+                    role,
+                    scope,
+                    patient,
+                    minutes,
+                },
+        } => commands::token_issue(&cfg, &sub, role.as_deref(), scope.as_deref(), patient, minutes),
         Command::Retention { keep_months, actor } => {
             commands::retention(&cfg, keep_months, &actor_or_user(actor)).await
         }

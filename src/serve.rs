@@ -88,6 +88,18 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             .context("starting the HL7 outbound delivery")?;
         tasks.spawn(outbound.run(shutdown.clone()));
     }
+    if cfg.fhir.enabled {
+        let mut stop = shutdown.clone();
+        let (fhir, pool) = (cfg.fhir.clone(), pool.clone());
+        tasks.spawn(async move {
+            let stopped = async move {
+                let _ = stop.changed().await;
+            };
+            if let Err(e) = carehub_fhir::serve(&fhir, pool, stopped).await {
+                tracing::error!(error = %e, "the FHIR endpoint stopped");
+            }
+        });
+    }
     tasks.spawn(maintain_partitions(pool.clone(), shutdown.clone()));
     tracing::info!("carehub running");
 

@@ -277,6 +277,7 @@ pub fn hub_env(db: &TestDb, intake: &str, events: &str, port: u16) -> Vec<(&'sta
         ("CAREHUB_PIPELINES__HL7__OUTBOUND_TOPIC", format!("{intake}.hl7out")),
         ("CAREHUB_PIPELINES__HL7__OUTBOUND_GROUP", format!("g-{intake}-hl7out")),
         ("CAREHUB_HL7__LISTENER__LISTEN", format!("127.0.0.1:{}", free_port())),
+        ("CAREHUB_FHIR__LISTEN", format!("127.0.0.1:{}", free_port())),
         ("CAREHUB_PIPELINES__LAB__EVENTS_TOPIC", events.to_owned()),
         ("CAREHUB_PIPELINES__LAB__DISPATCH_GROUP", format!("g-{intake}-labd")),
         ("CAREHUB_PIPELINES__LAB__ORDERS_TOPIC", format!("{intake}.laborders")),
@@ -469,4 +470,37 @@ pub fn sender(addr: &str) -> MllpSender {
     cfg.ack_timeout_ms = 15_000;
     cfg.max_attempts = 1;
     MllpSender::new(cfg)
+}
+
+/// An HTTP/1.0 response: status, headers (lower-case names), body.
+pub type HttpResponse = (u16, HashMap<String, String>, String);
+
+/// One HTTP/1.0 request on a fresh connection (no client library needed).
+pub fn http_request(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> HttpResponse {
+    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let mut req = format!(
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).expect("write");
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).expect("read");
+    let (head, body) = buf.split_once("\r\n\r\n").unwrap_or((&buf, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    (status, headers, body.to_owned())
 }

@@ -150,18 +150,7 @@ pub fn orc5(status: LabStatus) -> &'static str {
 
 /// FHIR task-status for a lab status.
 pub fn task_status(status: LabStatus) -> &'static str {
-    match status {
-        LabStatus::Requested => "requested",
-        LabStatus::Accepted => "accepted",
-        LabStatus::Rejected => "rejected",
-        LabStatus::Cancelled => "cancelled",
-        LabStatus::Delivered => "completed",
-        LabStatus::InProduction
-        | LabStatus::QcPassed
-        | LabStatus::QcFailed
-        | LabStatus::ReadyToShip
-        | LabStatus::Shipped => "in-progress",
-    }
+    status.fhir_task_status()
 }
 
 /// The MSH-10 of a status message: the same change always gets the same
@@ -349,8 +338,7 @@ fn code_system_name(system: &str) -> &str {
     system.strip_prefix("urn:carehub:hl7-cs:").unwrap_or(system)
 }
 
-/// Code system of the lab statuses in Task.businessStatus.
-pub const LAB_STATUS_SYSTEM: &str = "urn:carehub:lab-status";
+pub use carehub_schema::lab::LAB_STATUS_SYSTEM;
 
 /// `data` of `carehub.ehr.order_status.v1`: the order's Task and ServiceRequest
 /// as FHIR R4 resources (the parts that changed), for the EHR push.

@@ -95,6 +95,27 @@ impl LabStatus {
     }
 }
 
+impl LabStatus {
+    /// FHIR R4 task-status of the order's Task.
+    pub fn fhir_task_status(self) -> &'static str {
+        match self {
+            LabStatus::Requested => "requested",
+            LabStatus::Accepted => "accepted",
+            LabStatus::Rejected => "rejected",
+            LabStatus::Cancelled => "cancelled",
+            LabStatus::Delivered => "completed",
+            LabStatus::InProduction
+            | LabStatus::QcPassed
+            | LabStatus::QcFailed
+            | LabStatus::ReadyToShip
+            | LabStatus::Shipped => "in-progress",
+        }
+    }
+}
+
+/// Code system of the lab statuses (FHIR Task.businessStatus).
+pub const LAB_STATUS_SYSTEM: &str = "urn:carehub:lab-status";
+
 impl std::fmt::Display for LabStatus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())

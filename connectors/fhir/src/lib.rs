@@ -1,0 +1,14 @@
+//! The FHIR R4 (4.0.1) endpoint for EHRs: an axum server over the canonical
+//! record, SMART-style bearer tokens, every access audited.
+//!
+//! Built so far: bearer-token authentication and SMART scopes ([`auth`]),
+//! `GET /metadata`, and read of Patient, ServiceRequest and Task
+//! ([`resources`]: where each canonical column goes). Writes, search,
+//! history, Bundles and the EHR push are the rest of the FHIR issue.
+
+pub mod auth;
+pub mod resources;
+pub mod server;
+
+pub use auth::{Access, AuthConfig, AuthError, Authenticator, Claims, Grant, Principal, Role, Scope};
+pub use server::{FhirConfig, Outcome, ServeError, capability_statement, router, serve};

@@ -1,0 +1,322 @@
+//! The FHIR REST server (axum): `GET /metadata`, and read of Patient,
+//! ServiceRequest and Task from the canonical record. Every answer is
+//! `application/fhir+json`; every error an OperationOutcome; every read of a
+//! resource an audit entry naming the token's subject.
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use carehub_schema::{Action, ActorKind, AuditEntry, AuditLog};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::auth::{Access, AuthConfig, AuthError, Authenticator, Grant, Principal};
+use crate::resources::{self, Found};
+
+/// Connector name in audit entries and metrics.
+pub const CONNECTOR: &str = "fhir";
+const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
+
+/// `[fhir]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FhirConfig {
+    /// Run the FHIR endpoint in `carehub serve`.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Address it listens on.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    #[serde(default)]
+    pub auth: AuthConfig,
+}
+
+const fn default_true() -> bool {
+    true
+}
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8081))
+}
+
+impl Default for FhirConfig {
+    fn default() -> Self {
+        FhirConfig {
+            enabled: true,
+            listen: default_listen(),
+            auth: AuthConfig::default(),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    pool: PgPool,
+    auth: Authenticator,
+}
+
+/// An error as FHIR answers it: an OperationOutcome with its HTTP status.
+#[derive(Debug)]
+pub struct Outcome {
+    status: StatusCode,
+    /// FHIR issue-type code (`not-found`, `login`, `forbidden`, …).
+    code: &'static str,
+    diagnostics: String,
+}
+
+impl Outcome {
+    pub fn new(status: StatusCode, code: &'static str, diagnostics: impl Into<String>) -> Self {
+        Outcome {
+            status,
+            code,
+            diagnostics: diagnostics.into(),
+        }
+    }
+
+    pub fn body(&self) -> Value {
+        json!({
+            "resourceType": "OperationOutcome",
+            "issue": [{ "severity": "error", "code": self.code, "diagnostics": self.diagnostics }],
+        })
+    }
+}
+
+impl IntoResponse for Outcome {
+    fn into_response(self) -> Response {
+        let mut res = (self.status, fhir_json(&self.body())).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            res.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"carehub\""),
+            );
+        }
+        res
+    }
+}
+
+impl From<sqlx::Error> for Outcome {
+    fn from(e: sqlx::Error) -> Self {
+        tracing::error!(error = %e, "FHIR request failed on the database");
+        Outcome::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "transient",
+            "the record is unavailable; try again",
+        )
+    }
+}
+
+impl From<carehub_schema::Error> for Outcome {
+    fn from(e: carehub_schema::Error) -> Self {
+        tracing::error!(error = %e, "FHIR request failed on the database");
+        Outcome::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "transient",
+            "the record is unavailable; try again",
+        )
+    }
+}
+
+fn fhir_json(v: &Value) -> impl IntoResponse + use<> {
+    (
+        [(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON))],
+        v.to_string(),
+    )
+}
+
+/// The router; `listen` serves it.
+pub fn router(pool: PgPool, auth: Authenticator) -> Router {
+    Router::new()
+        .route("/metadata", get(metadata))
+        .route("/{resource_type}/{id}", get(read))
+        .fallback(unsupported)
+        .with_state(AppState { pool, auth })
+}
+
+/// Binds `config.listen` and serves until `shutdown` resolves.
+pub async fn serve(
+    config: &FhirConfig,
+    pool: PgPool,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let auth = Authenticator::new(&config.auth).map_err(ServeError::Auth)?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| ServeError::Bind(config.listen, e))?;
+    tracing::info!(listen = %config.listen, "FHIR endpoint listening");
+    axum::serve(listener, router(pool, auth))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|e| ServeError::Bind(config.listen, e))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("fhir.auth: {0}")]
+    Auth(AuthError),
+    #[error("fhir.listen = {0}: {1}")]
+    Bind(SocketAddr, std::io::Error),
+}
+
+/// JSON only: a client that accepts neither JSON nor anything gets 406.
+fn negotiate(headers: &HeaderMap) -> Result<(), Outcome> {
+    let Some(accept) = headers.get(header::ACCEPT).and_then(|a| a.to_str().ok()) else {
+        return Ok(());
+    };
+    let ok = accept.split(',').any(|t| {
+        let t = t.split(';').next().unwrap_or("").trim();
+        matches!(
+            t,
+            "*/*" | "application/*" | "application/json" | "application/fhir+json"
+        ) || t.is_empty()
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(Outcome::new(
+            StatusCode::NOT_ACCEPTABLE,
+            "not-supported",
+            format!("only application/fhir+json is served, not {accept}"),
+        ))
+    }
+}
+
+fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Principal, Outcome> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .ok_or_else(|| Outcome::new(StatusCode::UNAUTHORIZED, "login", AuthError::Missing.to_string()))?;
+    state.auth.verify(token.trim()).map_err(|e| {
+        tracing::info!(reason = %e, "FHIR request refused: token");
+        Outcome::new(StatusCode::UNAUTHORIZED, "login", e.to_string())
+    })
+}
+
+async fn metadata(headers: HeaderMap) -> Result<impl IntoResponse, Outcome> {
+    negotiate(&headers)?;
+    Ok(fhir_json(&capability_statement()))
+}
+
+/// What this server does, and nothing more.
+pub fn capability_statement() -> Value {
+    let read_only = |ty: &str| {
+        json!({
+            "type": ty,
+            "interaction": [{ "code": "read" }],
+            "versioning": "versioned",
+            "readHistory": false,
+            "updateCreate": false,
+        })
+    };
+    json!({
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": "2026-11-25",
+        "kind": "instance",
+        "software": { "name": "carehub", "version": env!("CARGO_PKG_VERSION") },
+        "fhirVersion": "4.0.1",
+        "format": ["application/fhir+json"],
+        "rest": [{
+            "mode": "server",
+            "security": {
+                "service": [{ "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/restful-security-service", "code": "SMART-on-FHIR" }] }],
+                "description": "OAuth2 bearer JWT (HS256, RS256, ES256) with SMART v1 scopes (patient/, user/, system/; .read, .write, .*); every access is audited",
+            },
+            "resource": [read_only("Patient"), read_only("ServiceRequest"), read_only("Task")],
+        }],
+    })
+}
+
+async fn read(
+    State(state): State<AppState>,
+    Path((resource_type, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, Outcome> {
+    negotiate(&headers)?;
+    let principal = authenticate(&state, &headers)?;
+    let (entity, supported) = match resource_type.as_str() {
+        "Patient" => ("patient", true),
+        "ServiceRequest" => ("service_order", true),
+        "Task" => ("lab_job", true),
+        _ => ("", false),
+    };
+    if !supported {
+        return Err(Outcome::new(
+            StatusCode::NOT_FOUND,
+            "not-supported",
+            format!("resource type {resource_type} is not served (see /metadata)"),
+        ));
+    }
+    let grant = principal.grant(&resource_type, Access::Read);
+    if grant == Grant::None {
+        return Err(Outcome::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("the token's scopes do not allow reading {resource_type}"),
+        ));
+    }
+    let not_found = || {
+        Outcome::new(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            format!("{resource_type}/{id} is not known"),
+        )
+    };
+    let Ok(uuid) = Uuid::parse_str(&id) else {
+        return Err(not_found());
+    };
+    let mut conn = state.pool.acquire().await?;
+    let found: Option<Found> = match resource_type.as_str() {
+        "Patient" => resources::patient(&mut conn, uuid).await?,
+        "ServiceRequest" => resources::service_request(&mut conn, uuid).await?,
+        _ => resources::task(&mut conn, uuid).await?,
+    };
+    let found = found.ok_or_else(not_found)?;
+    if let Grant::Patient(p) = grant
+        && p != found.patient
+    {
+        return Err(Outcome::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("{resource_type}/{id} is outside the token's patient compartment"),
+        ));
+    }
+    let kind = if principal
+        .scopes
+        .iter()
+        .any(|s| s.context == crate::auth::Context::System)
+    {
+        ActorKind::System
+    } else {
+        ActorKind::User
+    };
+    AuditLog::append(
+        &mut conn,
+        &[AuditEntry::new(kind, principal.actor(), Action::Read, entity)
+            .entity(uuid)
+            .origin(format!("fhir:GET {resource_type}/{id}"))],
+    )
+    .await?;
+    let mut res = fhir_json(&found.body).into_response();
+    let h = res.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&format!("W/\"{}\"", found.version)) {
+        h.insert(header::ETAG, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&found.updated.format("%a, %d %b %Y %H:%M:%S GMT").to_string()) {
+        h.insert(header::LAST_MODIFIED, v);
+    }
+    Ok(res)
+}
+
+async fn unsupported() -> Outcome {
+    Outcome::new(
+        StatusCode::NOT_FOUND,
+        "not-supported",
+        "no such interaction (see /metadata for what is served)",
+    )
+}

@@ -1,0 +1,217 @@
+//! The FHIR endpoint over HTTP against the running hub and real PostgreSQL:
+//! the record an HL7 message created, read as FHIR resources; the token and
+//! scope checks; every read audited.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+const SECRET: &str = "fhir-test-secret-at-least-32-bytes-long";
+
+async fn fhir_hub() -> (Hub, String) {
+    let db = fresh_db().await;
+    let hub = start_hub_with(db, vec![("CAREHUB_FHIR__AUTH__HS256_SECRET", SECRET.to_owned())]).await;
+    let fhir = env_value(&hub.envs, "CAREHUB_FHIR__LISTEN");
+    (hub, fhir)
+}
+
+/// `carehub token issue` with the hub's configuration.
+fn token(hub: &Hub, args: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .args(["token", "issue"])
+        .args(args)
+        .envs(hub.envs.iter().cloned())
+        .output()
+        .expect("token issue");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("utf8").trim().to_owned()
+}
+
+fn get(
+    addr: &str,
+    path: &str,
+    token: Option<&str>,
+    accept: &str,
+) -> (u16, Value, std::collections::HashMap<String, String>) {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![("Accept", accept)];
+    if let Some(a) = &auth {
+        headers.push(("Authorization", a.as_str()));
+    }
+    let (status, h, body) = http_request(addr, "GET", path, &headers, "");
+    let json = serde_json::from_str(&body).unwrap_or(Value::Null);
+    (status, json, h)
+}
+
+fn issue_code(v: &Value) -> &str {
+    assert_eq!(v["resourceType"], "OperationOutcome", "{v}");
+    v["issue"][0]["code"].as_str().unwrap_or("")
+}
+
+#[tokio::test]
+async fn the_record_reads_as_fhir_with_tokens_scopes_and_an_audit_entry_per_read() {
+    let (hub, fhir) = fhir_hub().await;
+    let pool = &hub.db.pool;
+    // An order over MLLP gives a patient and a service request.
+    let ack = send_until_accepted(&hub.mllp, &wire(&fixture("orm_o01.hl7")), Duration::from_secs(60))
+        .await
+        .expect("ACK");
+    assert_eq!(ack.code.as_str(), "AA");
+    let ids = eventually(Duration::from_secs(60), || async {
+        sqlx::query_as::<_, (uuid::Uuid, uuid::Uuid)>("SELECT id, patient_id FROM service_order")
+            .fetch_optional(pool)
+            .await
+            .ok()
+            .flatten()
+    })
+    .await;
+    let (order, patient) = ids.expect("the order is stored");
+
+    // The CapabilityStatement needs no token and names what is served.
+    let (status, cap, h) = get(&fhir, "/metadata", None, "application/fhir+json");
+    assert_eq!(status, 200);
+    assert!(h["content-type"].starts_with("application/fhir+json"));
+    assert_eq!(cap["fhirVersion"], "4.0.1");
+    let types: Vec<&str> = cap["rest"][0]["resource"]
+        .as_array()
+        .expect("resources")
+        .iter()
+        .filter_map(|r| r["type"].as_str())
+        .collect();
+    assert_eq!(types, ["Patient", "ServiceRequest", "Task"]);
+
+    // No token: 401 with an OperationOutcome and a challenge.
+    let (status, body, h) = get(&fhir, &format!("/Patient/{patient}"), None, "application/fhir+json");
+    assert_eq!((status, issue_code(&body)), (401, "login"));
+    assert!(h.contains_key("www-authenticate"));
+    // A token signed with another key, an expired one: 401.
+    let forged = carehub_fhir::auth::issue(
+        &carehub_fhir::AuthConfig {
+            hs256_secret: Some("some-other-secret-that-is-long-enough".into()),
+            ..Default::default()
+        },
+        "mallory",
+        "system/*.*",
+        None,
+        None,
+    )
+    .expect("forged");
+    let (status, _, _) = get(&fhir, &format!("/Patient/{patient}"), Some(&forged), "*/*");
+    assert_eq!(status, 401);
+    let expired = token(&hub, &["--sub", "dr-old", "--role", "clinician", "--minutes=-2"]);
+    let (status, body, _) = get(&fhir, &format!("/Patient/{patient}"), Some(&expired), "*/*");
+    assert_eq!(status, 401, "{body}");
+
+    // A clinician reads the patient: identifiers, name, gender, birth date; ETag.
+    let clinician = token(&hub, &["--sub", "dr-77", "--role", "clinician"]);
+    let (status, p, h) = get(
+        &fhir,
+        &format!("/Patient/{patient}"),
+        Some(&clinician),
+        "application/fhir+json",
+    );
+    assert_eq!(status, 200, "{p}");
+    assert_eq!(p["resourceType"], "Patient");
+    assert_eq!(p["id"], patient.to_string());
+    assert_eq!(p["identifier"][0]["value"], "P-1001");
+    assert_eq!(p["identifier"][0]["system"], "urn:oid:1.2.826.0.1.9999.1");
+    assert_eq!(p["name"][0]["family"], "Testpatient");
+    assert_eq!(p["gender"], "female");
+    assert_eq!(p["birthDate"], "1980-01-02");
+    assert_eq!(
+        h["etag"],
+        format!("W/\"{}\"", p["meta"]["versionId"].as_str().expect("versionId"))
+    );
+    let (status, sr, _) = get(&fhir, &format!("/ServiceRequest/{order}"), Some(&clinician), "*/*");
+    assert_eq!(status, 200, "{sr}");
+    assert_eq!(sr["status"], "active");
+    assert_eq!(sr["intent"], "order");
+    assert_eq!(sr["subject"]["reference"], format!("Patient/{patient}"));
+    assert_eq!(sr["identifier"][0]["value"], "PO-5001");
+    assert_eq!(sr["code"]["coding"][0]["code"], "L3000");
+    // The order went to the lab: its Task.
+    let task = eventually(Duration::from_secs(60), || {
+        let (fhir, clinician) = (fhir.clone(), clinician.clone());
+        async move {
+            let (status, t, _) = get(&fhir, &format!("/Task/{order}"), Some(&clinician), "*/*");
+            (status == 200).then_some(t)
+        }
+    })
+    .await
+    .expect("the Task of the lab order");
+    assert_eq!(task["status"], "requested");
+    assert_eq!(task["basedOn"][0]["reference"], format!("ServiceRequest/{order}"));
+
+    // Not found, unknown type, XML: OperationOutcomes with their statuses.
+    let (status, body, _) = get(
+        &fhir,
+        &format!("/Patient/{}", uuid::Uuid::now_v7()),
+        Some(&clinician),
+        "*/*",
+    );
+    assert_eq!((status, issue_code(&body)), (404, "not-found"));
+    let (status, body, _) = get(&fhir, "/Patient/not-a-uuid", Some(&clinician), "*/*");
+    assert_eq!((status, issue_code(&body)), (404, "not-found"));
+    let (status, body, _) = get(&fhir, &format!("/Basic/{patient}"), Some(&clinician), "*/*");
+    assert_eq!((status, issue_code(&body)), (404, "not-supported"));
+    let (status, body, _) = get(
+        &fhir,
+        &format!("/Patient/{patient}"),
+        Some(&clinician),
+        "application/fhir+xml",
+    );
+    assert_eq!((status, issue_code(&body)), (406, "not-supported"));
+
+    // Scopes: a lab technician may not read ... Task yes, a Patient with only
+    // patient/ scopes of another patient: 403.
+    let tech = token(&hub, &["--sub", "tech-1", "--scope", "user/Task.read"]);
+    let (status, body, _) = get(&fhir, &format!("/Patient/{patient}"), Some(&tech), "*/*");
+    assert_eq!((status, issue_code(&body)), (403, "forbidden"));
+    let (status, _, _) = get(&fhir, &format!("/Task/{order}"), Some(&tech), "*/*");
+    assert_eq!(status, 200);
+    let other = uuid::Uuid::now_v7().to_string();
+    let portal = token(
+        &hub,
+        &["--sub", "pat-9", "--scope", "patient/*.read", "--patient", &other],
+    );
+    let (status, _, _) = get(&fhir, &format!("/Patient/{patient}"), Some(&portal), "*/*");
+    assert_eq!(status, 403, "outside the compartment");
+    let own = token(
+        &hub,
+        &[
+            "--sub",
+            "pat-1",
+            "--scope",
+            "patient/*.read",
+            "--patient",
+            &patient.to_string(),
+        ],
+    );
+    let (status, _, _) = get(&fhir, &format!("/ServiceRequest/{order}"), Some(&own), "*/*");
+    assert_eq!(status, 200, "inside the compartment");
+
+    // Every successful read left an audit entry naming the reader.
+    let reads: Vec<(String, String, String)> =
+        sqlx::query_as("SELECT actor_id, entity_type, entity_id FROM audit_log WHERE action = 'read' ORDER BY seq")
+            .fetch_all(pool)
+            .await
+            .expect("audit");
+    let expect = |actor: &str, entity: &str, id: &str| (actor.to_owned(), entity.to_owned(), id.to_owned());
+    assert!(
+        reads.contains(&expect("dr-77", "patient", &patient.to_string())),
+        "{reads:?}"
+    );
+    assert!(reads.contains(&expect("dr-77", "service_order", &order.to_string())));
+    assert!(reads.contains(&expect("tech-1", "lab_job", &order.to_string())));
+    assert!(reads.contains(&expect("pat-1", "service_order", &order.to_string())));
+    assert!(
+        !reads
+            .iter()
+            .any(|(actor, ..)| actor == "mallory" || actor == "pat-9" || actor == "dr-old"),
+        "refused requests read nothing"
+    );
+}
