@@ -215,3 +215,127 @@ async fn the_record_reads_as_fhir_with_tokens_scopes_and_an_audit_entry_per_read
         "refused requests read nothing"
     );
 }
+
+#[tokio::test]
+async fn searches_return_bundles_page_by_page_and_audit_each_resource_returned() {
+    let (hub, fhir) = fhir_hub().await;
+    let pool = &hub.db.pool;
+    for (i, id) in ["P-3001", "P-3002", "P-3003"].iter().enumerate() {
+        let text = fixture("orm_o01.hl7")
+            .replace("P-1001", id)
+            .replace("ORM0001", &format!("SRCH{i}"))
+            .replace("PO-5001", &format!("PO-8{i}"));
+        let ack = send_until_accepted(&hub.mllp, &wire(&text), Duration::from_secs(60))
+            .await
+            .expect("ACK");
+        assert_eq!(ack.code.as_str(), "AA");
+    }
+    let stored = eventually(Duration::from_secs(60), || async {
+        (count(pool, "SELECT count(*) FROM service_order").await == 3).then_some(())
+    })
+    .await;
+    assert!(stored.is_some());
+    let clinician = token(&hub, &["--sub", "dr-s", "--role", "clinician"]);
+
+    // By identifier: exactly the one patient.
+    let (status, b, _) = get(
+        &fhir,
+        "/Patient?identifier=urn%3Aoid%3A1.2.826.0.1.9999.1%7CP-3002",
+        Some(&clinician),
+        "*/*",
+    );
+    assert_eq!(status, 200, "{b}");
+    assert_eq!(
+        (b["resourceType"].as_str(), b["type"].as_str()),
+        (Some("Bundle"), Some("searchset"))
+    );
+    let entries = b["entry"].as_array().expect("entries");
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0]["resource"]["identifier"][0]["value"], "P-3002");
+    let patient = entries[0]["resource"]["id"].as_str().expect("id").to_owned();
+    // The patient's orders.
+    let (status, b, _) = get(
+        &fhir,
+        &format!("/ServiceRequest?patient=Patient/{patient}"),
+        Some(&clinician),
+        "*/*",
+    );
+    assert_eq!(status, 200);
+    assert_eq!(b["entry"].as_array().map(Vec::len), Some(1));
+    assert_eq!(b["entry"][0]["resource"]["identifier"][0]["value"], "PO-81");
+
+    // Paging: two pages of one with _count=2, newest first, following `next`.
+    let (status, b, _) = get(
+        &fhir,
+        "/ServiceRequest?_count=2&_sort=-_lastUpdated",
+        Some(&clinician),
+        "*/*",
+    );
+    assert_eq!(status, 200);
+    let first: Vec<String> = b["entry"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| {
+            e["resource"]["identifier"][0]["value"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(first, ["PO-82", "PO-81"]);
+    let next = b["link"]
+        .as_array()
+        .and_then(|l| l.iter().find(|l| l["relation"] == "next"))
+        .and_then(|l| l["url"].as_str())
+        .expect("a next link")
+        .to_owned();
+    let path = next.split_once(&fhir).map(|(_, p)| p.to_owned()).expect("same base");
+    let (status, b, _) = get(&fhir, &path, Some(&clinician), "*/*");
+    assert_eq!(status, 200);
+    assert_eq!(b["entry"][0]["resource"]["identifier"][0]["value"], "PO-80");
+    assert!(
+        !b["link"]
+            .as_array()
+            .expect("links")
+            .iter()
+            .any(|l| l["relation"] == "next"),
+        "last page"
+    );
+
+    // A patient's own token sees only their own orders.
+    let own = token(
+        &hub,
+        &["--sub", "pat-3002", "--scope", "patient/*.read", "--patient", &patient],
+    );
+    let (_, b, _) = get(&fhir, "/ServiceRequest", Some(&own), "*/*");
+    assert_eq!(b["entry"].as_array().map(Vec::len), Some(1));
+
+    // Unknown parameters and bad values: 400, not ignored.
+    for bad in [
+        "/Patient?name=Testpatient",
+        "/Patient?_lastUpdated=sa2026-01-01",
+        "/Patient?_count=many",
+    ] {
+        let (status, b, _) = get(&fhir, bad, Some(&clinician), "*/*");
+        assert_eq!((status, issue_code(&b)), (400, "invalid"), "{bad}");
+    }
+
+    // Each resource a search returned is an audit entry of its own.
+    assert_eq!(
+        count(
+            pool,
+            "SELECT count(*) FROM audit_log WHERE action = 'read' AND actor_id = 'dr-s'"
+        )
+        .await,
+        1 + 1 + 2 + 1
+    );
+    assert_eq!(
+        count(
+            pool,
+            "SELECT count(*) FROM audit_log WHERE action = 'read' AND actor_id = 'pat-3002'"
+        )
+        .await,
+        1
+    );
+}

@@ -2,12 +2,13 @@
 //! record, SMART-style bearer tokens, every access audited.
 //!
 //! Built so far: bearer-token authentication and SMART scopes ([`auth`]),
-//! `GET /metadata`, and read of Patient, ServiceRequest and Task
-//! ([`resources`]: where each canonical column goes). Writes, search,
+//! `GET /metadata`, read and search ([`search`]) of Patient, ServiceRequest
+//! and Task ([`resources`]: where each canonical column goes). Writes,
 //! history, Bundles and the EHR push are the rest of the FHIR issue.
 
 pub mod auth;
 pub mod resources;
+pub mod search;
 pub mod server;
 
 pub use auth::{Access, AuthConfig, AuthError, Authenticator, Claims, Grant, Principal, Role, Scope};

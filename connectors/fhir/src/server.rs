@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -18,6 +18,7 @@ use uuid::Uuid;
 
 use crate::auth::{Access, AuthConfig, AuthError, Authenticator, Grant, Principal};
 use crate::resources::{self, Found};
+use crate::search::Search;
 
 /// Connector name in audit entries and metrics.
 pub const CONNECTOR: &str = "fhir";
@@ -132,6 +133,7 @@ fn fhir_json(v: &Value) -> impl IntoResponse + use<> {
 pub fn router(pool: PgPool, auth: Authenticator) -> Router {
     Router::new()
         .route("/metadata", get(metadata))
+        .route("/{resource_type}", get(search))
         .route("/{resource_type}/{id}", get(read))
         .fallback(unsupported)
         .with_state(AppState { pool, auth })
@@ -204,13 +206,27 @@ async fn metadata(headers: HeaderMap) -> Result<impl IntoResponse, Outcome> {
 
 /// What this server does, and nothing more.
 pub fn capability_statement() -> Value {
+    let param = |name: &str, ty: &str| json!({ "name": name, "type": ty });
+    let common = [param("_id", "token"), param("_lastUpdated", "date")];
     let read_only = |ty: &str| {
+        let mut params: Vec<Value> = common.to_vec();
+        match ty {
+            "Patient" => params.push(param("identifier", "token")),
+            "ServiceRequest" => params.extend([
+                param("identifier", "token"),
+                param("patient", "reference"),
+                param("subject", "reference"),
+                param("status", "token"),
+            ]),
+            _ => params.extend([param("patient", "reference"), param("status", "token")]),
+        }
         json!({
             "type": ty,
-            "interaction": [{ "code": "read" }],
+            "interaction": [{ "code": "read" }, { "code": "search-type" }],
             "versioning": "versioned",
             "readHistory": false,
             "updateCreate": false,
+            "searchParam": params,
         })
     };
     json!({
@@ -239,27 +255,8 @@ async fn read(
 ) -> Result<Response, Outcome> {
     negotiate(&headers)?;
     let principal = authenticate(&state, &headers)?;
-    let (entity, supported) = match resource_type.as_str() {
-        "Patient" => ("patient", true),
-        "ServiceRequest" => ("service_order", true),
-        "Task" => ("lab_job", true),
-        _ => ("", false),
-    };
-    if !supported {
-        return Err(Outcome::new(
-            StatusCode::NOT_FOUND,
-            "not-supported",
-            format!("resource type {resource_type} is not served (see /metadata)"),
-        ));
-    }
-    let grant = principal.grant(&resource_type, Access::Read);
-    if grant == Grant::None {
-        return Err(Outcome::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            format!("the token's scopes do not allow reading {resource_type}"),
-        ));
-    }
+    let entity = entity_of(&resource_type)?;
+    let grant = read_grant(&principal, &resource_type)?;
     let not_found = || {
         Outcome::new(
             StatusCode::NOT_FOUND,
@@ -271,12 +268,7 @@ async fn read(
         return Err(not_found());
     };
     let mut conn = state.pool.acquire().await?;
-    let found: Option<Found> = match resource_type.as_str() {
-        "Patient" => resources::patient(&mut conn, uuid).await?,
-        "ServiceRequest" => resources::service_request(&mut conn, uuid).await?,
-        _ => resources::task(&mut conn, uuid).await?,
-    };
-    let found = found.ok_or_else(not_found)?;
+    let found = fetch(&mut conn, &resource_type, uuid).await?.ok_or_else(not_found)?;
     if let Grant::Patient(p) = grant
         && p != found.patient
     {
@@ -311,6 +303,113 @@ async fn read(
         h.insert(header::LAST_MODIFIED, v);
     }
     Ok(res)
+}
+
+/// The canonical entity behind a served resource type.
+fn entity_of(resource_type: &str) -> Result<&'static str, Outcome> {
+    match resource_type {
+        "Patient" => Ok("patient"),
+        "ServiceRequest" => Ok("service_order"),
+        "Task" => Ok("lab_job"),
+        _ => Err(Outcome::new(
+            StatusCode::NOT_FOUND,
+            "not-supported",
+            format!("resource type {resource_type} is not served (see /metadata)"),
+        )),
+    }
+}
+
+fn read_grant(principal: &Principal, resource_type: &str) -> Result<Grant, Outcome> {
+    match principal.grant(resource_type, Access::Read) {
+        Grant::None => Err(Outcome::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("the token's scopes do not allow reading {resource_type}"),
+        )),
+        g => Ok(g),
+    }
+}
+
+fn actor_kind(principal: &Principal) -> ActorKind {
+    if principal
+        .scopes
+        .iter()
+        .any(|s| s.context == crate::auth::Context::System)
+    {
+        ActorKind::System
+    } else {
+        ActorKind::User
+    }
+}
+
+async fn fetch(conn: &mut sqlx::PgConnection, resource_type: &str, id: Uuid) -> sqlx::Result<Option<Found>> {
+    match resource_type {
+        "Patient" => resources::patient(conn, id).await,
+        "ServiceRequest" => resources::service_request(conn, id).await,
+        _ => resources::task(conn, id).await,
+    }
+}
+
+/// `GET /<type>?…`: a searchset Bundle; each resource returned is audited.
+async fn search(
+    State(state): State<AppState>,
+    Path(resource_type): Path<String>,
+    Query(params): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+) -> Result<Response, Outcome> {
+    negotiate(&headers)?;
+    let principal = authenticate(&state, &headers)?;
+    let entity = entity_of(&resource_type)?;
+    let grant = read_grant(&principal, &resource_type)?;
+    let search = Search::parse(&resource_type, &params)
+        .map_err(|reason| Outcome::new(StatusCode::BAD_REQUEST, "invalid", reason))?;
+    let compartment = match grant {
+        Grant::Patient(p) => Some(p),
+        _ => None,
+    };
+    let mut conn = state.pool.acquire().await?;
+    let mut ids: Vec<(Uuid,)> = search.query(compartment).build_query_as().fetch_all(&mut *conn).await?;
+    let more = ids.len() as i64 > search.count;
+    ids.truncate(search.count as usize);
+    let base = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(|h| format!("http://{h}"))
+        .unwrap_or_default();
+    let mut entries = Vec::with_capacity(ids.len());
+    let mut audit = Vec::with_capacity(ids.len());
+    for (id,) in ids {
+        let Some(found) = fetch(&mut conn, &resource_type, id).await? else {
+            continue; // deleted between the two queries
+        };
+        audit.push(
+            AuditEntry::new(actor_kind(&principal), principal.actor(), Action::Read, entity)
+                .entity(id)
+                .origin(format!("fhir:GET {resource_type}?")),
+        );
+        entries.push(json!({
+            "fullUrl": format!("{base}/{resource_type}/{id}"),
+            "resource": found.body,
+            "search": { "mode": "match" },
+        }));
+    }
+    AuditLog::append(&mut conn, &audit).await?;
+    let mut links =
+        vec![json!({ "relation": "self", "url": format!("{base}/{}", search.page_link(&params, search.offset)) })];
+    if more {
+        links.push(json!({ "relation": "next", "url": format!("{base}/{}", search.page_link(&params, search.offset + search.count)) }));
+    }
+    if search.offset > 0 {
+        let prev = (search.offset - search.count).max(0);
+        links.push(json!({ "relation": "previous", "url": format!("{base}/{}", search.page_link(&params, prev)) }));
+    }
+    let bundle = json!({
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "link": links,
+        "entry": entries,
+    });
+    Ok(fhir_json(&bundle).into_response())
 }
 
 async fn unsupported() -> Outcome {

@@ -1,0 +1,255 @@
+//! Search over the canonical record: `GET /<type>?<params>` → a searchset
+//! Bundle. Parameters: `_id`, `_lastUpdated` (prefixes eq, gt, ge, lt, le),
+//! `_count` (default 20, at most 100), `_sort` (`_lastUpdated` or
+//! `-_lastUpdated`), `_offset` (paging, as the `next` link gives it); Patient:
+//! `identifier` (`system|value`, `value`, `system|`); ServiceRequest:
+//! `patient` / `subject`, `status`, `identifier`; Task: `patient`, `status`.
+//! An unknown parameter or a malformed value is refused (400), never ignored.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use sqlx::{Postgres, QueryBuilder};
+use uuid::Uuid;
+
+/// A search, parsed and checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Search {
+    pub resource_type: String,
+    pub ids: Vec<Uuid>,
+    pub identifier: Option<(Option<String>, Option<String>)>,
+    pub patient: Option<Uuid>,
+    pub status: Option<String>,
+    pub last_updated: Vec<(&'static str, DateTime<Utc>)>,
+    pub count: i64,
+    pub offset: i64,
+    pub descending: bool,
+}
+
+pub const DEFAULT_COUNT: i64 = 20;
+pub const MAX_COUNT: i64 = 100;
+
+fn reference_id(v: &str, ty: &str) -> Result<Uuid, String> {
+    let id = v.strip_prefix(&format!("{ty}/")).unwrap_or(v);
+    Uuid::parse_str(id).map_err(|_| format!("{v:?} is not a {ty} reference"))
+}
+
+fn date(v: &str) -> Result<(&'static str, DateTime<Utc>), String> {
+    let (op, rest) = match v.get(..2) {
+        Some("eq") => ("=", &v[2..]),
+        Some("gt") => (">", &v[2..]),
+        Some("ge") => (">=", &v[2..]),
+        Some("lt") => ("<", &v[2..]),
+        Some("le") => ("<=", &v[2..]),
+        Some(p) if p.chars().all(|c| c.is_ascii_alphabetic()) => {
+            return Err(format!("prefix {p:?} is not supported (eq, gt, ge, lt, le)"));
+        }
+        _ => ("=", v),
+    };
+    if let Ok(t) = DateTime::parse_from_rfc3339(rest) {
+        return Ok((op, t.with_timezone(&Utc)));
+    }
+    NaiveDate::parse_from_str(rest, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| (op, t.and_utc()))
+        .ok_or_else(|| format!("_lastUpdated {v:?} is not a date or instant"))
+}
+
+impl Search {
+    /// Reads the query parameters of a search on `resource_type`.
+    pub fn parse(resource_type: &str, params: &[(String, String)]) -> Result<Search, String> {
+        let mut s = Search {
+            resource_type: resource_type.to_owned(),
+            ids: Vec::new(),
+            identifier: None,
+            patient: None,
+            status: None,
+            last_updated: Vec::new(),
+            count: DEFAULT_COUNT,
+            offset: 0,
+            descending: false,
+        };
+        for (name, value) in params {
+            match (resource_type, name.as_str()) {
+                (_, "_id") => {
+                    for v in value.split(',') {
+                        s.ids
+                            .push(Uuid::parse_str(v.trim()).map_err(|_| format!("_id {v:?} is not an id"))?);
+                    }
+                }
+                (_, "_lastUpdated") => s.last_updated.push(date(value)?),
+                (_, "_count") => {
+                    let n: i64 = value.parse().map_err(|_| format!("_count {value:?} is not a number"))?;
+                    s.count = n.clamp(0, MAX_COUNT);
+                }
+                (_, "_offset") => {
+                    s.offset = value
+                        .parse::<i64>()
+                        .ok()
+                        .filter(|n| *n >= 0)
+                        .ok_or_else(|| format!("_offset {value:?} is not a position"))?;
+                }
+                (_, "_sort") => match value.as_str() {
+                    "_lastUpdated" => s.descending = false,
+                    "-_lastUpdated" => s.descending = true,
+                    other => {
+                        return Err(format!(
+                            "_sort {other:?} is not supported (_lastUpdated, -_lastUpdated)"
+                        ));
+                    }
+                },
+                ("Patient" | "ServiceRequest", "identifier") => {
+                    s.identifier = Some(match value.split_once('|') {
+                        Some((sys, val)) => (
+                            Some(sys.to_owned()).filter(|x| !x.is_empty()),
+                            Some(val.to_owned()).filter(|x| !x.is_empty()),
+                        ),
+                        None => (None, Some(value.clone())),
+                    });
+                }
+                ("ServiceRequest", "patient" | "subject") | ("Task", "patient") => {
+                    s.patient = Some(reference_id(value, "Patient")?);
+                }
+                ("ServiceRequest" | "Task", "status") => s.status = Some(value.clone()),
+                (_, other) => {
+                    return Err(format!(
+                        "search parameter {other:?} is not supported on {resource_type}"
+                    ));
+                }
+            }
+        }
+        Ok(s)
+    }
+
+    /// The ids of the page, in order; `compartment` limits to one patient.
+    pub fn query(&self, compartment: Option<Uuid>) -> QueryBuilder<Postgres> {
+        let (table, id, patient, updated) = match self.resource_type.as_str() {
+            "Patient" => ("patient t", "t.id", "t.id", "t.updated_at"),
+            "ServiceRequest" => ("service_order t", "t.id", "t.patient_id", "t.updated_at"),
+            _ => (
+                "lab_job t JOIN service_order o ON o.id = t.order_id",
+                "t.order_id",
+                "o.patient_id",
+                "t.updated_at",
+            ),
+        };
+        let mut q = QueryBuilder::new(format!("SELECT {id} FROM {table} WHERE true"));
+        if !self.ids.is_empty() {
+            q.push(format!(" AND {id} = ANY("))
+                .push_bind(self.ids.clone())
+                .push(")");
+        }
+        for p in self.patient.iter().chain(compartment.iter()) {
+            q.push(format!(" AND {patient} = ")).push_bind(*p);
+        }
+        if let Some(status) = &self.status {
+            q.push(" AND t.status = ").push_bind(status.clone());
+        }
+        for (op, at) in &self.last_updated {
+            q.push(format!(" AND {updated} {op} ")).push_bind(*at);
+        }
+        if let Some((system, value)) = &self.identifier {
+            match self.resource_type.as_str() {
+                "Patient" => {
+                    q.push(" AND EXISTS (SELECT 1 FROM patient_identifier i WHERE i.patient_id = t.id");
+                    if let Some(sys) = system {
+                        q.push(" AND i.system = ").push_bind(sys.clone());
+                    }
+                    if let Some(val) = value {
+                        q.push(" AND i.value = ").push_bind(val.clone());
+                    }
+                    q.push(")");
+                }
+                _ => {
+                    q.push(" AND ((true");
+                    if let Some(sys) = system {
+                        q.push(" AND t.placer_system = ").push_bind(sys.clone());
+                    }
+                    if let Some(val) = value {
+                        q.push(" AND t.placer_number = ").push_bind(val.clone());
+                    }
+                    q.push(") OR (t.filler_number IS NOT NULL");
+                    if let Some(sys) = system {
+                        q.push(" AND t.filler_system = ").push_bind(sys.clone());
+                    }
+                    if let Some(val) = value {
+                        q.push(" AND t.filler_number = ").push_bind(val.clone());
+                    }
+                    q.push("))");
+                }
+            }
+        }
+        q.push(format!(
+            " ORDER BY {updated} {dir}, {id} {dir} LIMIT ",
+            dir = if self.descending { "DESC" } else { "ASC" }
+        ));
+        // One more than a page: whether there is a next page.
+        q.push_bind(self.count + 1).push(" OFFSET ").push_bind(self.offset);
+        q
+    }
+
+    /// The query string of another page of this search.
+    pub fn page_link(&self, params: &[(String, String)], offset: i64) -> String {
+        let mut out: Vec<String> = params
+            .iter()
+            .filter(|(k, _)| k != "_offset")
+            .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+            .collect();
+        out.push(format!("_offset={offset}"));
+        format!("{}?{}", self.resource_type, out.join("&"))
+    }
+}
+
+/// Percent-encodes a query component (RFC 3986 unreserved characters kept).
+fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn parameters_parse_and_unknown_ones_are_refused() {
+        let s = Search::parse(
+            "Patient",
+            &p(&[
+                ("identifier", "urn:oid:1.2|P-1"),
+                ("_lastUpdated", "ge2026-11-01"),
+                ("_count", "500"),
+                ("_sort", "-_lastUpdated"),
+            ]),
+        )
+        .expect("valid");
+        assert_eq!(s.identifier, Some((Some("urn:oid:1.2".into()), Some("P-1".into()))));
+        assert_eq!(s.last_updated[0].0, ">=");
+        assert_eq!(s.count, MAX_COUNT);
+        assert!(s.descending);
+        assert!(Search::parse("Patient", &p(&[("name", "x")])).is_err());
+        assert!(Search::parse("Patient", &p(&[("_lastUpdated", "sa2026-01-01")])).is_err());
+        assert!(Search::parse("Patient", &p(&[("_lastUpdated", "yesterday")])).is_err());
+        assert!(Search::parse("Patient", &p(&[("_id", "nope")])).is_err());
+        assert!(Search::parse("Patient", &p(&[("status", "active")])).is_err());
+        let sr = Search::parse(
+            "ServiceRequest",
+            &p(&[("subject", "Patient/019abf3c-6f0e-71c4-8a11-5d2c9e4f0a13")]),
+        )
+        .expect("valid");
+        assert!(sr.patient.is_some());
+        assert_eq!(
+            sr.page_link(&p(&[("subject", "Patient/x y")]), 20),
+            "ServiceRequest?subject=Patient%2Fx%20y&_offset=20"
+        );
+    }
+}
