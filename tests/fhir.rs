@@ -339,3 +339,31 @@ async fn searches_return_bundles_page_by_page_and_audit_each_resource_returned()
         1
     );
 }
+
+#[tokio::test]
+async fn a_client_over_its_rate_gets_429_and_others_are_not_slowed() {
+    let db = fresh_db().await;
+    let hub = start_hub_with(
+        db,
+        vec![
+            ("CAREHUB_FHIR__AUTH__HS256_SECRET", SECRET.to_owned()),
+            ("CAREHUB_FHIR__RATE_LIMIT_PER_SECOND", "1".to_owned()),
+            ("CAREHUB_FHIR__RATE_LIMIT_BURST", "2".to_owned()),
+        ],
+    )
+    .await;
+    let fhir = env_value(&hub.envs, "CAREHUB_FHIR__LISTEN");
+    let busy = token(&hub, &["--sub", "busy-client", "--role", "system"]);
+    let calm = token(&hub, &["--sub", "calm-client", "--role", "system"]);
+    let statuses: Vec<u16> = (0..4).map(|_| get(&fhir, "/Patient", Some(&busy), "*/*").0).collect();
+    assert_eq!(&statuses[..2], [200, 200], "the burst is served");
+    assert!(statuses[2..].contains(&429), "then throttled: {statuses:?}");
+    let (status, body, h) = get(&fhir, "/Patient", Some(&busy), "*/*");
+    assert_eq!((status, issue_code(&body)), (429, "throttled"));
+    assert_eq!(h.get("retry-after").map(String::as_str), Some("1"));
+    assert_eq!(
+        get(&fhir, "/Patient", Some(&calm), "*/*").0,
+        200,
+        "another client is not slowed"
+    );
+}

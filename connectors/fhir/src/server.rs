@@ -36,10 +36,23 @@ pub struct FhirConfig {
     pub listen: SocketAddr,
     #[serde(default)]
     pub auth: AuthConfig,
+    /// Requests per second one client (token `client_id`, else `sub`) may
+    /// make, sustained; 0 turns the limit off. Past it: 429.
+    #[serde(default = "default_rate")]
+    pub rate_limit_per_second: u32,
+    /// Requests a client may make at once above the sustained rate.
+    #[serde(default = "default_burst")]
+    pub rate_limit_burst: u32,
 }
 
 const fn default_true() -> bool {
     true
+}
+const fn default_rate() -> u32 {
+    1000
+}
+const fn default_burst() -> u32 {
+    2000
 }
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8081))
@@ -51,14 +64,28 @@ impl Default for FhirConfig {
             enabled: true,
             listen: default_listen(),
             auth: AuthConfig::default(),
+            rate_limit_per_second: default_rate(),
+            rate_limit_burst: default_burst(),
         }
     }
 }
+
+type Limiter = governor::DefaultKeyedRateLimiter<String>;
 
 #[derive(Clone)]
 struct AppState {
     pool: PgPool,
     auth: Authenticator,
+    limiter: Option<std::sync::Arc<Limiter>>,
+}
+
+/// A keyed GCRA limiter for `per_second` sustained and `burst` at once; `None` when off.
+fn limiter(per_second: u32, burst: u32) -> Option<std::sync::Arc<Limiter>> {
+    let rate = std::num::NonZeroU32::new(per_second)?;
+    let burst = std::num::NonZeroU32::new(burst.max(per_second)).unwrap_or(rate);
+    Some(std::sync::Arc::new(governor::RateLimiter::keyed(
+        governor::Quota::per_second(rate).allow_burst(burst),
+    )))
 }
 
 /// An error as FHIR answers it: an OperationOutcome with its HTTP status.
@@ -90,6 +117,10 @@ impl Outcome {
 impl IntoResponse for Outcome {
     fn into_response(self) -> Response {
         let mut res = (self.status, fhir_json(&self.body())).into_response();
+        if self.status == StatusCode::TOO_MANY_REQUESTS {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             res.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -130,13 +161,26 @@ fn fhir_json(v: &Value) -> impl IntoResponse + use<> {
 }
 
 /// The router; `listen` serves it.
-pub fn router(pool: PgPool, auth: Authenticator) -> Router {
+pub fn router(config: &FhirConfig, pool: PgPool, auth: Authenticator) -> Router {
+    let limiter = limiter(config.rate_limit_per_second, config.rate_limit_burst);
+    if let Some(l) = limiter.clone() {
+        // Forget clients that went quiet, so the table does not only grow.
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+                if std::sync::Arc::strong_count(&l) == 1 {
+                    return; // the router is gone
+                }
+                l.retain_recent();
+            }
+        });
+    }
     Router::new()
         .route("/metadata", get(metadata))
         .route("/{resource_type}", get(search))
         .route("/{resource_type}/{id}", get(read))
         .fallback(unsupported)
-        .with_state(AppState { pool, auth })
+        .with_state(AppState { pool, auth, limiter })
 }
 
 /// Binds `config.listen` and serves until `shutdown` resolves.
@@ -150,7 +194,7 @@ pub async fn serve(
         .await
         .map_err(|e| ServeError::Bind(config.listen, e))?;
     tracing::info!(listen = %config.listen, "FHIR endpoint listening");
-    axum::serve(listener, router(pool, auth))
+    axum::serve(listener, router(config, pool, auth))
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(|e| ServeError::Bind(config.listen, e))
@@ -193,10 +237,20 @@ fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Principal, Outc
         .and_then(|h| h.to_str().ok())
         .and_then(|h| h.strip_prefix("Bearer "))
         .ok_or_else(|| Outcome::new(StatusCode::UNAUTHORIZED, "login", AuthError::Missing.to_string()))?;
-    state.auth.verify(token.trim()).map_err(|e| {
+    let principal = state.auth.verify(token.trim()).map_err(|e| {
         tracing::info!(reason = %e, "FHIR request refused: token");
         Outcome::new(StatusCode::UNAUTHORIZED, "login", e.to_string())
-    })
+    })?;
+    if let Some(limiter) = &state.limiter
+        && limiter.check_key(&principal.client().to_owned()).is_err()
+    {
+        return Err(Outcome::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "throttled",
+            format!("client {} exceeds its request rate; retry shortly", principal.client()),
+        ));
+    }
+    Ok(principal)
 }
 
 async fn metadata(headers: HeaderMap) -> Result<impl IntoResponse, Outcome> {
