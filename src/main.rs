@@ -3,6 +3,7 @@
 mod commands;
 mod config;
 mod db;
+mod fhir;
 mod hl7;
 mod hl7_out;
 mod http;
@@ -62,6 +63,11 @@ enum Command {
     Lab {
         #[command(subcommand)]
         command: LabCommand,
+    },
+    /// FHIR endpoint tools.
+    Fhir {
+        #[command(subcommand)]
+        command: FhirCommand,
     },
     /// Access tokens for the FHIR endpoint.
     Token {
@@ -160,6 +166,19 @@ enum Hl7Command {
         /// Stop after this many messages.
         #[arg(long)]
         count: Option<usize>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum FhirCommand {
+    /// Load N synthetic patients (no real person; identifiers S-<number> in
+    /// urn:oid:2.999.9.1) for load tests, each creation audited.
+    LoadSynthetic {
+        #[arg(long)]
+        patients: u64,
+        /// Who loads them, for the audit trail (default: $USER).
+        #[arg(long)]
+        actor: Option<String>,
     },
 }
 
@@ -284,6 +303,9 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<ExitCode> {
         Command::Lab {
             command: LabCommand::Timeline { order, wait, actor },
         } => lab::timeline(&cfg, &order, wait, &actor_or_user(actor)).await,
+        Command::Fhir {
+            command: FhirCommand::LoadSynthetic { patients, actor },
+        } => fhir::load_synthetic(&cfg, patients, &actor_or_user(actor)).await,
         Command::Token {
             command:
                 TokenCommand::Issue {

@@ -618,3 +618,30 @@ async fn a_batch_commits_once_and_a_poison_record_in_it_undoes_nothing_else() {
     assert_eq!(count(&db.pool, "SELECT count(*) FROM dead_letter").await, 2);
     assert_eq!(count(&db.pool, "SELECT count(*) FROM outbox").await, 2);
 }
+
+#[tokio::test]
+async fn audit_appends_outside_a_transaction_still_chain_one_after_another() {
+    let db = fresh_db().await;
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let pool = db.pool.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..25 {
+                // A pooled connection in autocommit mode, as a request handler has.
+                let mut conn = pool.acquire().await.expect("connection");
+                AuditLog::append(
+                    &mut conn,
+                    &[AuditEntry::new(ActorKind::User, format!("reader-{w}"), Action::Read, "patient").entity(i)],
+                )
+                .await
+                .expect("append");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("writer");
+    }
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM audit_log").await, 200);
+    let v = AuditLog::verify(&db.pool).await.expect("verify");
+    assert!(v.first_break.is_none(), "{:?}", v.first_break);
+}

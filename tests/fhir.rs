@@ -16,6 +16,7 @@ async fn fhir_hub() -> (Hub, String) {
     let db = fresh_db().await;
     let hub = start_hub_with(db, vec![("CAREHUB_FHIR__AUTH__HS256_SECRET", SECRET.to_owned())]).await;
     let fhir = env_value(&hub.envs, "CAREHUB_FHIR__LISTEN");
+    assert!(wait_listening(&fhir, Duration::from_secs(30)).await, "FHIR endpoint up");
     (hub, fhir)
 }
 
@@ -353,6 +354,7 @@ async fn a_client_over_its_rate_gets_429_and_others_are_not_slowed() {
     )
     .await;
     let fhir = env_value(&hub.envs, "CAREHUB_FHIR__LISTEN");
+    assert!(wait_listening(&fhir, Duration::from_secs(30)).await, "FHIR endpoint up");
     let busy = token(&hub, &["--sub", "busy-client", "--role", "system"]);
     let calm = token(&hub, &["--sub", "calm-client", "--role", "system"]);
     let statuses: Vec<u16> = (0..4).map(|_| get(&fhir, "/Patient", Some(&busy), "*/*").0).collect();

@@ -504,3 +504,15 @@ pub fn http_request(addr: &str, method: &str, path: &str, headers: &[(&str, &str
         .collect();
     (status, headers, body.to_owned())
 }
+
+/// Waits until something accepts TCP connections at `addr`.
+pub async fn wait_listening(addr: &str, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}

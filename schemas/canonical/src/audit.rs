@@ -205,11 +205,21 @@ fn chain_hash(prev: &[u8], canonical: &[u8]) -> Vec<u8> {
 }
 
 impl AuditLog {
-    /// Appends entries to the chain inside the caller's transaction.
+    /// Appends entries to the chain inside the caller's transaction (a
+    /// savepoint of it), or in a transaction of its own when the connection
+    /// has none: the head row's lock must last until the rows are written,
+    /// else two appends could take the same sequence number.
     pub async fn append(conn: &mut PgConnection, entries: &[AuditEntry]) -> Result<()> {
         if entries.is_empty() {
             return Ok(());
         }
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        Self::append_locked(&mut tx, entries).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn append_locked(conn: &mut PgConnection, entries: &[AuditEntry]) -> Result<()> {
         let (mut seq, mut prev): (i64, Vec<u8>) =
             sqlx::query_as("SELECT seq, hash FROM audit_chain_head WHERE id = 1 FOR UPDATE")
                 .fetch_one(&mut *conn)
