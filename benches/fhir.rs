@@ -53,16 +53,13 @@ impl Conn {
         loop {
             if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
                 let head = String::from_utf8_lossy(&self.buf[..end]).into_owned();
-                let status = head
-                    .split_whitespace()
-                    .nth(1)
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or(0);
+                let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
                 let len: usize = head
                     .lines()
                     .find_map(|l| {
                         let (k, v) = l.split_once(':')?;
-                        k.eq_ignore_ascii_case("content-length").then(|| v.trim().parse().ok())?
+                        k.eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse().ok())?
                     })
                     .unwrap_or(0);
                 while self.buf.len() < end + 4 + len {
@@ -84,7 +81,13 @@ impl Conn {
 }
 
 /// `conns` connections request `paths` round robin for `secs` seconds.
-async fn drive(addr: &str, token: &str, paths: Arc<Vec<String>>, conns: usize, secs: u64) -> (f64, Vec<Duration>, usize) {
+async fn drive(
+    addr: &str,
+    token: &str,
+    paths: Arc<Vec<String>>,
+    conns: usize,
+    secs: u64,
+) -> (f64, Vec<Duration>, usize) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -142,7 +145,14 @@ async fn main() {
     ]);
     let started = Instant::now();
     let out = std::process::Command::new(BIN)
-        .args(["fhir", "load-synthetic", "--patients", &patients.to_string(), "--actor", "bench"])
+        .args([
+            "fhir",
+            "load-synthetic",
+            "--patients",
+            &patients.to_string(),
+            "--actor",
+            "bench",
+        ])
         .envs(envs.iter().cloned())
         .output()
         .expect("load");
@@ -164,12 +174,11 @@ async fn main() {
         ..Default::default()
     };
     let token = carehub_fhir::auth::issue(&auth, "bench-client", "system/*.*", None, None).expect("token");
-    let ids: Vec<(uuid::Uuid, String)> = sqlx::query_as(
-        "SELECT patient_id, value FROM patient_identifier TABLESAMPLE SYSTEM (1) LIMIT 20000",
-    )
-    .fetch_all(&db.pool)
-    .await
-    .expect("sample");
+    let ids: Vec<(uuid::Uuid, String)> =
+        sqlx::query_as("SELECT patient_id, value FROM patient_identifier TABLESAMPLE SYSTEM (1) LIMIT 20000")
+            .fetch_all(&db.pool)
+            .await
+            .expect("sample");
     let reads: Arc<Vec<String>> = Arc::new(ids.iter().map(|(id, _)| format!("/Patient/{id}")).collect());
     let searches: Arc<Vec<String>> = Arc::new(
         ids.iter()

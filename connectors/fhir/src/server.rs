@@ -10,7 +10,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use carehub_schema::{Action, ActorKind, AuditEntry, AuditLog};
+use carehub_schema::{Action, ActorKind, AuditEntry, AuditWriter};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -75,6 +75,7 @@ type Limiter = governor::DefaultKeyedRateLimiter<String>;
 #[derive(Clone)]
 struct AppState {
     pool: PgPool,
+    audit: AuditWriter,
     auth: Authenticator,
     limiter: Option<std::sync::Arc<Limiter>>,
 }
@@ -180,7 +181,12 @@ pub fn router(config: &FhirConfig, pool: PgPool, auth: Authenticator) -> Router 
         .route("/{resource_type}", get(search))
         .route("/{resource_type}/{id}", get(read))
         .fallback(unsupported)
-        .with_state(AppState { pool, auth, limiter })
+        .with_state(AppState {
+            audit: AuditWriter::start(pool.clone()),
+            pool,
+            auth,
+            limiter,
+        })
 }
 
 /// Binds `config.listen` and serves until `shutdown` resolves.
@@ -332,22 +338,15 @@ async fn read(
             format!("{resource_type}/{id} is outside the token's patient compartment"),
         ));
     }
-    let kind = if principal
-        .scopes
-        .iter()
-        .any(|s| s.context == crate::auth::Context::System)
-    {
-        ActorKind::System
-    } else {
-        ActorKind::User
-    };
-    AuditLog::append(
-        &mut conn,
-        &[AuditEntry::new(kind, principal.actor(), Action::Read, entity)
-            .entity(uuid)
-            .origin(format!("fhir:GET {resource_type}/{id}"))],
-    )
-    .await?;
+    drop(conn);
+    state
+        .audit
+        .append(vec![
+            AuditEntry::new(actor_kind(&principal), principal.actor(), Action::Read, entity)
+                .entity(uuid)
+                .origin(format!("fhir:GET {resource_type}/{id}")),
+        ])
+        .await?;
     let mut res = fhir_json(&found.body).into_response();
     let h = res.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&format!("W/\"{}\"", found.version)) {
@@ -447,7 +446,8 @@ async fn search(
             "search": { "mode": "match" },
         }));
     }
-    AuditLog::append(&mut conn, &audit).await?;
+    drop(conn);
+    state.audit.append(audit).await?;
     let mut links =
         vec![json!({ "relation": "self", "url": format!("{base}/{}", search.page_link(&params, search.offset)) })];
     if more {

@@ -401,3 +401,64 @@ mod tests {
         assert_ne!(chain_hash(&[0; 32], &a), chain_hash(&[0; 32], &b));
     }
 }
+
+/// Appends audit entries for many concurrent callers in shared transactions
+/// (group commit): the chain head is locked once per batch instead of once
+/// per caller. Each caller's `append` returns once its entries committed, so
+/// an answer that depends on its audit entry (a FHIR read) is only sent after it.
+#[derive(Debug, Clone)]
+pub struct AuditWriter {
+    jobs: tokio::sync::mpsc::Sender<AuditJob>,
+}
+
+type AuditJob = (
+    Vec<AuditEntry>,
+    tokio::sync::oneshot::Sender<std::result::Result<(), String>>,
+);
+
+/// Most callers one batch takes.
+const WRITER_BATCH: usize = 512;
+
+impl AuditWriter {
+    /// Starts the writer's task on `pool`.
+    pub fn start(pool: PgPool) -> Self {
+        let (jobs, mut rx) = tokio::sync::mpsc::channel::<AuditJob>(WRITER_BATCH * 4);
+        tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let mut batch = vec![first];
+                while batch.len() < WRITER_BATCH {
+                    match rx.try_recv() {
+                        Ok(job) => batch.push(job),
+                        Err(_) => break,
+                    }
+                }
+                let entries: Vec<AuditEntry> = batch.iter().flat_map(|(e, _)| e.iter().cloned()).collect();
+                let result = async {
+                    let mut conn = pool.acquire().await?;
+                    AuditLog::append(&mut conn, &entries).await
+                }
+                .await
+                .map_err(|e| e.to_string());
+                for (_, reply) in batch {
+                    let _ = reply.send(result.clone());
+                }
+            }
+        });
+        AuditWriter { jobs }
+    }
+
+    /// Appends `entries` and waits until they are committed.
+    pub async fn append(&self, entries: Vec<AuditEntry>) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let (reply, done) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send((entries, reply))
+            .await
+            .map_err(|_| crate::Error::Unavailable("the audit writer stopped".into()))?;
+        done.await
+            .map_err(|_| crate::Error::Unavailable("the audit writer stopped".into()))?
+            .map_err(crate::Error::Unavailable)
+    }
+}

@@ -14,6 +14,9 @@ pub enum Error {
     NotFound { entity: &'static str, key: String },
     #[error("invalid data: {0}")]
     Invalid(String),
+    /// A shared write (the audit writer's batch) failed; the reason as text.
+    #[error("write failed: {0}")]
+    Unavailable(String),
 }
 
 impl Error {

@@ -22,7 +22,7 @@ pub mod outbox;
 pub mod records;
 pub mod repo;
 
-pub use audit::{Action, ActorKind, AuditEntry, AuditLog, ChainBreak};
+pub use audit::{Action, ActorKind, AuditEntry, AuditLog, AuditWriter, ChainBreak};
 pub use dead_letter::{DeadLetter, DeadLetters, NewDeadLetter};
 pub use envelope::Envelope;
 pub use error::{Error, Result};
