@@ -84,9 +84,9 @@ pub async fn dlq_replay(cfg: &Config, id: i64, actor: &str) -> anyhow::Result<Ex
         .fetch_optional(&pool)
         .await?
         .with_context(|| format!("dead letter {id} does not exist"))?;
-    if consumer == crate::hl7_out::CONSUMER {
+    if consumer == crate::hl7_out::CONSUMER || consumer == crate::ehr_push::CONSUMER {
         let producer = carehub_kafka::idempotent_producer(&cfg.kafka)?;
-        crate::hl7_out::replay(&pool, &producer, id, actor).await?;
+        crate::delivery::replay(&pool, &producer, id, actor).await?;
         println!("dead letter {id} replayed: its message is back on the outbound topic for delivery");
         return Ok(ExitCode::SUCCESS);
     }

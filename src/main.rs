@@ -3,6 +3,8 @@
 mod commands;
 mod config;
 mod db;
+mod delivery;
+mod ehr_push;
 mod fhir;
 mod hl7;
 mod hl7_out;

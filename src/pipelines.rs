@@ -111,6 +111,7 @@ pub fn topics(cfg: &Config) -> Vec<String> {
         lab.results_topic.clone(),
         carehub_kafka::dlq_topic(&lab.results_topic),
         lab.ehr_events_topic.clone(),
+        carehub_kafka::dlq_topic(&lab.ehr_events_topic),
     ] {
         if !topics.contains(&t) {
             topics.push(t);

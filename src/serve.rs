@@ -84,9 +84,29 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         tasks.spawn(listener.run(shutdown.clone()));
     }
     if cfg.pipelines.hl7.enabled {
-        let outbound = crate::hl7_out::Hl7Outbound::new(&cfg, pool.clone(), producer.clone())
-            .context("starting the HL7 outbound delivery")?;
+        let p = &cfg.pipelines.hl7;
+        let outbound = crate::delivery::DeliveryRunner::new(
+            &cfg.kafka,
+            &p.outbound_group,
+            &p.outbound_topic,
+            pool.clone(),
+            producer.clone(),
+            crate::hl7_out::Hl7Deliverer::new(&cfg),
+        )
+        .context("starting the HL7 outbound delivery")?;
         tasks.spawn(outbound.run(shutdown.clone()));
+    }
+    if !cfg.fhir.push.is_empty() {
+        let push = crate::delivery::DeliveryRunner::new(
+            &cfg.kafka,
+            &cfg.fhir.push_group,
+            &cfg.pipelines.lab.ehr_events_topic,
+            pool.clone(),
+            producer.clone(),
+            crate::ehr_push::EhrPush::new(&cfg).context("starting the EHR push")?,
+        )
+        .context("starting the EHR push")?;
+        tasks.spawn(push.run(shutdown.clone()));
     }
     if cfg.fhir.enabled {
         let mut stop = shutdown.clone();

@@ -646,3 +646,91 @@ async fn the_stand_in_lab_and_clinic_tools_run_a_journey_that_the_timeline_shows
         1
     );
 }
+
+/// A clinic's EHR as a FHIR server (a stand-in: the real one is a third
+/// party): it keeps every PUT (type, id, status) and answers 503 to the
+/// first one, so the push has to retry.
+async fn fhir_ehr() -> (String, std::sync::Arc<std::sync::Mutex<Vec<(String, String, String)>>>) {
+    use axum::extract::{Path, State};
+    use axum::http::StatusCode;
+    type Log = std::sync::Arc<std::sync::Mutex<Vec<(String, String, String)>>>;
+    async fn put(
+        State((log, calls)): State<(Log, std::sync::Arc<std::sync::atomic::AtomicUsize>)>,
+        Path((ty, id)): Path<(String, String)>,
+        body: String,
+    ) -> StatusCode {
+        if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+            return StatusCode::SERVICE_UNAVAILABLE;
+        }
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        let status = v["status"].as_str().unwrap_or("").to_owned();
+        log.lock().expect("log").push((ty, id, status));
+        StatusCode::OK
+    }
+    let log: Log = Default::default();
+    let app = axum::Router::new()
+        .route("/fhir/{ty}/{id}", axum::routing::put(put))
+        .with_state((log.clone(), Default::default()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (format!("http://{addr}/fhir"), log)
+}
+
+#[tokio::test]
+async fn each_status_is_pushed_to_the_clinics_ehr_in_order_as_task_and_service_request() {
+    let (peer, _) = mllp_peer().await;
+    let (ehr, puts) = fhir_ehr().await;
+    let db = fresh_db().await;
+    let hub = start_hub_with(
+        db,
+        vec![
+            ("CAREHUB_HL7__DESTINATIONS__NORTH__ENDPOINT", peer),
+            (
+                "CAREHUB_PIPELINES__LAB__CLINICS__NORTHCLINIC__HL7_DESTINATION",
+                "north".to_owned(),
+            ),
+            ("CAREHUB_FHIR__PUSH__NORTH__BASE_URL", ehr),
+            ("CAREHUB_FHIR__PUSH__NORTH__CLINIC", "NORTHCLINIC".to_owned()),
+            ("CAREHUB_FHIR__PUSH__NORTH__MIN_BACKOFF_MS", "50".to_owned()),
+            ("CAREHUB_FHIR__PUSH_GROUP", format!("push-{}", Uuid::new_v4().simple())),
+        ],
+    )
+    .await;
+    order_device(&hub, "LAB0007", "PO-7007").await;
+    let order = lab_orders(&hub, 1).remove(0).1;
+    for (i, (status, _)) in JOURNEY[..3].iter().enumerate() {
+        report(&hub, order.order_id, i as i64 + 1, status, journey_extra(status)).await;
+    }
+    let all = eventually(Duration::from_secs(90), || async {
+        (puts.lock().expect("puts").len() >= 6).then_some(())
+    })
+    .await;
+    assert!(all.is_some(), "the EHR got: {:?}", puts.lock().expect("puts"));
+    let id = order.order_id.to_string();
+    let got = puts.lock().expect("puts").clone();
+    let want: Vec<(String, String, String)> = [
+        ("Task", "accepted"),
+        ("ServiceRequest", "active"),
+        ("Task", "in-progress"),
+        ("ServiceRequest", "active"),
+        ("Task", "in-progress"),
+        ("ServiceRequest", "active"),
+    ]
+    .iter()
+    .map(|(t, s)| ((*t).to_owned(), id.clone(), (*s).to_owned()))
+    .collect();
+    assert_eq!(got, want, "in order, the first after a retry");
+    let pushed = eventually(Duration::from_secs(30), || async {
+        let n = count(
+            &hub.db.pool,
+            "SELECT count(*) FROM audit_log WHERE action = 'send' AND actor_id = 'ehr_push'",
+        )
+        .await;
+        (n == 3).then_some(())
+    })
+    .await;
+    assert!(pushed.is_some(), "each push audited once");
+}

@@ -12,4 +12,4 @@ pub mod search;
 pub mod server;
 
 pub use auth::{Access, AuthConfig, AuthError, Authenticator, Claims, Grant, Principal, Role, Scope};
-pub use server::{FhirConfig, Outcome, ServeError, capability_statement, router, serve};
+pub use server::{EhrSubscriber, FhirConfig, Outcome, ServeError, capability_statement, router, serve};

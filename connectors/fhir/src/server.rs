@@ -43,6 +43,53 @@ pub struct FhirConfig {
     /// Requests a client may make at once above the sustained rate.
     #[serde(default = "default_burst")]
     pub rate_limit_burst: u32,
+    /// EHRs that get the order status of their clinic's orders pushed:
+    /// `[fhir.push.<name>]`.
+    #[serde(default)]
+    pub push: std::collections::BTreeMap<String, EhrSubscriber>,
+    /// Consumer group of the push (reads the lab's `ehr_events_topic`).
+    #[serde(default = "default_push_group")]
+    pub push_group: String,
+}
+
+/// One EHR that follows a clinic's orders.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EhrSubscriber {
+    /// The EHR's FHIR base URL; Task and ServiceRequest are PUT under it.
+    pub base_url: String,
+    /// The clinic whose orders it follows (identifier value, any case).
+    pub clinic: String,
+    /// Bearer token the EHR expects, if any. Secret: never logged.
+    #[serde(default)]
+    pub bearer_token: Option<carehub_core::SensitiveString>,
+    /// Milliseconds one request may take.
+    #[serde(default = "default_push_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Attempts (timeouts, 5xx, 408, 429) before the event is dead-lettered.
+    #[serde(default = "default_push_attempts")]
+    pub max_attempts: usize,
+    /// Exponential backoff between attempts.
+    #[serde(default = "default_push_min_backoff_ms")]
+    pub min_backoff_ms: u64,
+    #[serde(default = "default_push_max_backoff_ms")]
+    pub max_backoff_ms: u64,
+}
+
+fn default_push_group() -> String {
+    "carehub-ehr-push".to_owned()
+}
+const fn default_push_timeout_ms() -> u64 {
+    10_000
+}
+const fn default_push_attempts() -> usize {
+    5
+}
+const fn default_push_min_backoff_ms() -> u64 {
+    200
+}
+const fn default_push_max_backoff_ms() -> u64 {
+    30_000
 }
 
 const fn default_true() -> bool {
@@ -66,6 +113,8 @@ impl Default for FhirConfig {
             auth: AuthConfig::default(),
             rate_limit_per_second: default_rate(),
             rate_limit_burst: default_burst(),
+            push: Default::default(),
+            push_group: default_push_group(),
         }
     }
 }

@@ -1,0 +1,268 @@
+//! Delivering outbound records to a third party (a clinic's MLLP endpoint,
+//! an EHR's FHIR server): one record at a time, in order, the offset stored
+//! only after the receiver accepted or refused it.
+//!
+//! A crash re-sends at most the record in hand. A record delivered before
+//! (its delivery committed, its offset not yet) is recognised by its event id
+//! and not sent again. A refusal (or an unreadable record) becomes a dead
+//! letter with its reason and goes to `<topic>.dlq`; `carehub dlq replay`
+//! puts it back on the topic. Every delivery is audited (`send`).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use carehub_core::internal_events::{ComponentError, DeadLettered, DuplicateSkipped, Stage};
+use carehub_schema::{Action, ActorKind, AuditEntry, AuditLog, DeadLetters, Envelope, NewDeadLetter, consumed};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Message as _, Offset, TopicPartitionList};
+use sqlx::PgPool;
+use tokio::sync::watch;
+
+/// What became of one record.
+#[derive(Debug)]
+pub enum Delivery {
+    /// The receiver took it: audited as a `send` of `entity_type`/`entity_id`.
+    Accepted {
+        entity_type: &'static str,
+        entity_id: String,
+        origin: String,
+        detail: serde_json::Value,
+    },
+    /// Refused, or undeliverable as it is: a dead letter.
+    Refused { code: &'static str, reason: String },
+    /// Nobody to deliver it to (no receiver configured for it): acknowledged.
+    Nothing,
+}
+
+/// One kind of receiver.
+#[async_trait]
+pub trait Deliver: Send {
+    /// The consumer's name: dead letters, deduplication, the audit actor.
+    fn name(&self) -> &'static str;
+
+    /// Delivers `env` until the receiver accepts or refuses it (retrying
+    /// what may pass later). `None`: shutdown came first.
+    async fn deliver(&mut self, env: Envelope, shutdown: &mut watch::Receiver<bool>) -> Option<Delivery>;
+}
+
+pub struct DeliveryRunner<D> {
+    consumer: StreamConsumer,
+    producer: FutureProducer,
+    pool: PgPool,
+    topic: String,
+    deliverer: D,
+}
+
+impl<D: Deliver> std::fmt::Debug for DeliveryRunner<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeliveryRunner")
+            .field("consumer", &self.deliverer.name())
+            .field("topic", &self.topic)
+            .finish()
+    }
+}
+
+impl<D: Deliver> DeliveryRunner<D> {
+    pub fn new(
+        kafka: &carehub_kafka::KafkaConfig,
+        group: &str,
+        topic: &str,
+        pool: PgPool,
+        producer: FutureProducer,
+        deliverer: D,
+    ) -> anyhow::Result<Self> {
+        Ok(DeliveryRunner {
+            consumer: carehub_kafka::group_consumer(kafka, group, topic)?,
+            producer,
+            pool,
+            topic: topic.to_owned(),
+            deliverer,
+        })
+    }
+
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let name = self.deliverer.name();
+        tracing::info!(consumer = name, topic = %self.topic, "outbound delivery started");
+        loop {
+            let msg = tokio::select! {
+                m = self.consumer.recv() => m,
+                _ = shutdown.changed() => return,
+            };
+            let msg = match msg {
+                Ok(m) => m.detach(),
+                Err(e) => {
+                    ComponentError {
+                        component: name,
+                        stage: Stage::Receiving,
+                        error_code: "receive_failed",
+                        error: &e,
+                    }
+                    .emit();
+                    if carehub_kafka::wait(&mut shutdown, Duration::from_secs(1)).await {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            let payload = msg.payload().unwrap_or_default().to_vec();
+            let delivery = match Envelope::from_slice(&payload) {
+                Err(e) => Delivery::Refused {
+                    code: "invalid_envelope",
+                    reason: e.to_string(),
+                },
+                Ok(env) => {
+                    // Delivered before (the offset was not committed when the
+                    // hub stopped): the receiver has it, do not send it twice.
+                    if matches!(consumed::is_claimed(&self.pool, name, &env.id).await, Ok(true)) {
+                        DuplicateSkipped {
+                            connector: name,
+                            event_id: &env.id,
+                        }
+                        .emit();
+                        self.store_offset(&msg);
+                        continue;
+                    }
+                    match self.deliverer.deliver(env, &mut shutdown).await {
+                        Some(d) => d,
+                        None => return, // shutting down with the record in hand: not acknowledged
+                    }
+                }
+            };
+            // The outcome is recorded before the offset is stored; a failure
+            // here leaves the record to be delivered again.
+            loop {
+                match self.record(&msg, &payload, &delivery).await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        ComponentError {
+                            component: name,
+                            stage: Stage::Processing,
+                            error_code: "store_unavailable",
+                            error: &e,
+                        }
+                        .emit();
+                        if carehub_kafka::wait(&mut shutdown, Duration::from_secs(2)).await {
+                            return;
+                        }
+                    }
+                }
+            }
+            self.store_offset(&msg);
+        }
+    }
+
+    /// Marks `msg` done: its offset is committed with the next auto-commit.
+    fn store_offset(&self, msg: &rdkafka::message::OwnedMessage) {
+        let mut next = TopicPartitionList::new();
+        let stored = next
+            .add_partition_offset(msg.topic(), msg.partition(), Offset::Offset(msg.offset() + 1))
+            .and_then(|()| self.consumer.store_offsets(&next));
+        if let Err(e) = stored {
+            ComponentError {
+                component: self.deliverer.name(),
+                stage: Stage::Processing,
+                error_code: "offset_store_failed",
+                error: &e,
+            }
+            .emit();
+        }
+    }
+
+    /// Audits a delivery (remembering its event id), or stores a refusal as
+    /// a dead letter and forwards it to `<topic>.dlq`.
+    async fn record(
+        &self,
+        msg: &rdkafka::message::OwnedMessage,
+        payload: &[u8],
+        delivery: &Delivery,
+    ) -> anyhow::Result<()> {
+        let name = self.deliverer.name();
+        if matches!(delivery, Delivery::Nothing) {
+            return Ok(());
+        }
+        let event_id = Envelope::from_slice(payload).ok().map(|e| e.id);
+        let mut tx = self.pool.begin().await?;
+        match delivery {
+            Delivery::Nothing => {}
+            Delivery::Accepted {
+                entity_type,
+                entity_id,
+                origin,
+                detail,
+            } => {
+                if let Some(id) = &event_id {
+                    consumed::claim(&mut tx, name, id).await?;
+                }
+                let mut detail = detail.clone();
+                if let Some(d) = detail.as_object_mut() {
+                    d.insert("offset".into(), msg.offset().into());
+                }
+                AuditLog::append(
+                    &mut tx,
+                    &[AuditEntry::new(ActorKind::Connector, name, Action::Send, *entity_type)
+                        .entity(entity_id)
+                        .origin(origin.clone())
+                        .detail(detail)],
+                )
+                .await?;
+                tx.commit().await?;
+            }
+            Delivery::Refused { code, reason } => {
+                let id = DeadLetters::insert(
+                    &mut tx,
+                    &NewDeadLetter {
+                        consumer: name,
+                        topic: msg.topic(),
+                        partition: Some(msg.partition()),
+                        offset: Some(msg.offset()),
+                        key: msg.key(),
+                        payload,
+                        event_id: event_id.as_deref(),
+                        message_id: None,
+                        error_code: code,
+                        reason,
+                    },
+                )
+                .await?;
+                tx.commit().await?;
+                DeadLettered {
+                    pipeline: name,
+                    error_code: code,
+                    dead_letter_id: id,
+                }
+                .emit();
+                carehub_kafka::forward_dead_letter(&self.producer, msg.topic(), msg.key(), payload, id, code, reason)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("forwarding dead letter {id}: {e}"))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Replays an outbound dead letter: its record goes back on the topic it
+/// came from, and the dead letter is marked replayed (audited).
+pub async fn replay(pool: &PgPool, producer: &FutureProducer, id: i64, actor: &str) -> anyhow::Result<()> {
+    let mut tx = pool.begin().await?;
+    let dl = DeadLetters::lock(&mut tx, id).await?;
+    anyhow::ensure!(dl.status == "open", "dead letter {id} is {}, not open", dl.status);
+    let mut record = FutureRecord::to(&dl.topic).payload(&dl.payload);
+    if let Some(key) = dl.key.as_deref() {
+        record = record.key(key);
+    }
+    producer
+        .send(record, Duration::from_secs(30))
+        .await
+        .map_err(|(e, _)| anyhow::anyhow!("re-publishing to {}: {e}", dl.topic))?;
+    DeadLetters::mark_replayed(&mut tx, id).await?;
+    AuditLog::append(
+        &mut tx,
+        &[AuditEntry::new(ActorKind::User, actor, Action::Replay, "dead_letter")
+            .entity(id)
+            .origin(format!("kafka:{}", dl.topic))],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
