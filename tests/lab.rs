@@ -649,16 +649,21 @@ async fn the_stand_in_lab_and_clinic_tools_run_a_journey_that_the_timeline_shows
 
 /// A clinic's EHR as a FHIR server (a stand-in: the real one is a third
 /// party): it keeps every PUT (type, id, status) and answers 503 to the
-/// first one, so the push has to retry.
-async fn fhir_ehr() -> (String, std::sync::Arc<std::sync::Mutex<Vec<(String, String, String)>>>) {
+/// first one, so the push has to retry; with `refuse`, it answers every PUT
+/// 422 (an OperationOutcome-worthy refusal).
+async fn fhir_ehr(refuse: bool) -> (String, std::sync::Arc<std::sync::Mutex<Vec<(String, String, String)>>>) {
     use axum::extract::{Path, State};
     use axum::http::StatusCode;
     type Log = std::sync::Arc<std::sync::Mutex<Vec<(String, String, String)>>>;
+    type Calls = std::sync::Arc<std::sync::atomic::AtomicUsize>;
     async fn put(
-        State((log, calls)): State<(Log, std::sync::Arc<std::sync::atomic::AtomicUsize>)>,
+        State((log, calls, refuse)): State<(Log, Calls, bool)>,
         Path((ty, id)): Path<(String, String)>,
         body: String,
     ) -> StatusCode {
+        if refuse {
+            return StatusCode::UNPROCESSABLE_ENTITY;
+        }
         if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
             return StatusCode::SERVICE_UNAVAILABLE;
         }
@@ -670,7 +675,7 @@ async fn fhir_ehr() -> (String, std::sync::Arc<std::sync::Mutex<Vec<(String, Str
     let log: Log = Default::default();
     let app = axum::Router::new()
         .route("/fhir/{ty}/{id}", axum::routing::put(put))
-        .with_state((log.clone(), Default::default()));
+        .with_state((log.clone(), Calls::default(), refuse));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
@@ -682,7 +687,7 @@ async fn fhir_ehr() -> (String, std::sync::Arc<std::sync::Mutex<Vec<(String, Str
 #[tokio::test]
 async fn each_status_is_pushed_to_the_clinics_ehr_in_order_as_task_and_service_request() {
     let (peer, _) = mllp_peer().await;
-    let (ehr, puts) = fhir_ehr().await;
+    let (ehr, puts) = fhir_ehr(false).await;
     let db = fresh_db().await;
     let hub = start_hub_with(
         db,
@@ -733,4 +738,35 @@ async fn each_status_is_pushed_to_the_clinics_ehr_in_order_as_task_and_service_r
     })
     .await;
     assert!(pushed.is_some(), "each push audited once");
+}
+
+#[tokio::test]
+async fn a_push_the_ehr_refuses_is_dead_lettered_with_its_reason() {
+    let (peer, _) = mllp_peer().await;
+    let (ehr, _) = fhir_ehr(true).await;
+    let db = fresh_db().await;
+    let hub = start_hub_with(
+        db,
+        vec![
+            ("CAREHUB_HL7__DESTINATIONS__NORTH__ENDPOINT", peer),
+            ("CAREHUB_FHIR__PUSH__NORTH__BASE_URL", ehr),
+            ("CAREHUB_FHIR__PUSH__NORTH__CLINIC", "northclinic".to_owned()),
+            ("CAREHUB_FHIR__PUSH_GROUP", format!("push-{}", Uuid::new_v4().simple())),
+        ],
+    )
+    .await;
+    order_device(&hub, "LAB0008", "PO-7008").await;
+    let order = lab_orders(&hub, 1).remove(0).1;
+    report(&hub, order.order_id, 1, "accepted", json!({})).await;
+    let letter = eventually(Duration::from_secs(60), || async {
+        sqlx::query_as::<_, (String, String)>("SELECT error_code, reason FROM dead_letter WHERE consumer = 'ehr_push'")
+            .fetch_optional(&hub.db.pool)
+            .await
+            .ok()
+            .flatten()
+    })
+    .await;
+    let (code, reason) = letter.expect("a dead letter");
+    assert_eq!(code, "rejected_by_receiver");
+    assert!(reason.contains("PUT Task/") && reason.contains("422"), "{reason}");
 }
