@@ -215,7 +215,8 @@ async fn the_same_inbound_message_twice_has_one_effect() {
     produce(&p, &topic, "p", &bytes(&event)).await;
 
     let (stop, shutdown) = watch::channel(false);
-    let runner = ConsumerRunner::new(&kafka(), "g-twice", &topic, intake_engine(&db, &events), p).expect("runner");
+    let runner =
+        ConsumerRunner::new(&kafka(), &format!("g-{topic}"), &topic, intake_engine(&db, &events), p).expect("runner");
     let task = tokio::spawn(runner.run(shutdown));
     let pool = db.pool.clone();
     let dup = eventually(Duration::from_secs(30), || async {
@@ -259,7 +260,8 @@ async fn a_poison_record_is_dead_lettered_with_its_reason_and_replays_after_the_
 
     let (stop, shutdown) = watch::channel(false);
     let engine = intake_engine(&db, &events);
-    let runner = ConsumerRunner::new(&kafka(), "g-poison", &topic, engine.clone(), p.clone()).expect("runner");
+    let runner =
+        ConsumerRunner::new(&kafka(), &format!("g-{topic}"), &topic, engine.clone(), p.clone()).expect("runner");
     let task = tokio::spawn(runner.run(shutdown));
     let pool = db.pool.clone();
     let dead = eventually(Duration::from_secs(30), || async {
