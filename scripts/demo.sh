@@ -17,6 +17,14 @@ mkdir -p .run
 listen="${CAREHUB_HTTP__LISTEN:-127.0.0.1:8080}"
 export CAREHUB_HTTP__LISTEN="$listen"
 
+fhir_get() { # host:port path token -> body
+  local host=${1%:*} port=${1#*:}
+  exec 4<>"/dev/tcp/$host/$port" || return 1
+  printf 'GET %s HTTP/1.0\r\nHost: %s\r\nAccept: application/fhir+json\r\nAuthorization: Bearer %s\r\n\r\n' "$2" "$1" "$3" >&4
+  sed '1,/^\r$/d' <&4
+  exec 4<&-
+}
+
 http_get() { # host:port path -> body (no curl needed)
   local host=${1%:*} port=${1#*:}
   exec 3<>"/dev/tcp/$host/$port" || return 1
@@ -30,6 +38,9 @@ http_get() { # host:port path -> body (no curl needed)
 clinic_mllp="${DEMO_CLINIC_MLLP:-127.0.0.1:2577}"
 export CAREHUB_HL7__DESTINATIONS__NORTHCLINIC__ENDPOINT="$clinic_mllp"
 export CAREHUB_PIPELINES__LAB__CLINICS__NORTHCLINIC__HL7_DESTINATION=northclinic
+# The FHIR endpoint's token key, for this demo only.
+export CAREHUB_FHIR__AUTH__HS256_SECRET="${CAREHUB_FHIR__AUTH__HS256_SECRET:-demo-only-secret-not-for-production-use}"
+fhir="${CAREHUB_FHIR__LISTEN:-127.0.0.1:8081}"
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null; wait "${pids[@]}" 2>/dev/null || true' EXIT
 "$bin" hl7 receive --listen "$clinic_mllp" >.run/clinic.log 2>&1 &
@@ -81,6 +92,12 @@ echo "-- timeline (waits for the journey to end)"
 "$bin" lab timeline "$order" --wait 120 --actor demo
 echo "-- what the clinic's EHR received over MLLP"
 grep "$order" .run/clinic.log || cat .run/clinic.log
+echo "-- the same order over FHIR: its Task, read by a clinician (the read is audited)"
+token=$("$bin" token issue --sub demo-clinician --role clinician)
+order_id=$(PGPASSWORD=postgres psql -h 127.0.0.1 -U postgres -d carehub -Atqc \
+  "select id from service_order where placer_number = '$order'")
+fhir_get "$fhir" "/Task/$order_id" "$token"
+echo
 
 echo
 echo "== audit chain"
