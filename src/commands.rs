@@ -141,12 +141,7 @@ pub async fn retention(cfg: &Config, keep_months: i32, actor: &str) -> anyhow::R
 
 pub fn config_check(cfg: &Config) -> anyhow::Result<ExitCode> {
     crate::db::pool(&cfg.database).context("database.url is not a PostgreSQL URL")?;
-    println!(
-        "{}",
-        toml::to_string_pretty(cfg)
-            .context("printing the configuration")?
-            .replace(cfg.database.url.expose(), "**REDACTED**")
-    );
+    println!("{}", cfg.redacted_toml().context("printing the configuration")?);
     eprintln!("configuration OK");
     Ok(ExitCode::SUCCESS)
 }

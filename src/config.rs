@@ -395,6 +395,29 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// Every secret the configuration holds, for redaction wherever it is printed.
+    pub fn secrets(&self) -> Vec<&str> {
+        let mut out = vec![self.database.url.expose()];
+        out.extend(self.fhir.auth.hs256_secret.as_ref().map(|s| s.expose()));
+        out.extend(
+            self.fhir
+                .push
+                .values()
+                .filter_map(|p| p.bearer_token.as_ref().map(|t| t.expose())),
+        );
+        out.retain(|s| !s.is_empty());
+        out
+    }
+
+    /// The effective configuration as TOML, every secret redacted.
+    pub fn redacted_toml(&self) -> Result<String, toml::ser::Error> {
+        let mut text = toml::to_string_pretty(self)?;
+        for secret in self.secrets() {
+            text = text.replace(secret, "**REDACTED**");
+        }
+        Ok(text)
+    }
+
     /// Reads `path` (when given) and applies `CAREHUB_<SECTION>__<KEY>` overrides,
     /// e.g. `CAREHUB_DATABASE__URL`, `CAREHUB_KAFKA__BROKERS`.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
@@ -431,6 +454,26 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/carehub.toml");
         let cfg = Config::load(Some(&path)).expect("example config");
         assert_eq!(cfg, Config::default());
+    }
+
+    #[test]
+    fn printing_the_configuration_redacts_every_secret() {
+        let dir = std::env::temp_dir().join(format!("carehub-cfg-secrets-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let p = write(
+            &dir,
+            "secrets.toml",
+            "[database]\nurl = \"postgres://u:db-password-1@h/d\"\n\
+             [fhir.auth]\nhs256_secret = \"jwt-secret-2-long-enough-for-hs256!!\"\n\
+             [fhir.push.north]\nbase_url = \"http://ehr\"\nclinic = \"N\"\nbearer_token = \"push-token-3\"\n",
+        );
+        let cfg = Config::load(Some(&p)).expect("config");
+        let text = cfg.redacted_toml().expect("toml");
+        for secret in ["db-password-1", "jwt-secret-2", "push-token-3"] {
+            assert!(!text.contains(secret), "{secret} printed:\n{text}");
+        }
+        assert_eq!(text.matches("**REDACTED**").count(), 3);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
