@@ -83,7 +83,17 @@ async fn the_record_reads_as_fhir_with_tokens_scopes_and_an_audit_entry_per_read
         .iter()
         .filter_map(|r| r["type"].as_str())
         .collect();
-    assert_eq!(types, ["Patient", "ServiceRequest", "Task"]);
+    assert_eq!(
+        types,
+        [
+            "Observation",
+            "Organization",
+            "Patient",
+            "Practitioner",
+            "ServiceRequest",
+            "Task"
+        ]
+    );
 
     // No token: 401 with an OperationOutcome and a challenge.
     let (status, body, h) = get(&fhir, &format!("/Patient/{patient}"), None, "application/fhir+json");
@@ -368,4 +378,71 @@ async fn a_client_over_its_rate_gets_429_and_others_are_not_slowed() {
         200,
         "another client is not slowed"
     );
+}
+
+#[tokio::test]
+async fn observations_practitioners_and_organizations_read_and_search_as_fhir() {
+    let (hub, fhir) = fhir_hub().await;
+    let pool = &hub.db.pool;
+    for name in ["orm_o01.hl7", "oru_r01.hl7"] {
+        let ack = send_until_accepted(&hub.mllp, &wire(&fixture(name)), Duration::from_secs(60))
+            .await
+            .expect("ACK");
+        assert_eq!(ack.code.as_str(), "AA", "{name}");
+    }
+    let seen = eventually(Duration::from_secs(60), || async {
+        (count(pool, "SELECT count(*) FROM observation").await > 0).then_some(())
+    })
+    .await;
+    assert!(seen.is_some(), "the ORU's observations are stored");
+    let clinician = token(&hub, &["--sub", "dr-o", "--role", "clinician"]);
+    let (_, sr, _) = get(&fhir, "/ServiceRequest?identifier=PO-5001", Some(&clinician), "*/*");
+    let order = &sr["entry"][0]["resource"];
+    let patient = order["subject"]["reference"].as_str().expect("subject").to_owned();
+
+    // The orderer, through the order's reference.
+    let requester = order["requester"]["reference"].as_str().expect("requester").to_owned();
+    let (status, pr, _) = get(&fhir, &format!("/{requester}"), Some(&clinician), "*/*");
+    assert_eq!(status, 200, "{pr}");
+    assert_eq!(pr["resourceType"], "Practitioner");
+    assert_eq!(pr["name"][0]["family"], "Doctor");
+    // The clinic, by its identifier.
+    let (status, orgs, _) = get(
+        &fhir,
+        "/Organization?identifier=urn%3Acarehub%3Ahl7-facility%7CNORTHCLINIC",
+        Some(&clinician),
+        "*/*",
+    );
+    assert_eq!(status, 200, "{orgs}");
+    assert_eq!(orgs["entry"][0]["resource"]["name"], "NORTHCLINIC");
+    // The patient's observations, linked to the order.
+    let (status, obs, _) = get(
+        &fhir,
+        &format!("/Observation?patient={patient}"),
+        Some(&clinician),
+        "*/*",
+    );
+    assert_eq!(status, 200, "{obs}");
+    let entries = obs["entry"].as_array().expect("entries");
+    assert!(!entries.is_empty());
+    let o = &entries[0]["resource"];
+    assert_eq!(o["resourceType"], "Observation");
+    assert_eq!(o["subject"]["reference"], patient);
+    assert!(
+        o.get("valueQuantity").is_some() || o.get("valueString").is_some() || o.get("valueCodeableConcept").is_some(),
+        "{o}"
+    );
+    let code = o["code"]["coding"][0]["code"].as_str().expect("code").to_owned();
+    let (_, by_code, _) = get(&fhir, &format!("/Observation?code={code}"), Some(&clinician), "*/*");
+    assert!(!by_code["entry"].as_array().expect("entries").is_empty());
+    // A patient's own token reaches their observations, not the clinic.
+    let pid = patient.trim_start_matches("Patient/").to_owned();
+    let own = token(
+        &hub,
+        &["--sub", "pat-o", "--scope", "patient/*.read", "--patient", &pid],
+    );
+    let (status, _, _) = get(&fhir, "/Observation", Some(&own), "*/*");
+    assert_eq!(status, 200);
+    let (status, body, _) = get(&fhir, "/Organization", Some(&own), "*/*");
+    assert_eq!((status, issue_code(&body)), (403, "forbidden"));
 }

@@ -2,8 +2,9 @@
 //! record, SMART-style bearer tokens, every access audited.
 //!
 //! Built so far: bearer-token authentication and SMART scopes ([`auth`]),
-//! `GET /metadata`, read and search ([`search`]) of Patient, ServiceRequest
-//! and Task ([`resources`]: where each canonical column goes). Writes,
+//! `GET /metadata`, read and search ([`search`]) of Patient, ServiceRequest,
+//! Task, Observation, Practitioner and Organization ([`resources`]: where
+//! each canonical column goes). Writes,
 //! history, Bundles and the EHR push are the rest of the FHIR issue.
 
 pub mod auth;

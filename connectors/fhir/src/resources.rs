@@ -226,3 +226,180 @@ pub async fn task(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<Foun
         patient,
     }))
 }
+
+/// Telecom and address of an organization or practitioner.
+fn contact(body: &mut Value, phone: Option<&str>, email: Option<&str>) {
+    let mut telecom = Vec::new();
+    if let Some(p) = phone {
+        telecom.push(json!({ "system": "phone", "value": p }));
+    }
+    if let Some(e) = email {
+        telecom.push(json!({ "system": "email", "value": e }));
+    }
+    if !telecom.is_empty() {
+        body["telecom"] = json!(telecom);
+    }
+}
+
+/// `organization` → Organization: identifier, name, active, type ← kind, telecom.
+/// Not in a patient's compartment (`patient` is nil).
+pub async fn organization(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<Found>> {
+    let Some(o): Option<carehub_schema::model::Organization> =
+        sqlx::query_as("SELECT * FROM organization WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?
+    else {
+        return Ok(None);
+    };
+    let mut body = json!({
+        "resourceType": "Organization",
+        "id": o.id,
+        "meta": meta(o.version, o.updated_at),
+        "identifier": [{ "system": o.identifier_system, "value": o.identifier_value }],
+        "active": o.active,
+        "type": [{ "coding": [{ "system": "urn:carehub:organization-kind", "code": o.kind }] }],
+        "name": o.name,
+    });
+    contact(&mut body, o.phone.as_deref(), o.email.as_deref());
+    Ok(Some(Found {
+        body,
+        version: o.version,
+        updated: o.updated_at,
+        patient: Uuid::nil(),
+    }))
+}
+
+/// `practitioner` → Practitioner: identifier, name, telecom. Not in a patient's compartment.
+pub async fn practitioner(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<Found>> {
+    let Some(p): Option<carehub_schema::model::Practitioner> =
+        sqlx::query_as("SELECT * FROM practitioner WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?
+    else {
+        return Ok(None);
+    };
+    let mut body = json!({
+        "resourceType": "Practitioner",
+        "id": p.id,
+        "meta": meta(p.version, p.updated_at),
+        "identifier": [{ "system": p.identifier_system, "value": p.identifier_value }],
+    });
+    if p.family_name.is_some() || !p.given_names.is_empty() {
+        let mut name = json!({});
+        if let Some(f) = &p.family_name {
+            name["family"] = json!(f);
+        }
+        if !p.given_names.is_empty() {
+            name["given"] = json!(p.given_names);
+        }
+        body["name"] = json!([name]);
+    }
+    contact(&mut body, p.phone.as_deref(), p.email.as_deref());
+    Ok(Some(Found {
+        body,
+        version: p.version,
+        updated: p.updated_at,
+        patient: Uuid::nil(),
+    }))
+}
+
+/// The columns [`observation`] reads.
+#[derive(Debug, sqlx::FromRow)]
+struct ObservationRow {
+    id: Uuid,
+    patient_id: Uuid,
+    order_id: Option<Uuid>,
+    status: String,
+    code_system: String,
+    code: String,
+    display: Option<String>,
+    value_type: String,
+    value_quantity: Option<String>,
+    value_unit: Option<String>,
+    value_string: Option<String>,
+    value_code: Option<String>,
+    interpretation: Option<String>,
+    reference_range: Option<String>,
+    effective_at: Option<DateTime<Utc>>,
+    issued_at: Option<DateTime<Utc>>,
+    updated_at: DateTime<Utc>,
+}
+
+/// `observation` → Observation: status, code, subject, basedOn ← the order,
+/// value[x] ← value_type (Quantity, string, CodeableConcept), interpretation,
+/// referenceRange (text), effectiveDateTime, issued.
+pub async fn observation(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<Found>> {
+    let Some(o): Option<ObservationRow> = sqlx::query_as(
+        "SELECT id, patient_id, order_id, status, code_system, code, display, value_type,
+                value_quantity::text AS value_quantity, value_unit, value_string, value_code, interpretation,
+                reference_range, effective_at, issued_at, updated_at
+           FROM observation WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?
+    else {
+        return Ok(None);
+    };
+    let mut coding = json!({ "system": o.code_system, "code": o.code });
+    if let Some(d) = &o.display {
+        coding["display"] = json!(d);
+    }
+    let mut body = json!({
+        "resourceType": "Observation",
+        "id": o.id,
+        "meta": { "lastUpdated": instant(o.updated_at) },
+        "status": o.status,
+        "code": { "coding": [coding] },
+        "subject": { "reference": format!("Patient/{}", o.patient_id) },
+    });
+    if let Some(order) = o.order_id {
+        body["basedOn"] = json!([{ "reference": format!("ServiceRequest/{order}") }]);
+    }
+    match o.value_type.as_str() {
+        "quantity" => {
+            if let Some(n) = o
+                .value_quantity
+                .as_deref()
+                .and_then(|q| q.parse::<serde_json::Number>().ok())
+            {
+                let mut q = json!({ "value": n });
+                if let Some(u) = &o.value_unit {
+                    q["unit"] = json!(u);
+                }
+                body["valueQuantity"] = q;
+            }
+        }
+        "coded" => {
+            if let Some(c) = &o.value_code {
+                body["valueCodeableConcept"] = json!({ "coding": [{ "code": c }] });
+            }
+        }
+        "string" => {
+            if let Some(s) = &o.value_string {
+                body["valueString"] = json!(s);
+            }
+        }
+        _ => {}
+    }
+    if let Some(i) = &o.interpretation {
+        body["interpretation"] = json!([{ "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation", "code": i }] }]);
+    }
+    if let Some(r) = &o.reference_range {
+        body["referenceRange"] = json!([{ "text": r }]);
+    }
+    if let Some(t) = o.effective_at {
+        body["effectiveDateTime"] = json!(instant(t));
+    }
+    if let Some(t) = o.issued_at {
+        body["issued"] = json!(instant(t));
+    }
+    Ok(Some(Found {
+        body,
+        version: 1,
+        updated: o.updated_at,
+        patient: o.patient_id,
+    }))
+}

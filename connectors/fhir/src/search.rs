@@ -18,6 +18,8 @@ pub struct Search {
     pub identifier: Option<(Option<String>, Option<String>)>,
     pub patient: Option<Uuid>,
     pub status: Option<String>,
+    /// `code` (Observation): (system, code).
+    pub code: Option<(Option<String>, Option<String>)>,
     pub last_updated: Vec<(&'static str, DateTime<Utc>)>,
     pub count: i64,
     pub offset: i64,
@@ -30,6 +32,17 @@ pub const MAX_COUNT: i64 = 100;
 fn reference_id(v: &str, ty: &str) -> Result<Uuid, String> {
     let id = v.strip_prefix(&format!("{ty}/")).unwrap_or(v);
     Uuid::parse_str(id).map_err(|_| format!("{v:?} is not a {ty} reference"))
+}
+
+/// A token parameter: `system|code`, `code`, `system|`.
+fn token(value: &str) -> (Option<String>, Option<String>) {
+    match value.split_once('|') {
+        Some((sys, val)) => (
+            Some(sys.to_owned()).filter(|x| !x.is_empty()),
+            Some(val.to_owned()).filter(|x| !x.is_empty()),
+        ),
+        None => (None, Some(value.to_owned())),
+    }
 }
 
 fn date(v: &str) -> Result<(&'static str, DateTime<Utc>), String> {
@@ -63,6 +76,7 @@ impl Search {
             identifier: None,
             patient: None,
             status: None,
+            code: None,
             last_updated: Vec::new(),
             count: DEFAULT_COUNT,
             offset: 0,
@@ -97,19 +111,14 @@ impl Search {
                         ));
                     }
                 },
-                ("Patient" | "ServiceRequest", "identifier") => {
-                    s.identifier = Some(match value.split_once('|') {
-                        Some((sys, val)) => (
-                            Some(sys.to_owned()).filter(|x| !x.is_empty()),
-                            Some(val.to_owned()).filter(|x| !x.is_empty()),
-                        ),
-                        None => (None, Some(value.clone())),
-                    });
+                ("Patient" | "ServiceRequest" | "Organization" | "Practitioner", "identifier") => {
+                    s.identifier = Some(token(value));
                 }
-                ("ServiceRequest", "patient" | "subject") | ("Task", "patient") => {
+                ("Observation", "code") => s.code = Some(token(value)),
+                ("ServiceRequest" | "Observation", "patient" | "subject") | ("Task", "patient") => {
                     s.patient = Some(reference_id(value, "Patient")?);
                 }
-                ("ServiceRequest" | "Task", "status") => s.status = Some(value.clone()),
+                ("ServiceRequest" | "Task" | "Observation", "status") => s.status = Some(value.clone()),
                 (_, other) => {
                     return Err(format!(
                         "search parameter {other:?} is not supported on {resource_type}"
@@ -125,6 +134,10 @@ impl Search {
         let (table, id, patient, updated) = match self.resource_type.as_str() {
             "Patient" => ("patient t", "t.id", "t.id", "t.updated_at"),
             "ServiceRequest" => ("service_order t", "t.id", "t.patient_id", "t.updated_at"),
+            "Observation" => ("observation t", "t.id", "t.patient_id", "t.updated_at"),
+            // Not in a patient compartment: the handler refuses patient-scoped searches.
+            "Organization" => ("organization t", "t.id", "NULL::uuid", "t.updated_at"),
+            "Practitioner" => ("practitioner t", "t.id", "NULL::uuid", "t.updated_at"),
             _ => (
                 "lab_job t JOIN service_order o ON o.id = t.order_id",
                 "t.order_id",
@@ -147,8 +160,24 @@ impl Search {
         for (op, at) in &self.last_updated {
             q.push(format!(" AND {updated} {op} ")).push_bind(*at);
         }
+        if let Some((system, code)) = &self.code {
+            if let Some(sys) = system {
+                q.push(" AND t.code_system = ").push_bind(sys.clone());
+            }
+            if let Some(c) = code {
+                q.push(" AND t.code = ").push_bind(c.clone());
+            }
+        }
         if let Some((system, value)) = &self.identifier {
             match self.resource_type.as_str() {
+                "Organization" | "Practitioner" => {
+                    if let Some(sys) = system {
+                        q.push(" AND t.identifier_system = ").push_bind(sys.clone());
+                    }
+                    if let Some(val) = value {
+                        q.push(" AND t.identifier_value = ").push_bind(val.clone());
+                    }
+                }
                 "Patient" => {
                     q.push(" AND EXISTS (SELECT 1 FROM patient_identifier i WHERE i.patient_id = t.id");
                     if let Some(sys) = system {

@@ -1,5 +1,5 @@
-//! The FHIR REST server (axum): `GET /metadata`, and read of Patient,
-//! ServiceRequest and Task from the canonical record. Every answer is
+//! The FHIR REST server (axum): `GET /metadata`, read and search of the
+//! canonical record's resources (see [`capability_statement`]). Every answer is
 //! `application/fhir+json`; every error an OperationOutcome; every read of a
 //! resource an audit entry naming the token's subject.
 
@@ -320,7 +320,13 @@ pub fn capability_statement() -> Value {
     let read_only = |ty: &str| {
         let mut params: Vec<Value> = common.to_vec();
         match ty {
-            "Patient" => params.push(param("identifier", "token")),
+            "Patient" | "Organization" | "Practitioner" => params.push(param("identifier", "token")),
+            "Observation" => params.extend([
+                param("patient", "reference"),
+                param("subject", "reference"),
+                param("status", "token"),
+                param("code", "token"),
+            ]),
             "ServiceRequest" => params.extend([
                 param("identifier", "token"),
                 param("patient", "reference"),
@@ -338,6 +344,17 @@ pub fn capability_statement() -> Value {
             "searchParam": params,
         })
     };
+    let served: Vec<Value> = [
+        "Observation",
+        "Organization",
+        "Patient",
+        "Practitioner",
+        "ServiceRequest",
+        "Task",
+    ]
+    .iter()
+    .map(|t| read_only(t))
+    .collect();
     json!({
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -352,7 +369,7 @@ pub fn capability_statement() -> Value {
                 "service": [{ "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/restful-security-service", "code": "SMART-on-FHIR" }] }],
                 "description": "OAuth2 bearer JWT (HS256, RS256, ES256) with SMART v1 scopes (patient/, user/, system/; .read, .write, .*); every access is audited",
             },
-            "resource": [read_only("Patient"), read_only("ServiceRequest"), read_only("Task")],
+            "resource": served,
         }],
     })
 }
@@ -407,12 +424,18 @@ async fn read(
     Ok(res)
 }
 
+/// Resource types in a patient's compartment (what `patient/` scopes reach).
+const IN_PATIENT_COMPARTMENT: &[&str] = &["Patient", "ServiceRequest", "Task", "Observation"];
+
 /// The canonical entity behind a served resource type.
 fn entity_of(resource_type: &str) -> Result<&'static str, Outcome> {
     match resource_type {
         "Patient" => Ok("patient"),
         "ServiceRequest" => Ok("service_order"),
         "Task" => Ok("lab_job"),
+        "Observation" => Ok("observation"),
+        "Organization" => Ok("organization"),
+        "Practitioner" => Ok("practitioner"),
         _ => Err(Outcome::new(
             StatusCode::NOT_FOUND,
             "not-supported",
@@ -448,6 +471,9 @@ async fn fetch(conn: &mut sqlx::PgConnection, resource_type: &str, id: Uuid) -> 
     match resource_type {
         "Patient" => resources::patient(conn, id).await,
         "ServiceRequest" => resources::service_request(conn, id).await,
+        "Observation" => resources::observation(conn, id).await,
+        "Organization" => resources::organization(conn, id).await,
+        "Practitioner" => resources::practitioner(conn, id).await,
         _ => resources::task(conn, id).await,
     }
 }
@@ -466,6 +492,13 @@ async fn search(
     let search = Search::parse(&resource_type, &params)
         .map_err(|reason| Outcome::new(StatusCode::BAD_REQUEST, "invalid", reason))?;
     let compartment = match grant {
+        Grant::Patient(_) if !IN_PATIENT_COMPARTMENT.contains(&resource_type.as_str()) => {
+            return Err(Outcome::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("{resource_type} is outside the token's patient compartment"),
+            ));
+        }
         Grant::Patient(p) => Some(p),
         _ => None,
     };
