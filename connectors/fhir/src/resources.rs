@@ -403,3 +403,56 @@ pub async fn observation(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Opti
         patient: o.patient_id,
     }))
 }
+
+/// FHIR resource types of canonical entities, both ways.
+const ENTITY_TYPES: &[(&str, &str)] = &[
+    ("patient", "Patient"),
+    ("service_order", "ServiceRequest"),
+    ("lab_job", "Task"),
+    ("observation", "Observation"),
+    ("organization", "Organization"),
+    ("practitioner", "Practitioner"),
+];
+
+/// The canonical entity type of a FHIR resource type (`Patient` → `patient`).
+pub fn entity_type_of(resource_type: &str) -> Option<&'static str> {
+    ENTITY_TYPES.iter().find(|(_, r)| *r == resource_type).map(|(e, _)| *e)
+}
+
+/// One `audit_log` row → AuditEvent (read-only; the trail is append-only).
+/// action ← create C, read R, update U, delete D, ingest/send/replay E;
+/// agent ← the actor (requestor when a user); entity ← the resource it concerned.
+pub fn audit_event(row: &carehub_schema::audit::AuditRow) -> Value {
+    let action = match row.action.as_str() {
+        "create" => "C",
+        "read" => "R",
+        "update" => "U",
+        "delete" => "D",
+        _ => "E",
+    };
+    let what = match (ENTITY_TYPES.iter().find(|(e, _)| *e == row.entity_type), &row.entity_id) {
+        (Some((_, r)), Some(id)) => json!({ "reference": format!("{r}/{id}") }),
+        (_, id) => {
+            json!({ "identifier": { "system": "urn:carehub:entity", "value": format!("{}/{}", row.entity_type, id.as_deref().unwrap_or("")) } })
+        }
+    };
+    let mut event = json!({
+        "resourceType": "AuditEvent",
+        "id": row.seq.to_string(),
+        "type": { "system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest", "display": "RESTful Operation" },
+        "subtype": [{ "system": "urn:carehub:audit-action", "code": row.action }],
+        "action": action,
+        "recorded": instant(row.at),
+        "outcome": "0",
+        "agent": [{
+            "who": { "identifier": { "system": format!("urn:carehub:{}", row.actor_kind), "value": row.actor_id } },
+            "requestor": row.actor_kind == "user",
+        }],
+        "source": { "observer": { "display": "carehub" } },
+        "entity": [{ "what": what }],
+    });
+    if let Some(origin) = &row.origin {
+        event["source"]["site"] = json!(origin);
+    }
+    event
+}
