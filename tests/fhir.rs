@@ -435,6 +435,46 @@ async fn observations_practitioners_and_organizations_read_and_search_as_fhir() 
     let code = o["code"]["coding"][0]["code"].as_str().expect("code").to_owned();
     let (_, by_code, _) = get(&fhir, &format!("/Observation?code={code}"), Some(&clinician), "*/*");
     assert!(!by_code["entry"].as_array().expect("entries").is_empty());
+    // Observations by effective date.
+    let (_, dated, _) = get(
+        &fhir,
+        "/Observation?date=ge2026-11-28&date=lt2026-11-29",
+        Some(&clinician),
+        "*/*",
+    );
+    assert!(!dated["entry"].as_array().expect("entries").is_empty(), "{dated}");
+    let (_, none, _) = get(&fhir, "/Observation?date=lt2020-01-01", Some(&clinician), "*/*");
+    assert_eq!(none["entry"].as_array().map(Vec::len), Some(0));
+    // _include: the order with its patient and orderer in one Bundle, each once.
+    let (status, inc, _) = get(
+        &fhir,
+        "/ServiceRequest?identifier=PO-5001&_include=ServiceRequest:patient&_include=ServiceRequest:requester",
+        Some(&clinician),
+        "*/*",
+    );
+    assert_eq!(status, 200, "{inc}");
+    let modes: Vec<(String, String)> = inc["entry"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| {
+            (
+                e["search"]["mode"].as_str().unwrap_or("").to_owned(),
+                e["resource"]["resourceType"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, String)> = [
+        ("match", "ServiceRequest"),
+        ("include", "Patient"),
+        ("include", "Practitioner"),
+    ]
+    .iter()
+    .map(|(m, t)| ((*m).to_owned(), (*t).to_owned()))
+    .collect();
+    assert_eq!(modes, want);
+    let (status, body, _) = get(&fhir, "/ServiceRequest?_include=Task:focus", Some(&clinician), "*/*");
+    assert_eq!((status, issue_code(&body)), (400, "invalid"));
     // A patient's own token reaches their observations, not the clinic.
     let pid = patient.trim_start_matches("Patient/").to_owned();
     let own = token(
@@ -445,4 +485,18 @@ async fn observations_practitioners_and_organizations_read_and_search_as_fhir() 
     assert_eq!(status, 200);
     let (status, body, _) = get(&fhir, "/Organization", Some(&own), "*/*");
     assert_eq!((status, issue_code(&body)), (403, "forbidden"));
+    // Its _include stops at the compartment: the patient, not the orderer.
+    let (_, inc, _) = get(
+        &fhir,
+        "/ServiceRequest?_include=ServiceRequest:patient&_include=ServiceRequest:requester",
+        Some(&own),
+        "*/*",
+    );
+    let types: Vec<&str> = inc["entry"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter_map(|e| e["resource"]["resourceType"].as_str())
+        .collect();
+    assert_eq!(types, ["ServiceRequest", "Patient"]);
 }

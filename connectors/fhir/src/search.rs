@@ -21,6 +21,10 @@ pub struct Search {
     /// `code` (Observation): (system, code).
     pub code: Option<(Option<String>, Option<String>)>,
     pub last_updated: Vec<(&'static str, DateTime<Utc>)>,
+    /// `date` (Observation: effective time), with its prefixes.
+    pub date: Vec<(&'static str, DateTime<Utc>)>,
+    /// `_include`: the elements whose references are added to the Bundle.
+    pub include: Vec<&'static str>,
     pub count: i64,
     pub offset: i64,
     pub descending: bool,
@@ -32,6 +36,23 @@ pub const MAX_COUNT: i64 = 100;
 fn reference_id(v: &str, ty: &str) -> Result<Uuid, String> {
     let id = v.strip_prefix(&format!("{ty}/")).unwrap_or(v);
     Uuid::parse_str(id).map_err(|_| format!("{v:?} is not a {ty} reference"))
+}
+
+/// The element an `_include` follows (`ServiceRequest:patient` → `subject`).
+fn include(resource_type: &str, value: &str) -> Result<&'static str, String> {
+    let element = match value.split_once(':') {
+        Some(("ServiceRequest", "patient" | "subject")) | Some(("Observation", "patient" | "subject")) => "subject",
+        Some(("ServiceRequest", "requester")) => "requester",
+        Some(("Task", "patient")) => "for",
+        Some(("Task", "focus" | "based-on")) => "focus",
+        Some(("Observation", "based-on")) => "basedOn",
+        Some(("Patient", "organization")) => "managingOrganization",
+        _ => return Err(format!("_include {value:?} is not supported")),
+    };
+    if !value.starts_with(&format!("{resource_type}:")) {
+        return Err(format!("_include {value:?} does not start from {resource_type}"));
+    }
+    Ok(element)
 }
 
 /// A token parameter: `system|code`, `code`, `system|`.
@@ -78,6 +99,8 @@ impl Search {
             status: None,
             code: None,
             last_updated: Vec::new(),
+            date: Vec::new(),
+            include: Vec::new(),
             count: DEFAULT_COUNT,
             offset: 0,
             descending: false,
@@ -91,6 +114,8 @@ impl Search {
                     }
                 }
                 (_, "_lastUpdated") => s.last_updated.push(date(value)?),
+                ("Observation", "date") => s.date.push(date(value)?),
+                (_, "_include") => s.include.push(include(resource_type, value)?),
                 (_, "_count") => {
                     let n: i64 = value.parse().map_err(|_| format!("_count {value:?} is not a number"))?;
                     s.count = n.clamp(0, MAX_COUNT);
@@ -159,6 +184,9 @@ impl Search {
         }
         for (op, at) in &self.last_updated {
             q.push(format!(" AND {updated} {op} ")).push_bind(*at);
+        }
+        for (op, at) in &self.date {
+            q.push(format!(" AND t.effective_at {op} ")).push_bind(*at);
         }
         if let Some((system, code)) = &self.code {
             if let Some(sys) = system {
@@ -276,6 +304,12 @@ mod tests {
         )
         .expect("valid");
         assert!(sr.patient.is_some());
+        let inc = Search::parse("ServiceRequest", &p(&[("_include", "ServiceRequest:patient")])).expect("valid");
+        assert_eq!(inc.include, ["subject"]);
+        assert!(Search::parse("ServiceRequest", &p(&[("_include", "Task:patient")])).is_err());
+        assert!(Search::parse("ServiceRequest", &p(&[("_include", "ServiceRequest:nothing")])).is_err());
+        let d = Search::parse("Observation", &p(&[("date", "lt2027-01-01")])).expect("valid");
+        assert_eq!(d.date[0].0, "<");
         assert_eq!(
             sr.page_link(&p(&[("subject", "Patient/x y")]), 20),
             "ServiceRequest?subject=Patient%2Fx%20y&_offset=20"

@@ -328,6 +328,7 @@ pub fn capability_statement() -> Value {
                 param("subject", "reference"),
                 param("status", "token"),
                 param("code", "token"),
+                param("date", "date"),
             ]),
             "ServiceRequest" => params.extend([
                 param("identifier", "token"),
@@ -337,9 +338,21 @@ pub fn capability_statement() -> Value {
             ]),
             _ => params.extend([param("patient", "reference"), param("status", "token")]),
         }
+        let include: &[&str] = match ty {
+            "ServiceRequest" => &[
+                "ServiceRequest:patient",
+                "ServiceRequest:subject",
+                "ServiceRequest:requester",
+            ],
+            "Observation" => &["Observation:patient", "Observation:subject", "Observation:based-on"],
+            "Task" => &["Task:patient", "Task:focus", "Task:based-on"],
+            "Patient" => &["Patient:organization"],
+            _ => &[],
+        };
         json!({
             "type": ty,
             "interaction": [{ "code": "read" }, { "code": "search-type" }],
+            "searchInclude": include,
             "versioning": "versioned",
             "readHistory": false,
             "updateCreate": false,
@@ -529,6 +542,59 @@ async fn search(
             "resource": found.body,
             "search": { "mode": "match" },
         }));
+    }
+    // `_include`: the resources the matches refer to, once each, within the
+    // token's reach; each is a read like any other.
+    let mut included = std::collections::BTreeSet::new();
+    for element in &search.include {
+        let refs: Vec<String> = entries
+            .iter()
+            .filter(|e| e["search"]["mode"] == "match")
+            .flat_map(|e| {
+                let v = &e["resource"][*element];
+                let items = if v.is_array() {
+                    v.as_array().cloned().unwrap_or_default()
+                } else {
+                    vec![v.clone()]
+                };
+                items
+                    .into_iter()
+                    .filter_map(|r| r["reference"].as_str().map(str::to_owned))
+            })
+            .collect();
+        for reference in refs {
+            let Some((ty, id)) = reference.split_once('/') else {
+                continue;
+            };
+            let (Ok(id), Ok(entity)) = (Uuid::parse_str(id), entity_of(ty)) else {
+                continue;
+            };
+            if !included.insert(reference.clone()) {
+                continue;
+            }
+            let reach = principal.grant(ty, Access::Read);
+            let Some(found) = fetch(&mut conn, ty, id).await? else {
+                continue;
+            };
+            let allowed = match reach {
+                Grant::All => true,
+                Grant::Patient(p) => p == found.patient,
+                Grant::None => false,
+            };
+            if !allowed {
+                continue;
+            }
+            audit.push(
+                AuditEntry::new(actor_kind(&principal), principal.actor(), Action::Read, entity)
+                    .entity(id)
+                    .origin(format!("fhir:GET {resource_type}?_include")),
+            );
+            entries.push(json!({
+                "fullUrl": format!("{base}/{ty}/{id}"),
+                "resource": found.body,
+                "search": { "mode": "include" },
+            }));
+        }
     }
     drop(conn);
     state.audit.append(audit).await?;
