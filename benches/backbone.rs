@@ -20,10 +20,6 @@ use carehub_schema::{Action, ActorKind, AuditEntry, AuditLog, Envelope, Outbox};
 use common::*;
 use tokio::sync::watch;
 
-fn knob(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }

@@ -25,10 +25,6 @@ use carehub_hl7::codec::{Message, batch, decode_text};
 use carehub_hl7::{MllpSender, SenderConfig};
 use common::*;
 
-fn knob(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;

@@ -21,10 +21,6 @@ use common::*;
 use rdkafka::producer::FutureRecord;
 use uuid::Uuid;
 
-fn knob(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
 const STEPS: [&str; 4] = ["accepted", "in_production", "qc_passed", "ready_to_ship"];
 
 #[tokio::main]

@@ -106,6 +106,7 @@ impl<D: Deliver> DeliveryRunner<D> {
                 }
             };
             let payload = msg.payload().unwrap_or_default().to_vec();
+            let mut event_id = None;
             let delivery = match Envelope::from_slice(&payload) {
                 Err(e) => Delivery::Refused {
                     code: "invalid_envelope",
@@ -123,6 +124,7 @@ impl<D: Deliver> DeliveryRunner<D> {
                         self.store_offset(&msg);
                         continue;
                     }
+                    event_id = Some(env.id.clone());
                     match self.deliverer.deliver(env, &mut shutdown).await {
                         Some(d) => d,
                         None => return, // shutting down with the record in hand: not acknowledged
@@ -132,7 +134,7 @@ impl<D: Deliver> DeliveryRunner<D> {
             // The outcome is recorded before the offset is stored; a failure
             // here leaves the record to be delivered again.
             loop {
-                match self.record(&msg, &payload, &delivery).await {
+                match self.record(&msg, &payload, event_id.as_deref(), &delivery).await {
                     Ok(()) => break,
                     Err(e) => {
                         ComponentError {
@@ -175,13 +177,13 @@ impl<D: Deliver> DeliveryRunner<D> {
         &self,
         msg: &rdkafka::message::OwnedMessage,
         payload: &[u8],
+        event_id: Option<&str>,
         delivery: &Delivery,
     ) -> anyhow::Result<()> {
         let name = self.deliverer.name();
         if matches!(delivery, Delivery::Nothing) {
             return Ok(());
         }
-        let event_id = Envelope::from_slice(payload).ok().map(|e| e.id);
         let mut tx = self.pool.begin().await?;
         match delivery {
             Delivery::Nothing => {}
@@ -191,7 +193,7 @@ impl<D: Deliver> DeliveryRunner<D> {
                 origin,
                 detail,
             } => {
-                if let Some(id) = &event_id {
+                if let Some(id) = event_id {
                     consumed::claim(&mut tx, name, id).await?;
                 }
                 let mut detail = detail.clone();
@@ -218,7 +220,7 @@ impl<D: Deliver> DeliveryRunner<D> {
                         offset: Some(msg.offset()),
                         key: msg.key(),
                         payload,
-                        event_id: event_id.as_deref(),
+                        event_id,
                         message_id: None,
                         error_code: code,
                         reason,

@@ -13,6 +13,16 @@ use carehub_hl7::codec::{Message, ReceivedAck, mllp};
 use carehub_hl7::{MllpSender, SendError, SenderConfig};
 use common::*;
 
+/// `carehub dlq replay ID` against the hub's configuration; it must succeed.
+fn dlq_replay(hub: &Hub, id: i64) {
+    let out = Command::new(BIN)
+        .args(["dlq", "replay", &id.to_string(), "--actor", "test"])
+        .envs(hub.envs.iter().cloned())
+        .output()
+        .expect("replay");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
 /// One frame out, one frame back, on a fresh connection.
 fn exchange(addr: &str, frame: &[u8]) -> Option<Vec<u8>> {
     let mut s = TcpStream::connect(addr).expect("connect");
@@ -328,12 +338,7 @@ async fn a_dead_lettered_message_replays_once_its_cause_is_fixed() {
         .await
         .expect("AA");
     assert!(processed(pool, "ORM0001").await);
-    let out = Command::new(BIN)
-        .args(["dlq", "replay", &id.to_string(), "--actor", "test"])
-        .envs(hub.envs.iter().cloned())
-        .output()
-        .expect("replay");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    dlq_replay(&hub, id);
     let status: String = scalar(pool, "SELECT status FROM service_order WHERE placer_number = 'PO-5001'").await;
     assert_eq!(status, "revoked");
 }
@@ -842,12 +847,7 @@ async fn outbound_messages_reach_their_destination_in_order_and_refusals_are_dea
         .fetch_one(pool)
         .await
         .expect("id");
-    let out = Command::new(BIN)
-        .args(["dlq", "replay", &id.to_string(), "--actor", "test"])
-        .envs(hub.envs.iter().cloned())
-        .output()
-        .expect("replay");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    dlq_replay(&hub, id);
     let again = eventually(Duration::from_secs(60), || async {
         (count(pool, "SELECT count(*) FROM audit_log WHERE action = 'send'").await == 3).then_some(())
     })

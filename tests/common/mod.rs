@@ -516,3 +516,8 @@ pub async fn wait_listening(addr: &str, timeout: Duration) -> bool {
     }
     false
 }
+
+/// A bench's setting from the environment variable `name`, else `default`.
+pub fn knob(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}

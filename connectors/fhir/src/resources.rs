@@ -29,7 +29,7 @@ pub struct Found {
 /// `patient` → Patient. identifier ← `patient_identifier` (system, value,
 /// type), name ← family/given, gender ← sex, birthDate, telecom ← phone/email,
 /// address ← the address JSON, managingOrganization, link replaced-by ← merged_into_id.
-pub async fn patient(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<Found>> {
+pub async fn patient(conn: &mut PgConnection, id: Uuid) -> carehub_schema::Result<Option<Found>> {
     let Some(p): Option<Patient> = sqlx::query_as("SELECT * FROM patient WHERE id = $1")
         .bind(id)
         .fetch_optional(&mut *conn)
@@ -37,11 +37,7 @@ pub async fn patient(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<F
     else {
         return Ok(None);
     };
-    let ids: Vec<PatientIdentifier> =
-        sqlx::query_as("SELECT * FROM patient_identifier WHERE patient_id = $1 ORDER BY system, value")
-            .bind(id)
-            .fetch_all(&mut *conn)
-            .await?;
+    let ids: Vec<PatientIdentifier> = carehub_schema::repo::patient_identifiers(&mut *conn, id).await?;
     let mut body = json!({
         "resourceType": "Patient",
         "id": p.id,
@@ -55,14 +51,7 @@ pub async fn patient(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<F
             v
         }).collect::<Vec<_>>(),
     });
-    if p.family_name.is_some() || !p.given_names.is_empty() {
-        let mut name = json!({});
-        if let Some(f) = &p.family_name {
-            name["family"] = json!(f);
-        }
-        if !p.given_names.is_empty() {
-            name["given"] = json!(p.given_names);
-        }
+    if let Some(name) = human_name(p.family_name.as_deref(), &p.given_names) {
         body["name"] = json!([name]);
     }
     if let Some(sex) = &p.sex {
@@ -71,16 +60,7 @@ pub async fn patient(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<F
     if let Some(d) = p.birth_date {
         body["birthDate"] = json!(d.to_string());
     }
-    let mut telecom = Vec::new();
-    if let Some(phone) = &p.phone {
-        telecom.push(json!({ "system": "phone", "value": phone }));
-    }
-    if let Some(email) = &p.email {
-        telecom.push(json!({ "system": "email", "value": email }));
-    }
-    if !telecom.is_empty() {
-        body["telecom"] = json!(telecom);
-    }
+    contact(&mut body, p.phone.as_deref(), p.email.as_deref());
     if let Some(a) = &p.address {
         let mut addr = json!({});
         for (from, to) in [
@@ -129,7 +109,7 @@ type OrderRow = (
 /// `service_order` → ServiceRequest. identifier ← placer (PLAC) and filler
 /// (FILL) numbers, status, intent `order`, priority, code ← the items,
 /// subject, requester ← orderer, authoredOn ← created_at, note.
-pub async fn service_request(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<Found>> {
+pub async fn service_request(conn: &mut PgConnection, id: Uuid) -> carehub_schema::Result<Option<Found>> {
     let row: Option<OrderRow> = sqlx::query_as(
         "SELECT id, placer_system, placer_number, filler_system, filler_number, patient_id, orderer_id, status,
                 priority, version, created_at, updated_at, note
@@ -142,11 +122,7 @@ pub async fn service_request(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<
     else {
         return Ok(None);
     };
-    let items: Vec<(String, String, Option<String>)> =
-        sqlx::query_as("SELECT code_system, code, display FROM order_item WHERE order_id = $1 ORDER BY line_no")
-            .bind(id)
-            .fetch_all(&mut *conn)
-            .await?;
+    let items = carehub_schema::lab::order_items(&mut *conn, id).await?;
     let v2 = "http://terminology.hl7.org/CodeSystem/v2-0203";
     let mut identifier =
         vec![json!({ "type": { "coding": [{ "system": v2, "code": "PLAC" }] }, "system": psys, "value": pnum })];
@@ -165,9 +141,9 @@ pub async fn service_request(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<
         "authoredOn": instant(created),
     });
     if !items.is_empty() {
-        body["code"] = json!({ "coding": items.iter().map(|(system, code, display)| {
-            let mut c = json!({ "system": system, "code": code });
-            if let Some(d) = display { c["display"] = json!(d); }
+        body["code"] = json!({ "coding": items.iter().map(|item| {
+            let mut c = json!({ "system": item.code_system, "code": item.code });
+            if let Some(d) = &item.display { c["display"] = json!(d); }
             c
         }).collect::<Vec<_>>() });
     }
@@ -190,7 +166,7 @@ type TaskRow = (String, Option<String>, i32, DateTime<Utc>, DateTime<Utc>, Uuid)
 
 /// `lab_job` → Task (the lab's work on the order): status from the lab
 /// status, businessStatus = the lab status, basedOn/focus = the ServiceRequest.
-pub async fn task(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<Found>> {
+pub async fn task(conn: &mut PgConnection, id: Uuid) -> carehub_schema::Result<Option<Found>> {
     let row: Option<TaskRow> = sqlx::query_as(
         "SELECT j.status, j.status_reason, j.version, j.created_at, j.updated_at, o.patient_id
            FROM lab_job j JOIN service_order o ON o.id = j.order_id WHERE j.order_id = $1",
@@ -227,7 +203,22 @@ pub async fn task(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<Foun
     }))
 }
 
-/// Telecom and address of an organization or practitioner.
+/// HumanName from a family name and given names; `None` when both are empty.
+fn human_name(family: Option<&str>, given: &[String]) -> Option<Value> {
+    if family.is_none() && given.is_empty() {
+        return None;
+    }
+    let mut name = json!({});
+    if let Some(f) = family {
+        name["family"] = json!(f);
+    }
+    if !given.is_empty() {
+        name["given"] = json!(given);
+    }
+    Some(name)
+}
+
+/// Telecom (phone, email) of a patient, organization or practitioner.
 fn contact(body: &mut Value, phone: Option<&str>, email: Option<&str>) {
     let mut telecom = Vec::new();
     if let Some(p) = phone {
@@ -243,7 +234,7 @@ fn contact(body: &mut Value, phone: Option<&str>, email: Option<&str>) {
 
 /// `organization` → Organization: identifier, name, active, type ← kind, telecom.
 /// Not in a patient's compartment (`patient` is nil).
-pub async fn organization(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<Found>> {
+pub async fn organization(conn: &mut PgConnection, id: Uuid) -> carehub_schema::Result<Option<Found>> {
     let Some(o): Option<carehub_schema::model::Organization> =
         sqlx::query_as("SELECT * FROM organization WHERE id = $1")
             .bind(id)
@@ -271,7 +262,7 @@ pub async fn organization(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Opt
 }
 
 /// `practitioner` → Practitioner: identifier, name, telecom. Not in a patient's compartment.
-pub async fn practitioner(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<Found>> {
+pub async fn practitioner(conn: &mut PgConnection, id: Uuid) -> carehub_schema::Result<Option<Found>> {
     let Some(p): Option<carehub_schema::model::Practitioner> =
         sqlx::query_as("SELECT * FROM practitioner WHERE id = $1")
             .bind(id)
@@ -286,14 +277,7 @@ pub async fn practitioner(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Opt
         "meta": meta(p.version, p.updated_at),
         "identifier": [{ "system": p.identifier_system, "value": p.identifier_value }],
     });
-    if p.family_name.is_some() || !p.given_names.is_empty() {
-        let mut name = json!({});
-        if let Some(f) = &p.family_name {
-            name["family"] = json!(f);
-        }
-        if !p.given_names.is_empty() {
-            name["given"] = json!(p.given_names);
-        }
+    if let Some(name) = human_name(p.family_name.as_deref(), &p.given_names) {
         body["name"] = json!([name]);
     }
     contact(&mut body, p.phone.as_deref(), p.email.as_deref());
@@ -330,7 +314,7 @@ struct ObservationRow {
 /// `observation` → Observation: status, code, subject, basedOn ← the order,
 /// value[x] ← value_type (Quantity, string, CodeableConcept), interpretation,
 /// referenceRange (text), effectiveDateTime, issued.
-pub async fn observation(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<Found>> {
+pub async fn observation(conn: &mut PgConnection, id: Uuid) -> carehub_schema::Result<Option<Found>> {
     let Some(o): Option<ObservationRow> = sqlx::query_as(
         "SELECT id, patient_id, order_id, status, code_system, code, display, value_type,
                 value_quantity::text AS value_quantity, value_unit, value_string, value_code, interpretation,

@@ -482,7 +482,7 @@ fn actor_kind(principal: &Principal) -> ActorKind {
     }
 }
 
-async fn fetch(conn: &mut sqlx::PgConnection, resource_type: &str, id: Uuid) -> sqlx::Result<Option<Found>> {
+async fn fetch(conn: &mut sqlx::PgConnection, resource_type: &str, id: Uuid) -> carehub_schema::Result<Option<Found>> {
     match resource_type {
         "Patient" => resources::patient(conn, id).await,
         "ServiceRequest" => resources::service_request(conn, id).await,
@@ -528,30 +528,38 @@ async fn search(
         .unwrap_or_default();
     let mut entries = Vec::with_capacity(ids.len());
     let mut audit = Vec::with_capacity(ids.len());
-    for (id,) in ids {
-        let Some(found) = fetch(&mut conn, &resource_type, id).await? else {
-            continue; // deleted between the two queries
-        };
+    // Each resource returned is a read of its own: an entry and an audit entry.
+    let mut add = |ty: &str, entity: &'static str, id: Uuid, found: Found, mode: &str| {
         audit.push(
             AuditEntry::new(actor_kind(&principal), principal.actor(), Action::Read, entity)
                 .entity(id)
                 .origin(format!("fhir:GET {resource_type}?")),
         );
         entries.push(json!({
-            "fullUrl": format!("{base}/{resource_type}/{id}"),
+            "fullUrl": format!("{base}/{ty}/{id}"),
             "resource": found.body,
-            "search": { "mode": "match" },
+            "search": { "mode": mode },
         }));
+    };
+    // The matches' bodies, kept only when `_include` follows their references.
+    let mut matches = Vec::new();
+    for (id,) in ids {
+        let Some(found) = fetch(&mut conn, &resource_type, id).await? else {
+            continue; // deleted between the two queries
+        };
+        if !search.include.is_empty() {
+            matches.push(found.body.clone());
+        }
+        add(&resource_type, entity, id, found, "match");
     }
     // `_include`: the resources the matches refer to, once each, within the
     // token's reach; each is a read like any other.
     let mut included = std::collections::BTreeSet::new();
     for element in &search.include {
-        let refs: Vec<String> = entries
+        let refs: Vec<String> = matches
             .iter()
-            .filter(|e| e["search"]["mode"] == "match")
-            .flat_map(|e| {
-                let v = &e["resource"][*element];
+            .flat_map(|resource| {
+                let v = &resource[*element];
                 let items = if v.is_array() {
                     v.as_array().cloned().unwrap_or_default()
                 } else {
@@ -581,19 +589,9 @@ async fn search(
                 Grant::Patient(p) => p == found.patient,
                 Grant::None => false,
             };
-            if !allowed {
-                continue;
+            if allowed {
+                add(ty, entity, id, found, "include");
             }
-            audit.push(
-                AuditEntry::new(actor_kind(&principal), principal.actor(), Action::Read, entity)
-                    .entity(id)
-                    .origin(format!("fhir:GET {resource_type}?_include")),
-            );
-            entries.push(json!({
-                "fullUrl": format!("{base}/{ty}/{id}"),
-                "resource": found.body,
-                "search": { "mode": "include" },
-            }));
         }
     }
     drop(conn);

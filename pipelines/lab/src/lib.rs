@@ -373,8 +373,16 @@ impl LabStatusPipeline {
         let order = lab::order_for_lab(conn, job.order_id)
             .await?
             .ok_or_else(|| HandlerError::rejected("unknown_reference", format!("order {} is gone", job.order_id)))?;
-        let items = lab::order_items(conn, order.id).await?;
-        let identifiers = repo::patient_identifiers(&mut *conn, order.patient_id).await?;
+        let route = self.routing.route(order.clinic.as_deref());
+        // Items and identifiers only go into the HL7 message: read them only for one.
+        let (items, identifiers) = if route.hl7_destination.is_some() {
+            (
+                lab::order_items(conn, order.id).await?,
+                repo::patient_identifiers(&mut *conn, order.patient_id).await?,
+            )
+        } else {
+            (Vec::new(), Vec::new())
+        };
         let change = notify::StatusChange {
             order: &order,
             items: &items,
@@ -388,7 +396,6 @@ impl LabStatusPipeline {
             order_status: &order.status,
             at: report.occurred_at.unwrap_or_else(chrono::Utc::now),
         };
-        let route = self.routing.route(order.clinic.as_deref());
         let mut sent = Vec::new();
         if let Some(destination) = &route.hl7_destination {
             let control_id = notify::control_id(&change);

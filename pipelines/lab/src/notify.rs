@@ -148,11 +148,6 @@ pub fn orc5(status: LabStatus) -> &'static str {
     }
 }
 
-/// FHIR task-status for a lab status.
-pub fn task_status(status: LabStatus) -> &'static str {
-    status.fhir_task_status()
-}
-
 /// The MSH-10 of a status message: the same change always gets the same
 /// one (a resend after a crash is recognisable by the clinic), unique per
 /// order and sequence, within the 20 characters older versions allow.
@@ -352,7 +347,7 @@ pub fn ehr_event(change: &StatusChange<'_>) -> serde_json::Value {
         "id": order.id,
         "identifier": identifier,
         "basedOn": [{ "reference": sr_ref }],
-        "status": task_status(change.status),
+        "status": change.status.fhir_task_status(),
         "businessStatus": {
             "coding": [{ "system": LAB_STATUS_SYSTEM, "code": change.status.as_str() }],
             "text": change.status.as_str(),
@@ -595,9 +590,9 @@ mod tests {
     fn every_lab_status_has_an_hl7_and_a_fhir_status() {
         for s in LabStatus::ALL {
             assert!(["SC", "CA", "CM", "IP"].contains(&orc5(s)));
-            assert!(!task_status(s).is_empty());
+            assert!(!s.fhir_task_status().is_empty());
         }
-        assert_eq!(task_status(LabStatus::Delivered), "completed");
+        assert_eq!(LabStatus::Delivered.fhir_task_status(), "completed");
         assert_eq!(orc5(LabStatus::Delivered), "CM");
     }
 }
