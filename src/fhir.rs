@@ -60,3 +60,75 @@ pub async fn load_synthetic(cfg: &Config, patients: u64, actor: &str) -> anyhow:
     );
     Ok(ExitCode::SUCCESS)
 }
+
+/// `carehub fhir validate PATH`: see the command's help.
+pub fn validate(path: &std::path::Path) -> anyhow::Result<ExitCode> {
+    if path.is_dir() {
+        return score_cases(path);
+    }
+    let text = std::fs::read_to_string(path)?;
+    let value: serde_json::Value = serde_json::from_str(text.trim_start_matches('\u{feff}'))?;
+    let issues = carehub_fhir::validate::validate(&value);
+    for i in &issues {
+        println!("error  {i}");
+    }
+    println!("{}: {} issue(s)", path.display(), issues.len());
+    Ok(if issues.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// One entry of the FHIR validator test cases' `cases.json`.
+#[derive(serde::Deserialize)]
+struct Case {
+    name: String,
+    file: String,
+    expected_error_count: usize,
+}
+
+/// Judged right: a valid case (no expected errors) is accepted, an invalid
+/// one refused. Error counts are printed beside, not scored: the official
+/// validator also checks invariants, profiles and terminology, which carehub does not.
+fn score_cases(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let cases: Vec<Case> = serde_json::from_str(&std::fs::read_to_string(dir.join("cases.json"))?)?;
+    let (mut valid, mut valid_ok, mut invalid, mut invalid_ok) = (0, 0, 0, 0);
+    for case in &cases {
+        let text = std::fs::read_to_string(dir.join(&case.file))?;
+        let issues = match serde_json::from_str::<serde_json::Value>(text.trim_start_matches('\u{feff}')) {
+            Ok(v) => carehub_fhir::validate::validate(&v),
+            Err(e) => vec![carehub_fhir::validate::Issue {
+                path: String::new(),
+                message: format!("not JSON: {e}"),
+            }],
+        };
+        let expected_valid = case.expected_error_count == 0;
+        let right = expected_valid == issues.is_empty();
+        if expected_valid {
+            valid += 1;
+            valid_ok += usize::from(right);
+        } else {
+            invalid += 1;
+            invalid_ok += usize::from(right);
+        }
+        println!(
+            "{:5}  {:45} expected {:2} error(s), found {:2}{}",
+            if right { "right" } else { "WRONG" },
+            case.name,
+            case.expected_error_count,
+            issues.len(),
+            issues.first().map(|i| format!("  first: {i}")).unwrap_or_default()
+        );
+    }
+    println!(
+        "valid accepted: {valid_ok}/{valid}; invalid refused: {invalid_ok}/{invalid}; judged right: {}/{}",
+        valid_ok + invalid_ok,
+        valid + invalid
+    );
+    Ok(if valid_ok == valid {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}

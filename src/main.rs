@@ -182,6 +182,11 @@ enum FhirCommand {
         #[arg(long)]
         actor: Option<String>,
     },
+    /// Validate FHIR R4 JSON against the R4 structure, as the endpoint does
+    /// before a write: a file prints its issues (exit 1 when any); a
+    /// directory with a cases.json (the FHIR validator test cases) prints how
+    /// many cases the validation judges right.
+    Validate { path: std::path::PathBuf },
 }
 
 #[derive(Debug, Subcommand)]
@@ -308,6 +313,9 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<ExitCode> {
         Command::Fhir {
             command: FhirCommand::LoadSynthetic { patients, actor },
         } => fhir::load_synthetic(&cfg, patients, &actor_or_user(actor)).await,
+        Command::Fhir {
+            command: FhirCommand::Validate { path },
+        } => fhir::validate(&path),
         Command::Token {
             command:
                 TokenCommand::Issue {

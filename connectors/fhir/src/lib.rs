@@ -8,9 +8,11 @@
 //! history, Bundles and the EHR push are the rest of the FHIR issue.
 
 pub mod auth;
+pub mod raw;
 pub mod resources;
 pub mod search;
 pub mod server;
+pub mod validate;
 
 pub use auth::{Access, AuthConfig, AuthError, Authenticator, Claims, Grant, Principal, Role, Scope};
 pub use server::{EhrSubscriber, FhirConfig, Outcome, ServeError, capability_statement, router, serve};

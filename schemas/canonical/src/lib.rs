@@ -5,6 +5,7 @@
 //! - [`AuditLog`]: the append-only, hash-chained audit trail.
 //! - [`Outbox`]: outbound events written in the same transaction as the change.
 //! - [`DeadLetters`]: what could not be handled, with the reason, for replay.
+//! - [`fhir_store`]: FHIR resources as EHRs wrote them, every version verbatim.
 //! - [`Envelope`]: the versioned envelope every Kafka payload travels in.
 //!
 //! All writes take a `&mut PgConnection` so that callers compose them inside one
@@ -15,6 +16,7 @@ pub mod consumed;
 pub mod dead_letter;
 pub mod envelope;
 pub mod error;
+pub mod fhir_store;
 pub mod lab;
 pub mod message_store;
 pub mod model;
