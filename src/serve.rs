@@ -111,11 +111,13 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     if cfg.fhir.enabled {
         let mut stop = shutdown.clone();
         let (fhir, pool) = (cfg.fhir.clone(), pool.clone());
+        // FHIR writes of Patient and ServiceRequest feed the intake pipeline.
+        let intake_topic = cfg.pipelines.intake.topic.clone();
         tasks.spawn(async move {
             let stopped = async move {
                 let _ = stop.changed().await;
             };
-            if let Err(e) = carehub_fhir::serve(&fhir, pool, stopped).await {
+            if let Err(e) = carehub_fhir::serve(&fhir, pool, &intake_topic, stopped).await {
                 tracing::error!(error = %e, "the FHIR endpoint stopped");
             }
         });

@@ -86,14 +86,34 @@ async fn the_record_reads_as_fhir_with_tokens_scopes_and_an_audit_entry_per_read
     assert_eq!(
         types,
         [
+            "DiagnosticReport",
+            "DocumentReference",
+            "ImagingStudy",
+            "Invoice",
             "Observation",
             "Organization",
             "Patient",
             "Practitioner",
+            "Provenance",
             "ServiceRequest",
-            "Task"
+            "Task",
+            "AuditEvent"
         ]
     );
+    // Writes where they are taken, and only there.
+    let interactions = |ty: &str| -> Vec<String> {
+        cap["rest"][0]["resource"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|r| r["type"] == ty)
+            .flat_map(|r| r["interaction"].as_array().cloned().unwrap_or_default())
+            .filter_map(|i| i["code"].as_str().map(str::to_owned))
+            .collect()
+    };
+    assert!(interactions("ServiceRequest").contains(&"create".to_owned()));
+    assert!(!interactions("Task").contains(&"update".to_owned()));
+    assert!(interactions("Task").contains(&"vread".to_owned()));
 
     // No token: 401 with an OperationOutcome and a challenge.
     let (status, body, h) = get(&fhir, &format!("/Patient/{patient}"), None, "application/fhir+json");

@@ -8,11 +8,14 @@
 //! history, Bundles and the EHR push are the rest of the FHIR issue.
 
 pub mod auth;
+pub mod bundle;
 pub mod raw;
 pub mod resources;
 pub mod search;
 pub mod server;
+pub mod store;
 pub mod validate;
+pub mod write;
 
 pub use auth::{Access, AuthConfig, AuthError, Authenticator, Claims, Grant, Principal, Role, Scope};
 pub use server::{EhrSubscriber, FhirConfig, Outcome, ServeError, capability_statement, router, serve};

@@ -14,9 +14,11 @@ use uuid::Uuid;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Search {
     pub resource_type: String,
-    pub ids: Vec<Uuid>,
+    /// `_id` as given (stored resources may have client-chosen ids).
+    pub ids: Vec<String>,
     pub identifier: Option<(Option<String>, Option<String>)>,
-    pub patient: Option<Uuid>,
+    /// `patient` / `subject` as `Patient/<id>`.
+    pub patient: Option<String>,
     pub status: Option<String>,
     /// `code` (Observation): (system, code).
     pub code: Option<(Option<String>, Option<String>)>,
@@ -33,10 +35,23 @@ pub struct Search {
 pub const DEFAULT_COUNT: i64 = 20;
 pub const MAX_COUNT: i64 = 100;
 
-fn reference_id(v: &str, ty: &str) -> Result<Uuid, String> {
+/// `Patient/<id>` or `<id>` → `Patient/<id>`.
+fn reference(v: &str, ty: &str) -> Result<String, String> {
     let id = v.strip_prefix(&format!("{ty}/")).unwrap_or(v);
-    Uuid::parse_str(id).map_err(|_| format!("{v:?} is not a {ty} reference"))
+    if id.is_empty() || id.contains('/') {
+        return Err(format!("{v:?} is not a {ty} reference"));
+    }
+    Ok(format!("{ty}/{id}"))
 }
+
+/// Types kept only in the FHIR store, and the parameters their search takes.
+const STORED_ONLY: &[&str] = &[
+    "DiagnosticReport",
+    "DocumentReference",
+    "ImagingStudy",
+    "Invoice",
+    "Provenance",
+];
 
 /// The element an `_include` follows (`ServiceRequest:patient` → `subject`).
 fn include(resource_type: &str, value: &str) -> Result<&'static str, String> {
@@ -108,9 +123,14 @@ impl Search {
         for (name, value) in params {
             match (resource_type, name.as_str()) {
                 (_, "_id") => {
-                    for v in value.split(',') {
-                        s.ids
-                            .push(Uuid::parse_str(v.trim()).map_err(|_| format!("_id {v:?} is not an id"))?);
+                    for v in value.split(',').map(str::trim) {
+                        if v.is_empty()
+                            || v.len() > 64
+                            || !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+                        {
+                            return Err(format!("_id {v:?} is not an id"));
+                        }
+                        s.ids.push(v.to_owned());
                     }
                 }
                 (_, "_lastUpdated") => s.last_updated.push(date(value)?),
@@ -141,9 +161,15 @@ impl Search {
                 }
                 ("Observation", "code") => s.code = Some(token(value)),
                 ("ServiceRequest" | "Observation", "patient" | "subject") | ("Task", "patient") => {
-                    s.patient = Some(reference_id(value, "Patient")?);
+                    s.patient = Some(reference(value, "Patient")?);
                 }
                 ("ServiceRequest" | "Task" | "Observation", "status") => s.status = Some(value.clone()),
+                (t, "identifier") if STORED_ONLY.contains(&t) => s.identifier = Some(token(value)),
+                (t, "code") if STORED_ONLY.contains(&t) => s.code = Some(token(value)),
+                (t, "status") if STORED_ONLY.contains(&t) => s.status = Some(value.clone()),
+                (t, "patient" | "subject") if STORED_ONLY.contains(&t) => {
+                    s.patient = Some(reference(value, "Patient")?);
+                }
                 (_, other) => {
                     return Err(format!(
                         "search parameter {other:?} is not supported on {resource_type}"
@@ -154,8 +180,45 @@ impl Search {
         Ok(s)
     }
 
-    /// The ids of the page, in order; `compartment` limits to one patient.
-    pub fn query(&self, compartment: Option<Uuid>) -> QueryBuilder<Postgres> {
+    /// Whether the canonical record can hold matches (else only the FHIR store).
+    pub fn has_canonical(&self) -> bool {
+        !STORED_ONLY.contains(&self.resource_type.as_str())
+    }
+
+    /// The same search over the FHIR store, for the first `limit` matches.
+    pub fn stored(
+        &self,
+        compartment: Option<Uuid>,
+        limit: i64,
+        offset: i64,
+    ) -> carehub_schema::fhir_store::StoredQuery {
+        let join = |t: &Option<(Option<String>, Option<String>)>| {
+            t.as_ref().and_then(|(sys, val)| {
+                let val = val.clone()?;
+                Some(match sys {
+                    Some(sys) => format!("{sys}|{val}"),
+                    None => val,
+                })
+            })
+        };
+        carehub_schema::fhir_store::StoredQuery {
+            ids: self.ids.clone(),
+            identifier: join(&self.identifier),
+            patient_ref: compartment
+                .map(|p| format!("Patient/{p}"))
+                .or_else(|| self.patient.clone()),
+            status: self.status.clone(),
+            code: join(&self.code),
+            last_updated: self.last_updated.clone(),
+            count: limit,
+            offset,
+            descending: self.descending,
+        }
+    }
+
+    /// The ids and times of the first `limit` matches after `offset`, in
+    /// order; `compartment` limits to one patient.
+    pub fn query(&self, compartment: Option<Uuid>, limit: i64, offset: i64) -> QueryBuilder<Postgres> {
         let (table, id, patient, updated) = match self.resource_type.as_str() {
             "Patient" => ("patient t", "t.id", "t.id", "t.updated_at"),
             "ServiceRequest" => ("service_order t", "t.id", "t.patient_id", "t.updated_at"),
@@ -170,14 +233,20 @@ impl Search {
                 "t.updated_at",
             ),
         };
-        let mut q = QueryBuilder::new(format!("SELECT {id} FROM {table} WHERE true"));
+        let mut q = QueryBuilder::new(format!("SELECT {id}, {updated} FROM {table} WHERE true"));
         if !self.ids.is_empty() {
-            q.push(format!(" AND {id} = ANY("))
-                .push_bind(self.ids.clone())
-                .push(")");
+            // Canonical ids are UUIDs; another id can only be a stored resource.
+            let ids: Vec<Uuid> = self.ids.iter().filter_map(|i| Uuid::parse_str(i).ok()).collect();
+            q.push(format!(" AND {id} = ANY(")).push_bind(ids).push(")");
         }
-        for p in self.patient.iter().chain(compartment.iter()) {
-            q.push(format!(" AND {patient} = ")).push_bind(*p);
+        if let Some(p) = &self.patient {
+            match p.strip_prefix("Patient/").and_then(|i| Uuid::parse_str(i).ok()) {
+                Some(p) => q.push(format!(" AND {patient} = ")).push_bind(p),
+                None => q.push(" AND false"),
+            };
+        }
+        if let Some(p) = compartment {
+            q.push(format!(" AND {patient} = ")).push_bind(p);
         }
         if let Some(status) = &self.status {
             q.push(" AND t.status = ").push_bind(status.clone());
@@ -239,8 +308,7 @@ impl Search {
             " ORDER BY {updated} {dir}, {id} {dir} LIMIT ",
             dir = if self.descending { "DESC" } else { "ASC" }
         ));
-        // One more than a page: whether there is a next page.
-        q.push_bind(self.count + 1).push(" OFFSET ").push_bind(self.offset);
+        q.push_bind(limit).push(" OFFSET ").push_bind(offset);
         q
     }
 
@@ -296,7 +364,7 @@ mod tests {
         assert!(Search::parse("Patient", &p(&[("name", "x")])).is_err());
         assert!(Search::parse("Patient", &p(&[("_lastUpdated", "sa2026-01-01")])).is_err());
         assert!(Search::parse("Patient", &p(&[("_lastUpdated", "yesterday")])).is_err());
-        assert!(Search::parse("Patient", &p(&[("_id", "nope")])).is_err());
+        assert!(Search::parse("Patient", &p(&[("_id", "no/pe")])).is_err());
         assert!(Search::parse("Patient", &p(&[("status", "active")])).is_err());
         let sr = Search::parse(
             "ServiceRequest",

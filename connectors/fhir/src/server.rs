@@ -9,7 +9,7 @@ use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use carehub_schema::{Action, ActorKind, AuditEntry, AuditWriter};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -17,8 +17,9 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::auth::{Access, AuthConfig, AuthError, Authenticator, Grant, Principal};
-use crate::resources::{self, Found};
+use crate::resources;
 use crate::search::Search;
+use crate::store::{self, Lookup, Served};
 
 /// Connector name in audit entries and metrics.
 pub const CONNECTOR: &str = "fhir";
@@ -122,11 +123,13 @@ impl Default for FhirConfig {
 type Limiter = governor::DefaultKeyedRateLimiter<String>;
 
 #[derive(Clone)]
-struct AppState {
-    pool: PgPool,
-    audit: AuditWriter,
+pub(crate) struct AppState {
+    pub(crate) pool: PgPool,
+    pub(crate) audit: AuditWriter,
     auth: Authenticator,
     limiter: Option<std::sync::Arc<Limiter>>,
+    /// Where hub-fed writes go (`[fhir] intake_topic`).
+    pub(crate) intake_topic: String,
 }
 
 /// A keyed GCRA limiter for `per_second` sustained and `burst` at once; `None` when off.
@@ -145,6 +148,8 @@ pub struct Outcome {
     /// FHIR issue-type code (`not-found`, `login`, `forbidden`, …).
     code: &'static str,
     diagnostics: String,
+    /// Validation issues, each with where it is (FHIRPath-like).
+    located: Vec<crate::validate::Issue>,
 }
 
 impl Outcome {
@@ -153,14 +158,43 @@ impl Outcome {
             status,
             code,
             diagnostics: diagnostics.into(),
+            located: Vec::new(),
         }
     }
 
+    /// One issue per validation problem.
+    pub fn issues(status: StatusCode, code: &'static str, issues: &[crate::validate::Issue]) -> Self {
+        Outcome {
+            status,
+            code,
+            diagnostics: format!("{} problem(s) with the resource", issues.len()),
+            located: issues.to_vec(),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The same error, said of one entry of a Bundle.
+    pub fn in_entry(mut self, index: usize) -> Self {
+        self.diagnostics = format!("Bundle.entry[{index}]: {}", self.diagnostics);
+        for i in &mut self.located {
+            i.path = format!("Bundle.entry[{index}].resource.{}", i.path);
+        }
+        self
+    }
+
     pub fn body(&self) -> Value {
-        json!({
-            "resourceType": "OperationOutcome",
-            "issue": [{ "severity": "error", "code": self.code, "diagnostics": self.diagnostics }],
-        })
+        let issues: Vec<Value> = if self.located.is_empty() {
+            vec![json!({ "severity": "error", "code": self.code, "diagnostics": self.diagnostics })]
+        } else {
+            self.located
+                .iter()
+                .map(|i| json!({ "severity": "error", "code": self.code, "diagnostics": i.message, "expression": [i.path] }))
+                .collect()
+        };
+        json!({ "resourceType": "OperationOutcome", "issue": issues })
     }
 }
 
@@ -210,8 +244,9 @@ fn fhir_json(v: &Value) -> impl IntoResponse + use<> {
     )
 }
 
-/// The router; `listen` serves it.
-pub fn router(config: &FhirConfig, pool: PgPool, auth: Authenticator) -> Router {
+/// The router; `listen` serves it. Patient and ServiceRequest writes are
+/// queued for the intake pipeline on `intake_topic`.
+pub fn router(config: &FhirConfig, pool: PgPool, auth: Authenticator, intake_topic: &str) -> Router {
     let limiter = limiter(config.rate_limit_per_second, config.rate_limit_burst);
     if let Some(l) = limiter.clone() {
         // Forget clients that went quiet, so the table does not only grow.
@@ -225,18 +260,27 @@ pub fn router(config: &FhirConfig, pool: PgPool, auth: Authenticator) -> Router 
             }
         });
     }
+    use crate::write;
     Router::new()
+        .route("/", post(write::bundle))
         .route("/metadata", get(metadata))
         .route("/AuditEvent", get(audit_events))
         .route("/AuditEvent/{id}", get(audit_event))
-        .route("/{resource_type}", get(search))
-        .route("/{resource_type}/{id}", get(read))
+        .route("/{resource_type}", get(search).post(write::create))
+        .route("/{resource_type}/_history", get(write::type_history))
+        .route(
+            "/{resource_type}/{id}",
+            get(read).put(write::update).delete(write::delete),
+        )
+        .route("/{resource_type}/{id}/_history", get(write::instance_history))
+        .route("/{resource_type}/{id}/_history/{version}", get(write::vread))
         .fallback(unsupported)
         .with_state(AppState {
             audit: AuditWriter::start(pool.clone()),
             pool,
             auth,
             limiter,
+            intake_topic: intake_topic.to_owned(),
         })
 }
 
@@ -244,6 +288,7 @@ pub fn router(config: &FhirConfig, pool: PgPool, auth: Authenticator) -> Router 
 pub async fn serve(
     config: &FhirConfig,
     pool: PgPool,
+    intake_topic: &str,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let auth = Authenticator::new(&config.auth).map_err(ServeError::Auth)?;
@@ -251,7 +296,7 @@ pub async fn serve(
         .await
         .map_err(|e| ServeError::Bind(config.listen, e))?;
     tracing::info!(listen = %config.listen, "FHIR endpoint listening");
-    axum::serve(listener, router(config, pool, auth))
+    axum::serve(listener, router(config, pool, auth, intake_topic))
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(|e| ServeError::Bind(config.listen, e))
@@ -266,7 +311,7 @@ pub enum ServeError {
 }
 
 /// JSON only: a client that accepts neither JSON nor anything gets 406.
-fn negotiate(headers: &HeaderMap) -> Result<(), Outcome> {
+pub(crate) fn negotiate(headers: &HeaderMap) -> Result<(), Outcome> {
     let Some(accept) = headers.get(header::ACCEPT).and_then(|a| a.to_str().ok()) else {
         return Ok(());
     };
@@ -288,7 +333,7 @@ fn negotiate(headers: &HeaderMap) -> Result<(), Outcome> {
     }
 }
 
-fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Principal, Outcome> {
+pub(crate) fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Principal, Outcome> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|h| h.to_str().ok())
@@ -319,7 +364,7 @@ async fn metadata(headers: HeaderMap) -> Result<impl IntoResponse, Outcome> {
 pub fn capability_statement() -> Value {
     let param = |name: &str, ty: &str| json!({ "name": name, "type": ty });
     let common = [param("_id", "token"), param("_lastUpdated", "date")];
-    let read_only = |ty: &str| {
+    let resource = |ty: &str| {
         let mut params: Vec<Value> = common.to_vec();
         match ty {
             "Patient" | "Organization" | "Practitioner" => params.push(param("identifier", "token")),
@@ -336,7 +381,14 @@ pub fn capability_statement() -> Value {
                 param("subject", "reference"),
                 param("status", "token"),
             ]),
-            _ => params.extend([param("patient", "reference"), param("status", "token")]),
+            "Task" => params.extend([param("patient", "reference"), param("status", "token")]),
+            _ => params.extend([
+                param("identifier", "token"),
+                param("patient", "reference"),
+                param("subject", "reference"),
+                param("status", "token"),
+                param("code", "token"),
+            ]),
         }
         let include: &[&str] = match ty {
             "ServiceRequest" => &[
@@ -349,27 +401,33 @@ pub fn capability_statement() -> Value {
             "Patient" => &["Patient:organization"],
             _ => &[],
         };
+        let writable = store::WRITABLE.contains(&ty);
+        let mut interactions = vec!["read", "vread", "search-type", "history-instance", "history-type"];
+        if writable {
+            interactions.extend(["create", "update", "delete"]);
+        }
         json!({
             "type": ty,
-            "interaction": [{ "code": "read" }, { "code": "search-type" }],
+            "interaction": interactions.iter().map(|c| json!({ "code": c })).collect::<Vec<_>>(),
             "searchInclude": include,
-            "versioning": "versioned",
-            "readHistory": false,
-            "updateCreate": false,
+            "versioning": "versioned-update",
+            "readHistory": true,
+            "updateCreate": writable,
+            "conditionalCreate": writable,
+            "conditionalUpdate": false,
+            "conditionalDelete": "not-supported",
             "searchParam": params,
         })
     };
-    let served: Vec<Value> = [
-        "Observation",
-        "Organization",
-        "Patient",
-        "Practitioner",
-        "ServiceRequest",
-        "Task",
-    ]
-    .iter()
-    .map(|t| read_only(t))
-    .collect();
+    let mut types: Vec<&str> = store::CANONICAL.iter().chain(store::WRITABLE).copied().collect();
+    types.sort_unstable();
+    types.dedup();
+    let mut served: Vec<Value> = types.iter().map(|t| resource(t)).collect();
+    served.push(json!({
+        "type": "AuditEvent",
+        "interaction": [{ "code": "read" }, { "code": "search-type" }],
+        "searchParam": [param("entity", "reference"), param("agent", "reference")],
+    }));
     json!({
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -385,6 +443,7 @@ pub fn capability_statement() -> Value {
                 "description": "OAuth2 bearer JWT (HS256, RS256, ES256) with SMART v1 scopes (patient/, user/, system/; .read, .write, .*); every access is audited",
             },
             "resource": served,
+            "interaction": [{ "code": "transaction" }, { "code": "batch" }],
         }],
     })
 }
@@ -396,70 +455,124 @@ async fn read(
 ) -> Result<Response, Outcome> {
     negotiate(&headers)?;
     let principal = authenticate(&state, &headers)?;
-    let entity = entity_of(&resource_type)?;
+    served_type(&resource_type)?;
     let grant = read_grant(&principal, &resource_type)?;
-    let not_found = || {
-        Outcome::new(
-            StatusCode::NOT_FOUND,
-            "not-found",
-            format!("{resource_type}/{id} is not known"),
-        )
-    };
-    let Ok(uuid) = Uuid::parse_str(&id) else {
-        return Err(not_found());
-    };
     let mut conn = state.pool.acquire().await?;
-    let found = fetch(&mut conn, &resource_type, uuid).await?.ok_or_else(not_found)?;
-    if let Grant::Patient(p) = grant
-        && p != found.patient
-    {
-        return Err(Outcome::new(
+    let served = match store::lookup(&mut conn, &resource_type, &id).await? {
+        Lookup::Found(s) => s,
+        Lookup::Gone(_) => return Err(gone(&resource_type, &id)),
+        Lookup::Missing => return Err(not_found(&resource_type, &id)),
+    };
+    drop(conn);
+    in_reach(&grant, &served, &resource_type, &id)?;
+    state
+        .audit
+        .append(vec![read_entry(
+            &principal,
+            &resource_type,
+            &id,
+            format!("fhir:GET {resource_type}/{id}"),
+        )])
+        .await?;
+    Ok(resource_response(
+        StatusCode::OK,
+        served.body,
+        served.version,
+        served.updated,
+        None,
+    ))
+}
+
+pub(crate) fn not_found(resource_type: &str, id: &str) -> Outcome {
+    Outcome::new(
+        StatusCode::NOT_FOUND,
+        "not-found",
+        format!("{resource_type}/{id} is not known"),
+    )
+}
+
+pub(crate) fn gone(resource_type: &str, id: &str) -> Outcome {
+    Outcome::new(StatusCode::GONE, "deleted", format!("{resource_type}/{id} was deleted"))
+}
+
+/// A patient-scoped token reaches only its patient's compartment.
+pub(crate) fn in_reach(grant: &Grant, served: &Served, resource_type: &str, id: &str) -> Result<(), Outcome> {
+    match grant {
+        Grant::Patient(p) if !served.in_compartment(*p) => Err(Outcome::new(
             StatusCode::FORBIDDEN,
             "forbidden",
             format!("{resource_type}/{id} is outside the token's patient compartment"),
-        ));
+        )),
+        _ => Ok(()),
     }
-    drop(conn);
-    state
-        .audit
-        .append(vec![
-            AuditEntry::new(actor_kind(&principal), principal.actor(), Action::Read, entity)
-                .entity(uuid)
-                .origin(format!("fhir:GET {resource_type}/{id}")),
-        ])
-        .await?;
-    let mut res = fhir_json(&found.body).into_response();
+}
+
+pub(crate) fn read_entry(principal: &Principal, resource_type: &str, id: &str, origin: String) -> AuditEntry {
+    AuditEntry::new(
+        actor_kind(principal),
+        principal.actor(),
+        Action::Read,
+        store::audit_entity(resource_type),
+    )
+    .entity(id)
+    .origin(origin)
+}
+
+/// A resource body with its ETag, Last-Modified and, for a create, Location.
+pub(crate) fn resource_response(
+    status: StatusCode,
+    body: String,
+    version: i32,
+    updated: chrono::DateTime<chrono::Utc>,
+    location: Option<String>,
+) -> Response {
+    let mut res = (
+        status,
+        [(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON))],
+        body,
+    )
+        .into_response();
     let h = res.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&format!("W/\"{}\"", found.version)) {
+    if let Ok(v) = HeaderValue::from_str(&format!("W/\"{version}\"")) {
         h.insert(header::ETAG, v);
     }
-    if let Ok(v) = HeaderValue::from_str(&found.updated.format("%a, %d %b %Y %H:%M:%S GMT").to_string()) {
+    if let Ok(v) = HeaderValue::from_str(&updated.format("%a, %d %b %Y %H:%M:%S GMT").to_string()) {
         h.insert(header::LAST_MODIFIED, v);
     }
-    Ok(res)
+    if let Some(loc) = location
+        && let Ok(v) = HeaderValue::from_str(&loc)
+    {
+        h.insert(header::LOCATION, v);
+    }
+    res
 }
 
 /// Resource types in a patient's compartment (what `patient/` scopes reach).
-const IN_PATIENT_COMPARTMENT: &[&str] = &["Patient", "ServiceRequest", "Task", "Observation"];
+const IN_PATIENT_COMPARTMENT: &[&str] = &[
+    "Patient",
+    "ServiceRequest",
+    "Task",
+    "Observation",
+    "DiagnosticReport",
+    "DocumentReference",
+    "ImagingStudy",
+    "Invoice",
+];
 
-/// The canonical entity behind a served resource type.
-fn entity_of(resource_type: &str) -> Result<&'static str, Outcome> {
-    match resource_type {
-        "Patient" => Ok("patient"),
-        "ServiceRequest" => Ok("service_order"),
-        "Task" => Ok("lab_job"),
-        "Observation" => Ok("observation"),
-        "Organization" => Ok("organization"),
-        "Practitioner" => Ok("practitioner"),
-        _ => Err(Outcome::new(
+/// 404 for a type this server does not serve.
+pub(crate) fn served_type(resource_type: &str) -> Result<(), Outcome> {
+    if store::is_served(resource_type) {
+        Ok(())
+    } else {
+        Err(Outcome::new(
             StatusCode::NOT_FOUND,
             "not-supported",
             format!("resource type {resource_type} is not served (see /metadata)"),
-        )),
+        ))
     }
 }
 
-fn read_grant(principal: &Principal, resource_type: &str) -> Result<Grant, Outcome> {
+pub(crate) fn read_grant(principal: &Principal, resource_type: &str) -> Result<Grant, Outcome> {
     match principal.grant(resource_type, Access::Read) {
         Grant::None => Err(Outcome::new(
             StatusCode::FORBIDDEN,
@@ -470,7 +583,7 @@ fn read_grant(principal: &Principal, resource_type: &str) -> Result<Grant, Outco
     }
 }
 
-fn actor_kind(principal: &Principal) -> ActorKind {
+pub(crate) fn actor_kind(principal: &Principal) -> ActorKind {
     if principal
         .scopes
         .iter()
@@ -482,18 +595,18 @@ fn actor_kind(principal: &Principal) -> ActorKind {
     }
 }
 
-async fn fetch(conn: &mut sqlx::PgConnection, resource_type: &str, id: Uuid) -> carehub_schema::Result<Option<Found>> {
-    match resource_type {
-        "Patient" => resources::patient(conn, id).await,
-        "ServiceRequest" => resources::service_request(conn, id).await,
-        "Observation" => resources::observation(conn, id).await,
-        "Organization" => resources::organization(conn, id).await,
-        "Practitioner" => resources::practitioner(conn, id).await,
-        _ => resources::task(conn, id).await,
-    }
+/// The base URL entries' fullUrl start with.
+pub(crate) fn base_url(headers: &HeaderMap) -> String {
+    headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(|h| format!("http://{h}"))
+        .unwrap_or_default()
 }
 
 /// `GET /<type>?…`: a searchset Bundle; each resource returned is audited.
+/// Types the canonical record holds are searched there and in the FHIR
+/// store (resources written over FHIR that the record does not hold), merged.
 async fn search(
     State(state): State<AppState>,
     Path(resource_type): Path<String>,
@@ -502,7 +615,7 @@ async fn search(
 ) -> Result<Response, Outcome> {
     negotiate(&headers)?;
     let principal = authenticate(&state, &headers)?;
-    let entity = entity_of(&resource_type)?;
+    served_type(&resource_type)?;
     let grant = read_grant(&principal, &resource_type)?;
     let search = Search::parse(&resource_type, &params)
         .map_err(|reason| Outcome::new(StatusCode::BAD_REQUEST, "invalid", reason))?;
@@ -518,39 +631,66 @@ async fn search(
         _ => None,
     };
     let mut conn = state.pool.acquire().await?;
-    let mut ids: Vec<(Uuid,)> = search.query(compartment).build_query_as().fetch_all(&mut *conn).await?;
-    let more = ids.len() as i64 > search.count;
-    ids.truncate(search.count as usize);
-    let base = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(|h| format!("http://{h}"))
-        .unwrap_or_default();
-    let mut entries = Vec::with_capacity(ids.len());
-    let mut audit = Vec::with_capacity(ids.len());
-    // Each resource returned is a read of its own: an entry and an audit entry.
-    let mut add = |ty: &str, entity: &'static str, id: Uuid, found: Found, mode: &str| {
-        audit.push(
-            AuditEntry::new(actor_kind(&principal), principal.actor(), Action::Read, entity)
-                .entity(id)
-                .origin(format!("fhir:GET {resource_type}?")),
-        );
-        entries.push(json!({
-            "fullUrl": format!("{base}/{ty}/{id}"),
-            "resource": found.body,
-            "search": { "mode": mode },
-        }));
-    };
-    // The matches' bodies, kept only when `_include` follows their references.
-    let mut matches = Vec::new();
-    for (id,) in ids {
-        let Some(found) = fetch(&mut conn, &resource_type, id).await? else {
-            continue; // deleted between the two queries
-        };
-        if !search.include.is_empty() {
-            matches.push(found.body.clone());
+    // One more than a page tells whether there is a next page.
+    let window = search.offset + search.count + 1;
+    let mut hits: Vec<(chrono::DateTime<chrono::Utc>, String)> = Vec::new();
+    if search.has_canonical() && store::CANONICAL.contains(&resource_type.as_str()) {
+        let rows: Vec<(Uuid, chrono::DateTime<chrono::Utc>)> = search
+            .query(compartment, window, 0)
+            .build_query_as()
+            .fetch_all(&mut *conn)
+            .await?;
+        hits.extend(rows.into_iter().map(|(id, at)| (at, id.to_string())));
+    }
+    if store::WRITABLE.contains(&resource_type.as_str()) {
+        let stored =
+            carehub_schema::fhir_store::search(&mut *conn, &resource_type, &search.stored(compartment, window, 0))
+                .await?;
+        for r in stored {
+            if !hits.iter().any(|(_, id)| *id == r.id) {
+                hits.push((r.last_updated, r.id));
+            }
         }
-        add(&resource_type, entity, id, found, "match");
+    }
+    hits.sort();
+    if search.descending {
+        hits.reverse();
+    }
+    let page: Vec<String> = hits
+        .into_iter()
+        .skip(search.offset as usize)
+        .take(search.count as usize + 1)
+        .map(|(_, id)| id)
+        .collect();
+    let more = page.len() as i64 > search.count;
+    let base = base_url(&headers);
+    let mut entries = Vec::with_capacity(page.len());
+    let mut audit = Vec::with_capacity(page.len());
+    // Each resource returned is a read of its own: an entry and an audit entry.
+    let mut add = |ty: &str, id: &str, body: String, mode: &'static str| {
+        audit.push(read_entry(&principal, ty, id, format!("fhir:GET {resource_type}?")));
+        entries.push(crate::bundle::Entry {
+            full_url: Some(format!("{base}/{ty}/{id}")),
+            resource: crate::bundle::raw(body),
+            search: Some(json!({ "mode": mode })),
+            ..Default::default()
+        });
+    };
+    // The matches' bodies, parsed only when `_include` follows their references.
+    let mut matches = Vec::new();
+    for id in page.iter().take(search.count as usize) {
+        let Lookup::Found(found) = store::lookup(&mut conn, &resource_type, id).await? else {
+            continue; // deleted
+        };
+        if compartment.is_some_and(|p| !found.in_compartment(p)) {
+            continue;
+        }
+        if !search.include.is_empty()
+            && let Ok(v) = serde_json::from_str::<Value>(&found.body)
+        {
+            matches.push(v);
+        }
+        add(&resource_type, id, found.body, "match");
     }
     // `_include`: the resources the matches refer to, once each, within the
     // token's reach; each is a read like any other.
@@ -574,23 +714,19 @@ async fn search(
             let Some((ty, id)) = reference.split_once('/') else {
                 continue;
             };
-            let (Ok(id), Ok(entity)) = (Uuid::parse_str(id), entity_of(ty)) else {
-                continue;
-            };
-            if !included.insert(reference.clone()) {
+            if !store::is_served(ty) || !included.insert(reference.clone()) {
                 continue;
             }
-            let reach = principal.grant(ty, Access::Read);
-            let Some(found) = fetch(&mut conn, ty, id).await? else {
+            let Lookup::Found(found) = store::lookup(&mut conn, ty, id).await? else {
                 continue;
             };
-            let allowed = match reach {
+            let allowed = match principal.grant(ty, Access::Read) {
                 Grant::All => true,
-                Grant::Patient(p) => p == found.patient,
+                Grant::Patient(p) => found.in_compartment(p),
                 Grant::None => false,
             };
             if allowed {
-                add(ty, entity, id, found, "include");
+                add(ty, id, found.body, "include");
             }
         }
     }
@@ -605,13 +741,11 @@ async fn search(
         let prev = (search.offset - search.count).max(0);
         links.push(json!({ "relation": "previous", "url": format!("{base}/{}", search.page_link(&params, prev)) }));
     }
-    let bundle = json!({
-        "resourceType": "Bundle",
-        "type": "searchset",
-        "link": links,
-        "entry": entries,
-    });
-    Ok(fhir_json(&bundle).into_response())
+    Ok(fhir_text(crate::bundle::json("searchset", None, links, entries)))
+}
+
+pub(crate) fn fhir_text(body: String) -> Response {
+    ([(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON))], body).into_response()
 }
 
 /// `GET /AuditEvent/<seq>`: one audit entry; the look is audited too.

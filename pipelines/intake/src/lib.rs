@@ -7,19 +7,36 @@
 //! |-------------------------------------|-------------------------------|------------------------------------|
 //! | `carehub.organization.upsert.v1`    | organization by identifier    | `carehub.organization.upserted.v1` |
 //! | `carehub.patient.upsert.v1`         | patient matched by identifier | `carehub.patient.upserted.v1`      |
+//! | `carehub.fhir.resource.written.v1`  | Patient → patient; ServiceRequest → order ([`fhir`]) | `carehub.patient.upserted.v1`, `carehub.order.upserted.v1` |
+//!
+//! A FHIR write event names the stored version (type, id, version); the
+//! resource itself is read from the FHIR store, so no patient data travels
+//! on Kafka. A new patient or order takes the FHIR id. An order upserted here
+//! enters the lab flow exactly as an HL7 ORM's does (LabDispatch follows
+//! `carehub.order.upserted.v1`, whoever placed the order).
 //!
 //! Outbound events carry ids and versions only, never demographics.
 
+pub mod fhir;
+
 use async_trait::async_trait;
 use carehub_pipeline::{Context, Handled, Handler, HandlerError};
+use carehub_schema::fhir_store;
+use carehub_schema::model::{Identifier, OrganizationKind};
+use carehub_schema::records::{self, OrderRejected};
 use carehub_schema::repo::{self, OrganizationData, PatientData, Upserted};
 use carehub_schema::{Action, ActorKind, AuditEntry, Envelope, Outbox};
+use serde::Deserialize;
 use sqlx::PgConnection;
+use uuid::Uuid;
 
 pub const ORGANIZATION_UPSERT: &str = "carehub.organization.upsert.v1";
 pub const PATIENT_UPSERT: &str = "carehub.patient.upsert.v1";
 pub const ORGANIZATION_UPSERTED: &str = "carehub.organization.upserted.v1";
 pub const PATIENT_UPSERTED: &str = "carehub.patient.upserted.v1";
+/// The event the lab flow follows, as the HL7 pipeline emits it.
+pub const ORDER_UPSERTED: &str = "carehub.order.upserted.v1";
+pub use carehub_schema::fhir_store::FHIR_WRITTEN;
 
 const SOURCE: &str = "/carehub/pipelines/intake";
 
@@ -44,17 +61,30 @@ impl IntakePipeline {
         entity: &str,
         up: Upserted,
     ) -> Result<AuditEntry, HandlerError> {
-        let event = Envelope::new(
-            event_type,
-            SOURCE,
-            serde_json::json!({
-                "id": up.id,
-                "created": up.created,
-                "version": up.version,
-                "source_message_id": ctx.message_id,
-            }),
-        )
-        .with_subject(format!("{entity}/{}", up.id));
+        self.announce_with(conn, ctx, event_type, entity, up, serde_json::json!({}))
+            .await
+    }
+
+    /// As [`Self::announce`], with more fields in the event's data.
+    async fn announce_with(
+        &self,
+        conn: &mut PgConnection,
+        ctx: &Context,
+        event_type: &str,
+        entity: &str,
+        up: Upserted,
+        extra: serde_json::Value,
+    ) -> Result<AuditEntry, HandlerError> {
+        let mut data = serde_json::json!({
+            "id": up.id,
+            "created": up.created,
+            "version": up.version,
+            "source_message_id": ctx.message_id,
+        });
+        if let (Some(d), serde_json::Value::Object(extra)) = (data.as_object_mut(), extra) {
+            d.extend(extra);
+        }
+        let event = Envelope::new(event_type, SOURCE, data).with_subject(format!("{entity}/{}", up.id));
         Outbox::enqueue(conn, &self.events_topic, &up.id.to_string(), &event).await?;
         let action = if up.created { Action::Create } else { Action::Update };
         Ok(AuditEntry::new(ActorKind::System, "pipeline:intake", action, entity)
@@ -77,7 +107,7 @@ impl Handler for IntakePipeline {
     }
 
     fn accepts(&self, event_type: &str) -> bool {
-        matches!(event_type, ORGANIZATION_UPSERT | PATIENT_UPSERT)
+        matches!(event_type, ORGANIZATION_UPSERT | PATIENT_UPSERT | FHIR_WRITTEN)
     }
 
     async fn handle(&self, conn: &mut PgConnection, ctx: &Context, event: &Envelope) -> Result<Handled, HandlerError> {
@@ -104,10 +134,177 @@ impl Handler for IntakePipeline {
                     audit: vec![audit],
                 })
             }
+            FHIR_WRITTEN => self.fhir_written(conn, ctx, event).await,
             other => Err(HandlerError::rejected(
                 "unknown_type",
                 format!("intake does not handle {other:?}"),
             )),
         }
     }
+}
+
+/// `carehub.fhir.resource.written.v1` data.
+#[derive(Debug, Deserialize)]
+struct Written {
+    resource_type: String,
+    id: String,
+    version_id: i32,
+    /// The EHR's client id: the clinic of the orders it places.
+    client: String,
+}
+
+impl IntakePipeline {
+    async fn fhir_written(
+        &self,
+        conn: &mut PgConnection,
+        ctx: &Context,
+        event: &Envelope,
+    ) -> Result<Handled, HandlerError> {
+        let w: Written = parse(event)?;
+        let resource = stored(conn, &w.resource_type, &w.id, Some(w.version_id)).await?;
+        let mut audit = Vec::new();
+        match w.resource_type.as_str() {
+            "Patient" => {
+                let up = self.fhir_patient(conn, ctx, &w.id, &resource, &mut audit).await?;
+                Ok(Handled {
+                    patient_id: Some(up.id),
+                    audit,
+                })
+            }
+            "ServiceRequest" => {
+                let patient_id = self.subject(conn, ctx, &resource, &mut audit).await?;
+                let clinic = Identifier {
+                    system: fhir::CLIENT_SYSTEM.to_owned(),
+                    value: w.client.clone(),
+                    type_code: None,
+                };
+                let org =
+                    repo::ensure_organization(conn, OrganizationKind::Clinic, &clinic, &w.client, Some(ctx.message_id))
+                        .await?;
+                if org.created {
+                    audit.push(
+                        AuditEntry::new(ActorKind::System, "pipeline:intake", Action::Create, "organization")
+                            .entity(org.id)
+                            .message(Some(ctx.message_id))
+                            .origin(ctx.origin.clone()),
+                    );
+                }
+                let exists = records::find_order(conn, &fhir::placer(&w.id, &resource))
+                    .await?
+                    .is_some();
+                let order = fhir::order_data(&w.id, &resource, exists);
+                let applied = records::apply_order_as(
+                    conn,
+                    patient_id,
+                    None,
+                    Some(org.id),
+                    &order,
+                    Some(ctx.message_id),
+                    Uuid::parse_str(&w.id).ok(),
+                )
+                .await?
+                .map_err(|r| {
+                    let code = match r {
+                        OrderRejected::Unknown { .. } => "unknown_reference",
+                        OrderRejected::Transition { .. } => "invalid_transition",
+                    };
+                    HandlerError::rejected(code, r.to_string())
+                })?;
+                let up = Upserted {
+                    id: applied.id,
+                    created: applied.created,
+                    version: applied.version,
+                };
+                audit.push(
+                    self.announce_with(
+                        conn,
+                        ctx,
+                        ORDER_UPSERTED,
+                        "service_order",
+                        up,
+                        serde_json::json!({ "status": applied.status, "from_status": applied.from_status }),
+                    )
+                    .await?,
+                );
+                Ok(Handled {
+                    patient_id: Some(patient_id),
+                    audit,
+                })
+            }
+            other => Err(HandlerError::rejected(
+                "unknown_type",
+                format!("a FHIR {other} write does not feed the canonical record"),
+            )),
+        }
+    }
+
+    async fn fhir_patient(
+        &self,
+        conn: &mut PgConnection,
+        ctx: &Context,
+        id: &str,
+        resource: &serde_json::Value,
+        audit: &mut Vec<AuditEntry>,
+    ) -> Result<Upserted, HandlerError> {
+        let data = fhir::patient_data(id, resource);
+        let up = repo::upsert_patient_as(conn, &data, Some(ctx.message_id), Uuid::parse_str(id).ok())
+            .await?
+            .map_err(|r| HandlerError::rejected(r.error_code(), r.to_string()))?;
+        audit.push(self.announce(conn, ctx, PATIENT_UPSERTED, "patient", up).await?);
+        Ok(up)
+    }
+
+    /// The canonical patient of an order's subject: a Patient written over
+    /// FHIR is applied first (the same, idempotently, if it already was).
+    async fn subject(
+        &self,
+        conn: &mut PgConnection,
+        ctx: &Context,
+        resource: &serde_json::Value,
+        audit: &mut Vec<AuditEntry>,
+    ) -> Result<Uuid, HandlerError> {
+        let reference = resource["subject"]["reference"].as_str().unwrap_or("");
+        let unknown = || {
+            HandlerError::rejected(
+                "unknown_reference",
+                format!("subject {reference:?} is not a known Patient"),
+            )
+        };
+        let id = reference.strip_prefix("Patient/").ok_or_else(unknown)?;
+        if let Some(current) = fhir_store::current(&mut *conn, "Patient", id).await?
+            && let Some(body) = current.body
+        {
+            let patient: serde_json::Value = serde_json::from_str(&body)
+                .map_err(|e| HandlerError::rejected("invalid_data", format!("stored Patient/{id}: {e}")))?;
+            return Ok(self.fhir_patient(conn, ctx, id, &patient, audit).await?.id);
+        }
+        let uuid = Uuid::parse_str(id).map_err(|_| unknown())?;
+        let known: Option<(Uuid,)> = sqlx::query_as("SELECT id FROM patient WHERE id = $1")
+            .bind(uuid)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(carehub_schema::Error::from)?;
+        known.map(|(id,)| id).ok_or_else(unknown)
+    }
+}
+
+/// A stored FHIR resource's body (the given version, else the current one).
+async fn stored(
+    conn: &mut PgConnection,
+    resource_type: &str,
+    id: &str,
+    version: Option<i32>,
+) -> Result<serde_json::Value, HandlerError> {
+    let found = match version {
+        Some(v) => fhir_store::version(&mut *conn, resource_type, id, v).await?,
+        None => fhir_store::current(&mut *conn, resource_type, id).await?,
+    };
+    let body = found.and_then(|r| r.body).ok_or_else(|| {
+        HandlerError::rejected(
+            "unknown_reference",
+            format!("{resource_type}/{id} is not in the FHIR store"),
+        )
+    })?;
+    serde_json::from_str(&body)
+        .map_err(|e| HandlerError::rejected("invalid_data", format!("{resource_type}/{id}: {e}")))
 }

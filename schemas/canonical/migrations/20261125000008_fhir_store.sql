@@ -11,8 +11,12 @@ CREATE TABLE fhir_resource_version (
     deleted       boolean NOT NULL,
     -- NULL for a delete.
     body          text,
+    -- The patient it is about, "Patient/<id>" (subject, patient or the Patient itself).
+    patient_ref   text,
     -- POST, PUT or DELETE: the _history entry's request.
     method        text NOT NULL CHECK (method IN ('POST', 'PUT', 'DELETE')),
+    -- The outbox event that fed this version to the hub (Patient, ServiceRequest).
+    event_id      uuid,
     PRIMARY KEY (resource_type, id, version_id)
 );
 CREATE INDEX fhir_resource_version_type_time ON fhir_resource_version (resource_type, last_updated);
@@ -37,3 +41,4 @@ CREATE TABLE fhir_resource (
 CREATE INDEX fhir_resource_identifiers ON fhir_resource USING gin (identifiers);
 CREATE INDEX fhir_resource_patient ON fhir_resource (resource_type, patient_ref);
 CREATE INDEX fhir_resource_updated ON fhir_resource (resource_type, last_updated);
+CREATE INDEX fhir_resource_version_event ON fhir_resource_version (event_id) WHERE event_id IS NOT NULL;

@@ -9,6 +9,11 @@ use sqlx::PgConnection;
 
 use crate::Result;
 
+/// Event type of a Patient or ServiceRequest written over FHIR, which the
+/// intake pipeline applies to the canonical record (data: resource_type, id,
+/// version_id, client).
+pub const FHIR_WRITTEN: &str = "carehub.fhir.resource.written.v1";
+
 /// One version of a resource.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct StoredResource {
@@ -19,6 +24,8 @@ pub struct StoredResource {
     pub deleted: bool,
     /// The JSON text; `None` for a delete.
     pub body: Option<String>,
+    /// The patient compartment it belongs to, `Patient/<id>`.
+    pub patient_ref: Option<String>,
 }
 
 /// What search and conditional interactions look up, taken from the body.
@@ -45,12 +52,16 @@ pub struct Write<'a> {
     pub body: Option<&'a str>,
     pub method: &'a str,
     pub keys: &'a SearchKeys,
+    /// When it is written (the server's clock; `meta.lastUpdated` says the same).
+    pub at: DateTime<Utc>,
+    /// The event that feeds it to the hub, if any.
+    pub event_id: Option<uuid::Uuid>,
 }
 
 /// The columns of a [`StoredResource`] (a macro: sqlx wants literal SQL).
 macro_rules! columns {
     () => {
-        "resource_type, id, version_id, last_updated, deleted, body"
+        "resource_type, id, version_id, last_updated, deleted, body, patient_ref"
     };
 }
 
@@ -136,24 +147,24 @@ struct HistoryRow {
     method: String,
 }
 
-/// Writes a version and makes it current. Returns its time, or `None` when
-/// the current version is no longer `w.replaces` (a concurrent writer won).
-pub async fn write(conn: &mut PgConnection, w: Write<'_>) -> Result<Option<DateTime<Utc>>> {
+/// Writes a version and makes it current. Returns false when the current
+/// version is no longer `w.replaces` (a concurrent writer won): nothing is written.
+pub async fn write(conn: &mut PgConnection, w: Write<'_>) -> Result<bool> {
     let k = w.keys;
-    let at: Option<(DateTime<Utc>,)> = sqlx::query_as(
+    let res = sqlx::query(
         "INSERT INTO fhir_resource (resource_type, id, version_id, last_updated, deleted, body,
                                     identifiers, patient_ref, status, codes)
-         VALUES ($1, $2, $3, clock_timestamp(), $4, $5, $6, $7, $8, $9)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
          ON CONFLICT (resource_type, id) DO UPDATE
             SET version_id = EXCLUDED.version_id, last_updated = EXCLUDED.last_updated,
                 deleted = EXCLUDED.deleted, body = EXCLUDED.body, identifiers = EXCLUDED.identifiers,
                 patient_ref = EXCLUDED.patient_ref, status = EXCLUDED.status, codes = EXCLUDED.codes
-            WHERE fhir_resource.version_id = $10
-         RETURNING last_updated",
+            WHERE fhir_resource.version_id = $11",
     )
     .bind(w.resource_type)
     .bind(w.id)
     .bind(w.version_id)
+    .bind(w.at)
     .bind(w.body.is_none())
     .bind(w.body)
     .bind(&k.identifiers)
@@ -162,25 +173,57 @@ pub async fn write(conn: &mut PgConnection, w: Write<'_>) -> Result<Option<DateT
     .bind(&k.codes)
     // A new resource must not exist yet: no version is -1.
     .bind(w.replaces.unwrap_or(-1))
-    .fetch_optional(&mut *conn)
+    .execute(&mut *conn)
     .await?;
-    let Some((at,)) = at else {
-        return Ok(None);
-    };
+    if res.rows_affected() == 0 {
+        return Ok(false);
+    }
     sqlx::query(
-        "INSERT INTO fhir_resource_version (resource_type, id, version_id, last_updated, deleted, body, method)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        "INSERT INTO fhir_resource_version (resource_type, id, version_id, last_updated, deleted, body,
+                                            patient_ref, method, event_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(w.resource_type)
     .bind(w.id)
     .bind(w.version_id)
-    .bind(at)
+    .bind(w.at)
     .bind(w.body.is_none())
     .bind(w.body)
+    .bind(&k.patient_ref)
     .bind(w.method)
+    .bind(w.event_id)
     .execute(&mut *conn)
     .await?;
-    Ok(Some(at))
+    Ok(true)
+}
+
+/// The version an event fed to the hub.
+pub async fn fed_by<'e>(ex: impl sqlx::PgExecutor<'e>, event_id: uuid::Uuid) -> Result<Option<StoredResource>> {
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM fhir_resource_version WHERE event_id = $1"
+    ))
+    .bind(event_id)
+    .fetch_optional(ex)
+    .await?)
+}
+
+/// The current ids of `resource_type` holding identifier `system|value`.
+pub async fn ids_with_identifier<'e>(
+    ex: impl sqlx::PgExecutor<'e>,
+    resource_type: &str,
+    identifier: &str,
+) -> Result<Vec<String>> {
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT id FROM fhir_resource
+         WHERE resource_type = $1 AND NOT deleted AND identifiers @> ARRAY[$2]",
+    )
+    .bind(resource_type)
+    .bind(identifier)
+    .fetch_all(ex)
+    .await?;
+    Ok(rows.into_iter().map(|(id,)| id).collect())
 }
 
 /// Search over stored resources of one type.

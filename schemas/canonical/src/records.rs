@@ -272,6 +272,20 @@ pub async fn apply_order(
     o: &OrderData,
     source_message_id: Option<Uuid>,
 ) -> Result<std::result::Result<OrderApplied, OrderRejected>> {
+    apply_order_as(conn, patient_id, orderer_id, clinic_id, o, source_message_id, None).await
+}
+
+/// [`apply_order`], a new order taking `new_id` when given (a FHIR
+/// ServiceRequest's id, so that the record and the resource share it).
+pub async fn apply_order_as(
+    conn: &mut PgConnection,
+    patient_id: Uuid,
+    orderer_id: Option<Uuid>,
+    clinic_id: Option<Uuid>,
+    o: &OrderData,
+    source_message_id: Option<Uuid>,
+    new_id: Option<Uuid>,
+) -> Result<std::result::Result<OrderApplied, OrderRejected>> {
     let existing: Option<(Uuid, String)> = sqlx::query_as(
         "SELECT id, status FROM service_order WHERE placer_system = $1 AND placer_number = $2 FOR UPDATE",
     )
@@ -290,7 +304,7 @@ pub async fn apply_order(
                 }));
             }
             let status = o.status.unwrap_or("active");
-            let id = Uuid::now_v7();
+            let id = new_id.unwrap_or_else(Uuid::now_v7);
             sqlx::query(
                 "INSERT INTO service_order (id, placer_system, placer_number, filler_system, filler_number,
                                             patient_id, orderer_id, status, priority, due_date, device_spec,
@@ -376,7 +390,7 @@ pub async fn apply_order(
         .bind(id)
         .bind(&from_status)
         .bind(&status)
-        .bind(format!("HL7 order control {}", o.control))
+        .bind(format!("order control {}", o.control))
         .bind(source_message_id)
         .execute(&mut *conn)
         .await?;

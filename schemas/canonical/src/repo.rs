@@ -177,6 +177,17 @@ pub async fn upsert_patient(
     data: &PatientData,
     source_message_id: Option<Uuid>,
 ) -> Result<Result<Upserted, PatientRejected>> {
+    upsert_patient_as(conn, data, source_message_id, None).await
+}
+
+/// [`upsert_patient`], a new patient taking `new_id` when given (a FHIR
+/// write's id, so that the record and the FHIR resource share it).
+pub async fn upsert_patient_as(
+    conn: &mut PgConnection,
+    data: &PatientData,
+    source_message_id: Option<Uuid>,
+    new_id: Option<Uuid>,
+) -> Result<Result<Upserted, PatientRejected>> {
     if data.identifiers.is_empty() {
         return Ok(Err(PatientRejected::NoIdentifier));
     }
@@ -202,7 +213,7 @@ pub async fn upsert_patient(
     });
     let sex = data.sex.map(Sex::as_str);
     // The matched patient (locked above) is updated, or a new one created.
-    let id = matches.first().copied().unwrap_or_else(Uuid::now_v7);
+    let id = matches.first().copied().or(new_id).unwrap_or_else(Uuid::now_v7);
     let (version, created): (i32, bool) = sqlx::query_as(
         "INSERT INTO patient (id, family_name, given_names, birth_date, sex, phone, email, address,
                               managing_organization_id, source_message_id)

@@ -1,0 +1,324 @@
+//! The REST handlers of writes and history: create, update, delete,
+//! `POST /` (batch and transaction), vread and `_history`. Each write is one
+//! database transaction — the version, its audit entry and, for the hub-fed
+//! types, the outbox event — committed before the answer (see [`crate::store`]).
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use carehub_schema::fhir_store;
+use serde_json::json;
+
+use crate::auth::Access;
+use crate::bundle::{self, Entry};
+use crate::server::{
+    AppState, Outcome, authenticate, base_url, fhir_text, gone, in_reach, negotiate, not_found, read_entry, read_grant,
+    resource_response, served_type,
+};
+use crate::store::{self, Lookup, WriteKind, Writer, Written};
+
+/// JSON bodies only: FHIR JSON or plain JSON (415 otherwise).
+fn json_body(headers: &HeaderMap) -> Result<(), Outcome> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|c| c.to_str().ok())
+        .unwrap_or("");
+    let media = ct.split(';').next().unwrap_or("").trim();
+    if matches!(media, "application/fhir+json" | "application/json") {
+        Ok(())
+    } else {
+        Err(Outcome::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "not-supported",
+            format!("the body must be application/fhir+json, not {ct:?}"),
+        ))
+    }
+}
+
+fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn writer(state: &AppState, headers: &HeaderMap, origin: String) -> Result<Writer, Outcome> {
+    Ok(Writer {
+        principal: authenticate(state, headers)?,
+        intake_topic: state.intake_topic.clone(),
+        origin,
+    })
+}
+
+fn answer(headers: &HeaderMap, w: Written) -> Response {
+    let status = w.status();
+    if w.kind == WriteKind::Deleted {
+        return StatusCode::NO_CONTENT.into_response();
+    }
+    let location = (w.kind == WriteKind::Created).then(|| format!("{}/{}", base_url(headers), w.location()));
+    resource_response(
+        status,
+        w.body.unwrap_or_default(),
+        w.version_id,
+        w.last_updated,
+        location,
+    )
+}
+
+/// `POST /<type>` (`If-None-Exist` for a conditional create).
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    Path(resource_type): Path<String>,
+    headers: HeaderMap,
+    body: String,
+) -> Result<Response, Outcome> {
+    negotiate(&headers)?;
+    let w = writer(&state, &headers, format!("fhir:POST {resource_type}"))?;
+    json_body(&headers)?;
+    let mut tx = state.pool.begin().await?;
+    let written = store::create(
+        &mut tx,
+        &w,
+        &resource_type,
+        &body,
+        header_str(&headers, "if-none-exist"),
+        None,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(answer(&headers, written))
+}
+
+/// `PUT /<type>/<id>` (`If-Match` for optimistic locking).
+pub(crate) async fn update(
+    State(state): State<AppState>,
+    Path((resource_type, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: String,
+) -> Result<Response, Outcome> {
+    negotiate(&headers)?;
+    let w = writer(&state, &headers, format!("fhir:PUT {resource_type}/{id}"))?;
+    json_body(&headers)?;
+    let mut tx = state.pool.begin().await?;
+    let written = store::update(
+        &mut tx,
+        &w,
+        &resource_type,
+        &id,
+        &body,
+        header_str(&headers, "if-match"),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(answer(&headers, written))
+}
+
+/// `DELETE /<type>/<id>`: 204; reads then answer 410.
+pub(crate) async fn delete(
+    State(state): State<AppState>,
+    Path((resource_type, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, Outcome> {
+    negotiate(&headers)?;
+    let w = writer(&state, &headers, format!("fhir:DELETE {resource_type}/{id}"))?;
+    let mut tx = state.pool.begin().await?;
+    let written = store::delete(&mut tx, &w, &resource_type, &id, header_str(&headers, "if-match")).await?;
+    tx.commit().await?;
+    Ok(answer(&headers, written))
+}
+
+/// `POST /` with a batch or transaction Bundle.
+pub(crate) async fn bundle(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: String,
+) -> Result<Response, Outcome> {
+    negotiate(&headers)?;
+    let w = writer(&state, &headers, "fhir:POST /".to_owned())?;
+    json_body(&headers)?;
+    let mut tx = state.pool.begin().await?;
+    let response = bundle::process(&mut tx, &w, &body).await?;
+    tx.commit().await?;
+    Ok(fhir_text(response))
+}
+
+/// `GET /<type>/<id>/_history/<version>`.
+pub(crate) async fn vread(
+    State(state): State<AppState>,
+    Path((resource_type, id, version)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, Outcome> {
+    negotiate(&headers)?;
+    let principal = authenticate(&state, &headers)?;
+    served_type(&resource_type)?;
+    let grant = read_grant(&principal, &resource_type)?;
+    let missing = || {
+        Outcome::new(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            format!("{resource_type}/{id} has no version {version}"),
+        )
+    };
+    let v: i32 = version.parse().map_err(|_| missing())?;
+    let mut conn = state.pool.acquire().await?;
+    let served = match fhir_store::version(&mut *conn, &resource_type, &id, v).await? {
+        Some(stored) => store::served_version(&mut conn, stored)
+            .await?
+            .ok_or_else(|| gone(&resource_type, &id))?,
+        // A resource only the canonical record holds has its current version.
+        None => match store::lookup(&mut conn, &resource_type, &id).await? {
+            Lookup::Found(s) if s.version == v => s,
+            Lookup::Missing => return Err(not_found(&resource_type, &id)),
+            _ => return Err(missing()),
+        },
+    };
+    drop(conn);
+    in_reach(&grant, &served, &resource_type, &id)?;
+    state
+        .audit
+        .append(vec![read_entry(
+            &principal,
+            &resource_type,
+            &id,
+            format!("fhir:GET {resource_type}/{id}/_history/{v}"),
+        )])
+        .await?;
+    Ok(resource_response(
+        StatusCode::OK,
+        served.body,
+        served.version,
+        served.updated,
+        None,
+    ))
+}
+
+/// `GET /<type>/<id>/_history`.
+pub(crate) async fn instance_history(
+    State(state): State<AppState>,
+    Path((resource_type, id)): Path<(String, String)>,
+    Query(params): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+) -> Result<Response, Outcome> {
+    history(state, resource_type, Some(id), params, headers).await
+}
+
+/// `GET /<type>/_history`.
+pub(crate) async fn type_history(
+    State(state): State<AppState>,
+    Path(resource_type): Path<String>,
+    Query(params): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+) -> Result<Response, Outcome> {
+    history(state, resource_type, None, params, headers).await
+}
+
+/// A history Bundle, newest first (`_count`, `_since`). It lists the
+/// versions written over FHIR; a resource only the canonical record holds
+/// has one entry, its current version (the record keeps no earlier bodies).
+async fn history(
+    state: AppState,
+    resource_type: String,
+    id: Option<String>,
+    params: Vec<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, Outcome> {
+    negotiate(&headers)?;
+    let principal = authenticate(&state, &headers)?;
+    served_type(&resource_type)?;
+    let reach = Writer {
+        principal: principal.clone(),
+        intake_topic: String::new(),
+        origin: String::new(),
+    }
+    .reach(&resource_type, Access::Read)?;
+    let mut count = crate::search::DEFAULT_COUNT;
+    let mut since = None;
+    for (name, value) in &params {
+        let bad = |what: &str| {
+            Outcome::new(
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                format!("{name} {value:?} is not {what}"),
+            )
+        };
+        match name.as_str() {
+            "_count" => {
+                count = value
+                    .parse::<i64>()
+                    .map_err(|_| bad("a number"))?
+                    .clamp(0, crate::search::MAX_COUNT)
+            }
+            "_since" => {
+                since = Some(
+                    chrono::DateTime::parse_from_rfc3339(value)
+                        .map_err(|_| bad("an instant"))?
+                        .with_timezone(&chrono::Utc),
+                )
+            }
+            other => {
+                return Err(Outcome::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid",
+                    format!("{other:?} is not supported on _history (_count, _since)"),
+                ));
+            }
+        }
+    }
+    let mut conn = state.pool.acquire().await?;
+    let versions = fhir_store::history(&mut *conn, &resource_type, id.as_deref(), since, count).await?;
+    let base = base_url(&headers);
+    let mut entries = Vec::new();
+    let mut audit = Vec::new();
+    let origin = format!(
+        "fhir:GET {resource_type}/{}_history",
+        id.as_deref().map(|i| format!("{i}/")).unwrap_or_default()
+    );
+    for (v, method) in versions {
+        if reach.is_some() && store::within(reach, v.patient_ref.as_deref()).is_err() {
+            continue;
+        }
+        let rid = v.id.clone();
+        let (version, at) = (v.version_id, v.last_updated);
+        let deleted = v.deleted;
+        let body = store::served_version(&mut conn, v).await?;
+        let status = match (deleted, version) {
+            (true, _) => "204 No Content",
+            (false, 1) => "201 Created",
+            _ => "200 OK",
+        };
+        audit.push(read_entry(&principal, &resource_type, &rid, origin.clone()));
+        entries.push(Entry {
+            full_url: Some(format!("{base}/{resource_type}/{rid}")),
+            resource: body.and_then(|b| bundle::raw(b.body)),
+            request: Some(json!({
+                "method": method,
+                "url": if method == "POST" { resource_type.clone() } else { format!("{resource_type}/{rid}") },
+            })),
+            response: Some(json!({
+                "status": status,
+                "etag": format!("W/\"{version}\""),
+                "lastModified": at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            })),
+            ..Default::default()
+        });
+    }
+    if entries.is_empty()
+        && let Some(id) = &id
+    {
+        match store::lookup(&mut conn, &resource_type, id).await? {
+            Lookup::Found(s) => {
+                store::within(reach, s.patient.as_deref())?;
+                audit.push(read_entry(&principal, &resource_type, id, origin.clone()));
+                entries.push(Entry {
+                    full_url: Some(format!("{base}/{resource_type}/{id}")),
+                    resource: bundle::raw(s.body),
+                    request: Some(json!({ "method": "PUT", "url": format!("{resource_type}/{id}") })),
+                    response: Some(json!({ "status": "200 OK", "etag": format!("W/\"{}\"", s.version) })),
+                    ..Default::default()
+                });
+            }
+            _ => return Err(not_found(&resource_type, id)),
+        }
+    }
+    drop(conn);
+    state.audit.append(audit).await?;
+    let total = entries.len() as i64;
+    Ok(fhir_text(bundle::json("history", Some(total), Vec::new(), entries)))
+}
