@@ -6,8 +6,10 @@
 //! `carehub fhir load-synthetic`; a release `carehub serve` of its own (rate
 //! limit off) then answers, over keep-alive HTTP/1.1 connections:
 //! read by id (each read audited) with BENCH_CONNS connections (default 16)
-//! for BENCH_SECS seconds (default 10), and search by identifier (each
-//! returned resource audited) with 4 connections.
+//! for BENCH_SECS seconds (default 10), search by identifier (each
+//! returned resource audited) with 4 connections, then creates of
+//! Observations (the FHIR store) and Patients (the store plus the intake
+//! event that feeds the canonical record) with BENCH_CONNS connections.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -26,6 +28,23 @@ fn pct(sorted: &[Duration], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1000.0
 }
 
+/// One request of a run.
+struct Req {
+    method: &'static str,
+    path: String,
+    body: String,
+}
+
+impl Req {
+    fn get(path: String) -> Req {
+        Req {
+            method: "GET",
+            path,
+            body: String::new(),
+        }
+    }
+}
+
 /// A keep-alive HTTP/1.1 connection: one request at a time.
 struct Conn {
     stream: TcpStream,
@@ -40,12 +59,19 @@ impl Conn {
         }
     }
 
-    /// GET `path`; the status.
-    async fn get(&mut self, path: &str, token: &str) -> u16 {
-        let req = format!(
-            "GET {path} HTTP/1.1\r\nHost: bench\r\nAccept: application/fhir+json\r\nAuthorization: Bearer {token}\r\n\r\n"
+    /// One request; the status.
+    async fn send(&mut self, req: &Req, token: &str) -> u16 {
+        let head = format!(
+            "{} {} HTTP/1.1\r\nHost: bench\r\nAccept: application/fhir+json\r\nContent-Type: application/fhir+json\r\nContent-Length: {}\r\nAuthorization: Bearer {token}\r\n\r\n",
+            req.method,
+            req.path,
+            req.body.len()
         );
-        self.stream.write_all(req.as_bytes()).await.expect("write");
+        // One write: a body sent apart from its head waits out Nagle's
+        // algorithm against the server's delayed ACK (40 ms a request).
+        let mut bytes = head.into_bytes();
+        bytes.extend_from_slice(req.body.as_bytes());
+        self.stream.write_all(&bytes).await.expect("write");
         loop {
             if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
                 let head = String::from_utf8_lossy(&self.buf[..end]).into_owned();
@@ -77,13 +103,7 @@ impl Conn {
 }
 
 /// `conns` connections request `paths` round robin for `secs` seconds.
-async fn drive(
-    addr: &str,
-    token: &str,
-    paths: Arc<Vec<String>>,
-    conns: usize,
-    secs: u64,
-) -> (f64, Vec<Duration>, usize) {
+async fn drive(addr: &str, token: &str, paths: Arc<Vec<Req>>, conns: usize, secs: u64) -> (f64, Vec<Duration>, usize) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -95,7 +115,7 @@ async fn drive(
             let mut i = c;
             while Instant::now() < deadline {
                 let t = Instant::now();
-                if conn.get(&paths[i % paths.len()], &token).await == 200 {
+                if matches!(conn.send(&paths[i % paths.len()], &token).await, 200 | 201) {
                     lat.push(t.elapsed());
                 } else {
                     bad += 1;
@@ -175,10 +195,10 @@ async fn main() {
             .fetch_all(&db.pool)
             .await
             .expect("sample");
-    let reads: Arc<Vec<String>> = Arc::new(ids.iter().map(|(id, _)| format!("/Patient/{id}")).collect());
-    let searches: Arc<Vec<String>> = Arc::new(
+    let reads: Arc<Vec<Req>> = Arc::new(ids.iter().map(|(id, _)| Req::get(format!("/Patient/{id}"))).collect());
+    let searches: Arc<Vec<Req>> = Arc::new(
         ids.iter()
-            .map(|(_, v)| format!("/Patient?identifier=urn%3Aoid%3A2.999.9.1%7C{v}"))
+            .map(|(_, v)| Req::get(format!("/Patient?identifier=urn%3Aoid%3A2.999.9.1%7C{v}")))
             .collect(),
     );
     // Warm up (connections, caches).
@@ -200,5 +220,48 @@ async fn main() {
     );
     let audited = count(&db.pool, "SELECT count(*) FROM audit_log WHERE action = 'read'").await - audit_before;
     println!("  audit entries written for those reads: {audited}");
-    println!("  create: not measured (FHIR writes are not built yet)");
+    // Creates: each validated, stored verbatim, audited, in its own
+    // transaction; a Patient also queues its intake event (outbox), which the
+    // running hub applies to the canonical record meanwhile.
+    let observations: Arc<Vec<Req>> = Arc::new(
+        ids.iter()
+            .enumerate()
+            .map(|(i, (id, _))| Req {
+                method: "POST",
+                path: "/Observation".to_owned(),
+                body: format!(
+                    r#"{{"resourceType":"Observation","status":"final","code":{{"coding":[{{"system":"http://loinc.org","code":"8302-2"}}]}},"subject":{{"reference":"Patient/{id}"}},"effectiveDateTime":"2026-11-25T10:00:00Z","valueQuantity":{{"value":{}.50,"unit":"cm","system":"http://unitsofmeasure.org","code":"cm"}}}}"#,
+                    150 + i % 50
+                ),
+            })
+            .collect(),
+    );
+    let writes_before = count(&db.pool, "SELECT count(*) FROM fhir_resource_version").await;
+    let (rate, lat, bad) = drive(&fhir, &token, observations, conns, secs).await;
+    println!(
+        "  create Observation, {conns} connections, {secs} s: {rate:>7.0} req/s  p50 {:.2} ms  p95 {:.2} ms  p99 {:.2} ms  ({bad} not 201)",
+        pct(&lat, 0.5),
+        pct(&lat, 0.95),
+        pct(&lat, 0.99)
+    );
+    let patients_new: Arc<Vec<Req>> = Arc::new(
+        (0..200_000)
+            .map(|i| Req {
+                method: "POST",
+                path: "/Patient".to_owned(),
+                body: format!(
+                    r#"{{"resourceType":"Patient","identifier":[{{"system":"urn:oid:2.999.9.2","value":"B-{i}"}}],"name":[{{"family":"Bench","given":["P{i}"]}}],"gender":"other","birthDate":"1990-01-01"}}"#
+                ),
+            })
+            .collect(),
+    );
+    let (rate, lat, bad) = drive(&fhir, &token, patients_new, conns, secs).await;
+    println!(
+        "  create Patient (feeds the hub), {conns} connections, {secs} s: {rate:>7.0} req/s  p50 {:.2} ms  p95 {:.2} ms  p99 {:.2} ms  ({bad} not 201)",
+        pct(&lat, 0.5),
+        pct(&lat, 0.95),
+        pct(&lat, 0.99)
+    );
+    let written = count(&db.pool, "SELECT count(*) FROM fhir_resource_version").await - writes_before;
+    println!("  versions stored by those creates: {written}");
 }

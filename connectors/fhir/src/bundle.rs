@@ -17,7 +17,7 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use sqlx::PgConnection;
 
-use carehub_schema::AuditLog;
+use carehub_schema::AuditEntry;
 
 use crate::auth::Access;
 use crate::raw::RawResource;
@@ -138,7 +138,8 @@ fn rank(method: &str) -> u8 {
 
 /// `POST /` with a batch or transaction Bundle: the response Bundle's text,
 /// or the OperationOutcome that rolled a transaction back.
-pub async fn process(conn: &mut PgConnection, w: &Writer, text: &str) -> Result<String, Outcome> {
+/// The audit entries of what was done come with it, for the caller to append.
+pub async fn process(conn: &mut PgConnection, w: &Writer, text: &str) -> Result<(String, Vec<AuditEntry>), Outcome> {
     let (kind, mut requests) = read(text)?;
     let transaction = kind == "transaction";
     // urn:uuid fullUrls of new resources → the ids they get.
@@ -164,6 +165,7 @@ pub async fn process(conn: &mut PgConnection, w: &Writer, text: &str) -> Result<
         requests.sort_by_key(|r| (rank(&r.method), r.index));
     }
     let mut answers: Vec<(usize, Entry)> = Vec::with_capacity(requests.len());
+    let mut audit = Vec::new();
     for r in &requests {
         let id = r
             .full_url
@@ -171,12 +173,15 @@ pub async fn process(conn: &mut PgConnection, w: &Writer, text: &str) -> Result<
             .and_then(|f| assigned.get(f))
             .map(|(_, id)| id.clone());
         let answer = if transaction {
-            one(conn, w, r, id).await.map_err(|e| e.in_entry(r.index))?
+            let (answer, entry) = one(conn, w, r, id).await.map_err(|e| e.in_entry(r.index))?;
+            audit.extend(entry);
+            answer
         } else {
             let mut sp = sqlx::Connection::begin(&mut *conn).await?;
             match one(&mut sp, w, r, None).await {
-                Ok(a) => {
+                Ok((a, entry)) => {
                     sp.commit().await?;
+                    audit.extend(entry);
                     a
                 }
                 Err(e) => {
@@ -195,20 +200,22 @@ pub async fn process(conn: &mut PgConnection, w: &Writer, text: &str) -> Result<
     }
     // The response lists entries in the request's order.
     answers.sort_by_key(|(i, _)| *i);
-    Ok(json(
+    let response = json(
         &format!("{kind}-response"),
         None,
         Vec::new(),
         answers.into_iter().map(|(_, e)| e).collect(),
-    ))
+    );
+    Ok((response, audit))
 }
 
 fn status_line(status: StatusCode) -> String {
     format!("{} {}", status.as_u16(), status.canonical_reason().unwrap_or(""))
 }
 
-fn written(w: Written) -> Entry {
-    Entry {
+fn written(mut w: Written) -> (Entry, Option<AuditEntry>) {
+    let audit = w.audit.take();
+    let entry = Entry {
         response: Some(json!({
             "status": status_line(w.status()),
             "location": w.location(),
@@ -216,11 +223,17 @@ fn written(w: Written) -> Entry {
             "lastModified": w.last_updated.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
         })),
         ..Default::default()
-    }
+    };
+    (entry, audit)
 }
 
-/// One entry: a write, or a read (`GET <type>/<id>`).
-async fn one(conn: &mut PgConnection, w: &Writer, r: &Request, id: Option<String>) -> Result<Entry, Outcome> {
+/// One entry: a write, or a read (`GET <type>/<id>`); with its audit entry.
+async fn one(
+    conn: &mut PgConnection,
+    w: &Writer,
+    r: &Request,
+    id: Option<String>,
+) -> Result<(Entry, Option<AuditEntry>), Outcome> {
     let (ty, target) = match r
         .url
         .split_once('?')
@@ -252,12 +265,12 @@ async fn one(conn: &mut PgConnection, w: &Writer, r: &Request, id: Option<String
                 Lookup::Found(s) => {
                     store::within(reach, s.patient.as_deref())?;
                     let entry = crate::server::read_entry(&w.principal, &ty, &target, w.origin.clone());
-                    AuditLog::append(conn, &[entry]).await?;
-                    Ok(Entry {
+                    let answer = Entry {
                         resource: raw(s.body),
                         response: Some(json!({ "status": "200 OK", "etag": format!("W/\"{}\"", s.version) })),
                         ..Default::default()
-                    })
+                    };
+                    Ok((answer, Some(entry)))
                 }
                 Lookup::Gone(_) => Err(crate::server::gone(&ty, &target)),
                 Lookup::Missing => Err(crate::server::not_found(&ty, &target)),

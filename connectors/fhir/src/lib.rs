@@ -9,6 +9,7 @@
 
 pub mod auth;
 pub mod bundle;
+pub mod commit;
 pub mod raw;
 pub mod resources;
 pub mod search;

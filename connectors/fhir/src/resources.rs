@@ -414,8 +414,15 @@ pub fn audit_event(row: &carehub_schema::audit::AuditRow) -> Value {
         "delete" => "D",
         _ => "E",
     };
-    let what = match (ENTITY_TYPES.iter().find(|(e, _)| *e == row.entity_type), &row.entity_id) {
-        (Some((_, r)), Some(id)) => json!({ "reference": format!("{r}/{id}") }),
+    // Canonical entities by their resource type; resources kept only in the
+    // FHIR store are audited under their resource type already.
+    let resource_type = ENTITY_TYPES
+        .iter()
+        .find(|(e, _)| *e == row.entity_type)
+        .map(|(_, r)| *r)
+        .or_else(|| crate::store::WRITABLE.iter().copied().find(|r| *r == row.entity_type));
+    let what = match (resource_type, &row.entity_id) {
+        (Some(r), Some(id)) => json!({ "reference": format!("{r}/{id}") }),
         (_, id) => {
             json!({ "identifier": { "system": "urn:carehub:entity", "value": format!("{}/{}", row.entity_type, id.as_deref().unwrap_or("")) } })
         }

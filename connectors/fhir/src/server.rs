@@ -128,8 +128,9 @@ pub(crate) struct AppState {
     pub(crate) audit: AuditWriter,
     auth: Authenticator,
     limiter: Option<std::sync::Arc<Limiter>>,
-    /// Where hub-fed writes go (`[fhir] intake_topic`).
+    /// Where hub-fed writes go (the intake pipeline's topic).
     pub(crate) intake_topic: String,
+    pub(crate) writes: crate::commit::GroupCommit,
 }
 
 /// A keyed GCRA limiter for `per_second` sustained and `burst` at once; `None` when off.
@@ -277,6 +278,7 @@ pub fn router(config: &FhirConfig, pool: PgPool, auth: Authenticator, intake_top
         .fallback(unsupported)
         .with_state(AppState {
             audit: AuditWriter::start(pool.clone()),
+            writes: crate::commit::GroupCommit::start(pool.clone()),
             pool,
             auth,
             limiter,
@@ -797,7 +799,8 @@ async fn audit_events(
             "entity" => {
                 let (ty, id) = value
                     .split_once('/')
-                    .and_then(|(t, i)| resources::entity_type_of(t).map(|e| (e, i)))
+                    .filter(|(t, _)| store::is_served(t))
+                    .map(|(t, i)| (store::audit_entity(t), i))
                     .ok_or_else(|| {
                         Outcome::new(
                             StatusCode::BAD_REQUEST,

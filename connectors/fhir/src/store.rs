@@ -5,16 +5,16 @@
 //! generated from the canonical record ([`crate::resources`]). A stored
 //! ServiceRequest carries the hub's current status: the lab flow moves it.
 //!
-//! Writing: validate against R4, store the new version, append the audit
-//! entry and — for Patient and ServiceRequest — queue the
-//! `carehub.fhir.resource.written.v1` event for the intake pipeline, all in
-//! the caller's transaction. The intake pipeline turns the written version
+//! Writing: validate against R4, store the new version and — for Patient and
+//! ServiceRequest — queue the `carehub.fhir.resource.written.v1` event for
+//! the intake pipeline, in the caller's transaction; the write's audit entry
+//! is returned for the caller to append in that same transaction. The intake pipeline turns the written version
 //! into the canonical patient or order, as the HL7 pipeline does for an ORM:
 //! the order then enters the lab flow.
 
 use axum::http::StatusCode;
 use carehub_schema::fhir_store::{self, SearchKeys, StoredResource};
-use carehub_schema::{Action, ActorKind, AuditEntry, AuditLog, Envelope, Outbox};
+use carehub_schema::{Action, ActorKind, AuditEntry, Envelope, Outbox};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
 use sqlx::PgConnection;
@@ -232,6 +232,9 @@ pub struct Written {
     /// The stored JSON text (`None` after a delete).
     pub body: Option<String>,
     pub kind: WriteKind,
+    /// The audit entry of the write, for the caller to append in the same
+    /// transaction (`None` when nothing was written).
+    pub audit: Option<AuditEntry>,
 }
 
 impl Written {
@@ -376,6 +379,7 @@ pub async fn create(
                         last_updated: s.updated,
                         body: Some(s.body),
                         kind: WriteKind::Matched,
+                        audit: None,
                     });
                 }
             }
@@ -469,6 +473,7 @@ pub async fn delete(
             last_updated: Utc::now(),
             body: None,
             kind: WriteKind::Deleted,
+            audit: None,
         });
     };
     let next = stored.as_ref().map(|s| s.version_id).max(Some(current)).unwrap_or(0) + 1;
@@ -492,7 +497,6 @@ pub async fn delete(
     if !written {
         return Err(concurrent(resource_type, id));
     }
-    audit(conn, w, Action::Delete, resource_type, id, next).await?;
     Ok(Written {
         resource_type: resource_type.to_owned(),
         id: id.to_owned(),
@@ -500,6 +504,7 @@ pub async fn delete(
         last_updated: at,
         body: None,
         kind: WriteKind::Deleted,
+        audit: Some(audit_entry(w, Action::Delete, resource_type, id, next)),
     })
 }
 
@@ -647,8 +652,8 @@ async fn store(
     } else {
         Action::Update
     };
-    audit(conn, w, action, resource_type, id, version_id).await?;
     Ok(Written {
+        audit: Some(audit_entry(w, action, resource_type, id, version_id)),
         resource_type: resource_type.to_owned(),
         id: id.to_owned(),
         version_id,
@@ -687,18 +692,9 @@ pub fn audit_entity(resource_type: &str) -> String {
         .unwrap_or_else(|| resource_type.to_owned())
 }
 
-async fn audit(
-    conn: &mut PgConnection,
-    w: &Writer,
-    action: Action,
-    resource_type: &str,
-    id: &str,
-    version_id: i32,
-) -> Result<(), Outcome> {
-    let entry = AuditEntry::new(w.actor_kind(), w.principal.actor(), action, audit_entity(resource_type))
+fn audit_entry(w: &Writer, action: Action, resource_type: &str, id: &str, version_id: i32) -> AuditEntry {
+    AuditEntry::new(w.actor_kind(), w.principal.actor(), action, audit_entity(resource_type))
         .entity(id)
         .origin(w.origin.clone())
-        .detail(json!({ "version_id": version_id }));
-    AuditLog::append(conn, &[entry]).await?;
-    Ok(())
+        .detail(json!({ "version_id": version_id }))
 }

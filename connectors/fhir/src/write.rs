@@ -1,7 +1,7 @@
 //! The REST handlers of writes and history: create, update, delete,
-//! `POST /` (batch and transaction), vread and `_history`. Each write is one
-//! database transaction — the version, its audit entry and, for the hub-fed
-//! types, the outbox event — committed before the answer (see [`crate::store`]).
+//! `POST /` (batch and transaction), vread and `_history`. A write — the
+//! version, its audit entry and, for the hub-fed types, the outbox event — is
+//! committed before it is answered ([`crate::store`], [`crate::commit`]).
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -11,6 +11,7 @@ use serde_json::json;
 
 use crate::auth::Access;
 use crate::bundle::{self, Entry};
+use crate::commit::{Done, Op};
 use crate::server::{
     AppState, Outcome, authenticate, base_url, fhir_text, gone, in_reach, negotiate, not_found, read_entry, read_grant,
     resource_response, served_type,
@@ -62,6 +63,14 @@ fn answer(headers: &HeaderMap, w: Written) -> Response {
     )
 }
 
+/// Runs a write through the group commit and answers it.
+async fn written(state: &AppState, headers: &HeaderMap, op: Op, w: Writer) -> Result<Response, Outcome> {
+    match state.writes.run(op, w).await? {
+        Done::Written(w) => Ok(answer(headers, w)),
+        Done::Bundle(response) => Ok(fhir_text(response)),
+    }
+}
+
 /// `POST /<type>` (`If-None-Exist` for a conditional create).
 pub(crate) async fn create(
     State(state): State<AppState>,
@@ -72,18 +81,12 @@ pub(crate) async fn create(
     negotiate(&headers)?;
     let w = writer(&state, &headers, format!("fhir:POST {resource_type}"))?;
     json_body(&headers)?;
-    let mut tx = state.pool.begin().await?;
-    let written = store::create(
-        &mut tx,
-        &w,
-        &resource_type,
-        &body,
-        header_str(&headers, "if-none-exist"),
-        None,
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(answer(&headers, written))
+    let op = Op::Create {
+        if_none_exist: header_str(&headers, "if-none-exist").map(str::to_owned),
+        resource_type,
+        body,
+    };
+    written(&state, &headers, op, w).await
 }
 
 /// `PUT /<type>/<id>` (`If-Match` for optimistic locking).
@@ -96,18 +99,13 @@ pub(crate) async fn update(
     negotiate(&headers)?;
     let w = writer(&state, &headers, format!("fhir:PUT {resource_type}/{id}"))?;
     json_body(&headers)?;
-    let mut tx = state.pool.begin().await?;
-    let written = store::update(
-        &mut tx,
-        &w,
-        &resource_type,
-        &id,
-        &body,
-        header_str(&headers, "if-match"),
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(answer(&headers, written))
+    let op = Op::Update {
+        if_match: header_str(&headers, "if-match").map(str::to_owned),
+        resource_type,
+        id,
+        body,
+    };
+    written(&state, &headers, op, w).await
 }
 
 /// `DELETE /<type>/<id>`: 204; reads then answer 410.
@@ -118,10 +116,12 @@ pub(crate) async fn delete(
 ) -> Result<Response, Outcome> {
     negotiate(&headers)?;
     let w = writer(&state, &headers, format!("fhir:DELETE {resource_type}/{id}"))?;
-    let mut tx = state.pool.begin().await?;
-    let written = store::delete(&mut tx, &w, &resource_type, &id, header_str(&headers, "if-match")).await?;
-    tx.commit().await?;
-    Ok(answer(&headers, written))
+    let op = Op::Delete {
+        if_match: header_str(&headers, "if-match").map(str::to_owned),
+        resource_type,
+        id,
+    };
+    written(&state, &headers, op, w).await
 }
 
 /// `POST /` with a batch or transaction Bundle.
@@ -133,10 +133,10 @@ pub(crate) async fn bundle(
     negotiate(&headers)?;
     let w = writer(&state, &headers, "fhir:POST /".to_owned())?;
     json_body(&headers)?;
-    let mut tx = state.pool.begin().await?;
-    let response = bundle::process(&mut tx, &w, &body).await?;
-    tx.commit().await?;
-    Ok(fhir_text(response))
+    match state.writes.run(Op::Bundle { body }, w).await? {
+        Done::Bundle(response) => Ok(fhir_text(response)),
+        Done::Written(w) => Ok(answer(&headers, w)),
+    }
 }
 
 /// `GET /<type>/<id>/_history/<version>`.
