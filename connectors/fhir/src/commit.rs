@@ -41,7 +41,7 @@ pub enum Op {
 /// What a write gave.
 #[derive(Debug)]
 pub enum Done {
-    Written(Written),
+    Written(Box<Written>),
     /// The response Bundle's text.
     Bundle(String),
 }
@@ -163,5 +163,5 @@ async fn one(
     };
     let mut written = written;
     let audit = written.audit.take().into_iter().collect();
-    Ok((Done::Written(written), audit))
+    Ok((Done::Written(Box::new(written)), audit))
 }

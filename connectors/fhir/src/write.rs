@@ -66,7 +66,7 @@ fn answer(headers: &HeaderMap, w: Written) -> Response {
 /// Runs a write through the group commit and answers it.
 async fn written(state: &AppState, headers: &HeaderMap, op: Op, w: Writer) -> Result<Response, Outcome> {
     match state.writes.run(op, w).await? {
-        Done::Written(w) => Ok(answer(headers, w)),
+        Done::Written(w) => Ok(answer(headers, *w)),
         Done::Bundle(response) => Ok(fhir_text(response)),
     }
 }
@@ -135,7 +135,7 @@ pub(crate) async fn bundle(
     json_body(&headers)?;
     match state.writes.run(Op::Bundle { body }, w).await? {
         Done::Bundle(response) => Ok(fhir_text(response)),
-        Done::Written(w) => Ok(answer(&headers, w)),
+        Done::Written(w) => Ok(answer(&headers, *w)),
     }
 }
 
