@@ -80,6 +80,8 @@ struct Request {
     if_match: Option<String>,
     /// The resource's JSON text, verbatim.
     resource: Option<String>,
+    /// Why the entry cannot be run (a batch answers it; a transaction fails).
+    problem: Option<String>,
 }
 
 fn bad(diagnostics: impl Into<String>) -> Outcome {
@@ -108,16 +110,16 @@ fn read(text: &str) -> Result<(String, Vec<Request>), Outcome> {
         let request: Value = entry
             .get("request")
             .and_then(|r| serde_json::from_str(r.get()).ok())
-            .ok_or_else(|| bad(format!("Bundle.entry[{index}].request is required")))?;
+            .unwrap_or(Value::Null);
         let text = |k: &str| request[k].as_str().map(str::to_owned);
-        let (Some(method), Some(url)) = (text("method"), text("url")) else {
-            return Err(bad(format!("Bundle.entry[{index}].request needs method and url")));
-        };
+        let (method, url) = (text("method"), text("url"));
         out.push(Request {
             index,
             full_url: entry.str("fullUrl"),
-            method,
-            url: url.trim_start_matches('/').to_owned(),
+            problem: (method.is_none() || url.is_none())
+                .then(|| "Bundle.entry.request with method and url is required".to_owned()),
+            method: method.unwrap_or_default(),
+            url: url.unwrap_or_default().trim_start_matches('/').to_owned(),
             if_none_exist: text("ifNoneExist"),
             if_match: text("ifMatch"),
             resource: entry.get("resource").map(|r| r.get().to_owned()),
@@ -234,6 +236,9 @@ async fn one(
     r: &Request,
     id: Option<String>,
 ) -> Result<(Entry, Option<AuditEntry>), Outcome> {
+    if let Some(problem) = &r.problem {
+        return Err(bad(problem.clone()));
+    }
     let (ty, target) = match r
         .url
         .split_once('?')
