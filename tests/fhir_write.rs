@@ -367,6 +367,27 @@ async fn a_service_request_written_over_fhir_becomes_the_canonical_order_and_rea
         .expect("item");
     assert_eq!(items.0, "AFO-L");
 
+    // The intake events name the stored versions, as their schema says; no
+    // patient data in them.
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/json/carehub.fhir.resource.written.v1.json"),
+        )
+        .expect("schema"),
+    )
+    .expect("json");
+    let validator = jsonschema::validator_for(&schema).expect("schema compiles");
+    let events: Vec<(Value,)> =
+        sqlx::query_as("SELECT payload FROM outbox WHERE payload->>'type' = 'carehub.fhir.resource.written.v1'")
+            .fetch_all(pool)
+            .await
+            .expect("outbox");
+    assert_eq!(events.len(), 2);
+    for (event,) in &events {
+        assert!(validator.is_valid(&event["data"]), "{event}");
+        assert!(!event.to_string().contains("Writer"), "no names on Kafka: {event}");
+    }
+
     // Revoking it over FHIR cancels the canonical order.
     let mut revoked = order.json.clone();
     revoked["status"] = json!("revoked");

@@ -2,7 +2,7 @@
 //! says where a column goes; ids are the canonical ids.
 
 use carehub_schema::lab::LabStatus;
-use carehub_schema::model::{Patient, PatientIdentifier};
+use carehub_schema::model::Patient;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
 use sqlx::PgConnection;
@@ -26,18 +26,39 @@ pub struct Found {
     pub patient: Uuid,
 }
 
+#[derive(sqlx::FromRow)]
+struct PatientRow {
+    #[sqlx(flatten)]
+    p: Patient,
+    identifiers: sqlx::types::Json<Vec<IdentifierRow>>,
+}
+
+#[derive(serde::Deserialize)]
+struct IdentifierRow {
+    system: String,
+    value: String,
+    type_code: Option<String>,
+}
+
 /// `patient` → Patient. identifier ← `patient_identifier` (system, value,
 /// type), name ← family/given, gender ← sex, birthDate, telecom ← phone/email,
 /// address ← the address JSON, managingOrganization, link replaced-by ← merged_into_id.
 pub async fn patient(conn: &mut PgConnection, id: Uuid) -> carehub_schema::Result<Option<Found>> {
-    let Some(p): Option<Patient> = sqlx::query_as("SELECT * FROM patient WHERE id = $1")
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await?
+    // One round trip for the row and its identifiers: reads are the hot path.
+    let Some(PatientRow { p, identifiers }): Option<PatientRow> = sqlx::query_as(
+        "SELECT p.*, COALESCE((SELECT json_agg(json_build_object('system', i.system, 'value', i.value,
+                                                                 'type_code', i.type_code)
+                                               ORDER BY i.system, i.value)
+                                 FROM patient_identifier i WHERE i.patient_id = p.id), '[]'::json) AS identifiers
+           FROM patient p WHERE p.id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?
     else {
         return Ok(None);
     };
-    let ids: Vec<PatientIdentifier> = carehub_schema::repo::patient_identifiers(&mut *conn, id).await?;
+    let ids = identifiers.0;
     let mut body = json!({
         "resourceType": "Patient",
         "id": p.id,
