@@ -520,3 +520,47 @@ async fn observations_practitioners_and_organizations_read_and_search_as_fhir() 
         .collect();
     assert_eq!(types, ["ServiceRequest", "Patient"]);
 }
+
+#[tokio::test]
+async fn charges_from_a_dft_read_and_search_as_an_invoice() {
+    let (hub, fhir) = fhir_hub().await;
+    let pool = &hub.db.pool;
+    let ack = send_until_accepted(&hub.mllp, &wire(&fixture("dft_p03.hl7")), Duration::from_secs(60))
+        .await
+        .expect("ACK");
+    assert_eq!(ack.code.as_str(), "AA");
+    let stored = eventually(Duration::from_secs(60), || async {
+        sqlx::query_as::<_, (uuid::Uuid, uuid::Uuid)>("SELECT id, patient_id FROM invoice")
+            .fetch_optional(pool)
+            .await
+            .ok()
+            .flatten()
+    })
+    .await;
+    let (invoice, patient) = stored.expect("the charges make an invoice");
+    let admin = token(&hub, &["--sub", "billing-1", "--role", "admin"]);
+    let (status, body, h) = get(&fhir, &format!("/Invoice/{invoice}"), Some(&admin), "*/*");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(h["etag"], "W/\"1\"");
+    assert_eq!(body["identifier"][0]["value"], "V-9001");
+    assert_eq!(body["status"], "draft");
+    assert_eq!(body["subject"]["reference"], format!("Patient/{patient}"));
+    assert_eq!(
+        body["totalGross"],
+        serde_json::json!({ "value": 330.0, "currency": "EUR" })
+    );
+    let lines = body["lineItem"].as_array().expect("lines");
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["chargeItemCodeableConcept"]["coding"][0]["code"], "L3000");
+    assert_eq!(lines[1]["priceComponent"][0]["factor"], 2.0);
+    assert!(carehub_fhir::validate::validate(&body).is_empty(), "{body}");
+    let (_, found, _) = get(
+        &fhir,
+        &format!("/Invoice?patient={patient}&status=draft"),
+        Some(&admin),
+        "*/*",
+    );
+    assert_eq!(found["entry"][0]["resource"]["id"], invoice.to_string());
+    let (_, none, _) = get(&fhir, "/Invoice?identifier=V-0000", Some(&admin), "*/*");
+    assert_eq!(none["entry"].as_array().map(Vec::len), Some(0));
+}

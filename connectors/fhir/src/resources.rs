@@ -310,6 +310,96 @@ pub async fn practitioner(conn: &mut PgConnection, id: Uuid) -> carehub_schema::
     }))
 }
 
+/// The columns [`invoice`] reads.
+#[derive(Debug, sqlx::FromRow)]
+struct InvoiceRow {
+    id: Uuid,
+    number: String,
+    patient_id: Option<Uuid>,
+    organization_id: Option<Uuid>,
+    status: String,
+    currency: String,
+    total_minor: i64,
+    issued_at: Option<DateTime<Utc>>,
+    version: i32,
+    updated_at: DateTime<Utc>,
+}
+
+/// Identifier system of invoice numbers (for DFT: the visit or account number).
+pub const INVOICE_NUMBER_SYSTEM: &str = "urn:carehub:invoice-number";
+
+/// Minor units → an amount in the currency (ISO 4217 exponents).
+fn money(minor: i64, currency: &str) -> Value {
+    let exponent = match currency {
+        "JPY" | "KRW" | "ISK" | "CLP" | "VND" | "XOF" | "XAF" => 0,
+        "BHD" | "KWD" | "OMR" | "JOD" | "TND" | "IQD" | "LYD" => 3,
+        _ => 2,
+    };
+    json!({ "value": minor as f64 / 10f64.powi(exponent), "currency": currency })
+}
+
+/// `invoice` + `invoice_line` → Invoice: identifier ← number, status,
+/// subject, issuer, date ← issued_at, lineItem ← each line (code,
+/// description, quantity, unit price), totalGross ← total.
+pub async fn invoice(conn: &mut PgConnection, id: Uuid) -> carehub_schema::Result<Option<Found>> {
+    let Some(i): Option<InvoiceRow> = sqlx::query_as(
+        "SELECT id, number, patient_id, organization_id, status, currency, total_minor, issued_at, version, updated_at
+           FROM invoice WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?
+    else {
+        return Ok(None);
+    };
+    let lines: Vec<(i32, Option<String>, String, String, i64)> = sqlx::query_as(
+        "SELECT line_no, code, description, quantity::text, unit_price_minor FROM invoice_line
+          WHERE invoice_id = $1 ORDER BY line_no",
+    )
+    .bind(id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut body = json!({
+        "resourceType": "Invoice",
+        "id": i.id,
+        "meta": meta(i.version, i.updated_at),
+        "identifier": [{ "system": INVOICE_NUMBER_SYSTEM, "value": i.number }],
+        "status": i.status,
+        "totalGross": money(i.total_minor, &i.currency),
+    });
+    if let Some(p) = i.patient_id {
+        body["subject"] = json!({ "reference": format!("Patient/{p}") });
+    }
+    if let Some(o) = i.organization_id {
+        body["issuer"] = json!({ "reference": format!("Organization/{o}") });
+    }
+    if let Some(at) = i.issued_at {
+        body["date"] = json!(instant(at));
+    }
+    if !lines.is_empty() {
+        body["lineItem"] = lines
+            .iter()
+            .map(|(no, code, description, quantity, unit)| {
+                let mut concept = json!({ "text": description });
+                if let Some(c) = code {
+                    concept["coding"] = json!([{ "system": "urn:carehub:charge-code", "code": c }]);
+                }
+                let mut price = json!({ "type": "base", "amount": money(*unit, &i.currency) });
+                if let Ok(q) = quantity.parse::<f64>() {
+                    price["factor"] = json!(q);
+                }
+                json!({ "sequence": no, "chargeItemCodeableConcept": concept, "priceComponent": [price] })
+            })
+            .collect();
+    }
+    Ok(Some(Found {
+        body,
+        version: i.version,
+        updated: i.updated_at,
+        patient: i.patient_id.unwrap_or_else(Uuid::nil),
+    }))
+}
+
 /// The columns [`observation`] reads.
 #[derive(Debug, sqlx::FromRow)]
 struct ObservationRow {
@@ -414,6 +504,7 @@ const ENTITY_TYPES: &[(&str, &str)] = &[
     ("patient", "Patient"),
     ("service_order", "ServiceRequest"),
     ("lab_job", "Task"),
+    ("invoice", "Invoice"),
     ("observation", "Observation"),
     ("organization", "Organization"),
     ("practitioner", "Practitioner"),

@@ -45,13 +45,7 @@ fn reference(v: &str, ty: &str) -> Result<String, String> {
 }
 
 /// Types kept only in the FHIR store, and the parameters their search takes.
-const STORED_ONLY: &[&str] = &[
-    "DiagnosticReport",
-    "DocumentReference",
-    "ImagingStudy",
-    "Invoice",
-    "Provenance",
-];
+const STORED_ONLY: &[&str] = &["DiagnosticReport", "DocumentReference", "ImagingStudy", "Provenance"];
 
 /// The element an `_include` follows (`ServiceRequest:patient` → `subject`).
 fn include(resource_type: &str, value: &str) -> Result<&'static str, String> {
@@ -156,14 +150,15 @@ impl Search {
                         ));
                     }
                 },
-                ("Patient" | "ServiceRequest" | "Organization" | "Practitioner", "identifier") => {
+                ("Patient" | "ServiceRequest" | "Organization" | "Practitioner" | "Invoice", "identifier") => {
                     s.identifier = Some(token(value));
                 }
                 ("Observation", "code") => s.code = Some(token(value)),
                 ("ServiceRequest" | "Observation", "patient" | "subject") | ("Task", "patient") => {
                     s.patient = Some(reference(value, "Patient")?);
                 }
-                ("ServiceRequest" | "Task" | "Observation", "status") => s.status = Some(value.clone()),
+                ("ServiceRequest" | "Task" | "Observation" | "Invoice", "status") => s.status = Some(value.clone()),
+                ("Invoice", "patient" | "subject") => s.patient = Some(reference(value, "Patient")?),
                 (t, "identifier") if STORED_ONLY.contains(&t) => s.identifier = Some(token(value)),
                 (t, "code") if STORED_ONLY.contains(&t) => s.code = Some(token(value)),
                 (t, "status") if STORED_ONLY.contains(&t) => s.status = Some(value.clone()),
@@ -223,6 +218,7 @@ impl Search {
             "Patient" => ("patient t", "t.id", "t.id", "t.updated_at"),
             "ServiceRequest" => ("service_order t", "t.id", "t.patient_id", "t.updated_at"),
             "Observation" => ("observation t", "t.id", "t.patient_id", "t.updated_at"),
+            "Invoice" => ("invoice t", "t.id", "t.patient_id", "t.updated_at"),
             // Not in a patient compartment: the handler refuses patient-scoped searches.
             "Organization" => ("organization t", "t.id", "NULL::uuid", "t.updated_at"),
             "Practitioner" => ("practitioner t", "t.id", "NULL::uuid", "t.updated_at"),
@@ -273,6 +269,17 @@ impl Search {
                     }
                     if let Some(val) = value {
                         q.push(" AND t.identifier_value = ").push_bind(val.clone());
+                    }
+                }
+                "Invoice" => {
+                    if system
+                        .as_deref()
+                        .is_some_and(|s| s != crate::resources::INVOICE_NUMBER_SYSTEM)
+                    {
+                        q.push(" AND false");
+                    }
+                    if let Some(val) = value {
+                        q.push(" AND t.number = ").push_bind(val.clone());
                     }
                 }
                 "Patient" => {

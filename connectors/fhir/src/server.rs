@@ -384,6 +384,12 @@ pub fn capability_statement() -> Value {
                 param("status", "token"),
             ]),
             "Task" => params.extend([param("patient", "reference"), param("status", "token")]),
+            "Invoice" => params.extend([
+                param("identifier", "token"),
+                param("patient", "reference"),
+                param("subject", "reference"),
+                param("status", "token"),
+            ]),
             _ => params.extend([
                 param("identifier", "token"),
                 param("patient", "reference"),

@@ -32,6 +32,7 @@ const SOURCE: &str = "/carehub/connectors/fhir";
 
 /// Types generated from the canonical record when no stored version exists.
 pub const CANONICAL: &[&str] = &[
+    "Invoice",
     "Observation",
     "Organization",
     "Patient",
@@ -155,6 +156,7 @@ pub async fn canonical(
         "Organization" => resources::organization(conn, id).await,
         "Practitioner" => resources::practitioner(conn, id).await,
         "Task" => resources::task(conn, id).await,
+        "Invoice" => resources::invoice(conn, id).await,
         _ => Ok(None),
     }
 }

@@ -517,11 +517,12 @@ pub async fn add_charges(
     inv: &InvoiceData,
     source_message_id: Option<Uuid>,
 ) -> Result<(Upserted, usize)> {
-    let (id, created): (Uuid, bool) = sqlx::query_as(
+    let (id, created, version): (Uuid, bool, i32) = sqlx::query_as(
         "INSERT INTO invoice (id, number, patient_id, status, currency, source_message_id)
          VALUES ($1, $2, $3, 'draft', $4, $5)
-         ON CONFLICT (number) DO UPDATE SET source_message_id = EXCLUDED.source_message_id, updated_at = now()
-         RETURNING id, (xmax = 0) AS created",
+         ON CONFLICT (number) DO UPDATE SET source_message_id = EXCLUDED.source_message_id, updated_at = now(),
+                                            version = invoice.version + 1
+         RETURNING id, (xmax = 0) AS created, version",
     )
     .bind(Uuid::now_v7())
     .bind(&inv.number)
@@ -557,12 +558,5 @@ pub async fn add_charges(
     .bind(id)
     .execute(&mut *conn)
     .await?;
-    Ok((
-        Upserted {
-            id,
-            created,
-            version: 1,
-        },
-        inv.lines.len(),
-    ))
+    Ok((Upserted { id, created, version }, inv.lines.len()))
 }
