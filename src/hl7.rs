@@ -367,6 +367,11 @@ struct MessageFile {
     batch: bool,
 }
 
+/// The messages of a file (one, several, or a batch), segments CR-separated.
+pub fn message_texts(path: &Path) -> anyhow::Result<Vec<String>> {
+    Ok(read_message_file(path)?.messages)
+}
+
 fn read_message_file(path: &Path) -> anyhow::Result<MessageFile> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let (text, charset) = carehub_hl7::codec::decode_text(&bytes).with_context(|| format!("{}", path.display()))?;

@@ -2,6 +2,7 @@
 
 mod commands;
 mod config;
+mod convert;
 mod db;
 mod delivery;
 mod ehr_push;
@@ -159,6 +160,16 @@ enum Hl7Command {
     },
     /// Print the parsed structure of FILE as JSON, with its mapping and unmapped segments.
     Parse { file: PathBuf },
+    /// Print each message of FILE as a FHIR R4 Bundle; what was not mapped goes to stderr.
+    ToFhir { file: PathBuf },
+    /// Convert the ms-fhir-converter corpus DIR (input/, expected/) and score
+    /// it: messages converted, expected resources matched, per type.
+    ScoreConversion {
+        dir: PathBuf,
+        /// Print, for this resource type, what each unmatched resource lacked.
+        #[arg(long)]
+        explain: Option<String>,
+    },
     /// Listen for MLLP, print a line per message received and answer AA (a
     /// stand-in for a clinic's EHR; stores nothing).
     Receive {
@@ -301,6 +312,12 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<ExitCode> {
         Command::Hl7 {
             command: Hl7Command::Parse { file },
         } => hl7::parse(&file),
+        Command::Hl7 {
+            command: Hl7Command::ToFhir { file },
+        } => convert::to_fhir(&file),
+        Command::Hl7 {
+            command: Hl7Command::ScoreConversion { dir, explain },
+        } => convert::score_conversion(&dir, explain.as_deref()),
         Command::Hl7 {
             command: Hl7Command::Receive { listen, count },
         } => hl7::receive(&listen, count).await,

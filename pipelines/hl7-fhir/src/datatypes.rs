@@ -1,0 +1,380 @@
+//! HL7 v2 data types → FHIR R4 data types, after the HL7 v2-to-FHIR
+//! mapping guide's datatype maps (CX → Identifier, XPN → HumanName, XAD →
+//! Address, XTN → ContactPoint, CWE/CE/CNE → CodeableConcept, DTM/TS →
+//! dateTime, CQ/NM → Quantity). Each returns `None` when the value is empty,
+//! so that no empty element is ever produced.
+
+use carehub_hl7::codec::er7::Value as V2;
+use serde_json::{Map, Value, json};
+
+/// A component's text (decoded, trimmed), `None` when empty.
+pub fn text(v: &V2<'_>) -> Option<String> {
+    v.text()
+}
+
+fn put(obj: &mut Map<String, Value>, key: &str, value: Option<Value>) {
+    if let Some(v) = value {
+        obj.insert(key.to_owned(), v);
+    }
+}
+
+fn s(v: Option<String>) -> Option<Value> {
+    v.map(Value::String)
+}
+
+/// Coding systems named in CWE.3 / CE.3 (HL7 table 0396) → FHIR URIs.
+pub fn code_system(name: &str) -> String {
+    match name.to_ascii_uppercase().as_str() {
+        "LN" | "LOINC" => "http://loinc.org".into(),
+        "SCT" | "SNM" | "SNOMED" | "SNOMEDCT" | "SNM3" => "http://snomed.info/sct".into(),
+        "I10" | "ICD10" => "http://hl7.org/fhir/sid/icd-10".into(),
+        "I10C" | "ICD10CM" => "http://hl7.org/fhir/sid/icd-10-cm".into(),
+        "I9" | "I9C" | "ICD9" => "http://hl7.org/fhir/sid/icd-9-cm".into(),
+        "CPT" | "C4" => "http://www.ama-assn.org/go/cpt".into(),
+        "CVX" => "http://hl7.org/fhir/sid/cvx".into(),
+        "MVX" => "http://hl7.org/fhir/sid/mvx".into(),
+        "NDC" => "http://hl7.org/fhir/sid/ndc".into(),
+        "RXNORM" => "http://www.nlm.nih.gov/research/umls/rxnorm".into(),
+        "UCUM" => "http://unitsofmeasure.org".into(),
+        "HCPCS" => "https://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets".into(),
+        other if other.starts_with("HL7") && other[3..].chars().all(|c| c.is_ascii_digit()) && other.len() == 7 => {
+            format!("http://terminology.hl7.org/CodeSystem/v2-{}", &other[3..])
+        }
+        _ => format!("urn:carehub:hl7-code-system:{name}"),
+    }
+}
+
+/// One coding from a triplet (code, text, system) of a CWE.
+fn coding(code: Option<String>, display: Option<String>, system: Option<String>) -> Option<Value> {
+    let code = code?;
+    let mut c = Map::new();
+    put(&mut c, "system", system.map(|s| Value::String(code_system(&s))));
+    c.insert("code".into(), Value::String(code));
+    put(&mut c, "display", s(display));
+    Some(Value::Object(c))
+}
+
+/// CWE / CE / CNE → CodeableConcept: the primary and the alternate triplet,
+/// and the original text (CWE.9) or the first display as `text`.
+pub fn codeable(v: &V2<'_>) -> Option<Value> {
+    let c = |n| text(&v.component(n));
+    let codings: Vec<Value> = [coding(c(1), c(2), c(3)), coding(c(4), c(5), c(6))]
+        .into_iter()
+        .flatten()
+        .collect();
+    let mut out = Map::new();
+    if !codings.is_empty() {
+        out.insert("coding".into(), Value::Array(codings));
+    }
+    match c(9).or_else(|| if c(1).is_none() { c(2) } else { None }) {
+        Some(t) => {
+            out.insert("text".into(), Value::String(t));
+        }
+        None if out.is_empty() => return None,
+        None => {}
+    }
+    Some(Value::Object(out))
+}
+
+/// ID / IS (a bare code) → CodeableConcept with a system when given.
+pub fn code_in(v: &V2<'_>, system: &str) -> Option<Value> {
+    let code = text(&v.component(1))?;
+    Some(json!({ "coding": [{ "system": system, "code": code }] }))
+}
+
+/// The assigning authority of a CX.4 / XCN.9 / EI.2-4 as an identifier
+/// system: ISO OIDs as `urn:oid:`, other universal ids as they are, a
+/// namespace as `urn:carehub:hl7-aa:<namespace>`.
+pub fn assigner_system(
+    namespace: Option<String>,
+    universal: Option<String>,
+    universal_type: Option<String>,
+) -> Option<String> {
+    match (universal, universal_type.as_deref()) {
+        (Some(u), Some("ISO")) if !u.starts_with("urn:") => Some(format!("urn:oid:{u}")),
+        (Some(u), _) => Some(u),
+        (None, _) => namespace.map(|n| format!("urn:carehub:hl7-aa:{n}")),
+    }
+}
+
+/// CX → Identifier (value, system from CX.4, type from CX.5, period CX.7/8).
+pub fn identifier(v: &V2<'_>) -> Option<Value> {
+    let value = text(&v.component(1))?;
+    let aa = v.component(4);
+    let system = assigner_system(
+        text(&aa.subcomponent(1)),
+        text(&aa.subcomponent(2)),
+        text(&aa.subcomponent(3)),
+    );
+    let mut out = Map::new();
+    out.insert("value".into(), Value::String(value));
+    put(&mut out, "system", s(system));
+    if let Some(t) = text(&v.component(5)) {
+        out.insert(
+            "type".into(),
+            json!({ "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": t }] }),
+        );
+    }
+    if let Some(p) = period(&v.component(7), &v.component(8)) {
+        out.insert("period".into(), p);
+    }
+    Some(Value::Object(out))
+}
+
+/// EI (entity identifier: ORC-2/3, OBR-2/3, SPM-2) → Identifier, typed.
+pub fn entity_identifier(v: &V2<'_>, type_code: Option<&str>) -> Option<Value> {
+    let value = text(&v.component(1))?;
+    let system = assigner_system(text(&v.component(2)), text(&v.component(3)), text(&v.component(4)));
+    let mut out = Map::new();
+    out.insert("value".into(), Value::String(value));
+    put(&mut out, "system", s(system));
+    if let Some(t) = type_code {
+        out.insert(
+            "type".into(),
+            json!({ "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": t }] }),
+        );
+    }
+    Some(Value::Object(out))
+}
+
+/// XPN (or the name part of an XCN starting at `first`) → HumanName.
+pub fn human_name(v: &V2<'_>, first: usize) -> Option<Value> {
+    let c = |n: usize| text(&v.component(first + n - 1));
+    let family = text(&v.component(first).subcomponent(1));
+    let given: Vec<Value> = [c(2), c(3)].into_iter().flatten().map(Value::String).collect();
+    let mut out = Map::new();
+    put(&mut out, "family", s(family));
+    if !given.is_empty() {
+        out.insert("given".into(), Value::Array(given));
+    }
+    if let Some(suffix) = c(4) {
+        out.insert("suffix".into(), json!([suffix]));
+    }
+    if let Some(prefix) = c(5) {
+        out.insert("prefix".into(), json!([prefix]));
+    }
+    if out.is_empty() {
+        return None;
+    }
+    // XPN.7 name type code → use (HL7 table 0200 → name-use).
+    let type_code = if first == 1 { c(7) } else { c(10) };
+    if let Some(u) = type_code.and_then(|t| match t.as_str() {
+        "L" => Some("official"),
+        "D" => Some("usual"),
+        "M" | "B" => Some("maiden"),
+        "N" | "A" => Some("nickname"),
+        "T" => Some("temp"),
+        "S" | "P" => Some("anonymous"),
+        _ => None,
+    }) {
+        out.insert("use".into(), Value::String(u.into()));
+    }
+    Some(Value::Object(out))
+}
+
+/// XAD → Address.
+pub fn address(v: &V2<'_>) -> Option<Value> {
+    let c = |n: usize| text(&v.component(n));
+    let mut out = Map::new();
+    let lines: Vec<Value> = [text(&v.component(1).subcomponent(1)), c(2)]
+        .into_iter()
+        .flatten()
+        .map(Value::String)
+        .collect();
+    if !lines.is_empty() {
+        out.insert("line".into(), Value::Array(lines));
+    }
+    put(&mut out, "city", s(c(3)));
+    put(&mut out, "state", s(c(4)));
+    put(&mut out, "postalCode", s(c(5)));
+    put(&mut out, "country", s(c(6)));
+    put(&mut out, "district", s(c(9)));
+    if out.is_empty() {
+        return None;
+    }
+    // XAD.7 address type (table 0190) → use / type.
+    match c(7).as_deref() {
+        Some("H") => {
+            out.insert("use".into(), json!("home"));
+        }
+        Some("O" | "B") => {
+            out.insert("use".into(), json!("work"));
+        }
+        Some("C") => {
+            out.insert("use".into(), json!("temp"));
+        }
+        Some("M") => {
+            out.insert("type".into(), json!("postal"));
+        }
+        _ => {}
+    }
+    Some(Value::Object(out))
+}
+
+/// XTN → ContactPoint: the number (XTN.1, else built from XTN.5-8) or the
+/// e-mail (XTN.4); system from XTN.3, use from XTN.2.
+pub fn contact_point(v: &V2<'_>) -> Option<Value> {
+    let c = |n: usize| text(&v.component(n));
+    let equipment = c(3);
+    let (system, value) = match equipment.as_deref() {
+        Some("Internet" | "X.400") => ("email", c(4).or_else(|| c(1))?),
+        Some("FX") => ("fax", c(1).or_else(|| number(&c))?),
+        Some("BP") => ("pager", c(1).or_else(|| number(&c))?),
+        _ => match c(1).or_else(|| number(&c)) {
+            Some(n) => ("phone", n),
+            None => ("email", c(4)?),
+        },
+    };
+    let mut out = Map::new();
+    out.insert("system".into(), json!(system));
+    out.insert("value".into(), Value::String(value));
+    match c(2).as_deref() {
+        Some("PRN" | "ORN" | "VHN") => {
+            out.insert("use".into(), json!("home"));
+        }
+        Some("WPN") => {
+            out.insert("use".into(), json!("work"));
+        }
+        _ if equipment.as_deref() == Some("CP") => {
+            out.insert("use".into(), json!("mobile"));
+        }
+        _ => {}
+    }
+    Some(Value::Object(out))
+}
+
+fn number(c: &dyn Fn(usize) -> Option<String>) -> Option<String> {
+    let parts: Vec<String> = [c(5).map(|x| format!("+{x}")), c(6), c(7)]
+        .into_iter()
+        .flatten()
+        .collect();
+    let mut n = (!parts.is_empty()).then(|| parts.join(" "))?;
+    if let Some(ext) = c(8) {
+        n.push_str(&format!(" ext. {ext}"));
+    }
+    Some(n)
+}
+
+/// DTM / TS → FHIR date or dateTime, precision kept: `YYYY`, `YYYY-MM`,
+/// `YYYY-MM-DD`; with a time, seconds and the offset given (FHIR wants a
+/// zone with a time: without one the date alone is kept).
+pub fn date_time(v: &V2<'_>) -> Option<String> {
+    dtm(&text(&v.component(1))?)
+}
+
+/// [`date_time`] of a raw DTM string.
+pub fn dtm(raw: &str) -> Option<String> {
+    let (stamp, zone) = match raw.find(['+', '-']) {
+        Some(i) => (&raw[..i], Some(&raw[i..])),
+        None => (raw, None),
+    };
+    let (digits, fraction) = match stamp.split_once('.') {
+        Some((d, f)) => (d, Some(f)),
+        None => (stamp, None),
+    };
+    if !digits.chars().all(|c| c.is_ascii_digit()) || digits.len() < 4 {
+        return None;
+    }
+    let date = match digits.len() {
+        4 | 5 => digits[..4].to_owned(),
+        6 | 7 => format!("{}-{}", &digits[..4], &digits[4..6]),
+        _ => format!("{}-{}-{}", &digits[..4], &digits[4..6], &digits[6..8]),
+    };
+    let (Some(zone), true) = (zone, digits.len() >= 10) else {
+        return Some(date);
+    };
+    if zone.len() != 5 || !zone[1..].chars().all(|c| c.is_ascii_digit()) {
+        return Some(date);
+    }
+    let hh = &digits[8..10];
+    let mm = digits.get(10..12).unwrap_or("00");
+    let ss = digits.get(12..14).unwrap_or("00");
+    let frac = fraction.map(|f| format!(".{f}")).unwrap_or_default();
+    Some(format!("{date}T{hh}:{mm}:{ss}{frac}{}:{}", &zone[..3], &zone[3..]))
+}
+
+/// DTM → FHIR instant (a time to the second with its offset). A time given
+/// without an offset is read as UTC: an instant needs one, and HL7 leaves it
+/// to the sender. `None` for less than a time to the minute.
+pub fn instant(v: &V2<'_>) -> Option<String> {
+    let raw = text(&v.component(1))?;
+    let zoned = if raw.contains(['+', '-']) {
+        raw
+    } else {
+        format!("{raw}+0000")
+    };
+    dtm(&zoned).filter(|t| t.contains('T'))
+}
+
+/// DR or two DTMs → Period.
+pub fn period(start: &V2<'_>, end: &V2<'_>) -> Option<Value> {
+    let mut out = Map::new();
+    put(&mut out, "start", s(date_time(start)));
+    put(&mut out, "end", s(date_time(end)));
+    (!out.is_empty()).then_some(Value::Object(out))
+}
+
+/// NM + CWE unit → Quantity (the number as written: decimals exact).
+pub fn quantity(number: &str, unit: &V2<'_>) -> Option<Value> {
+    let n: serde_json::Number = number.trim().parse().ok()?;
+    let mut out = Map::new();
+    out.insert("value".into(), Value::Number(n));
+    if let Some(code) = text(&unit.component(1)) {
+        out.insert(
+            "unit".into(),
+            Value::String(text(&unit.component(2)).unwrap_or_else(|| code.clone())),
+        );
+        if let Some(system) = text(&unit.component(3)) {
+            out.insert("system".into(), Value::String(code_system(&system)));
+            out.insert("code".into(), Value::String(code));
+        }
+    }
+    Some(Value::Object(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use carehub_hl7::codec::er7::Message;
+
+    fn field(segment: &str, n: usize) -> (String, usize) {
+        (format!("MSH|^~\\&|A|B|C|D|20260101||ADT^A01|1|P|2.5\r{segment}"), n)
+    }
+
+    #[test]
+    fn datatypes_map_as_the_guide_says() {
+        let (text, _) = field(
+            "PID|1||123^^^HOSP&1.2.3&ISO^MR~456^^^SSA^SS||Doe^John^Q^Jr^Dr^^L||19800102|M|||1 Main St^Apt 2^Town^ST^12345^USA^H||555-1234^PRN^PH~^NET^Internet^a@b.c",
+            0,
+        );
+        let m = Message::parse(&text).expect("parses");
+        let pid = m.segment("PID").expect("pid");
+        let ids: Vec<Value> = pid.field(3).repetitions().filter_map(|r| identifier(&r)).collect();
+        assert_eq!(ids[0]["system"], "urn:oid:1.2.3");
+        assert_eq!(ids[0]["type"]["coding"][0]["code"], "MR");
+        assert_eq!(ids[1]["system"], "urn:carehub:hl7-aa:SSA");
+        let name = human_name(&pid.field(5).repetitions().next().expect("name"), 1).expect("name");
+        assert_eq!(
+            name,
+            json!({ "family": "Doe", "given": ["John", "Q"], "suffix": ["Jr"], "prefix": ["Dr"], "use": "official" })
+        );
+        assert_eq!(dtm("19800102").as_deref(), Some("1980-01-02"));
+        assert_eq!(dtm("198808181126+0215").as_deref(), Some("1988-08-18T11:26:00+02:15"));
+        assert_eq!(
+            dtm("20260101120000.25-0500").as_deref(),
+            Some("2026-01-01T12:00:00.25-05:00")
+        );
+        assert_eq!(dtm("202601011200").as_deref(), Some("2026-01-01"));
+        let addr = address(&pid.field(11)).expect("address");
+        assert_eq!(addr["line"], json!(["1 Main St", "Apt 2"]));
+        assert_eq!(addr["use"], "home");
+        let tel: Vec<Value> = pid.field(13).repetitions().filter_map(|r| contact_point(&r)).collect();
+        assert_eq!(tel[0], json!({ "system": "phone", "value": "555-1234", "use": "home" }));
+        assert_eq!(tel[1]["value"], "a@b.c");
+        assert_eq!(code_system("HL70005"), "http://terminology.hl7.org/CodeSystem/v2-0005");
+        assert_eq!(
+            quantity("61.50", &pid.field(99)).expect("q")["value"].to_string(),
+            "61.5"
+        );
+    }
+}

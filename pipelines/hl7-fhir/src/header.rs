@@ -1,0 +1,114 @@
+//! MSH, EVN, SFT: the message itself → MessageHeader, Provenance, Device.
+
+use serde_json::{Map, Value, json};
+
+use crate::Builder;
+use crate::datatypes as dt;
+
+impl Builder<'_> {
+    pub(crate) fn msh(&mut self, i: usize) -> bool {
+        let (kind, event) = self.msg.message_type();
+        let _ = self.f(i, 9);
+        let _ = self.f(i, 10);
+        let _ = self.f(i, 12);
+        let mut h = Map::new();
+        h.insert(
+            "eventCoding".into(),
+            json!({ "system": "http://terminology.hl7.org/CodeSystem/v2-0003", "code": event }),
+        );
+        let app = self.f(i, 3);
+        let mut source = Map::new();
+        source.insert(
+            "name".into(),
+            json!(dt::text(&app.component(1)).unwrap_or_else(|| "unknown".into())),
+        );
+        // The application's universal id (HD.2) names its endpoint, else its namespace.
+        let endpoint = match (dt::text(&app.component(2)), dt::text(&app.component(1))) {
+            (Some(u), _) => format!("urn:oid:{u}"),
+            (None, Some(n)) => format!("urn:carehub:hl7-application:{n}"),
+            (None, None) => "urn:carehub:hl7-application:unknown".to_owned(),
+        };
+        source.insert("endpoint".into(), json!(endpoint));
+        h.insert("source".into(), Value::Object(source));
+        let to = self.f(i, 5);
+        if let Some(name) = dt::text(&to.component(1)) {
+            h.insert(
+                "destination".into(),
+                json!([{ "name": name, "endpoint": format!("urn:carehub:hl7-application:{name}") }]),
+            );
+        }
+        let sending = self.f(i, 4);
+        if let Some(org) = self.facility(&sending) {
+            h.insert("sender".into(), org);
+        }
+        let receiving = self.f(i, 6);
+        if let Some(org) = self.facility(&receiving)
+            && let Some(Value::Array(d)) = h.get_mut("destination")
+            && let Some(Value::Object(first)) = d.first_mut()
+        {
+            first.insert("receiver".into(), org);
+        }
+        // MSH-22 / MSH-23: the responsible sending and receiving organizations.
+        for n in [22, 23] {
+            let org = self.f(i, n);
+            if let Some(r) = self.organization(dt::text(&org.component(1)), None, None)
+                && n == 22
+            {
+                h.insert("responsible".into(), r);
+            }
+        }
+        let e = self.add("MessageHeader", "header", h);
+        self.message_header = Some(e);
+        let mut p = Map::new();
+        let when = self.f(i, 7);
+        if let Some(t) = dt::instant(&when) {
+            p.insert("recorded".into(), json!(t));
+        }
+        p.insert("activity".into(), json!({ "text": format!("{kind}^{event}") }));
+        p.insert("target".into(), json!([self.reference(e)]));
+        p.insert(
+            "agent".into(),
+            json!([{ "type": { "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type", "code": "author" }] },
+                     "who": { "display": dt::text(&app.component(1)).unwrap_or_else(|| "unknown".into()) } }]),
+        );
+        self.add("Provenance", "message", p);
+        true
+    }
+
+    pub(crate) fn evn(&mut self, i: usize) -> bool {
+        let _ = self.f(i, 1); // the event type: MSH-9 says it too
+        let recorded = self.f(i, 2);
+        let occurred = self.f(i, 6);
+        if let Some(&p) = self.by_key.get("Provenance|message") {
+            if let Some(t) = dt::instant(&recorded) {
+                self.set(p, "recorded", json!(t));
+            }
+            if let Some(t) = dt::date_time(&occurred) {
+                self.set(p, "occurredDateTime", json!(t));
+            }
+        }
+        true
+    }
+
+    pub(crate) fn sft(&mut self, i: usize) -> bool {
+        let vendor = self.f(i, 1);
+        let version = self.f(i, 2);
+        let name = self.f(i, 3);
+        let binary = self.f(i, 4);
+        let mut d = Map::new();
+        if let Some(v) = dt::text(&vendor.component(1)) {
+            d.insert("manufacturer".into(), json!(v));
+        }
+        if let Some(n) = dt::text(&name) {
+            d.insert("deviceName".into(), json!([{ "name": n, "type": "manufacturer-name" }]));
+        }
+        if let Some(v) = dt::text(&version) {
+            d.insert("version".into(), json!([{ "value": v }]));
+        }
+        if let Some(m) = dt::text(&binary) {
+            d.insert("modelNumber".into(), json!(m));
+        }
+        self.add("Device", &format!("software|{i}"), d);
+        true
+    }
+}

@@ -1,0 +1,490 @@
+//! HL7 v2 → FHIR R4: a message becomes a `batch` Bundle of PUTs, following
+//! the HL7 v2-to-FHIR mapping guidance, and the list of what was not mapped.
+//!
+//! | segment | resource                                             | fields mapped |
+//! |---------|------------------------------------------------------|---------------|
+//! | MSH     | MessageHeader; Organization (MSH-4, MSH-6); Provenance | 3, 4, 5, 6, 7, 9, 10, 12 |
+//! | EVN     | Provenance.recorded / occurred                        | 2, 6 |
+//! | SFT     | Device (the sending software)                         | 1, 2, 3, 4 |
+//! | PID     | Patient                                               | 2, 3, 4, 5, 7, 8, 11, 13, 14, 16, 24, 25, 29, 30 |
+//! | PD1     | Patient.generalPractitioner                           | 4 |
+//! | NK1     | RelatedPerson                                         | 2, 3, 4, 5, 6 |
+//! | PV1     | Encounter; Location (PV1-3); Practitioner (7, 8, 9, 17) | 2, 3, 7, 8, 9, 10, 17, 19, 44, 45 |
+//! | PV2     | Encounter.reasonCode                                  | 3 |
+//! | AL1     | AllergyIntolerance                                    | 2, 3, 4, 5, 6 |
+//! | DG1     | Condition                                             | 3, 4, 5, 6 |
+//! | PR1     | Procedure                                             | 3, 4, 5 |
+//! | IN1     | Coverage; Organization (payor)                        | 2, 3, 4, 12, 13, 17, 36 |
+//! | ORC     | ServiceRequest                                        | 1, 2, 3, 5, 9, 12 |
+//! | OBR     | ServiceRequest (orders) / DiagnosticReport (results)  | 2, 3, 4, 7, 16, 22, 25, 27 |
+//! | TQ1     | ServiceRequest.occurrence, priority                   | 7, 8, 9 |
+//! | OBX     | Observation (DocumentReference content under TXA)     | 2, 3, 5, 6, 7, 8, 11, 14, 16 |
+//! | NTE     | `note` of the resource before it                      | 3 |
+//! | SPM     | Specimen                                              | 2, 4, 17, 18 |
+//! | RXA     | Immunization                                          | 3, 5, 6, 7, 10, 15, 16, 17, 20 |
+//! | RXR     | Immunization.route, site                              | 1, 2 |
+//! | TXA     | DocumentReference                                     | 2, 3, 4, 12, 17 |
+//! | FT1     | ChargeItem                                            | 2, 4, 6, 7, 10, 11 |
+//! | SCH     | Appointment                                           | 1, 2, 6, 7, 11, 25 |
+//! | AIS/AIL/AIP | Appointment.serviceType, participant              | 3 / 3 / 3 |
+//!
+//! Resource ids are deterministic: a UUID v5 of the sending application and
+//! facility, the message control id and what the resource is (the patient, an
+//! OBX's position, a practitioner's number…), so the same message gives the
+//! same Bundle and loading it again is an update-as-create of the same
+//! resources. A practitioner or organization named twice is one resource.
+//!
+//! What was not mapped is reported, never dropped silently: every non-empty
+//! field no mapper read, and every segment without a mapper (Z-segments
+//! included), as `SEG-n` (with the segment's position in the message).
+
+pub mod datatypes;
+mod header;
+mod orders;
+mod other;
+mod patient;
+pub mod score;
+
+use std::collections::{HashMap, HashSet};
+
+use carehub_hl7::codec::er7::{Message, Segment, Value as V2};
+use serde_json::{Map, Value, json};
+use uuid::Uuid;
+
+use crate::datatypes as dt;
+
+/// The UUID namespace of carehub's converted resources.
+const NAMESPACE: Uuid = Uuid::from_u128(0x6a1f_3c2e_8b4d_4e61_9f0a_2c7d_5e8b_1a34);
+
+/// Segments whose field 1 is a Set ID.
+const SET_ID_FIRST: &[&str] = &[
+    "AIG", "AIL", "AIP", "AIS", "AL1", "DG1", "FT1", "GT1", "IN1", "NK1", "NTE", "OBR", "OBX", "PID", "PR1", "PV1",
+    "PV2", "SPM", "TQ1", "TXA", "ROL", "RGS",
+];
+
+/// A message that cannot be converted.
+#[derive(Debug, thiserror::Error)]
+pub enum ConvertError {
+    #[error("not an HL7 v2 message: {0}")]
+    Parse(String),
+}
+
+/// A field or segment the conversion did not carry into the Bundle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unmapped {
+    /// Segment name (`PID`, `ZPI`).
+    pub segment: String,
+    /// 1-based position of the segment in the message.
+    pub position: usize,
+    /// The field (`None`: the whole segment has no mapper and was empty past its name).
+    pub field: Option<usize>,
+}
+
+impl std::fmt::Display for Unmapped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.field {
+            Some(n) => write!(f, "{}-{n} (segment {})", self.segment, self.position),
+            None => write!(f, "{} (segment {})", self.segment, self.position),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Conversion {
+    /// A `batch` Bundle of PUTs (`<type>/<id>`).
+    pub bundle: Value,
+    pub unmapped: Vec<Unmapped>,
+}
+
+/// Converts one HL7 v2 message (ER7 text; CR or LF segment separators).
+/// Any message type converts: segments are mapped wherever they appear, and
+/// what has no mapping is reported in [`Conversion::unmapped`].
+pub fn to_fhir(text: &str) -> Result<Conversion, ConvertError> {
+    let msg = Message::parse(text).map_err(|e| ConvertError::Parse(e.to_string()))?;
+    let mut b = Builder::new(&msg);
+    b.convert();
+    Ok(b.finish())
+}
+
+/// The resource a segment made, for NTE and children to attach to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Last {
+    None,
+    Entry(usize),
+}
+
+struct Builder<'m> {
+    msg: &'m Message<'m>,
+    seed: String,
+    entries: Vec<(String, String, Value)>,
+    by_key: HashMap<String, usize>,
+    used: HashSet<(usize, usize)>,
+    mapped_segments: HashSet<usize>,
+    patient: Option<String>,
+    encounter: Option<String>,
+    order: Option<usize>,
+    /// The order (and report) the OBX that follow an OBR belong to.
+    order_of_obx: Option<usize>,
+    report: Option<usize>,
+    document: Option<usize>,
+    immunization: Option<usize>,
+    appointment: Option<usize>,
+    last: Last,
+    message_header: Option<usize>,
+}
+
+impl<'m> Builder<'m> {
+    fn new(msg: &'m Message<'m>) -> Self {
+        let h = msg.msh();
+        let seed = format!("{}|{}|{}", h.field(3).raw(), h.field(4).raw(), msg.control_id());
+        Builder {
+            msg,
+            seed,
+            entries: Vec::new(),
+            by_key: HashMap::new(),
+            used: HashSet::new(),
+            mapped_segments: HashSet::new(),
+            patient: None,
+            encounter: None,
+            order: None,
+            order_of_obx: None,
+            report: None,
+            document: None,
+            immunization: None,
+            appointment: None,
+            last: Last::None,
+            message_header: None,
+        }
+    }
+
+    /// Field `n` of segment `i`, recorded as mapped.
+    fn f(&mut self, i: usize, n: usize) -> V2<'m> {
+        self.used.insert((i, n));
+        self.msg.segments()[i].field(n)
+    }
+
+    fn seg(&self, i: usize) -> &Segment<'m> {
+        &self.msg.segments()[i]
+    }
+
+    fn id(&self, resource_type: &str, key: &str) -> String {
+        Uuid::new_v5(&NAMESPACE, format!("{}|{resource_type}|{key}", self.seed).as_bytes()).to_string()
+    }
+
+    /// Adds a resource under a key (the same key: the same resource, first
+    /// one kept); returns its entry index.
+    fn add(&mut self, resource_type: &str, key: &str, mut resource: Map<String, Value>) -> usize {
+        let full = format!("{resource_type}|{key}");
+        if let Some(&i) = self.by_key.get(&full) {
+            return i;
+        }
+        let id = self.id(resource_type, key);
+        let mut r = Map::new();
+        r.insert("resourceType".into(), json!(resource_type));
+        r.insert("id".into(), json!(id));
+        r.append(&mut resource);
+        self.entries.push((resource_type.to_owned(), id, Value::Object(r)));
+        self.by_key.insert(full, self.entries.len() - 1);
+        self.entries.len() - 1
+    }
+
+    fn reference(&self, entry: usize) -> Value {
+        let (t, id, _) = &self.entries[entry];
+        json!({ "reference": format!("{t}/{id}") })
+    }
+
+    fn set(&mut self, entry: usize, key: &str, value: Value) {
+        if let Value::Object(o) = &mut self.entries[entry].2 {
+            o.insert(key.to_owned(), value);
+        }
+    }
+
+    fn push(&mut self, entry: usize, key: &str, value: Value) {
+        if let Value::Object(o) = &mut self.entries[entry].2 {
+            match o.get_mut(key) {
+                Some(Value::Array(items)) => items.push(value),
+                _ => {
+                    o.insert(key.to_owned(), Value::Array(vec![value]));
+                }
+            }
+        }
+    }
+
+    fn patient_ref(&self) -> Option<Value> {
+        self.patient.as_ref().map(|p| json!({ "reference": p }))
+    }
+
+    fn encounter_ref(&self) -> Option<Value> {
+        self.encounter.as_ref().map(|e| json!({ "reference": e }))
+    }
+
+    /// XCN starting at field `n` of segment `i` → a Practitioner, deduplicated
+    /// by its number and name.
+    fn practitioner(&mut self, i: usize, n: usize) -> Vec<Value> {
+        let field = self.f(i, n);
+        let mut refs = Vec::new();
+        for rep in field.repetitions() {
+            let number = dt::text(&rep.component(1));
+            let name = dt::human_name(&rep, 2);
+            if number.is_none() && name.is_none() {
+                continue;
+            }
+            let mut p = Map::new();
+            if let Some(num) = &number {
+                let aa = rep.component(9);
+                let system = dt::assigner_system(
+                    dt::text(&aa.subcomponent(1)),
+                    dt::text(&aa.subcomponent(2)),
+                    dt::text(&aa.subcomponent(3)),
+                );
+                let mut ident = Map::new();
+                ident.insert("value".into(), json!(num));
+                if let Some(s) = system {
+                    ident.insert("system".into(), json!(s));
+                }
+                if let Some(t) = dt::text(&rep.component(13)) {
+                    ident.insert(
+                        "type".into(),
+                        json!({ "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": t }] }),
+                    );
+                }
+                p.insert("identifier".into(), json!([ident]));
+            }
+            if let Some(nm) = &name {
+                p.insert("name".into(), json!([nm]));
+            }
+            let key = format!(
+                "{}|{}",
+                number.unwrap_or_default(),
+                name.map(|n| n.to_string()).unwrap_or_default()
+            );
+            let e = self.add("Practitioner", &key, p);
+            refs.push(self.reference(e));
+        }
+        refs
+    }
+
+    /// XON / HD → an Organization, deduplicated by name and identifier.
+    fn organization(
+        &mut self,
+        name: Option<String>,
+        id_value: Option<String>,
+        system: Option<String>,
+    ) -> Option<Value> {
+        if name.is_none() && id_value.is_none() {
+            return None;
+        }
+        let mut o = Map::new();
+        if let Some(v) = &id_value {
+            let mut ident = Map::new();
+            ident.insert("value".into(), json!(v));
+            if let Some(s) = &system {
+                ident.insert("system".into(), json!(s));
+            }
+            o.insert("identifier".into(), json!([ident]));
+        }
+        if let Some(n) = &name {
+            o.insert("name".into(), json!(n));
+        }
+        let key = format!(
+            "{}|{}|{}",
+            name.unwrap_or_default(),
+            id_value.unwrap_or_default(),
+            system.unwrap_or_default()
+        );
+        let e = self.add("Organization", &key, o);
+        Some(self.reference(e))
+    }
+
+    /// HD (MSH-4, MSH-6) → Organization: the namespace, and the universal id
+    /// as a URI (`urn:oid:` for ISO), each an identifier.
+    fn facility(&mut self, v: &V2<'m>) -> Option<Value> {
+        self.hd(
+            dt::text(&v.component(1)),
+            dt::text(&v.component(2)),
+            dt::text(&v.component(3)),
+        )
+    }
+
+    /// An assigning authority (CX.4, EI.2-4, XCN.9 as subcomponents) → Organization.
+    fn authority(&mut self, v: &V2<'m>) -> Option<Value> {
+        self.hd(
+            dt::text(&v.subcomponent(1)),
+            dt::text(&v.subcomponent(2)),
+            dt::text(&v.subcomponent(3)),
+        )
+    }
+
+    fn hd(&mut self, ns: Option<String>, universal: Option<String>, kind: Option<String>) -> Option<Value> {
+        let universal = universal.map(|u| match kind.as_deref() {
+            Some("ISO") if !u.starts_with("urn:") => format!("urn:oid:{u}"),
+            _ => u,
+        });
+        if ns.is_none() && universal.is_none() {
+            return None;
+        }
+        let mut ids = Vec::new();
+        if let Some(n) = &ns {
+            ids.push(json!({ "value": n }));
+        }
+        if let Some(u) = &universal {
+            ids.push(json!({ "value": u, "system": "urn:ietf:rfc:3986" }));
+        }
+        let mut o = Map::new();
+        o.insert("identifier".into(), Value::Array(ids));
+        let key = format!("hd|{}|{}", ns.unwrap_or_default(), universal.unwrap_or_default());
+        let e = self.add("Organization", &key, o);
+        Some(self.reference(e))
+    }
+
+    /// PL → a Location per level given — facility (PL.4), building (.7),
+    /// floor (.8), point of care (.1), room (.2), bed (.3) — each `partOf`
+    /// the one above; the most specific is returned.
+    fn location(&mut self, v: &V2<'m>) -> Option<Value> {
+        let mut parent: Option<Value> = None;
+        let mut path = String::new();
+        for (n, physical) in [(4, "si"), (7, "bu"), (8, "lvl"), (1, "wa"), (2, "ro"), (3, "bd")] {
+            let c = v.component(n);
+            let Some(name) = dt::text(&c.subcomponent(1)) else {
+                continue;
+            };
+            path.push_str(&format!("{n}={name}|"));
+            let mut l = Map::new();
+            l.insert("name".into(), json!(name));
+            l.insert("mode".into(), json!("instance"));
+            l.insert(
+                "physicalType".into(),
+                json!({ "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/location-physical-type", "code": physical }] }),
+            );
+            if let Some(u) = dt::text(&c.subcomponent(2)) {
+                let value = match dt::text(&c.subcomponent(3)).as_deref() {
+                    Some("ISO") if !u.starts_with("urn:") => format!("urn:oid:{u}"),
+                    _ => u,
+                };
+                l.insert(
+                    "identifier".into(),
+                    json!([{ "value": value, "system": "urn:ietf:rfc:3986" }]),
+                );
+            }
+            if let Some(p) = parent.take() {
+                l.insert("partOf".into(), p);
+            }
+            let e = self.add("Location", &path, l);
+            parent = Some(self.reference(e));
+        }
+        parent
+    }
+
+    fn convert(&mut self) {
+        let count = self.msg.segments().len();
+        for i in 0..count {
+            let name = self.seg(i).name();
+            let mapped = match name {
+                "MSH" => self.msh(i),
+                "EVN" => self.evn(i),
+                "SFT" => self.sft(i),
+                "PID" => self.pid(i),
+                "PD1" => self.pd1(i),
+                "NK1" => self.nk1(i),
+                "PV1" => self.pv1(i),
+                "PV2" => self.pv2(i),
+                "AL1" => self.al1(i),
+                "DG1" => self.dg1(i),
+                "PR1" => self.pr1(i),
+                "IN1" => self.in1(i),
+                "ORC" => self.orc(i),
+                "OBR" => self.obr(i),
+                "TQ1" => self.tq1(i),
+                "OBX" => self.obx(i),
+                "NTE" => self.nte(i),
+                "SPM" => self.spm(i),
+                "RXA" => self.rxa(i),
+                "RXR" => self.rxr(i),
+                "TXA" => self.txa(i),
+                "FT1" => self.ft1(i),
+                "SCH" => self.sch(i),
+                "AIS" | "AIL" | "AIP" | "AIG" => self.resource_of_appointment(i),
+                _ => false,
+            };
+            if mapped {
+                self.mapped_segments.insert(i);
+            }
+        }
+        // The message header names what the message brought.
+        if let Some(h) = self.message_header {
+            let focus: Vec<Value> = self
+                .entries
+                .iter()
+                .enumerate()
+                .filter(|(e, (t, _, _))| {
+                    *e != h
+                        && matches!(
+                            t.as_str(),
+                            "Patient"
+                                | "ServiceRequest"
+                                | "DiagnosticReport"
+                                | "Immunization"
+                                | "Appointment"
+                                | "DocumentReference"
+                        )
+                })
+                .map(|(_, (t, id, _))| json!({ "reference": format!("{t}/{id}") }))
+                .collect();
+            if !focus.is_empty() {
+                self.set(h, "focus", Value::Array(focus));
+            }
+        }
+    }
+}
+
+impl Builder<'_> {
+    /// The Bundle and the unmapped report.
+    fn finish(self) -> Conversion {
+        let mut unmapped = Vec::new();
+        for (i, seg) in self.msg.segments().iter().enumerate() {
+            let name = seg.name();
+            let mapped = self.mapped_segments.contains(&i);
+            // MSH-1 and MSH-2 are the delimiters themselves.
+            // A Set ID (field 1 of repeating segments) only numbers the segment.
+            let first = match name {
+                "MSH" => 3,
+                n if SET_ID_FIRST.contains(&n) => 2,
+                _ => 1,
+            };
+            let mut any = false;
+            for n in first..=seg.field_count() {
+                let carried = mapped && self.used.contains(&(i, n));
+                if !carried && !seg.field(n).is_empty() {
+                    unmapped.push(Unmapped {
+                        segment: name.to_owned(),
+                        position: i + 1,
+                        field: Some(n),
+                    });
+                    any = true;
+                }
+            }
+            if !mapped && !any {
+                unmapped.push(Unmapped {
+                    segment: name.to_owned(),
+                    position: i + 1,
+                    field: None,
+                });
+            }
+        }
+        let entries: Vec<Value> = self
+            .entries
+            .into_iter()
+            .map(|(t, id, resource)| {
+                json!({
+                    "fullUrl": format!("urn:uuid:{id}"),
+                    "resource": resource,
+                    "request": { "method": "PUT", "url": format!("{t}/{id}") },
+                })
+            })
+            .collect();
+        Conversion {
+            bundle: json!({ "resourceType": "Bundle", "type": "batch", "entry": entries }),
+            unmapped,
+        }
+    }
+}

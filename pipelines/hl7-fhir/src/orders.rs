@@ -1,0 +1,341 @@
+//! Orders and results: ORC, OBR, TQ1, OBX, NTE, SPM.
+
+use base64::Engine as _;
+use serde_json::{Map, Value, json};
+
+use crate::datatypes as dt;
+use crate::{Builder, Last};
+
+impl Builder<'_> {
+    /// ORC starts an order: a ServiceRequest (OBR completes it).
+    pub(crate) fn orc(&mut self, i: usize) -> bool {
+        let placer = self.f(i, 2);
+        let filler = self.f(i, 3);
+        let key = dt::text(&placer.component(1))
+            .or_else(|| dt::text(&filler.component(1)))
+            .unwrap_or_else(|| format!("orc|{i}"));
+        let mut s = Map::new();
+        let control = dt::text(&self.f(i, 1)).unwrap_or_default();
+        let status = dt::text(&self.f(i, 5));
+        s.insert("status".into(), json!(order_status(&control, status.as_deref())));
+        s.insert("intent".into(), json!("order"));
+        let ids: Vec<Value> = [
+            dt::entity_identifier(&placer, Some("PLAC")),
+            dt::entity_identifier(&filler, Some("FILL")),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if !ids.is_empty() {
+            s.insert("identifier".into(), Value::Array(ids));
+        }
+        if let Some(p) = self.patient_ref() {
+            s.insert("subject".into(), p);
+        }
+        if let Some(e) = self.encounter_ref() {
+            s.insert("encounter".into(), e);
+        }
+        if let Some(t) = dt::date_time(&self.f(i, 9)) {
+            s.insert("authoredOn".into(), json!(t));
+        }
+        if let Some(r) = self.practitioner(i, 12).into_iter().next() {
+            s.insert("requester".into(), r);
+        }
+        let e = self.add("ServiceRequest", &format!("order|{key}"), s);
+        self.order = Some(e);
+        self.report = None;
+        self.last = Last::Entry(e);
+        true
+    }
+
+    /// OBR: the order's details, and for results (ORU) the DiagnosticReport.
+    pub(crate) fn obr(&mut self, i: usize) -> bool {
+        let placer = self.f(i, 2);
+        let filler = self.f(i, 3);
+        let order = match self.order {
+            Some(o) => o,
+            None => {
+                // An OBR without an ORC (ORU): the order it reports on.
+                let key = dt::text(&placer.component(1))
+                    .or_else(|| dt::text(&filler.component(1)))
+                    .unwrap_or_else(|| format!("obr|{i}"));
+                let mut s = Map::new();
+                s.insert("status".into(), json!("completed"));
+                s.insert("intent".into(), json!("order"));
+                let ids: Vec<Value> = [
+                    dt::entity_identifier(&placer, Some("PLAC")),
+                    dt::entity_identifier(&filler, Some("FILL")),
+                ]
+                .into_iter()
+                .flatten()
+                .collect();
+                if !ids.is_empty() {
+                    s.insert("identifier".into(), Value::Array(ids));
+                }
+                if let Some(p) = self.patient_ref() {
+                    s.insert("subject".into(), p);
+                }
+                self.add("ServiceRequest", &format!("order|{key}"), s)
+            }
+        };
+        let code = dt::codeable(&self.f(i, 4));
+        if let Some(c) = &code {
+            self.set(order, "code", c.clone());
+        }
+        let observed = dt::date_time(&self.f(i, 7));
+        if let Some(t) = &observed {
+            self.set(order, "occurrenceDateTime", json!(t));
+        }
+        let requesters = self.practitioner(i, 16);
+        if let (Some(r), true) = (
+            requesters.into_iter().next(),
+            self.entries[order].2.get("requester").is_none(),
+        ) {
+            self.set(order, "requester", r);
+        }
+        let _ = self.f(i, 27);
+        let issued = dt::date_time(&self.f(i, 22));
+        let result_status = dt::text(&self.f(i, 25));
+        let (kind, _) = self.msg.message_type();
+        if kind == "ORU" || result_status.is_some() {
+            let mut r = Map::new();
+            r.insert("status".into(), json!(report_status(result_status.as_deref())));
+            r.insert("code".into(), code.unwrap_or_else(|| json!({ "text": "unspecified" })));
+            r.insert("basedOn".into(), json!([self.reference(order)]));
+            if let Some(p) = self.patient_ref() {
+                r.insert("subject".into(), p);
+            }
+            if let Some(e) = self.encounter_ref() {
+                r.insert("encounter".into(), e);
+            }
+            if let Some(t) = observed {
+                r.insert("effectiveDateTime".into(), json!(t));
+            }
+            if let Some(t) = issued.and_then(|t| t.contains('T').then_some(t)) {
+                r.insert("issued".into(), json!(t));
+            }
+            let e = self.add("DiagnosticReport", &format!("report|{i}"), r);
+            self.report = Some(e);
+        }
+        self.order = None;
+        self.last = Last::Entry(order);
+        // Later OBX belong to this OBR's order (and report).
+        self.order_of_obx = Some(order);
+        true
+    }
+
+    pub(crate) fn tq1(&mut self, i: usize) -> bool {
+        let start = self.f(i, 7);
+        let end = self.f(i, 8);
+        let priority = dt::text(&self.f(i, 9).component(1));
+        let target = self.order.or(self.order_of_obx);
+        if let Some(o) = target {
+            if let Some(p) = dt::period(&start, &end) {
+                self.set(o, "occurrencePeriod", p);
+            }
+            if let Some(p) = priority.as_deref().map(priority_of) {
+                self.set(o, "priority", json!(p));
+            }
+        }
+        true
+    }
+
+    pub(crate) fn obx(&mut self, i: usize) -> bool {
+        // Under TXA (MDM), OBX carry the document's content.
+        if let Some(d) = self.document {
+            let value = self.f(i, 5);
+            let content: Vec<String> = value.repetitions().filter_map(|r| r.text()).collect();
+            if !content.is_empty() {
+                let data = base64::engine::general_purpose::STANDARD.encode(content.join("\n").as_bytes());
+                self.push(
+                    d,
+                    "content",
+                    json!({ "attachment": { "contentType": "text/plain", "data": data } }),
+                );
+            }
+            let _ = self.f(i, 2);
+            let _ = self.f(i, 3);
+            return true;
+        }
+        let mut o = Map::new();
+        let status = dt::text(&self.f(i, 11));
+        o.insert(
+            "status".into(),
+            json!(match status.as_deref() {
+                Some("F") => "final",
+                Some("C") => "corrected",
+                Some("X" | "D") => "cancelled",
+                Some("W") => "entered-in-error",
+                Some("P" | "R" | "S" | "I" | "O") => "preliminary",
+                Some("A") => "amended",
+                _ => "final",
+            }),
+        );
+        o.insert(
+            "code".into(),
+            dt::codeable(&self.f(i, 3)).unwrap_or_else(|| json!({ "text": "unspecified" })),
+        );
+        if let Some(p) = self.patient_ref() {
+            o.insert("subject".into(), p);
+        }
+        if let Some(e) = self.encounter_ref() {
+            o.insert("encounter".into(), e);
+        }
+        if let Some(order) = self.order_of_obx {
+            o.insert("basedOn".into(), json!([self.reference(order)]));
+        }
+        let value_type = dt::text(&self.f(i, 2)).unwrap_or_default();
+        let value = self.f(i, 5);
+        let unit = self.f(i, 6);
+        let first = value.repetitions().next();
+        match (value_type.as_str(), first) {
+            ("NM" | "SN", Some(v)) => {
+                let number = if value_type == "SN" {
+                    v.component(2)
+                } else {
+                    v.component(1)
+                };
+                if let Some(q) = number.text().and_then(|n| dt::quantity(&n, &unit)) {
+                    o.insert("valueQuantity".into(), q);
+                }
+            }
+            ("CE" | "CWE" | "CNE", Some(v)) => {
+                if let Some(c) = dt::codeable(&v) {
+                    o.insert("valueCodeableConcept".into(), c);
+                }
+            }
+            ("DT" | "TS" | "DTM", Some(v)) => {
+                if let Some(t) = dt::date_time(&v) {
+                    o.insert("valueDateTime".into(), json!(t));
+                }
+            }
+            ("TM", Some(v)) => {
+                if let Some(t) = v.text() {
+                    o.insert("valueTime".into(), json!(t));
+                }
+            }
+            (_, Some(_)) => {
+                let text: Vec<String> = value.repetitions().filter_map(|r| r.text()).collect();
+                if !text.is_empty() {
+                    o.insert("valueString".into(), json!(text.join("\n")));
+                }
+            }
+            (_, None) => {}
+        }
+        if let Some(range) = dt::text(&self.f(i, 7)) {
+            o.insert("referenceRange".into(), json!([{ "text": range }]));
+        }
+        let flags: Vec<Value> = self
+            .f(i, 8)
+            .repetitions()
+            .filter_map(|r| {
+                dt::text(&r.component(1)).map(|c| {
+                    json!({ "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation", "code": c }] })
+                })
+            })
+            .collect();
+        if !flags.is_empty() {
+            o.insert("interpretation".into(), Value::Array(flags));
+        }
+        if let Some(t) = dt::date_time(&self.f(i, 14)) {
+            o.insert("effectiveDateTime".into(), json!(t));
+        }
+        let performers = self.practitioner(i, 16);
+        if !performers.is_empty() {
+            o.insert("performer".into(), Value::Array(performers));
+        }
+        let e = self.add("Observation", &format!("obx|{i}"), o);
+        if let Some(r) = self.report {
+            let reference = self.reference(e);
+            self.push(r, "result", reference);
+        }
+        self.last = Last::Entry(e);
+        true
+    }
+
+    pub(crate) fn nte(&mut self, i: usize) -> bool {
+        let text: Vec<String> = self.f(i, 3).repetitions().filter_map(|r| r.text()).collect();
+        match (self.last, text.is_empty()) {
+            (_, true) => true,
+            (Last::Entry(e), false) => {
+                let annotated = matches!(
+                    self.entries[e].0.as_str(),
+                    "ServiceRequest"
+                        | "Observation"
+                        | "AllergyIntolerance"
+                        | "Condition"
+                        | "Procedure"
+                        | "Specimen"
+                        | "Immunization"
+                        | "Appointment"
+                );
+                if annotated {
+                    self.push(e, "note", json!({ "text": text.join("\n") }));
+                }
+                annotated
+            }
+            (Last::None, false) => false,
+        }
+    }
+
+    pub(crate) fn spm(&mut self, i: usize) -> bool {
+        let mut s = Map::new();
+        let id = self.f(i, 2);
+        let placer = id.component(1);
+        if let Some(ident) = dt::entity_identifier(&placer, None) {
+            s.insert("identifier".into(), json!([ident]));
+        }
+        if let Some(t) = dt::codeable(&self.f(i, 4)) {
+            s.insert("type".into(), t);
+        }
+        if let Some(p) = self.patient_ref() {
+            s.insert("subject".into(), p);
+        }
+        let collected = self.f(i, 17);
+        if let Some(t) = dt::date_time(&collected.component(1)) {
+            s.insert("collection".into(), json!({ "collectedDateTime": t }));
+        }
+        if let Some(t) = dt::date_time(&self.f(i, 18)) {
+            s.insert("receivedTime".into(), json!(t));
+        }
+        let e = self.add("Specimen", &format!("spm|{i}"), s);
+        if let Some(r) = self.report {
+            let reference = self.reference(e);
+            self.push(r, "specimen", reference);
+        }
+        self.last = Last::Entry(e);
+        true
+    }
+}
+
+/// ORC-1 / ORC-5 → ServiceRequest.status.
+fn order_status(control: &str, status: Option<&str>) -> &'static str {
+    match (control, status) {
+        ("CA" | "OC" | "DC" | "CR", _) | (_, Some("CA" | "DC")) => "revoked",
+        ("HD" | "OH", _) | (_, Some("HD")) => "on-hold",
+        (_, Some("CM")) => "completed",
+        _ => "active",
+    }
+}
+
+/// OBR-25 → DiagnosticReport.status.
+fn report_status(status: Option<&str>) -> &'static str {
+    match status {
+        Some("F") => "final",
+        Some("C") => "corrected",
+        Some("X") => "cancelled",
+        Some("P" | "R" | "S" | "I" | "O") => "preliminary",
+        Some("A") => "partial",
+        _ => "unknown",
+    }
+}
+
+/// TQ1-9 / OBR-27 priority → ServiceRequest.priority.
+fn priority_of(code: &str) -> &'static str {
+    match code {
+        "S" => "stat",
+        "A" | "P" | "C" => "asap",
+        "U" => "urgent",
+        _ => "routine",
+    }
+}

@@ -1,0 +1,246 @@
+//! Immunizations (RXA, RXR), documents (TXA), charges (FT1), appointments (SCH, AIS, AIL, AIP, AIG).
+
+use serde_json::{Map, Value, json};
+
+use crate::datatypes as dt;
+use crate::{Builder, Last};
+
+impl Builder<'_> {
+    pub(crate) fn rxa(&mut self, i: usize) -> bool {
+        let mut m = Map::new();
+        let completion = dt::text(&self.f(i, 20));
+        m.insert(
+            "status".into(),
+            json!(match completion.as_deref() {
+                Some("RE" | "NA") => "not-done",
+                Some("PA") => "completed",
+                _ => "completed",
+            }),
+        );
+        m.insert(
+            "vaccineCode".into(),
+            dt::codeable(&self.f(i, 5)).unwrap_or_else(|| json!({ "text": "unknown" })),
+        );
+        if let Some(p) = self.patient_ref() {
+            m.insert("patient".into(), p);
+        }
+        m.insert(
+            "occurrenceDateTime".into(),
+            json!(dt::date_time(&self.f(i, 3)).unwrap_or_else(|| "unknown".into())),
+        );
+        let amount = dt::text(&self.f(i, 6));
+        let units = self.f(i, 7);
+        if let Some(q) = amount.filter(|a| a != "999").and_then(|a| dt::quantity(&a, &units)) {
+            m.insert("doseQuantity".into(), q);
+        }
+        let performers: Vec<Value> = self
+            .practitioner(i, 10)
+            .into_iter()
+            .map(|actor| json!({ "actor": actor }))
+            .collect();
+        if !performers.is_empty() {
+            m.insert("performer".into(), Value::Array(performers));
+        }
+        if let Some(lot) = dt::text(&self.f(i, 15)) {
+            m.insert("lotNumber".into(), json!(lot));
+        }
+        if let Some(t) = dt::date_time(&self.f(i, 16)) {
+            m.insert("expirationDate".into(), json!(t.get(..10).unwrap_or(&t)));
+        }
+        let maker = self.f(i, 17);
+        if let Some(org) = self.organization(dt::text(&maker.component(2)), dt::text(&maker.component(1)), None) {
+            m.insert("manufacturer".into(), org);
+        }
+        // "unknown" is no dateTime: no administration date, no resource.
+        if m["occurrenceDateTime"] == "unknown" {
+            m.remove("occurrenceDateTime");
+            m.insert("occurrenceString".into(), json!("unknown"));
+        }
+        let e = self.add("Immunization", &format!("rxa|{i}"), m);
+        self.immunization = Some(e);
+        self.last = Last::Entry(e);
+        true
+    }
+
+    pub(crate) fn rxr(&mut self, i: usize) -> bool {
+        let route = dt::codeable(&self.f(i, 1));
+        let site = dt::codeable(&self.f(i, 2));
+        if let Some(m) = self.immunization {
+            if let Some(r) = route {
+                self.set(m, "route", r);
+            }
+            if let Some(s) = site {
+                self.set(m, "site", s);
+            }
+            return true;
+        }
+        false
+    }
+
+    pub(crate) fn txa(&mut self, i: usize) -> bool {
+        let mut d = Map::new();
+        let status = dt::text(&self.f(i, 17));
+        d.insert("status".into(), json!("current"));
+        if let Some(s) = status.as_deref().and_then(|s| match s {
+            "AU" | "LA" => Some("final"),
+            "IP" | "IN" | "PA" | "DI" | "DO" => Some("preliminary"),
+            "CA" => Some("entered-in-error"),
+            _ => None,
+        }) {
+            d.insert("docStatus".into(), json!(s));
+        }
+        if let Some(t) = dt::codeable(&self.f(i, 2)) {
+            d.insert("type".into(), t);
+        }
+        if let Some(p) = self.patient_ref() {
+            d.insert("subject".into(), p);
+        }
+        let _ = self.f(i, 3);
+        if let Some(t) = dt::date_time(&self.f(i, 4)).filter(|t| t.contains('T')) {
+            d.insert("date".into(), json!(t));
+        }
+        let unique = self.f(i, 12);
+        if let Some(id) = dt::entity_identifier(&unique, None) {
+            d.insert("masterIdentifier".into(), id);
+        }
+        let key = dt::text(&unique.component(1)).unwrap_or_else(|| format!("txa|{i}"));
+        let e = self.add("DocumentReference", &format!("doc|{key}"), d);
+        self.document = Some(e);
+        self.last = Last::Entry(e);
+        true
+    }
+
+    pub(crate) fn ft1(&mut self, i: usize) -> bool {
+        let mut c = Map::new();
+        c.insert("status".into(), json!("billable"));
+        if let Some(p) = self.patient_ref() {
+            c.insert("subject".into(), p);
+        }
+        if let Some(e) = self.encounter_ref() {
+            c.insert("context".into(), e);
+        }
+        let id = self.f(i, 2);
+        if let Some(ident) = dt::entity_identifier(&id, None) {
+            c.insert("identifier".into(), json!([ident]));
+        }
+        if let Some(t) = dt::date_time(&self.f(i, 4)) {
+            c.insert("occurrenceDateTime".into(), json!(t));
+        }
+        if let Some(t) = dt::codeable(&self.f(i, 6)) {
+            c.insert(
+                "definitionUri".into(),
+                json!([format!(
+                    "urn:carehub:hl7-transaction-type:{}",
+                    t["coding"][0]["code"].as_str().unwrap_or("unknown")
+                )]),
+            );
+        }
+        c.insert(
+            "code".into(),
+            dt::codeable(&self.f(i, 7)).unwrap_or_else(|| json!({ "text": "unspecified" })),
+        );
+        if let Some(q) = dt::text(&self.f(i, 10)).and_then(|q| q.parse::<serde_json::Number>().ok()) {
+            c.insert("quantity".into(), json!({ "value": q }));
+        }
+        let amount = self.f(i, 11);
+        if let Some(v) = dt::text(&amount.component(1)).and_then(|v| v.parse::<serde_json::Number>().ok()) {
+            let mut money = Map::new();
+            money.insert("value".into(), Value::Number(v));
+            if let Some(cur) = dt::text(&amount.component(2)) {
+                money.insert("currency".into(), json!(cur));
+            }
+            c.insert("priceOverride".into(), Value::Object(money));
+        }
+        let e = self.add("ChargeItem", &format!("ft1|{i}"), c);
+        self.last = Last::Entry(e);
+        true
+    }
+
+    pub(crate) fn sch(&mut self, i: usize) -> bool {
+        let mut a = Map::new();
+        let placer = self.f(i, 1);
+        let filler = self.f(i, 2);
+        let ids: Vec<Value> = [
+            dt::entity_identifier(&placer, Some("PLAC")),
+            dt::entity_identifier(&filler, Some("FILL")),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if !ids.is_empty() {
+            a.insert("identifier".into(), Value::Array(ids));
+        }
+        let status = dt::text(&self.f(i, 25).component(1));
+        a.insert(
+            "status".into(),
+            json!(match status.as_deref() {
+                Some("Booked") => "booked",
+                Some("Cancelled" | "Deleted") => "cancelled",
+                Some("Complete") => "fulfilled",
+                Some("Noshow") => "noshow",
+                Some("Pending" | "Waitlist") => "pending",
+                Some("Started") => "arrived",
+                _ => "booked",
+            }),
+        );
+        if let Some(r) = dt::codeable(&self.f(i, 6)) {
+            a.insert("reasonCode".into(), json!([r]));
+        }
+        if let Some(t) = dt::codeable(&self.f(i, 7)) {
+            a.insert("appointmentType".into(), t);
+        }
+        let timing = self.f(i, 11);
+        if let Some(t) = dt::date_time(&timing.component(4)).filter(|t| t.contains('T')) {
+            a.insert("start".into(), json!(t));
+        }
+        if let Some(t) = dt::date_time(&timing.component(5)).filter(|t| t.contains('T')) {
+            a.insert("end".into(), json!(t));
+        }
+        let mut participants = Vec::new();
+        if let Some(p) = self.patient_ref() {
+            participants.push(json!({ "actor": p, "status": "accepted" }));
+        }
+        if participants.is_empty() {
+            participants.push(json!({ "status": "needs-action", "type": [{ "text": "patient" }] }));
+        }
+        a.insert("participant".into(), Value::Array(participants));
+        let key = dt::text(&filler.component(1))
+            .or_else(|| dt::text(&placer.component(1)))
+            .unwrap_or_else(|| format!("sch|{i}"));
+        let e = self.add("Appointment", &format!("appointment|{key}"), a);
+        self.appointment = Some(e);
+        self.last = Last::Entry(e);
+        true
+    }
+
+    /// AIS (service), AIL (location), AIP (personnel), AIG (resource).
+    pub(crate) fn resource_of_appointment(&mut self, i: usize) -> bool {
+        let Some(a) = self.appointment else {
+            return false;
+        };
+        match self.seg(i).name() {
+            "AIS" => {
+                if let Some(s) = dt::codeable(&self.f(i, 3)) {
+                    self.push(a, "serviceType", s);
+                }
+            }
+            "AIL" => {
+                let place = self.f(i, 3);
+                if let Some(l) = self.location(&place) {
+                    self.push(a, "participant", json!({ "actor": l, "status": "accepted" }));
+                }
+            }
+            "AIP" => {
+                for who in self.practitioner(i, 3) {
+                    self.push(a, "participant", json!({ "actor": who, "status": "accepted" }));
+                }
+            }
+            _ => {
+                if let Some(r) = dt::codeable(&self.f(i, 3)) {
+                    self.push(a, "participant", json!({ "type": [r], "status": "accepted" }));
+                }
+            }
+        }
+        true
+    }
+}

@@ -1,0 +1,396 @@
+//! The patient and the visit: PID, PD1, NK1, PV1, PV2, AL1, DG1, PR1, IN1.
+
+use serde_json::{Map, Value, json};
+
+use crate::datatypes as dt;
+use crate::{Builder, Last};
+
+impl Builder<'_> {
+    pub(crate) fn pid(&mut self, i: usize) -> bool {
+        let mut p = Map::new();
+        let mut ids = Vec::new();
+        for n in [2, 3, 4] {
+            let field = self.f(i, n);
+            for r in field.repetitions() {
+                if let Some(mut id) = dt::identifier(&r) {
+                    if let Some(org) = self.authority(&r.component(4)) {
+                        id["assigner"] = org;
+                    }
+                    ids.push(id);
+                }
+            }
+        }
+        // PID-19 (SSN) and PID-20 (driver's licence) are identifiers too.
+        if let Some(ssn) = dt::text(&self.f(i, 19)) {
+            ids.push(json!({ "value": ssn, "type": { "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "SS" }] } }));
+        }
+        let licence = self.f(i, 20);
+        if let Some(dl) = dt::text(&licence.component(1)) {
+            ids.push(json!({ "value": dl, "type": { "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "DL" }] } }));
+        }
+        if !ids.is_empty() {
+            p.insert("identifier".into(), Value::Array(ids));
+        }
+        let mut names: Vec<Value> = self
+            .f(i, 5)
+            .repetitions()
+            .filter_map(|r| dt::human_name(&r, 1))
+            .collect();
+        // PID-9: other names the patient is known by.
+        names.extend(self.f(i, 9).repetitions().filter_map(|r| {
+            dt::human_name(&r, 1).map(|mut n| {
+                n["use"] = json!("nickname");
+                n
+            })
+        }));
+        if !names.is_empty() {
+            p.insert("name".into(), Value::Array(names));
+        }
+        if let Some(d) = dt::date_time(&self.f(i, 7)) {
+            p.insert("birthDate".into(), json!(d.get(..10).unwrap_or(&d)));
+        }
+        if let Some(g) = dt::text(&self.f(i, 8)) {
+            p.insert(
+                "gender".into(),
+                json!(match g.as_str() {
+                    "M" => "male",
+                    "F" => "female",
+                    "O" | "A" | "N" => "other",
+                    _ => "unknown",
+                }),
+            );
+        }
+        let addresses: Vec<Value> = self.f(i, 11).repetitions().filter_map(|r| dt::address(&r)).collect();
+        if !addresses.is_empty() {
+            p.insert("address".into(), Value::Array(addresses));
+        }
+        let mut telecom: Vec<Value> = self
+            .f(i, 13)
+            .repetitions()
+            .filter_map(|r| dt::contact_point(&r))
+            .collect();
+        telecom.extend(self.f(i, 14).repetitions().filter_map(|r| {
+            dt::contact_point(&r).map(|mut c| {
+                c["use"] = json!("work");
+                c
+            })
+        }));
+        if !telecom.is_empty() {
+            p.insert("telecom".into(), Value::Array(telecom));
+        }
+        if let Some(m) = dt::codeable(&self.f(i, 16)) {
+            p.insert("maritalStatus".into(), m);
+        }
+        match (dt::text(&self.f(i, 24)).as_deref(), dt::text(&self.f(i, 25))) {
+            (_, Some(order)) if order.parse::<i64>().is_ok() => {
+                p.insert("multipleBirthInteger".into(), json!(order.parse::<i64>().unwrap_or(1)));
+            }
+            (Some("Y"), _) => {
+                p.insert("multipleBirthBoolean".into(), json!(true));
+            }
+            (Some("N"), _) => {
+                p.insert("multipleBirthBoolean".into(), json!(false));
+            }
+            _ => {}
+        }
+        match (dt::date_time(&self.f(i, 29)), dt::text(&self.f(i, 30)).as_deref()) {
+            (Some(t), _) => {
+                p.insert("deceasedDateTime".into(), json!(t));
+            }
+            (None, Some("Y")) => {
+                p.insert("deceasedBoolean".into(), json!(true));
+            }
+            (None, Some("N")) => {
+                p.insert("deceasedBoolean".into(), json!(false));
+            }
+            _ => {}
+        }
+        let e = self.add("Patient", "patient", p);
+        let (t, id, _) = &self.entries[e];
+        self.patient = Some(format!("{t}/{id}"));
+        self.last = Last::Entry(e);
+        true
+    }
+
+    pub(crate) fn pd1(&mut self, i: usize) -> bool {
+        let gp = self.practitioner(i, 4);
+        if let (Some(&p), false) = (self.by_key.get("Patient|patient"), gp.is_empty()) {
+            self.set(p, "generalPractitioner", Value::Array(gp));
+        }
+        true
+    }
+
+    pub(crate) fn nk1(&mut self, i: usize) -> bool {
+        let mut r = Map::new();
+        if let Some(p) = self.patient_ref() {
+            r.insert("patient".into(), p);
+        }
+        let names: Vec<Value> = self
+            .f(i, 2)
+            .repetitions()
+            .filter_map(|n| dt::human_name(&n, 1))
+            .collect();
+        if !names.is_empty() {
+            r.insert("name".into(), Value::Array(names));
+        }
+        if let Some(rel) = dt::codeable(&self.f(i, 3)) {
+            r.insert("relationship".into(), json!([rel]));
+        }
+        let addresses: Vec<Value> = self.f(i, 4).repetitions().filter_map(|a| dt::address(&a)).collect();
+        if !addresses.is_empty() {
+            r.insert("address".into(), Value::Array(addresses));
+        }
+        let mut telecom: Vec<Value> = self
+            .f(i, 5)
+            .repetitions()
+            .filter_map(|t| dt::contact_point(&t))
+            .collect();
+        telecom.extend(self.f(i, 6).repetitions().filter_map(|t| dt::contact_point(&t)));
+        if !telecom.is_empty() {
+            r.insert("telecom".into(), Value::Array(telecom));
+        }
+        let e = self.add("RelatedPerson", &format!("nk1|{i}"), r);
+        self.last = Last::Entry(e);
+        true
+    }
+
+    pub(crate) fn pv1(&mut self, i: usize) -> bool {
+        let mut enc = Map::new();
+        let class = dt::text(&self.f(i, 2).component(1));
+        let (code, display) = match class.as_deref() {
+            Some("I") => ("IMP", "inpatient encounter"),
+            Some("E") => ("EMER", "emergency"),
+            Some("P") => ("PRENC", "pre-admission"),
+            Some("R") => ("IMP", "inpatient encounter"),
+            Some("B") => ("AMB", "ambulatory"),
+            _ => ("AMB", "ambulatory"),
+        };
+        enc.insert(
+            "class".into(),
+            json!({ "system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": code, "display": display }),
+        );
+        let discharged = dt::date_time(&self.f(i, 45));
+        enc.insert(
+            "status".into(),
+            json!(if discharged.is_some() {
+                "finished"
+            } else {
+                "in-progress"
+            }),
+        );
+        if let Some(p) = self.patient_ref() {
+            enc.insert("subject".into(), p);
+        }
+        let visit = self.f(i, 19);
+        if let Some(id) = dt::identifier(&visit) {
+            enc.insert("identifier".into(), json!([id]));
+        }
+        let start = self.f(i, 44);
+        if let Some(p) = dt::period(&start, &self.msg.segments()[i].field(45)) {
+            enc.insert("period".into(), p);
+        }
+        let mut locations = Vec::new();
+        // Assigned (3), prior (6), temporary (11), pending (42), prior temporary (43).
+        for (n, status) in [
+            (3, "active"),
+            (6, "completed"),
+            (11, "active"),
+            (42, "planned"),
+            (43, "completed"),
+        ] {
+            let place = self.f(i, n);
+            if let Some(l) = self.location(&place) {
+                locations.push(json!({ "location": l, "status": status }));
+            }
+        }
+        if !locations.is_empty() {
+            enc.insert("location".into(), Value::Array(locations));
+        }
+        if let Some(v) = dt::identifier(&self.f(i, 50)) {
+            let ids = enc.entry("identifier").or_insert_with(|| json!([]));
+            if let Value::Array(a) = ids {
+                a.push(v);
+            }
+        }
+        if let Some(t) = dt::codeable(&self.f(i, 4)) {
+            enc.insert("type".into(), json!([t]));
+        }
+        if let Some(s) = dt::codeable(&self.f(i, 10)) {
+            enc.insert("serviceType".into(), s);
+        }
+        let mut participants = Vec::new();
+        for (n, role) in [(7, "ATND"), (8, "REF"), (9, "CON"), (17, "ADM")] {
+            for who in self.practitioner(i, n) {
+                participants.push(json!({
+                    "type": [{ "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": role }] }],
+                    "individual": who,
+                }));
+            }
+        }
+        if !participants.is_empty() {
+            enc.insert("participant".into(), Value::Array(participants));
+        }
+        let e = self.add("Encounter", "encounter", enc);
+        let (t, id, _) = &self.entries[e];
+        self.encounter = Some(format!("{t}/{id}"));
+        self.last = Last::Entry(e);
+        true
+    }
+
+    pub(crate) fn pv2(&mut self, i: usize) -> bool {
+        let prior = self.f(i, 1);
+        if let (Some(l), Some(&e)) = (self.location(&prior), self.by_key.get("Encounter|encounter")) {
+            self.push(e, "location", json!({ "location": l, "status": "planned" }));
+        }
+        let reason = dt::codeable(&self.f(i, 3));
+        if let (Some(&e), Some(r)) = (self.by_key.get("Encounter|encounter"), reason) {
+            self.set(e, "reasonCode", json!([r]));
+        }
+        true
+    }
+
+    pub(crate) fn al1(&mut self, i: usize) -> bool {
+        let mut a = Map::new();
+        a.insert(
+            "clinicalStatus".into(),
+            json!({ "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical", "code": "active" }] }),
+        );
+        if let Some(p) = self.patient_ref() {
+            a.insert("patient".into(), p);
+        }
+        if let Some(code) = dt::codeable(&self.f(i, 3)) {
+            a.insert("code".into(), code);
+        }
+        if let Some(category) = dt::text(&self.f(i, 2).component(1)).and_then(|c| match c.as_str() {
+            "DA" | "MA" => Some("medication"),
+            "FA" => Some("food"),
+            "EA" | "PA" | "AA" | "LA" => Some("environment"),
+            _ => None,
+        }) {
+            a.insert("category".into(), json!([category]));
+        }
+        let severity = dt::text(&self.f(i, 4).component(1)).and_then(|s| match s.as_str() {
+            "SV" => Some("severe"),
+            "MO" => Some("moderate"),
+            "MI" => Some("mild"),
+            _ => None,
+        });
+        let manifestation: Vec<Value> = self
+            .f(i, 5)
+            .repetitions()
+            .filter_map(|r| dt::text(&r.component(1)).map(|t| json!({ "text": t })))
+            .collect();
+        if !manifestation.is_empty() || severity.is_some() {
+            let mut reaction = Map::new();
+            if !manifestation.is_empty() {
+                reaction.insert("manifestation".into(), Value::Array(manifestation));
+            } else {
+                reaction.insert("manifestation".into(), json!([{ "text": "unspecified" }]));
+            }
+            if let Some(s) = severity {
+                reaction.insert("severity".into(), json!(s));
+            }
+            a.insert("reaction".into(), json!([reaction]));
+        }
+        if let Some(t) = dt::date_time(&self.f(i, 6)) {
+            a.insert("onsetDateTime".into(), json!(t));
+        }
+        let e = self.add("AllergyIntolerance", &format!("al1|{i}"), a);
+        self.last = Last::Entry(e);
+        true
+    }
+
+    pub(crate) fn dg1(&mut self, i: usize) -> bool {
+        let mut c = Map::new();
+        c.insert(
+            "category".into(),
+            json!([{ "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/condition-category", "code": "encounter-diagnosis" }] }]),
+        );
+        if let Some(p) = self.patient_ref() {
+            c.insert("subject".into(), p);
+        }
+        if let Some(e) = self.encounter_ref() {
+            c.insert("encounter".into(), e);
+        }
+        match (dt::codeable(&self.f(i, 3)), dt::text(&self.f(i, 4))) {
+            (Some(mut code), description) => {
+                if let (Some(d), None) = (description, code.get("text")) {
+                    code["text"] = json!(d);
+                }
+                c.insert("code".into(), code);
+            }
+            (None, Some(d)) => {
+                c.insert("code".into(), json!({ "text": d }));
+            }
+            (None, None) => {}
+        }
+        if let Some(t) = dt::date_time(&self.f(i, 5)) {
+            c.insert("onsetDateTime".into(), json!(t));
+        }
+        let _ = self.f(i, 6);
+        let e = self.add("Condition", &format!("dg1|{i}"), c);
+        self.last = Last::Entry(e);
+        true
+    }
+
+    pub(crate) fn pr1(&mut self, i: usize) -> bool {
+        let mut p = Map::new();
+        p.insert("status".into(), json!("completed"));
+        if let Some(s) = self.patient_ref() {
+            p.insert("subject".into(), s);
+        }
+        match (dt::codeable(&self.f(i, 3)), dt::text(&self.f(i, 4))) {
+            (Some(code), _) => {
+                p.insert("code".into(), code);
+            }
+            (None, Some(d)) => {
+                p.insert("code".into(), json!({ "text": d }));
+            }
+            _ => {}
+        }
+        if let Some(t) = dt::date_time(&self.f(i, 5)) {
+            p.insert("performedDateTime".into(), json!(t));
+        }
+        let e = self.add("Procedure", &format!("pr1|{i}"), p);
+        self.last = Last::Entry(e);
+        true
+    }
+
+    pub(crate) fn in1(&mut self, i: usize) -> bool {
+        let mut c = Map::new();
+        c.insert("status".into(), json!("active"));
+        if let Some(p) = self.patient_ref() {
+            c.insert("beneficiary".into(), p);
+        }
+        let plan = self.f(i, 2);
+        if let Some(t) = dt::codeable(&plan) {
+            c.insert("type".into(), t);
+        }
+        let company_id = self.f(i, 3);
+        let company_name = self.f(i, 4);
+        let id = dt::identifier(&company_id);
+        let payor = self.organization(
+            dt::text(&company_name.component(1)),
+            id.as_ref().and_then(|i| i["value"].as_str().map(str::to_owned)),
+            id.as_ref().and_then(|i| i["system"].as_str().map(str::to_owned)),
+        );
+        c.insert(
+            "payor".into(),
+            json!([payor.unwrap_or_else(|| json!({ "display": "unknown payor" }))]),
+        );
+        let start = self.f(i, 12);
+        let end = self.f(i, 13);
+        if let Some(p) = dt::period(&start, &end) {
+            c.insert("period".into(), p);
+        }
+        if let Some(rel) = dt::codeable(&self.f(i, 17)) {
+            c.insert("relationship".into(), rel);
+        }
+        if let Some(s) = dt::text(&self.f(i, 36)) {
+            c.insert("subscriberId".into(), json!(s));
+        }
+        let e = self.add("Coverage", &format!("in1|{i}"), c);
+        self.last = Last::Entry(e);
+        true
+    }
+}

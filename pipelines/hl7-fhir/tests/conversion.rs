@@ -1,0 +1,181 @@
+//! HL7 v2 → FHIR on messages of our own (`tests/fixtures/hl7`): every
+//! resource valid R4, the same message the same Bundle, the resources each
+//! message type must give, golden Bundles (`tests/golden`, rewritten with
+//! CAREHUB_BLESS=1 after a deliberate change, then reviewed in the diff),
+//! and the report of what was not mapped.
+
+use std::path::{Path, PathBuf};
+
+use carehub_hl7_fhir::to_fhir;
+use serde_json::Value;
+
+fn fixture(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/hl7")
+        .join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn golden(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name.replace(".hl7", ".json"))
+}
+
+fn resources<'b>(bundle: &'b Value, resource_type: &str) -> Vec<&'b Value> {
+    bundle["entry"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| &e["resource"])
+        .filter(|r| r["resourceType"] == resource_type)
+        .collect()
+}
+
+/// Message → the resource types it must give.
+const CASES: &[(&str, &[&str])] = &[
+    ("adt_a01.hl7", &["MessageHeader", "Provenance", "Patient", "Encounter"]),
+    ("adt_a03.hl7", &["Patient", "Encounter"]),
+    ("adt_a04_z.hl7", &["Patient", "Encounter", "Location"]),
+    ("adt_a08.hl7", &["Patient"]),
+    ("adt_a40.hl7", &["Patient"]),
+    ("orm_o01.hl7", &["Patient", "ServiceRequest", "Practitioner"]),
+    ("oml_o21.hl7", &["Patient", "ServiceRequest"]),
+    (
+        "oru_r01.hl7",
+        &["Patient", "ServiceRequest", "DiagnosticReport", "Observation"],
+    ),
+    ("siu_s12.hl7", &["Patient", "Appointment", "Location"]),
+    ("dft_p03.hl7", &["Patient", "Encounter", "ChargeItem"]),
+    (
+        "vxu_v04.hl7",
+        &["Patient", "Immunization", "Practitioner", "Organization"],
+    ),
+    ("mdm_t02.hl7", &["Patient", "Encounter", "DocumentReference"]),
+];
+
+#[test]
+fn each_message_type_gives_valid_deterministic_bundles_as_golden() {
+    let bless = std::env::var_os("CAREHUB_BLESS").is_some();
+    for (name, types) in CASES {
+        let text = fixture(name);
+        let first = to_fhir(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let again = to_fhir(&text).expect("converts");
+        assert_eq!(
+            first.bundle, again.bundle,
+            "{name}: the same message gives the same Bundle"
+        );
+        for t in *types {
+            assert!(!resources(&first.bundle, t).is_empty(), "{name}: no {t}");
+        }
+        for entry in first.bundle["entry"].as_array().expect("entries") {
+            let r = &entry["resource"];
+            let issues = carehub_fhir::validate::validate(r);
+            assert!(
+                issues.is_empty(),
+                "{name}: {} is not valid R4: {issues:?}\n{r:#}",
+                r["resourceType"]
+            );
+            let url = entry["request"]["url"].as_str().expect("url");
+            assert_eq!(
+                url,
+                format!(
+                    "{}/{}",
+                    r["resourceType"].as_str().unwrap_or(""),
+                    r["id"].as_str().unwrap_or("")
+                )
+            );
+        }
+        let path = golden(name);
+        let pretty = serde_json::to_string_pretty(&first.bundle).expect("json") + "\n";
+        if bless {
+            std::fs::write(&path, &pretty).expect("write golden");
+        }
+        let want = std::fs::read_to_string(&path)
+            .unwrap_or_else(|_| panic!("{} missing: run with CAREHUB_BLESS=1 and review it", path.display()));
+        assert_eq!(pretty, want, "{name}: differs from {}", path.display());
+    }
+}
+
+#[test]
+fn fields_land_where_the_mapping_says() {
+    let oru = to_fhir(&fixture("oru_r01.hl7")).expect("ORU").bundle;
+    let patient = resources(&oru, "Patient")[0];
+    assert_eq!(patient["identifier"][0]["value"], "P-1001");
+    assert_eq!(patient["identifier"][0]["system"], "urn:oid:1.2.826.0.1.9999.1");
+    assert_eq!(patient["birthDate"], "1980-01-02");
+    assert_eq!(patient["gender"], "female");
+    let observations = resources(&oru, "Observation");
+    assert_eq!(observations.len(), 3);
+    assert_eq!(observations[0]["valueQuantity"]["value"].to_string(), "26.4");
+    assert_eq!(observations[0]["valueQuantity"]["unit"], "cm");
+    assert_eq!(observations[0]["referenceRange"][0]["text"], "26.0-27.0");
+    assert_eq!(observations[1]["valueString"], "Shell within tolerance");
+    assert_eq!(observations[2]["valueCodeableConcept"]["coding"][0]["code"], "PASS");
+    assert_eq!(observations[2]["status"], "preliminary");
+    let report = resources(&oru, "DiagnosticReport")[0];
+    assert_eq!(report["result"].as_array().map(Vec::len), Some(3));
+    assert_eq!(report["code"]["coding"][0]["code"], "L3000");
+    let order = resources(&oru, "ServiceRequest")[0];
+    assert_eq!(order["identifier"][0]["value"], "PO-5001");
+    assert_eq!(order["identifier"][1]["value"], "LAB-77");
+    let subject = format!("Patient/{}", patient["id"].as_str().expect("id"));
+    assert!(
+        observations
+            .iter()
+            .all(|o| o["subject"]["reference"] == subject.as_str())
+    );
+
+    let vxu = to_fhir(&fixture("vxu_v04.hl7")).expect("VXU").bundle;
+    let shot = resources(&vxu, "Immunization")[0];
+    assert_eq!(
+        shot["vaccineCode"]["coding"][0]["system"],
+        "http://hl7.org/fhir/sid/cvx"
+    );
+    assert_eq!(shot["occurrenceDateTime"], "2026-11-20T10:30:00+01:00");
+    assert_eq!(shot["lotNumber"], "LOT-77");
+    assert_eq!(shot["doseQuantity"]["code"], "mL");
+    assert_eq!(shot["site"]["coding"][0]["code"], "LD");
+
+    let mdm = to_fhir(&fixture("mdm_t02.hl7")).expect("MDM").bundle;
+    let doc = resources(&mdm, "DocumentReference")[0];
+    assert_eq!(doc["masterIdentifier"]["value"], "DOC-42");
+    assert_eq!(doc["docStatus"], "final");
+    use base64::Engine as _;
+    let content = base64::engine::general_purpose::STANDARD
+        .decode(doc["content"][0]["attachment"]["data"].as_str().expect("data"))
+        .expect("base64");
+    assert_eq!(
+        String::from_utf8(content).expect("utf8"),
+        "Orthosis fitted, gait improved.\nReview in six weeks."
+    );
+
+    let siu = to_fhir(&fixture("siu_s12.hl7")).expect("SIU").bundle;
+    let visit = resources(&siu, "Appointment")[0];
+    assert_eq!(visit["status"], "booked");
+    assert_eq!(visit["serviceType"][0]["coding"][0]["code"], "FIT");
+}
+
+#[test]
+fn what_is_not_mapped_is_reported_z_segments_included() {
+    let c = to_fhir(&fixture("adt_a04_z.hl7")).expect("converts");
+    let said: Vec<String> = c.unmapped.iter().map(ToString::to_string).collect();
+    // The Z-segment's fields, and a PID field no mapping takes (PID-37).
+    assert!(said.contains(&"ZPI-1 (segment 5)".to_owned()), "{said:?}");
+    assert!(said.contains(&"ZPI-2 (segment 5)".to_owned()), "{said:?}");
+    assert!(said.contains(&"ZPI-3 (segment 5)".to_owned()), "{said:?}");
+    assert!(said.contains(&"PID-37 (segment 3)".to_owned()), "{said:?}");
+    // What was mapped is not reported.
+    for mapped in ["PID-3 ", "PID-5 ", "PID-7 ", "MSH-9 ", "MSH-10 ", "PV1-3 "] {
+        assert!(!said.iter().any(|s| s.starts_with(mapped)), "{mapped}: {said:?}");
+    }
+    // MSH-11 (processing id) has no place in FHIR: said, not dropped.
+    assert!(said.contains(&"MSH-11 (segment 1)".to_owned()), "{said:?}");
+    assert_eq!(said.len(), 5, "{said:?}");
+}
+
+#[test]
+fn not_hl7_is_an_error_not_a_panic() {
+    assert!(to_fhir("hello").is_err());
+    assert!(to_fhir("").is_err());
+}
