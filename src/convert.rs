@@ -66,6 +66,7 @@ pub fn score_conversion(dir: &Path, explain: Option<&str>) -> anyhow::Result<Exi
         .collect();
     files.sort();
     let (mut messages, mut converted, mut unmapped) = (0usize, 0usize, 0usize);
+    let (mut resources, mut invalid) = (0usize, BTreeMap::<String, usize>::new());
     let mut by_type: BTreeMap<String, (usize, usize, Score)> = BTreeMap::new();
     let mut total = Score::default();
     let started = Instant::now();
@@ -92,6 +93,14 @@ pub fn score_conversion(dir: &Path, explain: Option<&str>) -> anyhow::Result<Exi
             slot.1 += 1;
             converted += 1;
             unmapped += c.unmapped.len();
+            // What carehub produces must itself be valid R4.
+            for e in c.bundle["entry"].as_array().into_iter().flatten() {
+                resources += 1;
+                let issues = carehub_fhir::validate::validate(&e["resource"]);
+                if let Some(first) = issues.first() {
+                    *invalid.entry(first.to_string()).or_default() += 1;
+                }
+            }
             // The expected Bundle is the first message's.
             if k == 0
                 && let Some((_, path)) = expected.get(&stem)
@@ -130,6 +139,13 @@ pub fn score_conversion(dir: &Path, explain: Option<&str>) -> anyhow::Result<Exi
         total.expected,
         total.share() * 100.0
     );
+    println!(
+        "resources produced: {resources}, not valid R4: {}",
+        invalid.values().sum::<usize>()
+    );
+    for (issue, n) in &invalid {
+        println!("  {n:>4} × {issue}");
+    }
     println!("by resource type (matched/expected):");
     for (t, (e, m)) in &total.by_type {
         println!("  {t:<22} {m:>4}/{e:<4}");

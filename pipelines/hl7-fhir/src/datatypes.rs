@@ -40,8 +40,22 @@ pub fn code_system(name: &str) -> String {
         other if other.starts_with("HL7") && other[3..].chars().all(|c| c.is_ascii_digit()) && other.len() == 7 => {
             format!("http://terminology.hl7.org/CodeSystem/v2-{}", &other[3..])
         }
-        _ => format!("urn:carehub:hl7-code-system:{name}"),
+        _ => format!("urn:carehub:hl7-code-system:{}", urn_part(name)),
     }
+}
+
+/// A name as part of a URN: characters outside RFC 3986's unreserved set
+/// percent-encoded (a URI has no spaces).
+pub fn urn_part(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// One coding from a triplet (code, text, system) of a CWE.
@@ -93,7 +107,7 @@ pub fn assigner_system(
     match (universal, universal_type.as_deref()) {
         (Some(u), Some("ISO")) if !u.starts_with("urn:") => Some(format!("urn:oid:{u}")),
         (Some(u), _) => Some(u),
-        (None, _) => namespace.map(|n| format!("urn:carehub:hl7-aa:{n}")),
+        (None, _) => namespace.map(|n| format!("urn:carehub:hl7-aa:{}", urn_part(&n))),
     }
 }
 

@@ -25,7 +25,7 @@ impl Builder<'_> {
         // The application's universal id (HD.2) names its endpoint, else its namespace.
         let endpoint = match (dt::text(&app.component(2)), dt::text(&app.component(1))) {
             (Some(u), _) => format!("urn:oid:{u}"),
-            (None, Some(n)) => format!("urn:carehub:hl7-application:{n}"),
+            (None, Some(n)) => format!("urn:carehub:hl7-application:{}", dt::urn_part(&n)),
             (None, None) => "urn:carehub:hl7-application:unknown".to_owned(),
         };
         source.insert("endpoint".into(), json!(endpoint));
@@ -34,7 +34,7 @@ impl Builder<'_> {
         if let Some(name) = dt::text(&to.component(1)) {
             h.insert(
                 "destination".into(),
-                json!([{ "name": name, "endpoint": format!("urn:carehub:hl7-application:{name}") }]),
+                json!([{ "name": name, "endpoint": format!("urn:carehub:hl7-application:{}", dt::urn_part(&name)) }]),
             );
         }
         let sending = self.f(i, 4);

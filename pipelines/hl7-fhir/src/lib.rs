@@ -115,6 +115,8 @@ enum Last {
 
 struct Builder<'m> {
     msg: &'m Message<'m>,
+    /// `fields[i][n - 1]`: field n of segment i.
+    fields: Vec<Vec<V2<'m>>>,
     seed: String,
     entries: Vec<(String, String, Value)>,
     by_key: HashMap<String, usize>,
@@ -135,10 +137,14 @@ struct Builder<'m> {
 
 impl<'m> Builder<'m> {
     fn new(msg: &'m Message<'m>) -> Self {
+        // Each segment split into its fields once: mappers read fields by
+        // number, and finding field n anew each time is quadratic.
+        let fields = msg.segments().iter().map(|s| s.fields().collect()).collect();
         let h = msg.msh();
         let seed = format!("{}|{}|{}", h.field(3).raw(), h.field(4).raw(), msg.control_id());
         Builder {
             msg,
+            fields,
             seed,
             entries: Vec::new(),
             by_key: HashMap::new(),
@@ -160,7 +166,15 @@ impl<'m> Builder<'m> {
     /// Field `n` of segment `i`, recorded as mapped.
     fn f(&mut self, i: usize, n: usize) -> V2<'m> {
         self.used.insert((i, n));
-        self.msg.segments()[i].field(n)
+        self.field(i, n)
+    }
+
+    /// Field `n` of segment `i` from the fields split once ([`Builder::new`]).
+    fn field(&self, i: usize, n: usize) -> V2<'m> {
+        match self.fields[i].get(n.wrapping_sub(1)) {
+            Some(v) => *v,
+            None => self.msg.segments()[i].field(n),
+        }
     }
 
     fn seg(&self, i: usize) -> &Segment<'m> {
@@ -196,6 +210,12 @@ impl<'m> Builder<'m> {
     fn set(&mut self, entry: usize, key: &str, value: Value) {
         if let Value::Object(o) = &mut self.entries[entry].2 {
             o.insert(key.to_owned(), value);
+        }
+    }
+
+    fn remove(&mut self, entry: usize, key: &str) {
+        if let Value::Object(o) = &mut self.entries[entry].2 {
+            o.remove(key);
         }
     }
 
@@ -452,9 +472,10 @@ impl Builder<'_> {
                 _ => 1,
             };
             let mut any = false;
-            for n in first..=seg.field_count() {
+            for (k, value) in self.fields[i].iter().enumerate().skip(first - 1) {
+                let n = k + 1;
                 let carried = mapped && self.used.contains(&(i, n));
-                if !carried && !seg.field(n).is_empty() {
+                if !carried && !value.is_empty() {
                     unmapped.push(Unmapped {
                         segment: name.to_owned(),
                         position: i + 1,
@@ -471,8 +492,21 @@ impl Builder<'_> {
                 });
             }
         }
-        let entries: Vec<Value> = self
-            .entries
+        let mut built = self.entries;
+        // DocumentReference.content is required: a document whose text did
+        // not come (no OBX) is named by its title, TXA-2's text.
+        for (t, _, r) in &mut built {
+            if t == "DocumentReference" && r.get("content").is_none() {
+                let title = r["type"]["text"]
+                    .as_str()
+                    .or(r["type"]["coding"][0]["display"].as_str())
+                    .or(r["type"]["coding"][0]["code"].as_str())
+                    .unwrap_or("document")
+                    .to_owned();
+                r["content"] = json!([{ "attachment": { "title": title } }]);
+            }
+        }
+        let entries: Vec<Value> = built
             .into_iter()
             .map(|(t, id, resource)| {
                 json!({

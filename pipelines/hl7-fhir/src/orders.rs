@@ -83,7 +83,9 @@ impl Builder<'_> {
             self.set(order, "code", c.clone());
         }
         let observed = dt::date_time(&self.f(i, 7));
-        if let Some(t) = &observed {
+        if let Some(t) = &observed
+            && self.entries[order].2.get("occurrencePeriod").is_none()
+        {
             self.set(order, "occurrenceDateTime", json!(t));
         }
         let requesters = self.practitioner(i, 16);
@@ -131,6 +133,8 @@ impl Builder<'_> {
         let target = self.order.or(self.order_of_obx);
         if let Some(o) = target {
             if let Some(p) = dt::period(&start, &end) {
+                // One occurrence[x]: the timing quantity's period wins over OBR-7.
+                self.remove(o, "occurrenceDateTime");
                 self.set(o, "occurrencePeriod", p);
             }
             if let Some(p) = priority.as_deref().map(priority_of) {
@@ -258,21 +262,20 @@ impl Builder<'_> {
         match (self.last, text.is_empty()) {
             (_, true) => true,
             (Last::Entry(e), false) => {
-                let annotated = matches!(
-                    self.entries[e].0.as_str(),
-                    "ServiceRequest"
-                        | "Observation"
-                        | "AllergyIntolerance"
-                        | "Condition"
-                        | "Procedure"
-                        | "Specimen"
-                        | "Immunization"
-                        | "Appointment"
-                );
-                if annotated {
-                    self.push(e, "note", json!({ "text": text.join("\n") }));
+                let kind = self.entries[e].0.clone();
+                match kind.as_str() {
+                    "ServiceRequest" | "Observation" | "AllergyIntolerance" | "Condition" | "Procedure"
+                    | "Specimen" | "Immunization" => {
+                        self.push(e, "note", json!({ "text": text.join("\n") }));
+                        true
+                    }
+                    // Appointment has a comment, not notes.
+                    "Appointment" => {
+                        self.set(e, "comment", json!(text.join("\n")));
+                        true
+                    }
+                    _ => false,
                 }
-                annotated
             }
             (Last::None, false) => false,
         }

@@ -186,7 +186,7 @@ impl Builder<'_> {
             enc.insert("identifier".into(), json!([id]));
         }
         let start = self.f(i, 44);
-        if let Some(p) = dt::period(&start, &self.msg.segments()[i].field(45)) {
+        if let Some(p) = dt::period(&start, &self.field(i, 45)) {
             enc.insert("period".into(), p);
         }
         let mut locations = Vec::new();
