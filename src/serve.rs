@@ -117,7 +117,13 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             let stopped = async move {
                 let _ = stop.changed().await;
             };
-            if let Err(e) = carehub_fhir::serve(&fhir, pool, &intake_topic, stopped).await {
+            // `POST /$convert-hl7v2` converts with pipelines/hl7-fhir.
+            let converter: carehub_fhir::Hl7Converter = std::sync::Arc::new(|text: &str| {
+                carehub_hl7_fhir::to_fhir(text)
+                    .map(|c| (c.bundle, c.unmapped.iter().map(ToString::to_string).collect()))
+                    .map_err(|e| e.to_string())
+            });
+            if let Err(e) = carehub_fhir::serve(&fhir, pool, &intake_topic, Some(converter), stopped).await {
                 tracing::error!(error = %e, "the FHIR endpoint stopped");
             }
         });

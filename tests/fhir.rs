@@ -45,6 +45,11 @@ fn get(
     }
     let (status, h, body) = http_request(addr, "GET", path, &headers, "");
     let json = serde_json::from_str(&body).unwrap_or(Value::Null);
+    // Whatever the endpoint serves must itself be valid R4.
+    if json.get("resourceType").is_some() {
+        let issues = carehub_fhir::validate::validate(&json);
+        assert!(issues.is_empty(), "GET {path} served invalid R4: {issues:?}\n{json:#}");
+    }
     (status, json, h)
 }
 
@@ -77,6 +82,8 @@ async fn the_record_reads_as_fhir_with_tokens_scopes_and_an_audit_entry_per_read
     assert_eq!(status, 200);
     assert!(h["content-type"].starts_with("application/fhir+json"));
     assert_eq!(cap["fhirVersion"], "4.0.1");
+    let issues = carehub_fhir::validate::validate(&cap);
+    assert!(issues.is_empty(), "the CapabilityStatement is valid R4: {issues:?}");
     let types: Vec<&str> = cap["rest"][0]["resource"]
         .as_array()
         .expect("resources")
@@ -464,7 +471,7 @@ async fn observations_practitioners_and_organizations_read_and_search_as_fhir() 
     );
     assert!(!dated["entry"].as_array().expect("entries").is_empty(), "{dated}");
     let (_, none, _) = get(&fhir, "/Observation?date=lt2020-01-01", Some(&clinician), "*/*");
-    assert_eq!(none["entry"].as_array().map(Vec::len), Some(0));
+    assert_eq!(none["entry"].as_array().map_or(0, Vec::len), 0);
     // _include: the order with its patient and orderer in one Bundle, each once.
     let (status, inc, _) = get(
         &fhir,
@@ -562,5 +569,5 @@ async fn charges_from_a_dft_read_and_search_as_an_invoice() {
     );
     assert_eq!(found["entry"][0]["resource"]["id"], invoice.to_string());
     let (_, none, _) = get(&fhir, "/Invoice?identifier=V-0000", Some(&admin), "*/*");
-    assert_eq!(none["entry"].as_array().map(Vec::len), Some(0));
+    assert_eq!(none["entry"].as_array().map_or(0, Vec::len), 0);
 }

@@ -52,7 +52,15 @@ fn call(addr: &str, method: &str, path: &str, token: &str, body: &str, extra: &[
     headers.retain(|(k, _)| !extra.iter().any(|(e, _)| e.eq_ignore_ascii_case(k)));
     headers.extend_from_slice(extra);
     let (status, headers, text) = http_request(addr, method, path, &headers, body);
-    let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+    let json: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    // Whatever the endpoint answers must itself be valid R4.
+    if json.get("resourceType").is_some() {
+        let issues = carehub_fhir::validate::validate(&json);
+        assert!(
+            issues.is_empty(),
+            "{method} {path} answered invalid R4: {issues:?}\n{json:#}"
+        );
+    }
     Answer {
         status,
         headers,
@@ -174,8 +182,8 @@ async fn writes_are_versioned_stored_verbatim_validated_and_audited() {
     assert_eq!(old.status, 200);
     let search = call(&fhir, "GET", "/Patient?_id=pat-chosen-1", &admin, "", &[]);
     assert_eq!(
-        search.json["entry"].as_array().map(Vec::len),
-        Some(0),
+        search.json["entry"].as_array().map_or(0, Vec::len),
+        0,
         "{}",
         search.text
     );
@@ -776,4 +784,70 @@ async fn the_converter_batches_from_the_corpus_load_where_their_types_are_served
     );
     assert!(refused.is_empty(), "refused though valid: {refused:#?}");
     assert!(accepted > 0);
+}
+
+#[tokio::test]
+async fn convert_hl7v2_answers_a_bundle_and_what_was_not_mapped() {
+    let (hub, fhir) = fhir_hub().await;
+    let clinician = token(&hub, &["--sub", "dr-conv", "--role", "clinician"]);
+    let message = fixture("adt_a04_z.hl7");
+    let raw = call(
+        &fhir,
+        "POST",
+        "/$convert-hl7v2",
+        &clinician,
+        &message,
+        &[("Content-Type", "x-application/hl7-v2+er7")],
+    );
+    assert_eq!(raw.status, 200, "{}", raw.text);
+    assert_eq!(raw.json["resourceType"], "Parameters");
+    let params = raw.json["parameter"].as_array().expect("parameters");
+    let bundle = &params[0]["resource"];
+    assert_eq!(
+        (params[0]["name"].as_str(), bundle["type"].as_str()),
+        (Some("bundle"), Some("batch"))
+    );
+    let types: Vec<&str> = bundle["entry"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter_map(|e| e["resource"]["resourceType"].as_str())
+        .collect();
+    assert!(types.contains(&"Patient") && types.contains(&"Encounter"), "{types:?}");
+    let unmapped: Vec<&str> = params[1..].iter().filter_map(|p| p["valueString"].as_str()).collect();
+    assert!(unmapped.contains(&"ZPI-1 (segment 5)"), "{unmapped:?}");
+    // The same message in a Parameters resource: the same Bundle.
+    let wrapped = json!({ "resourceType": "Parameters", "parameter": [{ "name": "message", "valueString": message }] });
+    let again = call(&fhir, "POST", "/$convert-hl7v2", &clinician, &wrapped.to_string(), &[]);
+    assert_eq!(again.json["parameter"][0]["resource"], *bundle);
+    // Nothing was stored; the conversion was audited.
+    let stored: (i64,) = sqlx::query_as("SELECT count(*) FROM fhir_resource")
+        .fetch_one(&hub.db.pool)
+        .await
+        .expect("count");
+    assert_eq!(stored.0, 0);
+    let audited: (i64,) =
+        sqlx::query_as("SELECT count(*) FROM audit_log WHERE entity_type = 'hl7v2_message' AND actor_id = 'dr-conv'")
+            .fetch_one(&hub.db.pool)
+            .await
+            .expect("audit");
+    assert_eq!(audited.0, 2);
+    // Not HL7: 400; no token: 401.
+    let bad = call(
+        &fhir,
+        "POST",
+        "/$convert-hl7v2",
+        &clinician,
+        "hello",
+        &[("Content-Type", "text/plain")],
+    );
+    assert_eq!((bad.status, outcome_code(&bad.json)), (400, "invalid"));
+    let (status, _, _) = http_request(
+        &fhir,
+        "POST",
+        "/$convert-hl7v2",
+        &[("Content-Type", "text/plain")],
+        &message,
+    );
+    assert_eq!(status, 401);
 }

@@ -54,6 +54,8 @@ struct BundleOut<'a> {
     total: Option<i64>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     link: Vec<Value>,
+    // FHIR has no empty arrays: a Bundle with nothing in it has no `entry`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     entry: Vec<Entry>,
 }
 

@@ -19,4 +19,4 @@ pub mod validate;
 pub mod write;
 
 pub use auth::{Access, AuthConfig, AuthError, Authenticator, Claims, Grant, Principal, Role, Scope};
-pub use server::{EhrSubscriber, FhirConfig, Outcome, ServeError, capability_statement, router, serve};
+pub use server::{EhrSubscriber, FhirConfig, Hl7Converter, Outcome, ServeError, capability_statement, router, serve};

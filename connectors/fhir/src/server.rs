@@ -131,6 +131,7 @@ pub(crate) struct AppState {
     /// Where hub-fed writes go (the intake pipeline's topic).
     pub(crate) intake_topic: String,
     pub(crate) writes: crate::commit::GroupCommit,
+    converter: Option<Hl7Converter>,
 }
 
 /// A keyed GCRA limiter for `per_second` sustained and `burst` at once; `None` when off.
@@ -245,9 +246,20 @@ fn fhir_json(v: &Value) -> impl IntoResponse + use<> {
     )
 }
 
+/// HL7 v2 text → (FHIR Bundle, what was not mapped), for `POST /$convert-hl7v2`.
+/// Given by the binary: the FHIR connector does not depend on the HL7 one.
+pub type Hl7Converter = std::sync::Arc<dyn Fn(&str) -> Result<(Value, Vec<String>), String> + Send + Sync>;
+
 /// The router; `listen` serves it. Patient and ServiceRequest writes are
-/// queued for the intake pipeline on `intake_topic`.
-pub fn router(config: &FhirConfig, pool: PgPool, auth: Authenticator, intake_topic: &str) -> Router {
+/// queued for the intake pipeline on `intake_topic`; `converter` answers
+/// `POST /$convert-hl7v2` (absent: 404).
+pub fn router(
+    config: &FhirConfig,
+    pool: PgPool,
+    auth: Authenticator,
+    intake_topic: &str,
+    converter: Option<Hl7Converter>,
+) -> Router {
     let limiter = limiter(config.rate_limit_per_second, config.rate_limit_burst);
     if let Some(l) = limiter.clone() {
         // Forget clients that went quiet, so the table does not only grow.
@@ -264,6 +276,7 @@ pub fn router(config: &FhirConfig, pool: PgPool, auth: Authenticator, intake_top
     use crate::write;
     Router::new()
         .route("/", post(write::bundle))
+        .route("/$convert-hl7v2", post(convert_hl7v2))
         .route("/metadata", get(metadata))
         .route("/AuditEvent", get(audit_events))
         .route("/AuditEvent/{id}", get(audit_event))
@@ -283,6 +296,7 @@ pub fn router(config: &FhirConfig, pool: PgPool, auth: Authenticator, intake_top
             auth,
             limiter,
             intake_topic: intake_topic.to_owned(),
+            converter,
         })
 }
 
@@ -291,6 +305,7 @@ pub async fn serve(
     config: &FhirConfig,
     pool: PgPool,
     intake_topic: &str,
+    converter: Option<Hl7Converter>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let auth = Authenticator::new(&config.auth).map_err(ServeError::Auth)?;
@@ -298,7 +313,7 @@ pub async fn serve(
         .await
         .map_err(|e| ServeError::Bind(config.listen, e))?;
     tracing::info!(listen = %config.listen, "FHIR endpoint listening");
-    axum::serve(listener, router(config, pool, auth, intake_topic))
+    axum::serve(listener, router(config, pool, auth, intake_topic, converter))
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(|e| ServeError::Bind(config.listen, e))
@@ -414,10 +429,9 @@ pub fn capability_statement() -> Value {
         if writable {
             interactions.extend(["create", "update", "delete"]);
         }
-        json!({
+        let mut r = json!({
             "type": ty,
             "interaction": interactions.iter().map(|c| json!({ "code": c })).collect::<Vec<_>>(),
-            "searchInclude": include,
             "versioning": "versioned-update",
             "readHistory": true,
             "updateCreate": writable,
@@ -425,7 +439,12 @@ pub fn capability_statement() -> Value {
             "conditionalUpdate": false,
             "conditionalDelete": "not-supported",
             "searchParam": params,
-        })
+        });
+        // FHIR has no empty arrays: no `_include` targets, no element.
+        if !include.is_empty() {
+            r["searchInclude"] = json!(include);
+        }
+        r
     };
     let mut types: Vec<&str> = store::CANONICAL.iter().chain(store::WRITABLE).copied().collect();
     types.sort_unstable();
@@ -452,6 +471,7 @@ pub fn capability_statement() -> Value {
             },
             "resource": served,
             "interaction": [{ "code": "transaction" }, { "code": "batch" }],
+            "operation": [{ "name": "convert-hl7v2", "definition": "urn:carehub:operation:convert-hl7v2" }],
         }],
     })
 }
@@ -756,6 +776,78 @@ pub(crate) fn fhir_text(body: String) -> Response {
     ([(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON))], body).into_response()
 }
 
+/// `POST /$convert-hl7v2`: an HL7 v2 message (the body as ER7 text,
+/// `x-application/hl7-v2+er7` or `text/plain`; or a Parameters resource with
+/// a `message` valueString) → a Parameters resource: `bundle` (the FHIR
+/// Bundle, nothing stored) and one `unmapped` valueString per field or
+/// segment not mapped. Any valid token may convert; each conversion is audited.
+async fn convert_hl7v2(State(state): State<AppState>, headers: HeaderMap, body: String) -> Result<Response, Outcome> {
+    negotiate(&headers)?;
+    let principal = authenticate(&state, &headers)?;
+    let Some(converter) = &state.converter else {
+        return Err(Outcome::new(
+            StatusCode::NOT_FOUND,
+            "not-supported",
+            "$convert-hl7v2 is not offered here",
+        ));
+    };
+    let media = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|c| c.to_str().ok())
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_owned();
+    let message = match media.as_str() {
+        "x-application/hl7-v2+er7" | "text/plain" | "application/hl7-v2" => body,
+        "application/fhir+json" | "application/json" => {
+            let p: Value = serde_json::from_str(&body)
+                .map_err(|e| Outcome::new(StatusCode::BAD_REQUEST, "invalid", format!("the body is not JSON: {e}")))?;
+            p["parameter"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|x| x["name"] == "message")
+                .and_then(|x| x["valueString"].as_str())
+                .map(str::to_owned)
+                .ok_or_else(|| {
+                    Outcome::new(
+                        StatusCode::BAD_REQUEST,
+                        "required",
+                        "a Parameters resource with a `message` valueString is expected",
+                    )
+                })?
+        }
+        other => {
+            return Err(Outcome::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "not-supported",
+                format!("send the message as x-application/hl7-v2+er7, or in Parameters, not {other:?}"),
+            ));
+        }
+    };
+    let (bundle, unmapped) = converter(&message)
+        .map_err(|e| Outcome::new(StatusCode::BAD_REQUEST, "invalid", format!("not converted: {e}")))?;
+    let resources = bundle["entry"].as_array().map_or(0, Vec::len);
+    state
+        .audit
+        .append(vec![
+            AuditEntry::new(actor_kind(&principal), principal.actor(), Action::Read, "hl7v2_message")
+                .origin("fhir:POST $convert-hl7v2")
+                .detail(json!({ "resources": resources, "unmapped": unmapped.len() })),
+        ])
+        .await?;
+    let mut parameter = vec![json!({ "name": "bundle", "resource": bundle })];
+    parameter.extend(
+        unmapped
+            .into_iter()
+            .map(|u| json!({ "name": "unmapped", "valueString": u })),
+    );
+    Ok(fhir_json(&json!({ "resourceType": "Parameters", "parameter": parameter })).into_response())
+}
+
 /// `GET /AuditEvent/<seq>`: one audit entry; the look is audited too.
 async fn audit_event(
     State(state): State<AppState>,
@@ -857,11 +949,13 @@ async fn audit_events(
                 .collect(),
         )
         .await?;
-    let bundle = json!({
-        "resourceType": "Bundle",
-        "type": "searchset",
-        "entry": rows.iter().map(|r| json!({ "resource": resources::audit_event(r), "search": { "mode": "match" } })).collect::<Vec<_>>(),
-    });
+    let mut bundle = json!({ "resourceType": "Bundle", "type": "searchset" });
+    if !rows.is_empty() {
+        bundle["entry"] = rows
+            .iter()
+            .map(|r| json!({ "resource": resources::audit_event(r), "search": { "mode": "match" } }))
+            .collect();
+    }
     Ok(fhir_json(&bundle).into_response())
 }
 
