@@ -153,3 +153,32 @@ pub fn score_conversion(dir: &Path, explain: Option<&str>) -> anyhow::Result<Exi
     println!("({secs:.2} s, conversion and scoring together)");
     Ok(ExitCode::SUCCESS)
 }
+
+/// `carehub fhir to-hl7 FILE --message ORU_R01`: the v2 message built from
+/// the resources of the Bundle in FILE (segments on lines of their own).
+pub fn to_hl7(file: &Path, message: &str, to_application: &str, to_facility: &str) -> anyhow::Result<ExitCode> {
+    let Some(kind) = carehub_hl7_fhir::to_v2::V2Message::parse(message) else {
+        anyhow::bail!("--message {message:?}: one of ADT_A08, ORU_R01, ORM_O01, OML_O21");
+    };
+    let text = std::fs::read_to_string(file)?;
+    let bundle: serde_json::Value = serde_json::from_str(text.trim_start_matches('\u{feff}'))?;
+    let now = chrono::Utc::now();
+    let header = carehub_hl7_fhir::to_v2::Header {
+        sending_application: "CAREHUB".into(),
+        sending_facility: "CAREHUB".into(),
+        receiving_application: to_application.into(),
+        receiving_facility: to_facility.into(),
+        control_id: format!("CH{}", now.format("%Y%m%d%H%M%S%3f")),
+        timestamp: now.format("%Y%m%d%H%M%S+0000").to_string(),
+    };
+    match carehub_hl7_fhir::to_v2::from_fhir(&bundle, kind, &header) {
+        Ok(v2) => {
+            println!("{}", v2.trim_end_matches('\r').replace('\r', "\n"));
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("{}: {e}", file.display());
+            Ok(ExitCode::from(1))
+        }
+    }
+}

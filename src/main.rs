@@ -198,6 +198,19 @@ enum FhirCommand {
     /// directory with a cases.json (the FHIR validator test cases) prints how
     /// many cases the validation judges right.
     Validate { path: std::path::PathBuf },
+    /// Build an HL7 v2 message from the resources of a FHIR Bundle in FILE:
+    /// ADT_A08 (Patient), ORU_R01 (DiagnosticReport + Observations),
+    /// ORM_O01 / OML_O21 (ServiceRequest and its Task).
+    ToHl7 {
+        file: PathBuf,
+        #[arg(long)]
+        message: String,
+        /// MSH-5 and MSH-6 of the clinic it is for.
+        #[arg(long, default_value = "EHR")]
+        to_application: String,
+        #[arg(long, default_value = "CLINIC")]
+        to_facility: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -333,6 +346,15 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<ExitCode> {
         Command::Fhir {
             command: FhirCommand::Validate { path },
         } => fhir::validate(&path),
+        Command::Fhir {
+            command:
+                FhirCommand::ToHl7 {
+                    file,
+                    message,
+                    to_application,
+                    to_facility,
+                },
+        } => convert::to_hl7(&file, &message, &to_application, &to_facility),
         Command::Token {
             command:
                 TokenCommand::Issue {

@@ -1,3 +1,6 @@
+//! HL7 v2 ⇄ FHIR R4. This file: HL7 v2 → FHIR; [`to_v2`]: back, for the
+//! clinics that only speak v2.
+//!
 //! HL7 v2 → FHIR R4: a message becomes a `batch` Bundle of PUTs, following
 //! the HL7 v2-to-FHIR mapping guidance, and the list of what was not mapped.
 //!
@@ -44,6 +47,7 @@ mod orders;
 mod other;
 mod patient;
 pub mod score;
+pub mod to_v2;
 
 use std::collections::{HashMap, HashSet};
 

@@ -220,3 +220,84 @@ fn every_corpus_message_converts_to_valid_r4() {
     println!("{messages} corpus messages converted; {resources} resources, all valid R4");
     assert!(messages > 0);
 }
+
+/// The elements each direction maps, compared without ids and references
+/// (which name resources of one Bundle or the other).
+fn mapped(r: &Value) -> Value {
+    let keep: &[&str] = match r["resourceType"].as_str() {
+        Some("Patient") => &["identifier", "name", "birthDate", "gender", "address", "telecom"],
+        Some("Observation") => &[
+            "code",
+            "status",
+            "valueQuantity",
+            "valueString",
+            "valueCodeableConcept",
+            "referenceRange",
+            "interpretation",
+            "effectiveDateTime",
+        ],
+        Some("DiagnosticReport") => &["code", "status", "effectiveDateTime"],
+        Some("ServiceRequest") => &["identifier", "code", "status", "note"],
+        _ => &[],
+    };
+    let mut out = serde_json::Map::new();
+    for k in keep {
+        if let Some(v) = r.get(*k) {
+            let mut v = v.clone();
+            if let Value::Array(items) = &mut v {
+                for i in items {
+                    if let Value::Object(o) = i {
+                        o.remove("assigner");
+                    }
+                }
+            }
+            out.insert((*k).to_owned(), v);
+        }
+    }
+    Value::Object(out)
+}
+
+fn header_of(text: &str) -> carehub_hl7_fhir::to_v2::Header {
+    let m = carehub_hl7::codec::er7::Message::parse(text).expect("parses");
+    let f = |n: usize| m.msh().field(n).raw().to_owned();
+    carehub_hl7_fhir::to_v2::Header {
+        sending_application: f(3),
+        sending_facility: f(4),
+        receiving_application: f(5),
+        receiving_facility: f(6),
+        control_id: m.control_id().to_owned(),
+        timestamp: f(7),
+    }
+}
+
+#[test]
+fn a_round_trip_v2_to_fhir_to_v2_keeps_what_was_mapped() {
+    use carehub_hl7_fhir::to_v2::{V2Message, from_fhir};
+    for (name, kind, types) in [
+        (
+            "oru_r01.hl7",
+            V2Message::OruR01,
+            &["Patient", "DiagnosticReport", "Observation"][..],
+        ),
+        ("orm_o01.hl7", V2Message::OrmO01, &["Patient", "ServiceRequest"][..]),
+        ("oml_o21.hl7", V2Message::OmlO21, &["Patient", "ServiceRequest"][..]),
+        ("adt_a08.hl7", V2Message::AdtA08, &["Patient"][..]),
+    ] {
+        let text = fixture(name);
+        let first = to_fhir(&text).expect("to FHIR").bundle;
+        let back = from_fhir(&first, kind, &header_of(&text)).expect("to v2");
+        carehub_hl7::codec::er7::Message::parse(&back).unwrap_or_else(|e| panic!("{name}: {e}\n{back}"));
+        let second = to_fhir(&back).unwrap_or_else(|e| panic!("{name}: {e}")).bundle;
+        for t in types {
+            let a: Vec<Value> = resources(&first, t).into_iter().map(mapped).collect();
+            let b: Vec<Value> = resources(&second, t).into_iter().map(mapped).collect();
+            assert!(!a.is_empty(), "{name}: no {t}");
+            assert_eq!(
+                a,
+                b,
+                "{name}: {t} changed on the way back\n{}",
+                back.replace('\r', "\n")
+            );
+        }
+    }
+}
