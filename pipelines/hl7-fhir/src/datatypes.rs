@@ -106,7 +106,9 @@ pub fn assigner_system(
 ) -> Option<String> {
     match (universal, universal_type.as_deref()) {
         (Some(u), Some("ISO")) if !u.starts_with("urn:") => Some(format!("urn:oid:{u}")),
-        (Some(u), _) => Some(u),
+        // A universal id that is a URI already (`http://…`, `urn:…`) is the system.
+        (Some(u), _) if u.contains(':') && !u.chars().any(char::is_whitespace) => Some(u),
+        (Some(u), _) => Some(format!("urn:carehub:hl7-aa:{}", urn_part(&u))),
         (None, _) => namespace.map(|n| format!("urn:carehub:hl7-aa:{}", urn_part(&n))),
     }
 }

@@ -77,6 +77,13 @@ impl Builder<'_> {
 
     pub(crate) fn evn(&mut self, i: usize) -> bool {
         let _ = self.f(i, 1); // the event type: MSH-9 says it too
+        // EVN-5, the operator, is an agent of the message's provenance.
+        let operators = self.practitioner(i, 5);
+        if let (Some(&p), false) = (self.by_key.get("Provenance|message"), operators.is_empty()) {
+            for who in operators {
+                self.push(p, "agent", json!({ "type": { "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type", "code": "enterer" }] }, "who": who }));
+            }
+        }
         let recorded = self.f(i, 2);
         let occurred = self.f(i, 6);
         if let Some(&p) = self.by_key.get("Provenance|message") {

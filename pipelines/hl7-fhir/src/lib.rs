@@ -272,6 +272,10 @@ impl<'m> Builder<'m> {
                         json!({ "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": t }] }),
                     );
                 }
+                // XCN.9, the assigning authority, is an organization of its own.
+                if let Some(org) = self.authority(&aa) {
+                    ident.insert("assigner".into(), org);
+                }
                 p.insert("identifier".into(), json!([ident]));
             }
             if let Some(nm) = &name {

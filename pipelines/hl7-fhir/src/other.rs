@@ -103,6 +103,17 @@ impl Builder<'_> {
         if let Some(id) = dt::entity_identifier(&unique, None) {
             d.insert("masterIdentifier".into(), id);
         }
+        // Authors: primary activity provider (5), originator (9); authenticators (10, 22).
+        let mut authors = self.practitioner(i, 5);
+        authors.extend(self.practitioner(i, 9));
+        if !authors.is_empty() {
+            d.insert("author".into(), Value::Array(authors));
+        }
+        let mut authenticators = self.practitioner(i, 10);
+        authenticators.extend(self.practitioner(i, 22));
+        if let Some(a) = authenticators.into_iter().next() {
+            d.insert("authenticator".into(), a);
+        }
         let key = dt::text(&unique.component(1)).unwrap_or_else(|| format!("txa|{i}"));
         let e = self.add("DocumentReference", &format!("doc|{key}"), d);
         self.document = Some(e);
@@ -150,6 +161,18 @@ impl Builder<'_> {
                 money.insert("currency".into(), json!(cur));
             }
             c.insert("priceOverride".into(), Value::Object(money));
+        }
+        // Performed by (20), ordered by (21).
+        let mut performers: Vec<Value> = self
+            .practitioner(i, 20)
+            .into_iter()
+            .map(|actor| json!({ "actor": actor }))
+            .collect();
+        if let Some(orderer) = self.practitioner(i, 21).into_iter().next() {
+            c.insert("enterer".into(), orderer);
+        }
+        if !performers.is_empty() {
+            c.insert("performer".into(), Value::Array(std::mem::take(&mut performers)));
         }
         let e = self.add("ChargeItem", &format!("ft1|{i}"), c);
         self.last = Last::Entry(e);

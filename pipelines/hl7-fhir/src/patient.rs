@@ -219,7 +219,7 @@ impl Builder<'_> {
             enc.insert("serviceType".into(), s);
         }
         let mut participants = Vec::new();
-        for (n, role) in [(7, "ATND"), (8, "REF"), (9, "CON"), (17, "ADM")] {
+        for (n, role) in [(7, "ATND"), (8, "REF"), (9, "CON"), (17, "ADM"), (52, "PART")] {
             for who in self.practitioner(i, n) {
                 participants.push(json!({
                     "type": [{ "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": role }] }],
@@ -328,6 +328,9 @@ impl Builder<'_> {
             c.insert("onsetDateTime".into(), json!(t));
         }
         let _ = self.f(i, 6);
+        if let Some(who) = self.practitioner(i, 16).into_iter().next() {
+            c.insert("asserter".into(), who);
+        }
         let e = self.add("Condition", &format!("dg1|{i}"), c);
         self.last = Last::Entry(e);
         true
@@ -350,6 +353,18 @@ impl Builder<'_> {
         }
         if let Some(t) = dt::date_time(&self.f(i, 5)) {
             p.insert("performedDateTime".into(), json!(t));
+        }
+        // Anesthesiologist (8), surgeon (11), procedure practitioner (12).
+        let mut performers = Vec::new();
+        for n in [8, 11, 12] {
+            performers.extend(
+                self.practitioner(i, n)
+                    .into_iter()
+                    .map(|actor| json!({ "actor": actor })),
+            );
+        }
+        if !performers.is_empty() {
+            p.insert("performer".into(), Value::Array(performers));
         }
         let e = self.add("Procedure", &format!("pr1|{i}"), p);
         self.last = Last::Entry(e);
