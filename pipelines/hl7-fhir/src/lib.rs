@@ -132,6 +132,9 @@ struct Builder<'m> {
     /// The order (and report) the OBX that follow an OBR belong to.
     order_of_obx: Option<usize>,
     report: Option<usize>,
+    /// The Observations and the Specimen of the current OBR group.
+    group_observations: Vec<usize>,
+    specimen: Option<usize>,
     document: Option<usize>,
     immunization: Option<usize>,
     appointment: Option<usize>,
@@ -159,6 +162,8 @@ impl<'m> Builder<'m> {
             order: None,
             order_of_obx: None,
             report: None,
+            group_observations: Vec::new(),
+            specimen: None,
             document: None,
             immunization: None,
             appointment: None,
@@ -290,6 +295,27 @@ impl<'m> Builder<'m> {
             refs.push(self.reference(e));
         }
         refs
+    }
+
+    /// The XCN of field `n` as PractitionerRoles with a role code (HL7 table
+    /// 0443: OP ordering provider, RO responsible observer, PP primary care
+    /// provider, …), each naming its Practitioner.
+    fn practitioner_roles(&mut self, i: usize, n: usize, role: &str, display: &str) -> Vec<Value> {
+        let practitioners = self.practitioner(i, n);
+        practitioners
+            .into_iter()
+            .map(|who| {
+                let mut r = Map::new();
+                r.insert(
+                    "code".into(),
+                    json!([{ "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/v2-0443", "code": role, "display": display }] }]),
+                );
+                let key = format!("{role}|{}", who["reference"].as_str().unwrap_or(""));
+                r.insert("practitioner".into(), who);
+                let e = self.add("PractitionerRole", &key, r);
+                self.reference(e)
+            })
+            .collect()
     }
 
     /// XON / HD → an Organization, deduplicated by name and identifier.
@@ -432,6 +458,7 @@ impl<'m> Builder<'m> {
                 "FT1" => self.ft1(i),
                 "SCH" => self.sch(i),
                 "AIS" | "AIL" | "AIP" | "AIG" => self.resource_of_appointment(i),
+                "ROL" => self.rol(i),
                 _ => false,
             };
             if mapped {

@@ -38,7 +38,11 @@ impl Builder<'_> {
         if let Some(t) = dt::date_time(&self.f(i, 9)) {
             s.insert("authoredOn".into(), json!(t));
         }
-        if let Some(r) = self.practitioner(i, 12).into_iter().next() {
+        if let Some(r) = self
+            .practitioner_roles(i, 12, "OP", "Ordering Provider")
+            .into_iter()
+            .next()
+        {
             s.insert("requester".into(), r);
         }
         let e = self.add("ServiceRequest", &format!("order|{key}"), s);
@@ -88,7 +92,12 @@ impl Builder<'_> {
         {
             self.set(order, "occurrenceDateTime", json!(t));
         }
-        let requesters = self.practitioner(i, 16);
+        let requesters = self.practitioner_roles(i, 16, "OP", "Ordering Provider");
+        // OBR-28: who gets copies of the results.
+        let copies = self.practitioner_roles(i, 28, "RCT", "Results Copies To");
+        if !copies.is_empty() {
+            self.set(order, "performer", Value::Array(copies));
+        }
         if let (Some(r), true) = (
             requesters.into_iter().next(),
             self.entries[order].2.get("requester").is_none(),
@@ -123,6 +132,9 @@ impl Builder<'_> {
         self.last = Last::Entry(order);
         // Later OBX belong to this OBR's order (and report).
         self.order_of_obx = Some(order);
+        // A new OBR starts a new group of observations and its specimen.
+        self.group_observations.clear();
+        self.specimen = None;
         true
     }
 
@@ -145,7 +157,8 @@ impl Builder<'_> {
     }
 
     pub(crate) fn obx(&mut self, i: usize) -> bool {
-        // Under TXA (MDM), OBX carry the document's content.
+        // Under TXA (MDM), OBX carry the document's content (and are
+        // observations still).
         if let Some(d) = self.document {
             let value = self.f(i, 5);
             let content: Vec<String> = value.repetitions().filter_map(|r| r.text()).collect();
@@ -157,9 +170,6 @@ impl Builder<'_> {
                     json!({ "attachment": { "contentType": "text/plain", "data": data } }),
                 );
             }
-            let _ = self.f(i, 2);
-            let _ = self.f(i, 3);
-            return true;
         }
         let mut o = Map::new();
         let status = dt::text(&self.f(i, 11));
@@ -244,11 +254,40 @@ impl Builder<'_> {
         if let Some(t) = dt::date_time(&self.f(i, 14)) {
             o.insert("effectiveDateTime".into(), json!(t));
         }
-        let performers = self.practitioner(i, 16);
+        // Responsible observer (16), performing organization (23) and its
+        // medical director (25).
+        let mut performers = self.practitioner_roles(i, 16, "RO", "Responsible Observer");
+        let lab = self.f(i, 23);
+        if let Some(org) = self.organization(dt::text(&lab.component(1)), dt::text(&lab.component(10)), None) {
+            performers.push(org);
+        }
+        performers.extend(self.practitioner_roles(i, 25, "MDIR", "Medical Director"));
         if !performers.is_empty() {
             o.insert("performer".into(), Value::Array(performers));
         }
+        if let Some(m) = dt::codeable(&self.f(i, 17)) {
+            o.insert("method".into(), m);
+        }
+        // Equipment instance (18): the device that measured.
+        let equipment = self.f(i, 18);
+        if let Some(ident) = dt::entity_identifier(&equipment, None) {
+            let mut device = Map::new();
+            device.insert("identifier".into(), json!([ident]));
+            let key = format!("equipment|{}", equipment.raw());
+            let dev = self.add("Device", &key, device);
+            o.insert("device".into(), self.reference(dev));
+        }
+        if let Some(b) = dt::codeable(&self.f(i, 20)) {
+            o.insert("bodySite".into(), b);
+        }
+        if let Some(ident) = dt::entity_identifier(&self.f(i, 21), None) {
+            o.insert("identifier".into(), json!([ident]));
+        }
+        if let Some(s) = self.specimen {
+            o.insert("specimen".into(), self.reference(s));
+        }
         let e = self.add("Observation", &format!("obx|{i}"), o);
+        self.group_observations.push(e);
         if let Some(r) = self.report {
             let reference = self.reference(e);
             self.push(r, "result", reference);
@@ -302,6 +341,14 @@ impl Builder<'_> {
             s.insert("receivedTime".into(), json!(t));
         }
         let e = self.add("Specimen", &format!("spm|{i}"), s);
+        // The specimen of the order group: its observations were made on it.
+        self.specimen = Some(e);
+        let reference = self.reference(e);
+        for o in self.group_observations.clone() {
+            if self.entries[o].2.get("specimen").is_none() {
+                self.set(o, "specimen", reference.clone());
+            }
+        }
         if let Some(r) = self.report {
             let reference = self.reference(e);
             self.push(r, "specimen", reference);

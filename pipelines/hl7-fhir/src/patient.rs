@@ -113,7 +113,7 @@ impl Builder<'_> {
     }
 
     pub(crate) fn pd1(&mut self, i: usize) -> bool {
-        let gp = self.practitioner(i, 4);
+        let gp = self.practitioner_roles(i, 4, "PP", "Primary Care Provider");
         if let (Some(&p), false) = (self.by_key.get("Patient|patient"), gp.is_empty()) {
             self.set(p, "generalPractitioner", Value::Array(gp));
         }
@@ -406,6 +406,58 @@ impl Builder<'_> {
         }
         let e = self.add("Coverage", &format!("in1|{i}"), c);
         self.last = Last::Entry(e);
+        true
+    }
+
+    /// ROL: a role of a person in the patient's care → PractitionerRole
+    /// (code ROL-3, who ROL-4, period ROL-5/6, specialty ROL-9, telecom
+    /// ROL-12, location ROL-13); a primary care provider is the patient's
+    /// general practitioner, another role one of the visit's participants.
+    pub(crate) fn rol(&mut self, i: usize) -> bool {
+        let _ = self.f(i, 2); // action code (AD, UP, DE): the message's event says it
+        let role = dt::codeable(&self.f(i, 3));
+        let who = self.practitioner(i, 4);
+        let Some(who) = who.into_iter().next() else {
+            return false;
+        };
+        let mut r = Map::new();
+        if let Some(c) = &role {
+            r.insert("code".into(), json!([c]));
+        }
+        let start = self.f(i, 5);
+        let end = self.f(i, 6);
+        if let Some(p) = dt::period(&start, &end) {
+            r.insert("period".into(), p);
+        }
+        if let Some(s) = dt::codeable(&self.f(i, 9)) {
+            r.insert("specialty".into(), json!([s]));
+        }
+        let telecom: Vec<Value> = self
+            .f(i, 12)
+            .repetitions()
+            .filter_map(|t| dt::contact_point(&t))
+            .collect();
+        if !telecom.is_empty() {
+            r.insert("telecom".into(), Value::Array(telecom));
+        }
+        let place = self.f(i, 13);
+        if let Some(l) = self.location(&place) {
+            r.insert("location".into(), json!([l]));
+        }
+        r.insert("practitioner".into(), who);
+        let e = self.add("PractitionerRole", &format!("rol|{i}"), r);
+        let reference = self.reference(e);
+        let primary = role.as_ref().and_then(|c| c["coding"][0]["code"].as_str()) == Some("PP");
+        match (self.by_key.get("Encounter|encounter").copied(), primary) {
+            (Some(enc), false) => {
+                self.push(enc, "participant", json!({ "individual": reference }));
+            }
+            _ => {
+                if let Some(&p) = self.by_key.get("Patient|patient") {
+                    self.push(p, "generalPractitioner", reference);
+                }
+            }
+        }
         true
     }
 }
