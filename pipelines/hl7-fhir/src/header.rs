@@ -57,6 +57,7 @@ impl Builder<'_> {
                 h.insert("responsible".into(), r);
             }
         }
+        let h_sender = h.get("sender").cloned();
         let e = self.add("MessageHeader", "header", h);
         self.message_header = Some(e);
         let mut p = Map::new();
@@ -65,12 +66,31 @@ impl Builder<'_> {
             p.insert("recorded".into(), json!(t));
         }
         p.insert("activity".into(), json!({ "text": format!("{kind}^{event}") }));
-        p.insert("target".into(), json!([self.reference(e)]));
-        p.insert(
-            "agent".into(),
-            json!([{ "type": { "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type", "code": "author" }] },
-                     "who": { "display": dt::text(&app.component(1)).unwrap_or_else(|| "unknown".into()) } }]),
+        // What the message brought: the Bundle (its id is deterministic too) and its header.
+        let bundle = format!("Bundle/{}", self.id("Bundle", "bundle"));
+        p.insert("target".into(), json!([{ "reference": bundle }, self.reference(e)]));
+        // The author: the sending application (MSH-3) as a Device, on behalf
+        // of the sending facility (MSH-4).
+        let mut agent = Map::new();
+        agent.insert(
+            "type".into(),
+            json!({ "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type", "code": "author" }] }),
         );
+        match dt::text(&app.component(1)) {
+            Some(name) => {
+                let mut d = Map::new();
+                d.insert("identifier".into(), json!([{ "value": name }]));
+                let dev = self.add("Device", &format!("application|{name}"), d);
+                agent.insert("who".into(), self.reference(dev));
+            }
+            None => {
+                agent.insert("who".into(), json!({ "display": "unknown application" }));
+            }
+        }
+        if let Some(org) = h_sender {
+            agent.insert("onBehalfOf".into(), org);
+        }
+        p.insert("agent".into(), json!([agent]));
         self.add("Provenance", "message", p);
         true
     }
@@ -84,15 +104,15 @@ impl Builder<'_> {
                 self.push(p, "agent", json!({ "type": { "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type", "code": "enterer" }] }, "who": who }));
             }
         }
+        // When the event occurred (EVN-6), else when it was recorded (EVN-2);
+        // the Provenance's own `recorded` is the message's time (MSH-7).
         let recorded = self.f(i, 2);
         let occurred = self.f(i, 6);
-        if let Some(&p) = self.by_key.get("Provenance|message") {
-            if let Some(t) = dt::instant(&recorded) {
-                self.set(p, "recorded", json!(t));
-            }
-            if let Some(t) = dt::date_time(&occurred) {
-                self.set(p, "occurredDateTime", json!(t));
-            }
+        if let (Some(&p), Some(t)) = (
+            self.by_key.get("Provenance|message"),
+            dt::date_time(&occurred).or_else(|| dt::date_time(&recorded)),
+        ) {
+            self.set(p, "occurredDateTime", json!(t));
         }
         true
     }

@@ -211,6 +211,12 @@ impl<'m> Builder<'m> {
         self.entries.len() - 1
     }
 
+    /// The entry a `Type/id` reference names.
+    fn entry_of(&self, reference: &str) -> Option<usize> {
+        let (t, id) = reference.split_once('/')?;
+        self.entries.iter().position(|(et, eid, _)| et == t && eid == id)
+    }
+
     fn reference(&self, entry: usize) -> Value {
         let (t, id, _) = &self.entries[entry];
         json!({ "reference": format!("{t}/{id}") })
@@ -495,6 +501,7 @@ impl<'m> Builder<'m> {
 impl Builder<'_> {
     /// The Bundle and the unmapped report.
     fn finish(self) -> Conversion {
+        let bundle_id = self.id("Bundle", "bundle");
         let mut unmapped = Vec::new();
         for (i, seg) in self.msg.segments().iter().enumerate() {
             let name = seg.name();
@@ -552,7 +559,7 @@ impl Builder<'_> {
             })
             .collect();
         Conversion {
-            bundle: json!({ "resourceType": "Bundle", "type": "batch", "entry": entries }),
+            bundle: json!({ "resourceType": "Bundle", "id": bundle_id, "type": "batch", "entry": entries }),
             unmapped,
         }
     }

@@ -108,12 +108,35 @@ impl Builder<'_> {
         let e = self.add("Patient", "patient", p);
         let (t, id, _) = &self.entries[e];
         self.patient = Some(format!("{t}/{id}"));
+        // PID-18, the patient account: an Account of its own.
+        let account = self.f(i, 18);
+        if let Some(mut ident) = dt::identifier(&account) {
+            if let Some(org) = self.authority(&account.component(4)) {
+                ident["assigner"] = org;
+            }
+            let mut a = Map::new();
+            a.insert("identifier".into(), json!([ident]));
+            a.insert("status".into(), json!("active"));
+            a.insert("subject".into(), json!([{ "reference": self.patient.clone() }]));
+            self.add("Account", "account", a);
+        }
         self.last = Last::Entry(e);
         true
     }
 
     pub(crate) fn pd1(&mut self, i: usize) -> bool {
-        let gp = self.practitioner_roles(i, 4, "PP", "Primary Care Provider");
+        // The practitioner, and their role as primary care provider.
+        let mut gp = self.practitioner_roles(i, 4, "PP", "Primary Care Provider");
+        let roles = gp.clone();
+        for r in roles {
+            if let Some(p) = r["reference"]
+                .as_str()
+                .and_then(|x| self.entry_of(x))
+                .and_then(|e| self.entries[e].2.get("practitioner").cloned())
+            {
+                gp.push(p);
+            }
+        }
         if let (Some(&p), false) = (self.by_key.get("Patient|patient"), gp.is_empty()) {
             self.set(p, "generalPractitioner", Value::Array(gp));
         }
@@ -230,6 +253,13 @@ impl Builder<'_> {
         if !participants.is_empty() {
             enc.insert("participant".into(), Value::Array(participants));
         }
+        if let Some(&a) = self.by_key.get("Account|account") {
+            enc.insert("account".into(), json!([self.reference(a)]));
+        }
+        let facility = self.f(i, 39);
+        if let Some(org) = self.organization(dt::text(&facility.component(1)), None, None) {
+            enc.insert("serviceProvider".into(), org);
+        }
         let e = self.add("Encounter", "encounter", enc);
         let (t, id, _) = &self.entries[e];
         self.encounter = Some(format!("{t}/{id}"));
@@ -332,6 +362,10 @@ impl Builder<'_> {
             c.insert("asserter".into(), who);
         }
         let e = self.add("Condition", &format!("dg1|{i}"), c);
+        if let Some(&enc) = self.by_key.get("Encounter|encounter") {
+            let reference = self.reference(e);
+            self.push(enc, "diagnosis", json!({ "condition": reference }));
+        }
         self.last = Last::Entry(e);
         true
     }
