@@ -113,6 +113,10 @@ impl Builder<'_> {
             r.insert("status".into(), json!(report_status(result_status.as_deref())));
             r.insert("code".into(), code.unwrap_or_else(|| json!({ "text": "unspecified" })));
             r.insert("basedOn".into(), json!([self.reference(order)]));
+            // The report is known by its order's numbers (OBR-2, OBR-3).
+            if let Some(ids) = self.entries[order].2.get("identifier").cloned() {
+                r.insert("identifier".into(), ids);
+            }
             if let Some(p) = self.patient_ref() {
                 r.insert("subject".into(), p);
             }
@@ -341,8 +345,14 @@ impl Builder<'_> {
             s.insert("receivedTime".into(), json!(t));
         }
         let e = self.add("Specimen", &format!("spm|{i}"), s);
-        // The specimen of the order group: its observations were made on it.
+        // The specimen of the order group: its observations were made on it,
+        // and the order asked for it.
         self.specimen = Some(e);
+        if let Some(order) = self.order_of_obx.or(self.order) {
+            let reference = self.reference(e);
+            self.push(order, "specimen", reference.clone());
+            self.set(e, "request", json!([self.reference(order)]));
+        }
         let reference = self.reference(e);
         for o in self.group_observations.clone() {
             if self.entries[o].2.get("specimen").is_none() {

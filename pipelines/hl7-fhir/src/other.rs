@@ -56,6 +56,13 @@ impl Builder<'_> {
             m.remove("occurrenceDateTime");
             m.insert("occurrenceString".into(), json!("unknown"));
         }
+        // The ORC before it gives the administration's numbers.
+        if let Some(ids) = self.order.and_then(|o| self.entries[o].2.get("identifier").cloned()) {
+            m.insert("identifier".into(), ids);
+        }
+        if let Some(e) = self.encounter_ref() {
+            m.insert("encounter".into(), e);
+        }
         let e = self.add("Immunization", &format!("rxa|{i}"), m);
         self.immunization = Some(e);
         self.last = Last::Entry(e);

@@ -361,6 +361,9 @@ impl Builder<'_> {
         if let Some(who) = self.practitioner(i, 16).into_iter().next() {
             c.insert("asserter".into(), who);
         }
+        if let Some(ident) = dt::entity_identifier(&self.f(i, 20), None) {
+            c.insert("identifier".into(), json!([ident]));
+        }
         let e = self.add("Condition", &format!("dg1|{i}"), c);
         if let Some(&enc) = self.by_key.get("Encounter|encounter") {
             let reference = self.reference(e);
@@ -400,6 +403,9 @@ impl Builder<'_> {
         if !performers.is_empty() {
             p.insert("performer".into(), Value::Array(performers));
         }
+        if let Some(ident) = dt::entity_identifier(&self.f(i, 19), None) {
+            p.insert("identifier".into(), json!([ident]));
+        }
         let e = self.add("Procedure", &format!("pr1|{i}"), p);
         self.last = Last::Entry(e);
         true
@@ -411,9 +417,17 @@ impl Builder<'_> {
         if let Some(p) = self.patient_ref() {
             c.insert("beneficiary".into(), p);
         }
+        // The plan type (IN1-15) is the coverage's type; the plan (IN1-2) its class.
         let plan = self.f(i, 2);
-        if let Some(t) = dt::codeable(&plan) {
+        if let Some(t) = dt::codeable(&self.f(i, 15)) {
             c.insert("type".into(), t);
+        }
+        if let Some(value) = dt::text(&plan.component(1)) {
+            c.insert(
+                "class".into(),
+                json!([{ "type": { "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/coverage-class", "code": "plan" }] },
+                         "value": value, "name": dt::text(&plan.component(2)).unwrap_or_else(|| value.clone()) }]),
+            );
         }
         let company_id = self.f(i, 3);
         let company_name = self.f(i, 4);
