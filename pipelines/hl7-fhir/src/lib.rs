@@ -465,6 +465,7 @@ impl<'m> Builder<'m> {
                 "SCH" => self.sch(i),
                 "AIS" | "AIL" | "AIP" | "AIG" => self.resource_of_appointment(i),
                 "ROL" => self.rol(i),
+                "GT1" => self.gt1(i),
                 _ => false,
             };
             if mapped {

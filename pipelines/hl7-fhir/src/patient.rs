@@ -172,6 +172,16 @@ impl Builder<'_> {
         if !telecom.is_empty() {
             r.insert("telecom".into(), Value::Array(telecom));
         }
+        if let Some(g) = gender(dt::text(&self.f(i, 15)).as_deref()) {
+            r.insert("gender".into(), json!(g));
+        }
+        if let Some(d) = dt::date_time(&self.f(i, 16)) {
+            r.insert("birthDate".into(), json!(d.get(..10).unwrap_or(&d)));
+        }
+        let ids = self.identifiers(i, 33);
+        if !ids.is_empty() {
+            r.insert("identifier".into(), Value::Array(ids));
+        }
         let e = self.add("RelatedPerson", &format!("nk1|{i}"), r);
         self.last = Last::Entry(e);
         true
@@ -452,6 +462,40 @@ impl Builder<'_> {
         if let Some(s) = dt::text(&self.f(i, 36)) {
             c.insert("subscriberId".into(), json!(s));
         }
+        // The insured (IN1-16 name, 18 birth date, 19 address, 43 sex, 49 id),
+        // when not the patient (IN1-17 relationship SEL), is the subscriber.
+        let relation = dt::text(&self.f(i, 17).component(1));
+        let names: Vec<Value> = self
+            .f(i, 16)
+            .repetitions()
+            .filter_map(|n| dt::human_name(&n, 1))
+            .collect();
+        if !names.is_empty() && relation.as_deref() != Some("SEL") {
+            let mut r = Map::new();
+            if let Some(p) = self.patient_ref() {
+                r.insert("patient".into(), p);
+            }
+            r.insert("name".into(), Value::Array(names));
+            if let Some(d) = dt::date_time(&self.f(i, 18)) {
+                r.insert("birthDate".into(), json!(d.get(..10).unwrap_or(&d)));
+            }
+            let addresses: Vec<Value> = self.f(i, 19).repetitions().filter_map(|a| dt::address(&a)).collect();
+            if !addresses.is_empty() {
+                r.insert("address".into(), Value::Array(addresses));
+            }
+            if let Some(g) = gender(dt::text(&self.f(i, 43)).as_deref()) {
+                r.insert("gender".into(), json!(g));
+            }
+            let ids = self.identifiers(i, 49);
+            if !ids.is_empty() {
+                r.insert("identifier".into(), Value::Array(ids));
+            }
+            if let Some(rel) = dt::codeable(&self.f(i, 17)) {
+                r.insert("relationship".into(), json!([rel]));
+            }
+            let e = self.add("RelatedPerson", &format!("insured|{i}"), r);
+            c.insert("subscriber".into(), self.reference(e));
+        }
         let e = self.add("Coverage", &format!("in1|{i}"), c);
         self.last = Last::Entry(e);
         true
@@ -508,4 +552,77 @@ impl Builder<'_> {
         }
         true
     }
+
+    /// The CX repetitions of field `n`, each with its assigning authority.
+    pub(crate) fn identifiers(&mut self, i: usize, n: usize) -> Vec<Value> {
+        let field = self.f(i, n);
+        let mut out = Vec::new();
+        for r in field.repetitions() {
+            if let Some(mut id) = dt::identifier(&r) {
+                if let Some(org) = self.authority(&r.component(4)) {
+                    id["assigner"] = org;
+                }
+                out.push(id);
+            }
+        }
+        out
+    }
+
+    /// GT1: the guarantor → RelatedPerson (the Account's guarantor).
+    pub(crate) fn gt1(&mut self, i: usize) -> bool {
+        let mut r = Map::new();
+        if let Some(p) = self.patient_ref() {
+            r.insert("patient".into(), p);
+        }
+        let ids = self.identifiers(i, 2);
+        if !ids.is_empty() {
+            r.insert("identifier".into(), Value::Array(ids));
+        }
+        let names: Vec<Value> = self
+            .f(i, 3)
+            .repetitions()
+            .filter_map(|n| dt::human_name(&n, 1))
+            .collect();
+        if !names.is_empty() {
+            r.insert("name".into(), Value::Array(names));
+        }
+        let addresses: Vec<Value> = self.f(i, 5).repetitions().filter_map(|a| dt::address(&a)).collect();
+        if !addresses.is_empty() {
+            r.insert("address".into(), Value::Array(addresses));
+        }
+        let telecom: Vec<Value> = self
+            .f(i, 6)
+            .repetitions()
+            .filter_map(|t| dt::contact_point(&t))
+            .collect();
+        if !telecom.is_empty() {
+            r.insert("telecom".into(), Value::Array(telecom));
+        }
+        if let Some(d) = dt::date_time(&self.f(i, 8)) {
+            r.insert("birthDate".into(), json!(d.get(..10).unwrap_or(&d)));
+        }
+        if let Some(g) = gender(dt::text(&self.f(i, 9)).as_deref()) {
+            r.insert("gender".into(), json!(g));
+        }
+        if r.len() <= 1 {
+            return false;
+        }
+        let e = self.add("RelatedPerson", &format!("gt1|{i}"), r);
+        if let Some(&a) = self.by_key.get("Account|account") {
+            let reference = self.reference(e);
+            self.push(a, "guarantor", json!({ "party": reference }));
+        }
+        self.last = Last::Entry(e);
+        true
+    }
+}
+
+/// HL7 table 0001 → administrative gender.
+pub(crate) fn gender(code: Option<&str>) -> Option<&'static str> {
+    Some(match code? {
+        "M" => "male",
+        "F" => "female",
+        "O" | "A" | "N" => "other",
+        _ => "unknown",
+    })
 }
