@@ -1,11 +1,14 @@
 //! The FHIR R4 (4.0.1) endpoint for EHRs: an axum server over the canonical
-//! record, SMART-style bearer tokens, every access audited.
+//! record and the resources EHRs write, SMART-style bearer tokens, every
+//! access audited.
 //!
-//! Built so far: bearer-token authentication and SMART scopes ([`auth`]),
-//! `GET /metadata`, read and search ([`search`]) of Patient, ServiceRequest,
-//! Task, Observation, Practitioner and Organization ([`resources`]: where
-//! each canonical column goes). Writes,
-//! history, Bundles and the EHR push are the rest of the FHIR issue.
+//! - [`auth`]: bearer tokens, SMART scopes, roles.
+//! - [`server`]: routes, read, search ([`search`]), OperationOutcomes, AuditEvent.
+//! - [`resources`]: canonical record → FHIR (where each column goes).
+//! - [`store`]: stored version or canonical resource; what a write does.
+//! - [`write`], [`bundle`], [`commit`]: create, update, delete, history,
+//!   batch and transaction Bundles, group commit.
+//! - [`validate`], [`raw`]: R4 validation; resources kept verbatim.
 
 pub mod auth;
 pub mod bundle;
