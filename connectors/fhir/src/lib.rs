@@ -6,7 +6,7 @@
 //! - [`server`]: routes, read, search ([`search`]), OperationOutcomes, AuditEvent.
 //! - [`resources`]: canonical record → FHIR (where each column goes).
 //! - [`store`]: stored version or canonical resource; what a write does.
-//! - [`write`], [`bundle`], [`commit`]: create, update, delete, history,
+//! - [`mod@write`], [`bundle`], [`commit`]: create, update, delete, history,
 //!   batch and transaction Bundles, group commit.
 //! - [`validate`], [`raw`]: R4 validation; resources kept verbatim.
 

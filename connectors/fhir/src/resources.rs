@@ -423,7 +423,7 @@ struct ObservationRow {
 }
 
 /// `observation` → Observation: status, code, subject, basedOn ← the order,
-/// value[x] ← value_type (Quantity, string, CodeableConcept), interpretation,
+/// `value[x]` ← value_type (Quantity, string, CodeableConcept), interpretation,
 /// referenceRange (text), effectiveDateTime, issued.
 pub async fn observation(conn: &mut PgConnection, id: Uuid) -> carehub_schema::Result<Option<Found>> {
     let Some(o): Option<ObservationRow> = sqlx::query_as(
