@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -13,23 +12,11 @@ use serde_json::Value;
 const SECRET: &str = "fhir-test-secret-at-least-32-bytes-long";
 
 async fn fhir_hub() -> (Hub, String) {
-    let db = fresh_db().await;
-    let hub = start_hub_with(db, vec![("CAREHUB_FHIR__AUTH__HS256_SECRET", SECRET.to_owned())]).await;
-    let fhir = env_value(&hub.envs, "CAREHUB_FHIR__LISTEN");
-    assert!(wait_listening(&fhir, Duration::from_secs(30)).await, "FHIR endpoint up");
-    (hub, fhir)
+    common::fhir_hub(SECRET).await
 }
 
-/// `carehub token issue` with the hub's configuration.
 fn token(hub: &Hub, args: &[&str]) -> String {
-    let out = Command::new(BIN)
-        .args(["token", "issue"])
-        .args(args)
-        .envs(hub.envs.iter().cloned())
-        .output()
-        .expect("token issue");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).expect("utf8").trim().to_owned()
+    fhir_token(hub, args)
 }
 
 fn get(

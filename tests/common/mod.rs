@@ -521,3 +521,24 @@ pub async fn wait_listening(addr: &str, timeout: Duration) -> bool {
 pub fn knob(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
+
+/// A hub whose FHIR endpoint takes HS256 tokens signed with `secret`; its address.
+pub async fn fhir_hub(secret: &str) -> (Hub, String) {
+    let db = fresh_db().await;
+    let hub = start_hub_with(db, vec![("CAREHUB_FHIR__AUTH__HS256_SECRET", secret.to_owned())]).await;
+    let fhir = env_value(&hub.envs, "CAREHUB_FHIR__LISTEN");
+    assert!(wait_listening(&fhir, Duration::from_secs(30)).await, "FHIR endpoint up");
+    (hub, fhir)
+}
+
+/// `carehub token issue ARGS` with the hub's configuration.
+pub fn fhir_token(hub: &Hub, args: &[&str]) -> String {
+    let out = std::process::Command::new(BIN)
+        .args(["token", "issue"])
+        .args(args)
+        .envs(hub.envs.iter().cloned())
+        .output()
+        .expect("token issue");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("utf8").trim().to_owned()
+}

@@ -492,15 +492,24 @@ async fn read(
         Lookup::Missing => return Err(not_found(&resource_type, &id)),
     };
     drop(conn);
-    in_reach(&grant, &served, &resource_type, &id)?;
+    let origin = format!("fhir:GET {resource_type}/{id}");
+    answer_read(&state, &principal, &grant, served, &resource_type, &id, origin).await
+}
+
+/// A read's answer, once the token's reach is checked and the read audited.
+pub(crate) async fn answer_read(
+    state: &AppState,
+    principal: &Principal,
+    grant: &Grant,
+    served: Served,
+    resource_type: &str,
+    id: &str,
+    origin: String,
+) -> Result<Response, Outcome> {
+    in_reach(grant, &served, resource_type, id)?;
     state
         .audit
-        .append(vec![read_entry(
-            &principal,
-            &resource_type,
-            &id,
-            format!("fhir:GET {resource_type}/{id}"),
-        )])
+        .append(vec![read_entry(principal, resource_type, id, origin)])
         .await?;
     Ok(resource_response(
         StatusCode::OK,

@@ -173,16 +173,7 @@ pub struct Writer {
 
 impl Writer {
     pub fn actor_kind(&self) -> ActorKind {
-        if self
-            .principal
-            .scopes
-            .iter()
-            .any(|s| s.context == crate::auth::Context::System)
-        {
-            ActorKind::System
-        } else {
-            ActorKind::User
-        }
+        crate::server::actor_kind(&self.principal)
     }
 
     /// The token's reach for `access` to `resource_type`: all, one patient's

@@ -13,8 +13,8 @@ use crate::auth::Access;
 use crate::bundle::{self, Entry};
 use crate::commit::{Done, Op};
 use crate::server::{
-    AppState, Outcome, authenticate, base_url, fhir_text, gone, in_reach, negotiate, not_found, read_entry, read_grant,
-    resource_response, served_type,
+    AppState, Outcome, answer_read, authenticate, base_url, fhir_text, gone, negotiate, not_found, read_entry,
+    read_grant, resource_response, served_type,
 };
 use crate::store::{self, Lookup, WriteKind, Writer, Written};
 
@@ -170,23 +170,8 @@ pub(crate) async fn vread(
         },
     };
     drop(conn);
-    in_reach(&grant, &served, &resource_type, &id)?;
-    state
-        .audit
-        .append(vec![read_entry(
-            &principal,
-            &resource_type,
-            &id,
-            format!("fhir:GET {resource_type}/{id}/_history/{v}"),
-        )])
-        .await?;
-    Ok(resource_response(
-        StatusCode::OK,
-        served.body,
-        served.version,
-        served.updated,
-        None,
-    ))
+    let origin = format!("fhir:GET {resource_type}/{id}/_history/{v}");
+    answer_read(&state, &principal, &grant, served, &resource_type, &id, origin).await
 }
 
 /// `GET /<type>/<id>/_history`.

@@ -153,6 +153,19 @@ pub fn entity_identifier(v: &V2<'_>, type_code: Option<&str>) -> Option<Value> {
     Some(Value::Object(out))
 }
 
+/// A placer and a filler number (EI) → the identifiers PLAC and FILL
+/// (ORC-2/3, OBR-2/3, SCH-1/2); `None` when neither is given.
+pub fn placer_filler(placer: &V2<'_>, filler: &V2<'_>) -> Option<Value> {
+    let ids: Vec<Value> = [
+        entity_identifier(placer, Some("PLAC")),
+        entity_identifier(filler, Some("FILL")),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    (!ids.is_empty()).then_some(Value::Array(ids))
+}
+
 /// XPN (or the name part of an XCN starting at `first`) → HumanName.
 pub fn human_name(v: &V2<'_>, first: usize) -> Option<Value> {
     let c = |n: usize| text(&v.component(first + n - 1));

@@ -19,15 +19,8 @@ impl Builder<'_> {
         let status = dt::text(&self.f(i, 5));
         s.insert("status".into(), json!(order_status(&control, status.as_deref())));
         s.insert("intent".into(), json!("order"));
-        let ids: Vec<Value> = [
-            dt::entity_identifier(&placer, Some("PLAC")),
-            dt::entity_identifier(&filler, Some("FILL")),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
-        if !ids.is_empty() {
-            s.insert("identifier".into(), Value::Array(ids));
+        if let Some(ids) = dt::placer_filler(&placer, &filler) {
+            s.insert("identifier".into(), ids);
         }
         if let Some(p) = self.patient_ref() {
             s.insert("subject".into(), p);
@@ -66,15 +59,8 @@ impl Builder<'_> {
                 let mut s = Map::new();
                 s.insert("status".into(), json!("completed"));
                 s.insert("intent".into(), json!("order"));
-                let ids: Vec<Value> = [
-                    dt::entity_identifier(&placer, Some("PLAC")),
-                    dt::entity_identifier(&filler, Some("FILL")),
-                ]
-                .into_iter()
-                .flatten()
-                .collect();
-                if !ids.is_empty() {
-                    s.insert("identifier".into(), Value::Array(ids));
+                if let Some(ids) = dt::placer_filler(&placer, &filler) {
+                    s.insert("identifier".into(), ids);
                 }
                 if let Some(p) = self.patient_ref() {
                     s.insert("subject".into(), p);

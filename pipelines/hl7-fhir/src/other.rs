@@ -190,15 +190,8 @@ impl Builder<'_> {
         let mut a = Map::new();
         let placer = self.f(i, 1);
         let filler = self.f(i, 2);
-        let ids: Vec<Value> = [
-            dt::entity_identifier(&placer, Some("PLAC")),
-            dt::entity_identifier(&filler, Some("FILL")),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
-        if !ids.is_empty() {
-            a.insert("identifier".into(), Value::Array(ids));
+        if let Some(ids) = dt::placer_filler(&placer, &filler) {
+            a.insert("identifier".into(), ids);
         }
         let status = dt::text(&self.f(i, 25).component(1));
         a.insert(

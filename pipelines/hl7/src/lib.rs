@@ -21,7 +21,7 @@ use carehub_core::internal_events::Hl7SegmentsUnmapped;
 use carehub_hl7::codec::Message;
 use carehub_pipeline::{Context, Filing, Handled, Handler, HandlerError};
 use carehub_schema::model::OrganizationKind;
-use carehub_schema::records::{self, OrderRejected};
+use carehub_schema::records;
 use carehub_schema::repo::{self, PatientData, Upserted};
 use carehub_schema::{Action, ActorKind, AuditEntry, Envelope, Outbox};
 use serde::{Deserialize, Serialize};
@@ -371,13 +371,7 @@ impl Handler for Hl7Pipeline {
                     };
                     let applied = records::apply_order(conn, p.id, orderer, clinic_id, o, msg_id)
                         .await?
-                        .map_err(|r| {
-                            let code = match r {
-                                OrderRejected::Unknown { .. } => "unknown_reference",
-                                OrderRejected::Transition { .. } => "invalid_transition",
-                            };
-                            HandlerError::rejected(code, r.to_string())
-                        })?;
+                        .map_err(|r| HandlerError::rejected(r.error_code(), r.to_string()))?;
                     let up = Upserted {
                         id: applied.id,
                         created: applied.created,

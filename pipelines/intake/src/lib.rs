@@ -23,7 +23,7 @@ use async_trait::async_trait;
 use carehub_pipeline::{Context, Handled, Handler, HandlerError};
 use carehub_schema::fhir_store;
 use carehub_schema::model::{Identifier, OrganizationKind};
-use carehub_schema::records::{self, OrderRejected};
+use carehub_schema::records;
 use carehub_schema::repo::{self, OrganizationData, PatientData, Upserted};
 use carehub_schema::{Action, ActorKind, AuditEntry, Envelope, Outbox};
 use serde::Deserialize;
@@ -203,13 +203,7 @@ impl IntakePipeline {
                     Uuid::parse_str(&w.id).ok(),
                 )
                 .await?
-                .map_err(|r| {
-                    let code = match r {
-                        OrderRejected::Unknown { .. } => "unknown_reference",
-                        OrderRejected::Transition { .. } => "invalid_transition",
-                    };
-                    HandlerError::rejected(code, r.to_string())
-                })?;
+                .map_err(|r| HandlerError::rejected(r.error_code(), r.to_string()))?;
                 let up = Upserted {
                     id: applied.id,
                     created: applied.created,

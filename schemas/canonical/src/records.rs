@@ -127,6 +127,16 @@ pub enum OrderRejected {
     Transition { placer: String, from: String, to: String },
 }
 
+impl OrderRejected {
+    /// The bounded dead-letter code.
+    pub fn error_code(&self) -> &'static str {
+        match self {
+            OrderRejected::Unknown { .. } => "unknown_reference",
+            OrderRejected::Transition { .. } => "invalid_transition",
+        }
+    }
+}
+
 /// What applying one order did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct OrderApplied {
