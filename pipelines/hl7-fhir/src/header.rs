@@ -51,7 +51,7 @@ impl Builder<'_> {
         // MSH-22 / MSH-23: the responsible sending and receiving organizations.
         for n in [22, 23] {
             let org = self.f(i, n);
-            if let Some(r) = self.organization(dt::text(&org.component(1)), None, None)
+            if let Some(r) = self.xon(&org)
                 && n == 22
             {
                 h.insert("responsible".into(), r);
@@ -103,6 +103,27 @@ impl Builder<'_> {
             for who in operators {
                 self.push(p, "agent", json!({ "type": { "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type", "code": "enterer" }] }, "who": who }));
             }
+        }
+        // EVN-7, the facility where the event happened: the Provenance's location.
+        let facility = self.f(i, 7);
+        if let (Some(name), Some(&p)) = (dt::text(&facility.component(1)), self.by_key.get("Provenance|message")) {
+            let mut l = Map::new();
+            l.insert("name".into(), json!(name));
+            if let Some(u) = dt::text(&facility.component(2)) {
+                let value = if dt::text(&facility.component(3)).as_deref() == Some("ISO") {
+                    format!("urn:oid:{u}")
+                } else {
+                    u
+                };
+                l.insert(
+                    "identifier".into(),
+                    json!([{ "value": value, "system": "urn:ietf:rfc:3986" }]),
+                );
+            }
+            l.insert("mode".into(), json!("instance"));
+            let loc = self.add("Location", &format!("event-facility|{}", facility.raw()), l);
+            let reference = self.reference(loc);
+            self.set(p, "location", reference);
         }
         // When the event occurred (EVN-6), else when it was recorded (EVN-2);
         // the Provenance's own `recorded` is the message's time (MSH-7).

@@ -356,6 +356,19 @@ impl<'m> Builder<'m> {
         Some(self.reference(e))
     }
 
+    /// XON → Organization: name (XON.1), identifier XON.10, else the
+    /// older XON.3, with XON.6 as its assigning authority.
+    fn xon(&mut self, v: &V2<'m>) -> Option<Value> {
+        let id = dt::text(&v.component(10)).or_else(|| dt::text(&v.component(3)));
+        let aa = v.component(6);
+        let system = dt::assigner_system(
+            dt::text(&aa.subcomponent(1)),
+            dt::text(&aa.subcomponent(2)),
+            dt::text(&aa.subcomponent(3)),
+        );
+        self.organization(dt::text(&v.component(1)), id, system)
+    }
+
     /// HD (MSH-4, MSH-6) → Organization: the namespace, and the universal id
     /// as a URI (`urn:oid:` for ISO), each an identifier.
     fn facility(&mut self, v: &V2<'m>) -> Option<Value> {

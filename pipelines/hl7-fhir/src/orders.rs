@@ -248,7 +248,7 @@ impl Builder<'_> {
         // medical director (25).
         let mut performers = self.practitioner_roles(i, 16, "RO", "Responsible Observer");
         let lab = self.f(i, 23);
-        if let Some(org) = self.organization(dt::text(&lab.component(1)), dt::text(&lab.component(10)), None) {
+        if let Some(org) = self.xon(&lab) {
             performers.push(org);
         }
         performers.extend(self.practitioner_roles(i, 25, "MDIR", "Medical Director"));

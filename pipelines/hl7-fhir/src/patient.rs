@@ -125,6 +125,11 @@ impl Builder<'_> {
     }
 
     pub(crate) fn pd1(&mut self, i: usize) -> bool {
+        // PD1-3, the patient's primary facility, manages the patient.
+        let facility = self.f(i, 3);
+        if let (Some(org), Some(&p)) = (self.xon(&facility), self.by_key.get("Patient|patient")) {
+            self.set(p, "managingOrganization", org);
+        }
         // The practitioner, and their role as primary care provider.
         let mut gp = self.practitioner_roles(i, 4, "PP", "Primary Care Provider");
         let roles = gp.clone();
