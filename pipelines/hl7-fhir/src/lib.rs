@@ -479,6 +479,7 @@ impl<'m> Builder<'m> {
                 "AIS" | "AIL" | "AIP" | "AIG" => self.resource_of_appointment(i),
                 "ROL" => self.rol(i),
                 "GT1" => self.gt1(i),
+                "IN2" => self.in2(i),
                 _ => false,
             };
             if mapped {

@@ -271,6 +271,18 @@ impl Builder<'_> {
         if let Some(&a) = self.by_key.get("Account|account") {
             enc.insert("account".into(), json!([self.reference(a)]));
         }
+        // PV1-54, the service episode (v2.8): an EpisodeOfCare the visit belongs to.
+        let episode = self.identifiers(i, 54);
+        if !episode.is_empty() {
+            let mut ep = Map::new();
+            ep.insert("identifier".into(), Value::Array(episode));
+            ep.insert("status".into(), json!("active"));
+            if let Some(p) = self.patient_ref() {
+                ep.insert("patient".into(), p);
+            }
+            let e = self.add("EpisodeOfCare", "episode", ep);
+            enc.insert("episodeOfCare".into(), json!([self.reference(e)]));
+        }
         let facility = self.f(i, 39);
         if let Some(org) = self.organization(dt::text(&facility.component(1)), None, None) {
             enc.insert("serviceProvider".into(), org);
@@ -464,8 +476,23 @@ impl Builder<'_> {
         if let Some(rel) = dt::codeable(&self.f(i, 17)) {
             c.insert("relationship".into(), rel);
         }
-        if let Some(s) = dt::text(&self.f(i, 36)) {
-            c.insert("subscriberId".into(), json!(s));
+        // IN1-36, the policy number, identifies the coverage; IN1-8/9 its group.
+        if let Some(policy) = dt::text(&self.f(i, 36)) {
+            c.insert(
+                "identifier".into(),
+                json!([{ "value": policy, "type": { "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MB" }], "text": "policy number" } }]),
+            );
+        }
+        if let Some(group) = dt::text(&self.f(i, 8)) {
+            let name = dt::text(&self.f(i, 9)).unwrap_or_else(|| group.clone());
+            let class = json!({ "type": { "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/coverage-class", "code": "group" }] },
+                                "value": group, "name": name });
+            match c.get_mut("class") {
+                Some(Value::Array(classes)) => classes.push(class),
+                _ => {
+                    c.insert("class".into(), json!([class]));
+                }
+            }
         }
         // The insured (IN1-16 name, 18 birth date, 19 address, 43 sex, 49 id),
         // when not the patient (IN1-17 relationship SEL), is the subscriber.
@@ -618,6 +645,34 @@ impl Builder<'_> {
             self.push(a, "guarantor", json!({ "party": reference }));
         }
         self.last = Last::Entry(e);
+        true
+    }
+
+    /// IN2 (after IN1): the Medicare (IN2-6) and Medicaid (IN2-8) numbers
+    /// identify the coverage too.
+    pub(crate) fn in2(&mut self, i: usize) -> bool {
+        let Last::Entry(c) = self.last else {
+            return false;
+        };
+        if self.entries[c].0 != "Coverage" {
+            return false;
+        }
+        for (n, code, system) in [
+            (6, "MC", "http://hl7.org/fhir/sid/us-medicare"),
+            (8, "MA", "urn:carehub:hl7-aa:medicaid"),
+        ] {
+            if let Some(v) = dt::text(&self.f(i, n)) {
+                self.push(
+                    c,
+                    "identifier",
+                    json!({ "value": v, "system": system, "type": { "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": code }] } }),
+                );
+            }
+        }
+        // IN2-61, the patient's member number with its plan.
+        for id in self.identifiers(i, 61) {
+            self.push(c, "identifier", id);
+        }
         true
     }
 }
