@@ -17,7 +17,7 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -55,13 +55,7 @@ async fn main() {
 /// Every message of the corpus (or of the fixtures), as ER7 text.
 fn messages() -> (Vec<String>, String) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let corpus = match std::env::var("CAREHUB_CORPUS") {
-        Ok(p) if Path::new(&p).is_absolute() => PathBuf::from(p),
-        Ok(p) => root.join(p),
-        Err(_) => root.join("../shared/corpus"),
-    }
-    .join("hl7v2");
-    let (dir, what) = if corpus.is_dir() {
+    let (dir, what) = if let Some(corpus) = carehub_core::corpus::part(root, "hl7v2") {
         (corpus, "the HL7 v2 corpus")
     } else {
         (

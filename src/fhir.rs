@@ -80,45 +80,26 @@ pub fn validate(path: &std::path::Path) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// One entry of the FHIR validator test cases' `cases.json`.
-#[derive(serde::Deserialize)]
-struct Case {
-    name: String,
-    file: String,
-    expected_error_count: usize,
-}
-
-/// Judged right: a valid case (no expected errors) is accepted, an invalid
-/// one refused. Error counts are printed beside, not scored: the official
-/// validator also checks invariants, profiles and terminology, which carehub does not.
+/// Prints how this validation judges each case of the FHIR validator test
+/// cases; exit 1 unless every valid case is accepted.
 fn score_cases(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
-    let cases: Vec<Case> = serde_json::from_str(&std::fs::read_to_string(dir.join("cases.json"))?)?;
+    let results = carehub_fhir::validate::judge_cases(dir)?;
     let (mut valid, mut valid_ok, mut invalid, mut invalid_ok) = (0, 0, 0, 0);
-    for case in &cases {
-        let text = std::fs::read_to_string(dir.join(&case.file))?;
-        let issues = match serde_json::from_str::<serde_json::Value>(text.trim_start_matches('\u{feff}')) {
-            Ok(v) => carehub_fhir::validate::validate(&v),
-            Err(e) => vec![carehub_fhir::validate::Issue {
-                path: String::new(),
-                message: format!("not JSON: {e}"),
-            }],
-        };
-        let expected_valid = case.expected_error_count == 0;
-        let right = expected_valid == issues.is_empty();
-        if expected_valid {
+    for r in &results {
+        if r.expected_error_count == 0 {
             valid += 1;
-            valid_ok += usize::from(right);
+            valid_ok += usize::from(r.right());
         } else {
             invalid += 1;
-            invalid_ok += usize::from(right);
+            invalid_ok += usize::from(r.right());
         }
         println!(
             "{:5}  {:45} expected {:2} error(s), found {:2}{}",
-            if right { "right" } else { "WRONG" },
-            case.name,
-            case.expected_error_count,
-            issues.len(),
-            issues.first().map(|i| format!("  first: {i}")).unwrap_or_default()
+            if r.right() { "right" } else { "WRONG" },
+            r.name,
+            r.expected_error_count,
+            r.issues.len(),
+            r.issues.first().map(|i| format!("  first: {i}")).unwrap_or_default()
         );
     }
     println!(

@@ -702,18 +702,9 @@ async fn resources_kept_only_as_written_are_searched_and_their_writes_show_as_au
 #[tokio::test]
 async fn the_converter_batches_from_the_corpus_load_where_their_types_are_served() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let corpus = match std::env::var("CAREHUB_CORPUS") {
-        Ok(p) => root.join(p),
-        Err(_) => root.join("../shared/corpus"),
-    };
-    let dir = corpus.join("hl7v2/ms-fhir-converter/expected");
-    if !dir.is_dir() {
-        eprintln!(
-            "NOTICE: {} not found (set CAREHUB_CORPUS); corpus test skipped",
-            dir.display()
-        );
+    let Some(dir) = carehub_core::corpus::part(root, "hl7v2/ms-fhir-converter/expected") else {
         return;
-    }
+    };
     let (hub, fhir) = fhir_hub().await;
     let admin = token(&hub, &["--sub", "loader", "--role", "admin"]);
     let served = carehub_fhir::store::WRITABLE;

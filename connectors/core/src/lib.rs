@@ -1,6 +1,8 @@
 //! Parts every carehub connector and pipeline shares: the internal events that
-//! are both a log line and a metric, and a secret type that never prints.
+//! are both a log line and a metric, a secret type that never prints, and
+//! where the external test corpus is.
 
+pub mod corpus;
 pub mod internal_events;
 pub mod sensitive;
 

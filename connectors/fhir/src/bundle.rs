@@ -279,7 +279,7 @@ async fn one(
                     };
                     Ok((answer, Some(entry)))
                 }
-                Lookup::Gone(_) => Err(crate::server::gone(&ty, &target)),
+                Lookup::Gone => Err(crate::server::gone(&ty, &target)),
                 Lookup::Missing => Err(crate::server::not_found(&ty, &target)),
             }
         }

@@ -219,12 +219,7 @@ impl IntoResponse for Outcome {
 
 impl From<sqlx::Error> for Outcome {
     fn from(e: sqlx::Error) -> Self {
-        tracing::error!(error = %e, "FHIR request failed on the database");
-        Outcome::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "transient",
-            "the record is unavailable; try again",
-        )
+        carehub_schema::Error::from(e).into()
     }
 }
 
@@ -488,7 +483,7 @@ async fn read(
     let mut conn = state.pool.acquire().await?;
     let served = match store::lookup(&mut conn, &resource_type, &id).await? {
         Lookup::Found(s) => s,
-        Lookup::Gone(_) => return Err(gone(&resource_type, &id)),
+        Lookup::Gone => return Err(gone(&resource_type, &id)),
         Lookup::Missing => return Err(not_found(&resource_type, &id)),
     };
     drop(conn);
@@ -671,6 +666,8 @@ async fn search(
     // One more than a page tells whether there is a next page.
     let window = search.offset + search.count + 1;
     let mut hits: Vec<(chrono::DateTime<chrono::Utc>, String)> = Vec::new();
+    // The stored matches come with their bodies: kept, not fetched again.
+    let mut stored_matches = std::collections::HashMap::new();
     if search.has_canonical() && store::CANONICAL.contains(&resource_type.as_str()) {
         let rows: Vec<(Uuid, chrono::DateTime<chrono::Utc>)> = search
             .query(compartment, window, 0)
@@ -685,8 +682,9 @@ async fn search(
                 .await?;
         for r in stored {
             if !hits.iter().any(|(_, id)| *id == r.id) {
-                hits.push((r.last_updated, r.id));
+                hits.push((r.last_updated, r.id.clone()));
             }
+            stored_matches.insert(r.id.clone(), r);
         }
     }
     hits.sort();
@@ -716,7 +714,14 @@ async fn search(
     // The matches' bodies, parsed only when `_include` follows their references.
     let mut matches = Vec::new();
     for id in page.iter().take(search.count as usize) {
-        let Lookup::Found(found) = store::lookup(&mut conn, &resource_type, id).await? else {
+        let found = match stored_matches.remove(id) {
+            Some(r) => store::served_version(&mut conn, r).await?,
+            None => match store::lookup(&mut conn, &resource_type, id).await? {
+                Lookup::Found(f) => Some(f),
+                _ => None,
+            },
+        };
+        let Some(found) = found else {
             continue; // deleted
         };
         if compartment.is_some_and(|p| !found.in_compartment(p)) {

@@ -76,8 +76,8 @@ pub struct Served {
 #[derive(Debug)]
 pub enum Lookup {
     Found(Served),
-    /// Deleted; the version the delete made.
-    Gone(i32),
+    /// Deleted.
+    Gone,
     Missing,
 }
 
@@ -104,7 +104,7 @@ pub async fn lookup(conn: &mut PgConnection, resource_type: &str, id: &str) -> c
     {
         return Ok(match served_version(conn, s).await? {
             Some(served) => Lookup::Found(served),
-            None => Lookup::Gone(0),
+            None => Lookup::Gone,
         });
     }
     Ok(match canonical(conn, resource_type, id).await? {
@@ -176,21 +176,26 @@ impl Writer {
         crate::server::actor_kind(&self.principal)
     }
 
-    /// The token's reach for `access` to `resource_type`: all, one patient's
-    /// compartment (`Some`), or 403.
+    /// The writer's [`reach`].
     pub fn reach(&self, resource_type: &str, access: Access) -> Result<Option<Uuid>, Outcome> {
-        match self.principal.grant(resource_type, access) {
-            Grant::All => Ok(None),
-            Grant::Patient(p) => Ok(Some(p)),
-            Grant::None => Err(Outcome::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                format!(
-                    "the token's scopes do not allow {} {resource_type}",
-                    if access == Access::Read { "reading" } else { "writing" }
-                ),
-            )),
-        }
+        reach(&self.principal, resource_type, access)
+    }
+}
+
+/// A token's reach for `access` to `resource_type`: all, one patient's
+/// compartment (`Some`), or 403.
+pub fn reach(principal: &Principal, resource_type: &str, access: Access) -> Result<Option<Uuid>, Outcome> {
+    match principal.grant(resource_type, access) {
+        Grant::All => Ok(None),
+        Grant::Patient(p) => Ok(Some(p)),
+        Grant::None => Err(Outcome::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "the token's scopes do not allow {} {resource_type}",
+                if access == Access::Read { "reading" } else { "writing" }
+            ),
+        )),
     }
 }
 
@@ -316,7 +321,8 @@ pub fn search_keys(resource_type: &str, id: &str, v: &Value) -> SearchKeys {
 }
 
 /// The current version number of `<type>/<id>`, stored or canonical, for
-/// If-Match and the next version's number; `Err(version)` when it is deleted.
+/// If-Match and the next version's number (`None` when absent or deleted),
+/// with the stored row, locked, when there is one.
 async fn current_version(
     conn: &mut PgConnection,
     resource_type: &str,

@@ -427,6 +427,54 @@ fn has_event_attribute(lower: &str) -> bool {
         })
 }
 
+/// One case of the FHIR validator test cases (`cases.json` in their folder),
+/// as this validation judges it.
+#[derive(Debug, Clone)]
+pub struct CaseResult {
+    pub name: String,
+    pub expected_error_count: usize,
+    /// What this validation found (a file that is not JSON: one issue saying so).
+    pub issues: Vec<Issue>,
+}
+
+impl CaseResult {
+    /// Judged right: a valid case (no expected errors) accepted, an invalid one
+    /// refused. Error counts are not compared: the official validator also
+    /// checks invariants, profiles and terminology, which carehub does not.
+    pub fn right(&self) -> bool {
+        (self.expected_error_count == 0) == self.issues.is_empty()
+    }
+}
+
+#[derive(Deserialize)]
+struct Case {
+    name: String,
+    file: String,
+    expected_error_count: usize,
+}
+
+/// Validates every case listed in `dir/cases.json`.
+pub fn judge_cases(dir: &std::path::Path) -> std::io::Result<Vec<CaseResult>> {
+    let cases: Vec<Case> = serde_json::from_str(&std::fs::read_to_string(dir.join("cases.json"))?)?;
+    let mut out = Vec::with_capacity(cases.len());
+    for case in cases {
+        let text = std::fs::read_to_string(dir.join(&case.file))?;
+        let issues = match serde_json::from_str::<Value>(text.trim_start_matches('\u{feff}')) {
+            Ok(v) => validate(&v),
+            Err(e) => vec![Issue {
+                path: String::new(),
+                message: format!("not JSON: {e}"),
+            }],
+        };
+        out.push(CaseResult {
+            name: case.name,
+            expected_error_count: case.expected_error_count,
+            issues,
+        });
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -207,12 +207,7 @@ async fn history(
     negotiate(&headers)?;
     let principal = authenticate(&state, &headers)?;
     served_type(&resource_type)?;
-    let reach = Writer {
-        principal: principal.clone(),
-        intake_topic: String::new(),
-        origin: String::new(),
-    }
-    .reach(&resource_type, Access::Read)?;
+    let reach = store::reach(&principal, &resource_type, Access::Read)?;
     let mut count = crate::search::DEFAULT_COUNT;
     let mut since = None;
     for (name, value) in &params {

@@ -8,22 +8,7 @@ use std::path::{Path, PathBuf};
 use carehub_hl7::codec::{Message, batch, decode_text, escape};
 
 fn corpus() -> Option<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let dir = match std::env::var("CAREHUB_CORPUS") {
-        Ok(p) if Path::new(&p).is_absolute() => PathBuf::from(p),
-        Ok(p) => root.join(p),
-        Err(_) => root.join("../shared/corpus"),
-    };
-    let hl7 = dir.join("hl7v2");
-    if hl7.is_dir() {
-        Some(hl7)
-    } else {
-        eprintln!(
-            "NOTICE: HL7 v2 corpus not found at {} (set CAREHUB_CORPUS); corpus test skipped",
-            hl7.display()
-        );
-        None
-    }
+    carehub_core::corpus::part(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."), "hl7v2")
 }
 
 fn files(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -7,18 +7,12 @@
 //! is converted to its Bundle (serde_json values, not serialized) with its
 //! unmapped report, round robin for BENCH_SECS seconds (default 5).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 fn messages() -> (Vec<String>, String) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let corpus = match std::env::var("CAREHUB_CORPUS") {
-        Ok(p) if Path::new(&p).is_absolute() => PathBuf::from(p),
-        Ok(p) => root.join(p),
-        Err(_) => root.join("../shared/corpus"),
-    }
-    .join("hl7v2/ms-fhir-converter/input");
-    let (dir, what) = if corpus.is_dir() {
+    let (dir, what) = if let Some(corpus) = carehub_core::corpus::part(&root, "hl7v2/ms-fhir-converter/input") {
         (corpus, "the ms-fhir-converter corpus")
     } else {
         (

@@ -7,11 +7,6 @@
 use carehub_hl7::codec::er7::Value as V2;
 use serde_json::{Map, Value, json};
 
-/// A component's text (decoded, trimmed), `None` when empty.
-pub fn text(v: &V2<'_>) -> Option<String> {
-    v.text()
-}
-
 fn put(obj: &mut Map<String, Value>, key: &str, value: Option<Value>) {
     if let Some(v) = value {
         obj.insert(key.to_owned(), v);
@@ -47,16 +42,15 @@ pub fn code_system(name: &str) -> String {
 /// A name as part of a URN: characters outside RFC 3986's unreserved set
 /// percent-encoded (a URI has no spaces).
 pub fn urn_part(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    for b in name.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(name, UNRESERVED_ONLY).to_string()
 }
+
+/// Everything but RFC 3986's unreserved characters is encoded.
+const UNRESERVED_ONLY: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// One coding from a triplet (code, text, system) of a CWE.
 fn coding(code: Option<String>, display: Option<String>, system: Option<String>) -> Option<Value> {
@@ -71,7 +65,7 @@ fn coding(code: Option<String>, display: Option<String>, system: Option<String>)
 /// CWE / CE / CNE → CodeableConcept: the primary and the alternate triplet,
 /// and the original text (CWE.9) or the first display as `text`.
 pub fn codeable(v: &V2<'_>) -> Option<Value> {
-    let c = |n| text(&v.component(n));
+    let c = |n| v.component(n).text();
     let codings: Vec<Value> = [coding(c(1), c(2), c(3)), coding(c(4), c(5), c(6))]
         .into_iter()
         .flatten()
@@ -88,12 +82,6 @@ pub fn codeable(v: &V2<'_>) -> Option<Value> {
         None => {}
     }
     Some(Value::Object(out))
-}
-
-/// ID / IS (a bare code) → CodeableConcept with a system when given.
-pub fn code_in(v: &V2<'_>, system: &str) -> Option<Value> {
-    let code = text(&v.component(1))?;
-    Some(json!({ "coding": [{ "system": system, "code": code }] }))
 }
 
 /// The assigning authority of a CX.4 / XCN.9 / EI.2-4 as an identifier
@@ -115,17 +103,17 @@ pub fn assigner_system(
 
 /// CX → Identifier (value, system from CX.4, type from CX.5, period CX.7/8).
 pub fn identifier(v: &V2<'_>) -> Option<Value> {
-    let value = text(&v.component(1))?;
+    let value = v.component(1).text()?;
     let aa = v.component(4);
     let system = assigner_system(
-        text(&aa.subcomponent(1)),
-        text(&aa.subcomponent(2)),
-        text(&aa.subcomponent(3)),
+        aa.subcomponent(1).text(),
+        aa.subcomponent(2).text(),
+        aa.subcomponent(3).text(),
     );
     let mut out = Map::new();
     out.insert("value".into(), Value::String(value));
     put(&mut out, "system", s(system));
-    if let Some(t) = text(&v.component(5)) {
+    if let Some(t) = v.component(5).text() {
         out.insert(
             "type".into(),
             json!({ "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": t }] }),
@@ -139,8 +127,8 @@ pub fn identifier(v: &V2<'_>) -> Option<Value> {
 
 /// EI (entity identifier: ORC-2/3, OBR-2/3, SPM-2) → Identifier, typed.
 pub fn entity_identifier(v: &V2<'_>, type_code: Option<&str>) -> Option<Value> {
-    let value = text(&v.component(1))?;
-    let system = assigner_system(text(&v.component(2)), text(&v.component(3)), text(&v.component(4)));
+    let value = v.component(1).text()?;
+    let system = assigner_system(v.component(2).text(), v.component(3).text(), v.component(4).text());
     let mut out = Map::new();
     out.insert("value".into(), Value::String(value));
     put(&mut out, "system", s(system));
@@ -168,8 +156,8 @@ pub fn placer_filler(placer: &V2<'_>, filler: &V2<'_>) -> Option<Value> {
 
 /// XPN (or the name part of an XCN starting at `first`) → HumanName.
 pub fn human_name(v: &V2<'_>, first: usize) -> Option<Value> {
-    let c = |n: usize| text(&v.component(first + n - 1));
-    let family = text(&v.component(first).subcomponent(1));
+    let c = |n: usize| v.component(first + n - 1).text();
+    let family = v.component(first).subcomponent(1).text();
     let given: Vec<Value> = [c(2), c(3)].into_iter().flatten().map(Value::String).collect();
     let mut out = Map::new();
     put(&mut out, "family", s(family));
@@ -203,9 +191,9 @@ pub fn human_name(v: &V2<'_>, first: usize) -> Option<Value> {
 
 /// XAD → Address.
 pub fn address(v: &V2<'_>) -> Option<Value> {
-    let c = |n: usize| text(&v.component(n));
+    let c = |n: usize| v.component(n).text();
     let mut out = Map::new();
-    let lines: Vec<Value> = [text(&v.component(1).subcomponent(1)), c(2)]
+    let lines: Vec<Value> = [v.component(1).subcomponent(1).text(), c(2)]
         .into_iter()
         .flatten()
         .map(Value::String)
@@ -243,7 +231,7 @@ pub fn address(v: &V2<'_>) -> Option<Value> {
 /// XTN → ContactPoint: the number (XTN.1, else built from XTN.5-8) or the
 /// e-mail (XTN.4); system from XTN.3, use from XTN.2.
 pub fn contact_point(v: &V2<'_>) -> Option<Value> {
-    let c = |n: usize| text(&v.component(n));
+    let c = |n: usize| v.component(n).text();
     let equipment = c(3);
     let (system, value) = match equipment.as_deref() {
         Some("Internet" | "X.400") => ("email", c(4).or_else(|| c(1))?),
@@ -288,7 +276,7 @@ fn number(c: &dyn Fn(usize) -> Option<String>) -> Option<String> {
 /// `YYYY-MM-DD`; with a time, seconds and the offset given (FHIR wants a
 /// zone with a time: without one the date alone is kept).
 pub fn date_time(v: &V2<'_>) -> Option<String> {
-    dtm(&text(&v.component(1))?)
+    dtm(&v.component(1).text()?)
 }
 
 /// [`date_time`] of a raw DTM string.
@@ -326,7 +314,7 @@ pub fn dtm(raw: &str) -> Option<String> {
 /// without an offset is read as UTC: an instant needs one, and HL7 leaves it
 /// to the sender. `None` for less than a time to the minute.
 pub fn instant(v: &V2<'_>) -> Option<String> {
-    let raw = text(&v.component(1))?;
+    let raw = v.component(1).text()?;
     let zoned = if raw.contains(['+', '-']) {
         raw
     } else {
@@ -348,12 +336,12 @@ pub fn quantity(number: &str, unit: &V2<'_>) -> Option<Value> {
     let n: serde_json::Number = number.trim().parse().ok()?;
     let mut out = Map::new();
     out.insert("value".into(), Value::Number(n));
-    if let Some(code) = text(&unit.component(1)) {
+    if let Some(code) = unit.component(1).text() {
         out.insert(
             "unit".into(),
-            Value::String(text(&unit.component(2)).unwrap_or_else(|| code.clone())),
+            Value::String(unit.component(2).text().unwrap_or_else(|| code.clone())),
         );
-        if let Some(system) = text(&unit.component(3)) {
+        if let Some(system) = unit.component(3).text() {
             out.insert("system".into(), Value::String(code_system(&system)));
             out.insert("code".into(), Value::String(code));
         }

@@ -20,10 +20,10 @@ impl Builder<'_> {
         let mut source = Map::new();
         source.insert(
             "name".into(),
-            json!(dt::text(&app.component(1)).unwrap_or_else(|| "unknown".into())),
+            json!(app.component(1).text().unwrap_or_else(|| "unknown".into())),
         );
         // The application's universal id (HD.2) names its endpoint, else its namespace.
-        let endpoint = match (dt::text(&app.component(2)), dt::text(&app.component(1))) {
+        let endpoint = match (app.component(2).text(), app.component(1).text()) {
             (Some(u), _) => format!("urn:oid:{u}"),
             (None, Some(n)) => format!("urn:carehub:hl7-application:{}", dt::urn_part(&n)),
             (None, None) => "urn:carehub:hl7-application:unknown".to_owned(),
@@ -31,7 +31,7 @@ impl Builder<'_> {
         source.insert("endpoint".into(), json!(endpoint));
         h.insert("source".into(), Value::Object(source));
         let to = self.f(i, 5);
-        if let Some(name) = dt::text(&to.component(1)) {
+        if let Some(name) = to.component(1).text() {
             h.insert(
                 "destination".into(),
                 json!([{ "name": name, "endpoint": format!("urn:carehub:hl7-application:{}", dt::urn_part(&name)) }]),
@@ -76,7 +76,7 @@ impl Builder<'_> {
             "type".into(),
             json!({ "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type", "code": "author" }] }),
         );
-        match dt::text(&app.component(1)) {
+        match app.component(1).text() {
             Some(name) => {
                 let mut d = Map::new();
                 d.insert("identifier".into(), json!([{ "value": name }]));
@@ -106,11 +106,11 @@ impl Builder<'_> {
         }
         // EVN-7, the facility where the event happened: the Provenance's location.
         let facility = self.f(i, 7);
-        if let (Some(name), Some(&p)) = (dt::text(&facility.component(1)), self.by_key.get("Provenance|message")) {
+        if let (Some(name), Some(&p)) = (facility.component(1).text(), self.by_key.get("Provenance|message")) {
             let mut l = Map::new();
             l.insert("name".into(), json!(name));
-            if let Some(u) = dt::text(&facility.component(2)) {
-                let value = if dt::text(&facility.component(3)).as_deref() == Some("ISO") {
+            if let Some(u) = facility.component(2).text() {
+                let value = if facility.component(3).text().as_deref() == Some("ISO") {
                     format!("urn:oid:{u}")
                 } else {
                     u
@@ -144,16 +144,16 @@ impl Builder<'_> {
         let name = self.f(i, 3);
         let binary = self.f(i, 4);
         let mut d = Map::new();
-        if let Some(v) = dt::text(&vendor.component(1)) {
+        if let Some(v) = vendor.component(1).text() {
             d.insert("manufacturer".into(), json!(v));
         }
-        if let Some(n) = dt::text(&name) {
+        if let Some(n) = name.text() {
             d.insert("deviceName".into(), json!([{ "name": n, "type": "manufacturer-name" }]));
         }
-        if let Some(v) = dt::text(&version) {
+        if let Some(v) = version.text() {
             d.insert("version".into(), json!([{ "value": v }]));
         }
-        if let Some(m) = dt::text(&binary) {
+        if let Some(m) = binary.text() {
             d.insert("modelNumber".into(), json!(m));
         }
         self.add("Device", &format!("software|{i}"), d);

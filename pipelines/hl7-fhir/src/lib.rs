@@ -259,7 +259,7 @@ impl<'m> Builder<'m> {
         let field = self.f(i, n);
         let mut refs = Vec::new();
         for rep in field.repetitions() {
-            let number = dt::text(&rep.component(1));
+            let number = rep.component(1).text();
             let name = dt::human_name(&rep, 2);
             if number.is_none() && name.is_none() {
                 continue;
@@ -268,16 +268,16 @@ impl<'m> Builder<'m> {
             if let Some(num) = &number {
                 let aa = rep.component(9);
                 let system = dt::assigner_system(
-                    dt::text(&aa.subcomponent(1)),
-                    dt::text(&aa.subcomponent(2)),
-                    dt::text(&aa.subcomponent(3)),
+                    aa.subcomponent(1).text(),
+                    aa.subcomponent(2).text(),
+                    aa.subcomponent(3).text(),
                 );
                 let mut ident = Map::new();
                 ident.insert("value".into(), json!(num));
                 if let Some(s) = system {
                     ident.insert("system".into(), json!(s));
                 }
-                if let Some(t) = dt::text(&rep.component(13)) {
+                if let Some(t) = rep.component(13).text() {
                     ident.insert(
                         "type".into(),
                         json!({ "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": t }] }),
@@ -359,32 +359,28 @@ impl<'m> Builder<'m> {
     /// XON → Organization: name (XON.1), identifier XON.10, else the
     /// older XON.3, with XON.6 as its assigning authority.
     fn xon(&mut self, v: &V2<'m>) -> Option<Value> {
-        let id = dt::text(&v.component(10)).or_else(|| dt::text(&v.component(3)));
+        let id = v.component(10).text().or_else(|| v.component(3).text());
         let aa = v.component(6);
         let system = dt::assigner_system(
-            dt::text(&aa.subcomponent(1)),
-            dt::text(&aa.subcomponent(2)),
-            dt::text(&aa.subcomponent(3)),
+            aa.subcomponent(1).text(),
+            aa.subcomponent(2).text(),
+            aa.subcomponent(3).text(),
         );
-        self.organization(dt::text(&v.component(1)), id, system)
+        self.organization(v.component(1).text(), id, system)
     }
 
     /// HD (MSH-4, MSH-6) → Organization: the namespace, and the universal id
     /// as a URI (`urn:oid:` for ISO), each an identifier.
     fn facility(&mut self, v: &V2<'m>) -> Option<Value> {
-        self.hd(
-            dt::text(&v.component(1)),
-            dt::text(&v.component(2)),
-            dt::text(&v.component(3)),
-        )
+        self.hd(v.component(1).text(), v.component(2).text(), v.component(3).text())
     }
 
     /// An assigning authority (CX.4, EI.2-4, XCN.9 as subcomponents) → Organization.
     fn authority(&mut self, v: &V2<'m>) -> Option<Value> {
         self.hd(
-            dt::text(&v.subcomponent(1)),
-            dt::text(&v.subcomponent(2)),
-            dt::text(&v.subcomponent(3)),
+            v.subcomponent(1).text(),
+            v.subcomponent(2).text(),
+            v.subcomponent(3).text(),
         )
     }
 
@@ -418,7 +414,7 @@ impl<'m> Builder<'m> {
         let mut path = String::new();
         for (n, physical) in [(4, "si"), (7, "bu"), (8, "lvl"), (1, "wa"), (2, "ro"), (3, "bd")] {
             let c = v.component(n);
-            let Some(name) = dt::text(&c.subcomponent(1)) else {
+            let Some(name) = c.subcomponent(1).text() else {
                 continue;
             };
             path.push_str(&format!("{n}={name}|"));
@@ -429,8 +425,8 @@ impl<'m> Builder<'m> {
                 "physicalType".into(),
                 json!({ "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/location-physical-type", "code": physical }] }),
             );
-            if let Some(u) = dt::text(&c.subcomponent(2)) {
-                let value = match dt::text(&c.subcomponent(3)).as_deref() {
+            if let Some(u) = c.subcomponent(2).text() {
+                let value = match c.subcomponent(3).text().as_deref() {
                     Some("ISO") if !u.starts_with("urn:") => format!("urn:oid:{u}"),
                     _ => u,
                 };

@@ -11,12 +11,14 @@ impl Builder<'_> {
     pub(crate) fn orc(&mut self, i: usize) -> bool {
         let placer = self.f(i, 2);
         let filler = self.f(i, 3);
-        let key = dt::text(&placer.component(1))
-            .or_else(|| dt::text(&filler.component(1)))
+        let key = placer
+            .component(1)
+            .text()
+            .or_else(|| filler.component(1).text())
             .unwrap_or_else(|| format!("orc|{i}"));
         let mut s = Map::new();
-        let control = dt::text(&self.f(i, 1)).unwrap_or_default();
-        let status = dt::text(&self.f(i, 5));
+        let control = self.f(i, 1).text().unwrap_or_default();
+        let status = self.f(i, 5).text();
         s.insert("status".into(), json!(order_status(&control, status.as_deref())));
         s.insert("intent".into(), json!("order"));
         if let Some(ids) = dt::placer_filler(&placer, &filler) {
@@ -53,8 +55,10 @@ impl Builder<'_> {
             Some(o) => o,
             None => {
                 // An OBR without an ORC (ORU): the order it reports on.
-                let key = dt::text(&placer.component(1))
-                    .or_else(|| dt::text(&filler.component(1)))
+                let key = placer
+                    .component(1)
+                    .text()
+                    .or_else(|| filler.component(1).text())
                     .unwrap_or_else(|| format!("obr|{i}"));
                 let mut s = Map::new();
                 s.insert("status".into(), json!("completed"));
@@ -92,7 +96,7 @@ impl Builder<'_> {
         }
         let _ = self.f(i, 27);
         let issued = dt::date_time(&self.f(i, 22));
-        let result_status = dt::text(&self.f(i, 25));
+        let result_status = self.f(i, 25).text();
         let (kind, _) = self.msg.message_type();
         if kind == "ORU" || result_status.is_some() {
             let mut r = Map::new();
@@ -131,7 +135,7 @@ impl Builder<'_> {
     pub(crate) fn tq1(&mut self, i: usize) -> bool {
         let start = self.f(i, 7);
         let end = self.f(i, 8);
-        let priority = dt::text(&self.f(i, 9).component(1));
+        let priority = self.f(i, 9).component(1).text();
         let target = self.order.or(self.order_of_obx);
         if let Some(o) = target {
             if let Some(p) = dt::period(&start, &end) {
@@ -162,7 +166,7 @@ impl Builder<'_> {
             }
         }
         let mut o = Map::new();
-        let status = dt::text(&self.f(i, 11));
+        let status = self.f(i, 11).text();
         o.insert(
             "status".into(),
             json!(match status.as_deref() {
@@ -188,7 +192,7 @@ impl Builder<'_> {
         if let Some(order) = self.order_of_obx {
             o.insert("basedOn".into(), json!([self.reference(order)]));
         }
-        let value_type = dt::text(&self.f(i, 2)).unwrap_or_default();
+        let value_type = self.f(i, 2).text().unwrap_or_default();
         let value = self.f(i, 5);
         let unit = self.f(i, 6);
         let first = value.repetitions().next();
@@ -226,14 +230,14 @@ impl Builder<'_> {
             }
             (_, None) => {}
         }
-        if let Some(range) = dt::text(&self.f(i, 7)) {
+        if let Some(range) = self.f(i, 7).text() {
             o.insert("referenceRange".into(), json!([{ "text": range }]));
         }
         let flags: Vec<Value> = self
             .f(i, 8)
             .repetitions()
             .filter_map(|r| {
-                dt::text(&r.component(1)).map(|c| {
+                r.component(1).text().map(|c| {
                     json!({ "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation", "code": c }] })
                 })
             })

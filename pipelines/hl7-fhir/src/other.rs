@@ -8,7 +8,7 @@ use crate::{Builder, Last};
 impl Builder<'_> {
     pub(crate) fn rxa(&mut self, i: usize) -> bool {
         let mut m = Map::new();
-        let completion = dt::text(&self.f(i, 20));
+        let completion = self.f(i, 20).text();
         m.insert(
             "status".into(),
             json!(match completion.as_deref() {
@@ -28,7 +28,7 @@ impl Builder<'_> {
             "occurrenceDateTime".into(),
             json!(dt::date_time(&self.f(i, 3)).unwrap_or_else(|| "unknown".into())),
         );
-        let amount = dt::text(&self.f(i, 6));
+        let amount = self.f(i, 6).text();
         let units = self.f(i, 7);
         if let Some(q) = amount.filter(|a| a != "999").and_then(|a| dt::quantity(&a, &units)) {
             m.insert("doseQuantity".into(), q);
@@ -41,14 +41,14 @@ impl Builder<'_> {
         if !performers.is_empty() {
             m.insert("performer".into(), Value::Array(performers));
         }
-        if let Some(lot) = dt::text(&self.f(i, 15)) {
+        if let Some(lot) = self.f(i, 15).text() {
             m.insert("lotNumber".into(), json!(lot));
         }
         if let Some(t) = dt::date_time(&self.f(i, 16)) {
             m.insert("expirationDate".into(), json!(t.get(..10).unwrap_or(&t)));
         }
         let maker = self.f(i, 17);
-        if let Some(org) = self.organization(dt::text(&maker.component(2)), dt::text(&maker.component(1)), None) {
+        if let Some(org) = self.organization(maker.component(2).text(), maker.component(1).text(), None) {
             m.insert("manufacturer".into(), org);
         }
         // "unknown" is no dateTime: no administration date, no resource.
@@ -86,7 +86,7 @@ impl Builder<'_> {
 
     pub(crate) fn txa(&mut self, i: usize) -> bool {
         let mut d = Map::new();
-        let status = dt::text(&self.f(i, 17));
+        let status = self.f(i, 17).text();
         d.insert("status".into(), json!("current"));
         if let Some(s) = status.as_deref().and_then(|s| match s {
             "AU" | "LA" => Some("final"),
@@ -121,7 +121,7 @@ impl Builder<'_> {
         if let Some(a) = authenticators.into_iter().next() {
             d.insert("authenticator".into(), a);
         }
-        let key = dt::text(&unique.component(1)).unwrap_or_else(|| format!("txa|{i}"));
+        let key = unique.component(1).text().unwrap_or_else(|| format!("txa|{i}"));
         let e = self.add("DocumentReference", &format!("doc|{key}"), d);
         self.document = Some(e);
         self.last = Last::Entry(e);
@@ -157,14 +157,18 @@ impl Builder<'_> {
             "code".into(),
             dt::codeable(&self.f(i, 7)).unwrap_or_else(|| json!({ "text": "unspecified" })),
         );
-        if let Some(q) = dt::text(&self.f(i, 10)).and_then(|q| q.parse::<serde_json::Number>().ok()) {
+        if let Some(q) = self.f(i, 10).text().and_then(|q| q.parse::<serde_json::Number>().ok()) {
             c.insert("quantity".into(), json!({ "value": q }));
         }
         let amount = self.f(i, 11);
-        if let Some(v) = dt::text(&amount.component(1)).and_then(|v| v.parse::<serde_json::Number>().ok()) {
+        if let Some(v) = amount
+            .component(1)
+            .text()
+            .and_then(|v| v.parse::<serde_json::Number>().ok())
+        {
             let mut money = Map::new();
             money.insert("value".into(), Value::Number(v));
-            if let Some(cur) = dt::text(&amount.component(2)) {
+            if let Some(cur) = amount.component(2).text() {
                 money.insert("currency".into(), json!(cur));
             }
             c.insert("priceOverride".into(), Value::Object(money));
@@ -193,7 +197,7 @@ impl Builder<'_> {
         if let Some(ids) = dt::placer_filler(&placer, &filler) {
             a.insert("identifier".into(), ids);
         }
-        let status = dt::text(&self.f(i, 25).component(1));
+        let status = self.f(i, 25).component(1).text();
         a.insert(
             "status".into(),
             json!(match status.as_deref() {
@@ -227,8 +231,10 @@ impl Builder<'_> {
             participants.push(json!({ "status": "needs-action", "type": [{ "text": "patient" }] }));
         }
         a.insert("participant".into(), Value::Array(participants));
-        let key = dt::text(&filler.component(1))
-            .or_else(|| dt::text(&placer.component(1)))
+        let key = filler
+            .component(1)
+            .text()
+            .or_else(|| placer.component(1).text())
             .unwrap_or_else(|| format!("sch|{i}"));
         let e = self.add("Appointment", &format!("appointment|{key}"), a);
         self.appointment = Some(e);

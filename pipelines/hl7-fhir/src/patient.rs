@@ -21,11 +21,11 @@ impl Builder<'_> {
             }
         }
         // PID-19 (SSN) and PID-20 (driver's licence) are identifiers too.
-        if let Some(ssn) = dt::text(&self.f(i, 19)) {
+        if let Some(ssn) = self.f(i, 19).text() {
             ids.push(json!({ "value": ssn, "type": { "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "SS" }] } }));
         }
         let licence = self.f(i, 20);
-        if let Some(dl) = dt::text(&licence.component(1)) {
+        if let Some(dl) = licence.component(1).text() {
             ids.push(json!({ "value": dl, "type": { "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "DL" }] } }));
         }
         if !ids.is_empty() {
@@ -49,7 +49,7 @@ impl Builder<'_> {
         if let Some(d) = dt::date_time(&self.f(i, 7)) {
             p.insert("birthDate".into(), json!(d.get(..10).unwrap_or(&d)));
         }
-        if let Some(g) = dt::text(&self.f(i, 8)) {
+        if let Some(g) = self.f(i, 8).text() {
             p.insert(
                 "gender".into(),
                 json!(match g.as_str() {
@@ -81,7 +81,7 @@ impl Builder<'_> {
         if let Some(m) = dt::codeable(&self.f(i, 16)) {
             p.insert("maritalStatus".into(), m);
         }
-        match (dt::text(&self.f(i, 24)).as_deref(), dt::text(&self.f(i, 25))) {
+        match (self.f(i, 24).text().as_deref(), self.f(i, 25).text()) {
             (_, Some(order)) if order.parse::<i64>().is_ok() => {
                 p.insert("multipleBirthInteger".into(), json!(order.parse::<i64>().unwrap_or(1)));
             }
@@ -93,7 +93,7 @@ impl Builder<'_> {
             }
             _ => {}
         }
-        match (dt::date_time(&self.f(i, 29)), dt::text(&self.f(i, 30)).as_deref()) {
+        match (dt::date_time(&self.f(i, 29)), self.f(i, 30).text().as_deref()) {
             (Some(t), _) => {
                 p.insert("deceasedDateTime".into(), json!(t));
             }
@@ -177,7 +177,7 @@ impl Builder<'_> {
         if !telecom.is_empty() {
             r.insert("telecom".into(), Value::Array(telecom));
         }
-        if let Some(g) = gender(dt::text(&self.f(i, 15)).as_deref()) {
+        if let Some(g) = gender(self.f(i, 15).text().as_deref()) {
             r.insert("gender".into(), json!(g));
         }
         if let Some(d) = dt::date_time(&self.f(i, 16)) {
@@ -194,7 +194,7 @@ impl Builder<'_> {
 
     pub(crate) fn pv1(&mut self, i: usize) -> bool {
         let mut enc = Map::new();
-        let class = dt::text(&self.f(i, 2).component(1));
+        let class = self.f(i, 2).component(1).text();
         let (code, display) = match class.as_deref() {
             Some("I") => ("IMP", "inpatient encounter"),
             Some("E") => ("EMER", "emergency"),
@@ -284,7 +284,7 @@ impl Builder<'_> {
             enc.insert("episodeOfCare".into(), json!([self.reference(e)]));
         }
         let facility = self.f(i, 39);
-        if let Some(org) = self.organization(dt::text(&facility.component(1)), None, None) {
+        if let Some(org) = self.organization(facility.component(1).text(), None, None) {
             enc.insert("serviceProvider".into(), org);
         }
         let e = self.add("Encounter", "encounter", enc);
@@ -318,7 +318,7 @@ impl Builder<'_> {
         if let Some(code) = dt::codeable(&self.f(i, 3)) {
             a.insert("code".into(), code);
         }
-        if let Some(category) = dt::text(&self.f(i, 2).component(1)).and_then(|c| match c.as_str() {
+        if let Some(category) = self.f(i, 2).component(1).text().and_then(|c| match c.as_str() {
             "DA" | "MA" => Some("medication"),
             "FA" => Some("food"),
             "EA" | "PA" | "AA" | "LA" => Some("environment"),
@@ -326,7 +326,7 @@ impl Builder<'_> {
         }) {
             a.insert("category".into(), json!([category]));
         }
-        let severity = dt::text(&self.f(i, 4).component(1)).and_then(|s| match s.as_str() {
+        let severity = self.f(i, 4).component(1).text().and_then(|s| match s.as_str() {
             "SV" => Some("severe"),
             "MO" => Some("moderate"),
             "MI" => Some("mild"),
@@ -335,7 +335,7 @@ impl Builder<'_> {
         let manifestation: Vec<Value> = self
             .f(i, 5)
             .repetitions()
-            .filter_map(|r| dt::text(&r.component(1)).map(|t| json!({ "text": t })))
+            .filter_map(|r| r.component(1).text().map(|t| json!({ "text": t })))
             .collect();
         if !manifestation.is_empty() || severity.is_some() {
             let mut reaction = Map::new();
@@ -369,7 +369,7 @@ impl Builder<'_> {
         if let Some(e) = self.encounter_ref() {
             c.insert("encounter".into(), e);
         }
-        match (dt::codeable(&self.f(i, 3)), dt::text(&self.f(i, 4))) {
+        match (dt::codeable(&self.f(i, 3)), self.f(i, 4).text()) {
             (Some(mut code), description) => {
                 if let (Some(d), None) = (description, code.get("text")) {
                     code["text"] = json!(d);
@@ -406,7 +406,7 @@ impl Builder<'_> {
         if let Some(s) = self.patient_ref() {
             p.insert("subject".into(), s);
         }
-        match (dt::codeable(&self.f(i, 3)), dt::text(&self.f(i, 4))) {
+        match (dt::codeable(&self.f(i, 3)), self.f(i, 4).text()) {
             (Some(code), _) => {
                 p.insert("code".into(), code);
             }
@@ -449,18 +449,18 @@ impl Builder<'_> {
         if let Some(t) = dt::codeable(&self.f(i, 15)) {
             c.insert("type".into(), t);
         }
-        if let Some(value) = dt::text(&plan.component(1)) {
+        if let Some(value) = plan.component(1).text() {
             c.insert(
                 "class".into(),
                 json!([{ "type": { "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/coverage-class", "code": "plan" }] },
-                         "value": value, "name": dt::text(&plan.component(2)).unwrap_or_else(|| value.clone()) }]),
+                         "value": value, "name": plan.component(2).text().unwrap_or_else(|| value.clone()) }]),
             );
         }
         let company_id = self.f(i, 3);
         let company_name = self.f(i, 4);
         let id = dt::identifier(&company_id);
         let payor = self.organization(
-            dt::text(&company_name.component(1)),
+            company_name.component(1).text(),
             id.as_ref().and_then(|i| i["value"].as_str().map(str::to_owned)),
             id.as_ref().and_then(|i| i["system"].as_str().map(str::to_owned)),
         );
@@ -477,14 +477,14 @@ impl Builder<'_> {
             c.insert("relationship".into(), rel);
         }
         // IN1-36, the policy number, identifies the coverage; IN1-8/9 its group.
-        if let Some(policy) = dt::text(&self.f(i, 36)) {
+        if let Some(policy) = self.f(i, 36).text() {
             c.insert(
                 "identifier".into(),
                 json!([{ "value": policy, "type": { "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MB" }], "text": "policy number" } }]),
             );
         }
-        if let Some(group) = dt::text(&self.f(i, 8)) {
-            let name = dt::text(&self.f(i, 9)).unwrap_or_else(|| group.clone());
+        if let Some(group) = self.f(i, 8).text() {
+            let name = self.f(i, 9).text().unwrap_or_else(|| group.clone());
             let class = json!({ "type": { "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/coverage-class", "code": "group" }] },
                                 "value": group, "name": name });
             match c.get_mut("class") {
@@ -496,7 +496,7 @@ impl Builder<'_> {
         }
         // The insured (IN1-16 name, 18 birth date, 19 address, 43 sex, 49 id),
         // when not the patient (IN1-17 relationship SEL), is the subscriber.
-        let relation = dt::text(&self.f(i, 17).component(1));
+        let relation = self.f(i, 17).component(1).text();
         let names: Vec<Value> = self
             .f(i, 16)
             .repetitions()
@@ -515,7 +515,7 @@ impl Builder<'_> {
             if !addresses.is_empty() {
                 r.insert("address".into(), Value::Array(addresses));
             }
-            if let Some(g) = gender(dt::text(&self.f(i, 43)).as_deref()) {
+            if let Some(g) = gender(self.f(i, 43).text().as_deref()) {
                 r.insert("gender".into(), json!(g));
             }
             let ids = self.identifiers(i, 49);
@@ -633,7 +633,7 @@ impl Builder<'_> {
         if let Some(d) = dt::date_time(&self.f(i, 8)) {
             r.insert("birthDate".into(), json!(d.get(..10).unwrap_or(&d)));
         }
-        if let Some(g) = gender(dt::text(&self.f(i, 9)).as_deref()) {
+        if let Some(g) = gender(self.f(i, 9).text().as_deref()) {
             r.insert("gender".into(), json!(g));
         }
         if r.len() <= 1 {
@@ -661,7 +661,7 @@ impl Builder<'_> {
             (6, "MC", "http://hl7.org/fhir/sid/us-medicare"),
             (8, "MA", "urn:carehub:hl7-aa:medicaid"),
         ] {
-            if let Some(v) = dt::text(&self.f(i, n)) {
+            if let Some(v) = self.f(i, n).text() {
                 self.push(
                     c,
                     "identifier",

@@ -187,19 +187,10 @@ fn not_hl7_is_an_error_not_a_panic() {
 #[test]
 fn every_corpus_message_converts_to_valid_r4() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let corpus = match std::env::var("CAREHUB_CORPUS") {
-        Ok(p) if Path::new(&p).is_absolute() => PathBuf::from(p),
-        Ok(p) => root.join(p),
-        Err(_) => root.join("../shared/corpus"),
-    };
-    let dir = corpus.join("hl7v2/ms-fhir-converter/input");
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        eprintln!(
-            "NOTICE: {} not found (set CAREHUB_CORPUS); corpus test skipped",
-            dir.display()
-        );
+    let Some(dir) = carehub_core::corpus::part(&root, "hl7v2/ms-fhir-converter/input") else {
         return;
     };
+    let entries = std::fs::read_dir(&dir).expect("corpus dir");
     let (mut messages, mut resources) = (0, 0);
     for entry in entries {
         let path = entry.expect("entry").path();

@@ -372,17 +372,12 @@ impl Handler for Hl7Pipeline {
                     let applied = records::apply_order(conn, p.id, orderer, clinic_id, o, msg_id)
                         .await?
                         .map_err(|r| HandlerError::rejected(r.error_code(), r.to_string()))?;
-                    let up = Upserted {
-                        id: applied.id,
-                        created: applied.created,
-                        version: applied.version,
-                    };
                     fx.record(
                         conn,
                         "service_order",
-                        up,
+                        applied.upserted(),
                         ORDER_UPSERTED,
-                        serde_json::json!({ "status": applied.status, "from_status": applied.from_status }),
+                        applied.event_data(),
                     )
                     .await?;
                 }

@@ -53,20 +53,8 @@ impl IntakePipeline {
         }
     }
 
+    /// Queues the entity's event (ids, version, `extra`) and returns its audit entry.
     async fn announce(
-        &self,
-        conn: &mut PgConnection,
-        ctx: &Context,
-        event_type: &str,
-        entity: &str,
-        up: Upserted,
-    ) -> Result<AuditEntry, HandlerError> {
-        self.announce_with(conn, ctx, event_type, entity, up, serde_json::json!({}))
-            .await
-    }
-
-    /// As [`Self::announce`], with more fields in the event's data.
-    async fn announce_with(
         &self,
         conn: &mut PgConnection,
         ctx: &Context,
@@ -116,7 +104,14 @@ impl Handler for IntakePipeline {
                 let data: OrganizationData = parse(event)?;
                 let up = repo::upsert_organization(conn, &data, Some(ctx.message_id)).await?;
                 let audit = self
-                    .announce(conn, ctx, ORGANIZATION_UPSERTED, "organization", up)
+                    .announce(
+                        conn,
+                        ctx,
+                        ORGANIZATION_UPSERTED,
+                        "organization",
+                        up,
+                        serde_json::json!({}),
+                    )
                     .await?;
                 Ok(Handled {
                     patient_id: None,
@@ -128,7 +123,9 @@ impl Handler for IntakePipeline {
                 let up = repo::upsert_patient(conn, &data, Some(ctx.message_id))
                     .await?
                     .map_err(|r| HandlerError::rejected(r.error_code(), r.to_string()))?;
-                let audit = self.announce(conn, ctx, PATIENT_UPSERTED, "patient", up).await?;
+                let audit = self
+                    .announce(conn, ctx, PATIENT_UPSERTED, "patient", up, serde_json::json!({}))
+                    .await?;
                 Ok(Handled {
                     patient_id: Some(up.id),
                     audit: vec![audit],
@@ -204,19 +201,14 @@ impl IntakePipeline {
                 )
                 .await?
                 .map_err(|r| HandlerError::rejected(r.error_code(), r.to_string()))?;
-                let up = Upserted {
-                    id: applied.id,
-                    created: applied.created,
-                    version: applied.version,
-                };
                 audit.push(
-                    self.announce_with(
+                    self.announce(
                         conn,
                         ctx,
                         ORDER_UPSERTED,
                         "service_order",
-                        up,
-                        serde_json::json!({ "status": applied.status, "from_status": applied.from_status }),
+                        applied.upserted(),
+                        applied.event_data(),
                     )
                     .await?,
                 );
@@ -244,7 +236,10 @@ impl IntakePipeline {
         let up = repo::upsert_patient_as(conn, &data, Some(ctx.message_id), Uuid::parse_str(id).ok())
             .await?
             .map_err(|r| HandlerError::rejected(r.error_code(), r.to_string()))?;
-        audit.push(self.announce(conn, ctx, PATIENT_UPSERTED, "patient", up).await?);
+        audit.push(
+            self.announce(conn, ctx, PATIENT_UPSERTED, "patient", up, serde_json::json!({}))
+                .await?,
+        );
         Ok(up)
     }
 

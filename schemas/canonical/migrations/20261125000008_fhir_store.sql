@@ -41,4 +41,3 @@ CREATE TABLE fhir_resource (
 CREATE INDEX fhir_resource_identifiers ON fhir_resource USING gin (identifiers);
 CREATE INDEX fhir_resource_patient ON fhir_resource (resource_type, patient_ref);
 CREATE INDEX fhir_resource_updated ON fhir_resource (resource_type, last_updated);
-CREATE INDEX fhir_resource_version_event ON fhir_resource_version (event_id) WHERE event_id IS NOT NULL;

@@ -197,18 +197,6 @@ pub async fn write(conn: &mut PgConnection, w: Write<'_>) -> Result<bool> {
     Ok(true)
 }
 
-/// The version an event fed to the hub.
-pub async fn fed_by<'e>(ex: impl sqlx::PgExecutor<'e>, event_id: uuid::Uuid) -> Result<Option<StoredResource>> {
-    Ok(sqlx::query_as(concat!(
-        "SELECT ",
-        columns!(),
-        " FROM fhir_resource_version WHERE event_id = $1"
-    ))
-    .bind(event_id)
-    .fetch_optional(ex)
-    .await?)
-}
-
 /// The current ids of `resource_type` holding identifier `system|value`.
 pub async fn ids_with_identifier<'e>(
     ex: impl sqlx::PgExecutor<'e>,

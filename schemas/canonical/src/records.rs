@@ -147,6 +147,22 @@ pub struct OrderApplied {
     pub status: String,
 }
 
+impl OrderApplied {
+    /// The order as an upserted entity (its event and audit entry).
+    pub fn upserted(&self) -> Upserted {
+        Upserted {
+            id: self.id,
+            created: self.created,
+            version: self.version,
+        }
+    }
+
+    /// What `carehub.order.upserted.v1` adds to an entity event: the status change.
+    pub fn event_data(&self) -> serde_json::Value {
+        serde_json::json!({ "status": self.status, "from_status": self.from_status })
+    }
+}
+
 pub async fn upsert_practitioner(
     conn: &mut PgConnection,
     p: &PractitionerData,
