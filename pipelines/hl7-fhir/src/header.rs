@@ -48,12 +48,15 @@ impl Builder<'_> {
         {
             first.insert("receiver".into(), org);
         }
-        // MSH-22 / MSH-23: the responsible sending and receiving organizations.
-        for n in [22, 23] {
+        // MSH-22 / MSH-23: the organizations responsible for the sending and
+        // the receiving facility — each facility is `partOf` its own.
+        for (n, facility) in [(22, h.get("sender").cloned()), (23, receiver_of(&h))] {
             let org = self.f(i, n);
-            if let Some(r) = self.xon(&org)
-                && n == 22
-            {
+            let Some(r) = self.xon(&org) else { continue };
+            if let Some(f) = facility.as_ref().and_then(|f| f["reference"].as_str()).and_then(|f| self.entry_of(f)) {
+                self.set(f, "partOf", r.clone());
+            }
+            if n == 22 {
                 h.insert("responsible".into(), r);
             }
         }
@@ -159,4 +162,9 @@ impl Builder<'_> {
         self.add("Device", &format!("software|{i}"), d);
         true
     }
+}
+
+/// The receiving facility of a MessageHeader being built.
+fn receiver_of(h: &Map<String, Value>) -> Option<Value> {
+    h.get("destination")?.get(0)?.get("receiver").cloned()
 }

@@ -474,6 +474,7 @@ impl<'m> Builder<'m> {
                 "SCH" => self.sch(i),
                 "AIS" | "AIL" | "AIP" | "AIG" => self.resource_of_appointment(i),
                 "ROL" => self.rol(i),
+                "PRT" => self.prt(i),
                 "GT1" => self.gt1(i),
                 "IN2" => self.in2(i),
                 _ => false,

@@ -568,6 +568,10 @@ impl Builder<'_> {
         if let Some(l) = self.location(&place) {
             r.insert("location".into(), json!([l]));
         }
+        let org = self.f(i, 14);
+        if let Some(o) = self.xon(&org) {
+            r.insert("organization".into(), o);
+        }
         r.insert("practitioner".into(), who);
         let e = self.add("PractitionerRole", &format!("rol|{i}"), r);
         let reference = self.reference(e);
@@ -581,6 +585,57 @@ impl Builder<'_> {
                     self.push(p, "generalPractitioner", reference);
                 }
             }
+        }
+        true
+    }
+
+    /// PRT (v2.7+, participation): who took part in what is around it, and
+    /// in which role → a PractitionerRole (role PRT-4, person PRT-5,
+    /// specialty PRT-6, organization PRT-8, location PRT-9, period
+    /// PRT-11/12, telecom PRT-15) and the device PRT-10 names.
+    pub(crate) fn prt(&mut self, i: usize) -> bool {
+        let _ = self.f(i, 2); // action code (AD, UP, DE): the message's event says it
+        let mut r = Map::new();
+        if let Some(c) = dt::codeable(&self.f(i, 4)) {
+            r.insert("code".into(), json!([c]));
+        }
+        if let Some(who) = self.practitioner(i, 5).into_iter().next() {
+            r.insert("practitioner".into(), who);
+        }
+        if let Some(s) = dt::codeable(&self.f(i, 6)) {
+            r.insert("specialty".into(), json!([s]));
+        }
+        let org = self.f(i, 8);
+        if let Some(o) = self.xon(&org) {
+            r.insert("organization".into(), o);
+        }
+        let place = self.f(i, 9);
+        if let Some(l) = self.location(&place) {
+            r.insert("location".into(), json!([l]));
+        }
+        let start = self.f(i, 11);
+        let end = self.f(i, 12);
+        if let Some(p) = dt::period(&start, &end) {
+            r.insert("period".into(), p);
+        }
+        let telecom: Vec<Value> = self
+            .f(i, 15)
+            .repetitions()
+            .filter_map(|t| dt::contact_point(&t))
+            .collect();
+        if !telecom.is_empty() {
+            r.insert("telecom".into(), Value::Array(telecom));
+        }
+        let device = self.f(i, 10);
+        for d in device.repetitions() {
+            if let Some(id) = d.component(1).text() {
+                let mut dv = Map::new();
+                dv.insert("identifier".into(), json!([{ "value": id }]));
+                self.add("Device", &format!("prt|{id}"), dv);
+            }
+        }
+        if !r.is_empty() {
+            self.add("PractitionerRole", &format!("prt|{i}"), r);
         }
         true
     }
