@@ -127,6 +127,8 @@ struct Builder<'m> {
     used: HashSet<(usize, usize)>,
     mapped_segments: HashSet<usize>,
     patient: Option<String>,
+    /// The PID segment's position.
+    pid: Option<usize>,
     encounter: Option<String>,
     order: Option<usize>,
     /// The order (and report) the OBX that follow an OBR belong to.
@@ -138,6 +140,8 @@ struct Builder<'m> {
     document: Option<usize>,
     immunization: Option<usize>,
     appointment: Option<usize>,
+    /// Who collected the specimens of the current OBR (OBR-10).
+    collector: Option<Value>,
     last: Last,
     message_header: Option<usize>,
 }
@@ -158,6 +162,7 @@ impl<'m> Builder<'m> {
             used: HashSet::new(),
             mapped_segments: HashSet::new(),
             patient: None,
+            pid: None,
             encounter: None,
             order: None,
             order_of_obx: None,
@@ -167,6 +172,7 @@ impl<'m> Builder<'m> {
             document: None,
             immunization: None,
             appointment: None,
+            collector: None,
             last: Last::None,
             message_header: None,
         }
@@ -410,9 +416,16 @@ impl<'m> Builder<'m> {
     /// floor (.8), point of care (.1), room (.2), bed (.3) — each `partOf`
     /// the one above; the most specific is returned.
     fn location(&mut self, v: &V2<'m>) -> Option<Value> {
+        self.location_at(v, &[(4, "si"), (7, "bu"), (8, "lvl"), (1, "wa"), (2, "ro"), (3, "bd")])
+    }
+
+    /// The levels of a place (`layout`: component and physical type, from
+    /// the widest down) → a Location per level given, each `partOf` the one
+    /// above; the most specific is returned.
+    fn location_at(&mut self, v: &V2<'m>, layout: &[(usize, &str)]) -> Option<Value> {
         let mut parent: Option<Value> = None;
         let mut path = String::new();
-        for (n, physical) in [(4, "si"), (7, "bu"), (8, "lvl"), (1, "wa"), (2, "ro"), (3, "bd")] {
+        for &(n, physical) in layout {
             let c = v.component(n);
             let Some(name) = c.subcomponent(1).text() else {
                 continue;
@@ -442,6 +455,53 @@ impl<'m> Builder<'m> {
             parent = Some(self.reference(e));
         }
         parent
+    }
+
+    /// NDL (OBR-32..35: name, period and place of a result's interpreter,
+    /// technician, transcriptionist) → a PractitionerRole with a role code
+    /// (HL7 table 0443), its Practitioner and Location.
+    fn ndl_roles(&mut self, i: usize, n: usize, role: &str, display: &str) -> Vec<Value> {
+        let field = self.f(i, n);
+        let mut out = Vec::new();
+        for (k, rep) in field.repetitions().enumerate() {
+            let name = rep.component(1);
+            let mut p = Map::new();
+            if let Some(id) = name.subcomponent(1).text() {
+                p.insert("identifier".into(), json!([{ "value": id }]));
+            }
+            let mut hn = Map::new();
+            if let Some(f) = name.subcomponent(2).text() {
+                hn.insert("family".into(), json!(f));
+            }
+            let given: Vec<String> = [3, 4].into_iter().filter_map(|s| name.subcomponent(s).text()).collect();
+            if !given.is_empty() {
+                hn.insert("given".into(), json!(given));
+            }
+            if !hn.is_empty() {
+                p.insert("name".into(), json!([hn]));
+            }
+            let mut r = Map::new();
+            r.insert(
+                "code".into(),
+                json!([{ "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/v2-0443", "code": role, "display": display }] }]),
+            );
+            if !p.is_empty() {
+                let key = format!("{}|{}", name.subcomponent(1).raw(), name.subcomponent(2).raw());
+                let e = self.add("Practitioner", &format!("ndl|{key}"), p);
+                r.insert("practitioner".into(), self.reference(e));
+            }
+            if let Some(period) = dt::period(&rep.component(2), &rep.component(3)) {
+                r.insert("period".into(), period);
+            }
+            if let Some(l) = self.location_at(&rep, &[(7, "si"), (10, "bu"), (11, "lvl"), (4, "wa"), (5, "ro"), (6, "bd")]) {
+                r.insert("location".into(), json!([l]));
+            }
+            if r.len() > 1 {
+                let e = self.add("PractitionerRole", &format!("ndl|{i}|{n}|{k}"), r);
+                out.push(self.reference(e));
+            }
+        }
+        out
     }
 
     fn convert(&mut self) {

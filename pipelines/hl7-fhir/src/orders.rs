@@ -95,6 +95,17 @@ impl Builder<'_> {
             self.set(order, "requester", r);
         }
         let _ = self.f(i, 27);
+        // OBR-10: who collected the specimen.
+        let collectors = self.practitioner(i, 10);
+        let interpreters = [
+            (32, "PI", "Primary Interpreter"),
+            (33, "AI", "Assistant/Alternate Interpreter"),
+        ]
+        .into_iter()
+        .flat_map(|(n, code, display)| self.ndl_roles(i, n, code, display))
+        .collect::<Vec<_>>();
+        self.ndl_roles(i, 34, "TN", "Technician");
+        self.ndl_roles(i, 35, "TR", "Transcriptionist");
         let issued = dt::date_time(&self.f(i, 22));
         let result_status = self.f(i, 25).text();
         let (kind, _) = self.msg.message_type();
@@ -119,6 +130,9 @@ impl Builder<'_> {
             if let Some(t) = issued.and_then(|t| t.contains('T').then_some(t)) {
                 r.insert("issued".into(), json!(t));
             }
+            if !interpreters.is_empty() {
+                r.insert("resultsInterpreter".into(), Value::Array(interpreters));
+            }
             let e = self.add("DiagnosticReport", &format!("report|{i}"), r);
             self.report = Some(e);
         }
@@ -129,6 +143,7 @@ impl Builder<'_> {
         // A new OBR starts a new group of observations and its specimen.
         self.group_observations.clear();
         self.specimen = None;
+        self.collector = collectors.into_iter().next();
         true
     }
 
@@ -328,8 +343,16 @@ impl Builder<'_> {
             s.insert("subject".into(), p);
         }
         let collected = self.f(i, 17);
+        let mut collection = Map::new();
         if let Some(t) = dt::date_time(&collected.component(1)) {
-            s.insert("collection".into(), json!({ "collectedDateTime": t }));
+            collection.insert("collectedDateTime".into(), json!(t));
+        }
+        // The collector OBR-10 named.
+        if let Some(who) = self.collector.clone() {
+            collection.insert("collector".into(), who);
+        }
+        if !collection.is_empty() {
+            s.insert("collection".into(), Value::Object(collection));
         }
         if let Some(t) = dt::date_time(&self.f(i, 18)) {
             s.insert("receivedTime".into(), json!(t));

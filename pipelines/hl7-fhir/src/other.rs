@@ -185,6 +185,89 @@ impl Builder<'_> {
         if !performers.is_empty() {
             c.insert("performer".into(), Value::Array(std::mem::take(&mut performers)));
         }
+        // FT1-24: who entered the charge, when FT1-21 named no orderer.
+        if let Some(who) = self.practitioner(i, 24).into_iter().next()
+            && !c.contains_key("enterer")
+        {
+            c.insert("enterer".into(), who);
+        }
+        if let Some(t) = dt::date_time(&self.f(i, 5)) {
+            c.insert("enteredDate".into(), json!(t));
+        }
+        // FT1-13, the department: the charge's cost center.
+        let department = self.f(i, 13);
+        if let Some(org) = self.organization(department.component(2).text(), department.component(1).text(), None) {
+            c.insert("costCenter".into(), org);
+        }
+        // FT1-32 performing and FT1-33 ordering facility.
+        for (n, key) in [(32, "performingOrganization"), (33, "requestingOrganization")] {
+            let facility = self.f(i, n);
+            if let Some(org) = self.xon(&facility) {
+                c.insert(key.into(), org);
+            }
+        }
+        let reasons: Vec<Value> = self.f(i, 19).repetitions().filter_map(|r| dt::codeable(&r)).collect();
+        if !reasons.is_empty() {
+            c.insert("reason".into(), Value::Array(reasons));
+        }
+        // What was charged for: the procedure (FT1-25), the drug dispensed
+        // (FT1-29 NDC code, FT1-42 quantity, FT1-41 prescription number).
+        let mut services = Vec::new();
+        if let Some(code) = dt::codeable(&self.f(i, 25)) {
+            let mut p = Map::new();
+            p.insert("status".into(), json!("unknown"));
+            p.insert("code".into(), code);
+            if let Some(s) = self.patient_ref() {
+                p.insert("subject".into(), s);
+            }
+            let e = self.add("Procedure", &format!("ft1|{i}"), p);
+            services.push(self.reference(e));
+        }
+        if let Some(drug) = dt::codeable(&self.f(i, 29)) {
+            let mut m = Map::new();
+            m.insert("status".into(), json!("unknown"));
+            m.insert("medicationCodeableConcept".into(), drug);
+            if let Some(s) = self.patient_ref() {
+                m.insert("subject".into(), s);
+            }
+            let amount = self.f(i, 42);
+            if let Some(q) = amount.component(1).text().and_then(|q| q.parse::<serde_json::Number>().ok()) {
+                let mut quantity = Map::new();
+                quantity.insert("value".into(), Value::Number(q));
+                if let Some(unit) = amount.component(2).subcomponent(2).text() {
+                    quantity.insert("unit".into(), json!(unit));
+                }
+                m.insert("quantity".into(), Value::Object(quantity));
+            }
+            if let Some(rx) = self.f(i, 41).text() {
+                m.insert(
+                    "authorizingPrescription".into(),
+                    json!([{ "identifier": { "value": rx }, "type": "MedicationRequest" }]),
+                );
+            }
+            let e = self.add("MedicationDispense", &format!("ft1|{i}"), m);
+            services.push(self.reference(e));
+        }
+        if !services.is_empty() {
+            c.insert("service".into(), Value::Array(services));
+        }
+        // FT1-34 (item number) and FT1-35 (model number): the device charged for.
+        let item = self.f(i, 34);
+        if let Some(id) = dt::entity_identifier(&item, None) {
+            let mut d = Map::new();
+            d.insert("identifier".into(), json!([id]));
+            if let Some(model) = self.f(i, 35).text() {
+                d.insert("modelNumber".into(), json!(model));
+            }
+            if let Some(s) = self.patient_ref() {
+                d.insert("patient".into(), s);
+            }
+            let e = self.add("Device", &format!("ft1|{i}"), d);
+            c.insert("productReference".into(), self.reference(e));
+        }
+        if let Some(&a) = self.by_key.get("Account|account") {
+            c.insert("account".into(), json!([self.reference(a)]));
+        }
         let e = self.add("ChargeItem", &format!("ft1|{i}"), c);
         self.last = Last::Entry(e);
         true

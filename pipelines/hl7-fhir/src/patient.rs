@@ -120,6 +120,21 @@ impl Builder<'_> {
             a.insert("subject".into(), json!([{ "reference": self.patient.clone() }]));
             self.add("Account", "account", a);
         }
+        self.pid = Some(i);
+        // PID-21, the mother's identifiers: with next of kin, the first NK1
+        // is that person; without, the mother is a RelatedPerson of her own.
+        if !self.msg.segments().iter().any(|s| s.name() == "NK1") {
+            let ids = self.identifiers(i, 21);
+            if !ids.is_empty() {
+                let mut r = Map::new();
+                r.insert("identifier".into(), Value::Array(ids));
+                r.insert("relationship".into(), json!([mother()]));
+                if let Some(p) = self.patient_ref() {
+                    r.insert("patient".into(), p);
+                }
+                self.add("RelatedPerson", "mother", r);
+            }
+        }
         self.last = Last::Entry(e);
         true
     }
@@ -161,9 +176,8 @@ impl Builder<'_> {
         if !names.is_empty() {
             r.insert("name".into(), Value::Array(names));
         }
-        if let Some(rel) = dt::codeable(&self.f(i, 3)) {
-            r.insert("relationship".into(), json!([rel]));
-        }
+        let mut relationship: Vec<Value> = dt::codeable(&self.f(i, 3)).into_iter().collect();
+        relationship.extend(dt::codeable(&self.f(i, 7)));
         let addresses: Vec<Value> = self.f(i, 4).repetitions().filter_map(|a| dt::address(&a)).collect();
         if !addresses.is_empty() {
             r.insert("address".into(), Value::Array(addresses));
@@ -183,10 +197,48 @@ impl Builder<'_> {
         if let Some(d) = dt::date_time(&self.f(i, 16)) {
             r.insert("birthDate".into(), json!(d.get(..10).unwrap_or(&d)));
         }
-        let ids = self.identifiers(i, 33);
+        // The contact person (NK1-30 name, 31 telecom, 32 address) is this
+        // person too.
+        let contact_names: Vec<Value> = self
+            .f(i, 30)
+            .repetitions()
+            .filter_map(|n| dt::human_name(&n, 1))
+            .collect();
+        if !contact_names.is_empty() {
+            match r.get_mut("name") {
+                Some(Value::Array(names)) => names.extend(contact_names),
+                _ => {
+                    r.insert("name".into(), Value::Array(contact_names));
+                }
+            }
+        }
+        if let Some(p) = dt::period(&self.f(i, 8), &self.f(i, 9)) {
+            r.insert("period".into(), p);
+        }
+        // Identifiers: NK1-12 (employee number), NK1-33, NK1-37 (SSN), and
+        // on the first NK1 the mother's (PID-21) when she is next of kin.
+        let mut ids = self.identifiers(i, 12);
+        ids.extend(self.identifiers(i, 33));
+        if let Some(ssn) = self.f(i, 37).text() {
+            ids.push(json!({ "value": ssn, "system": "http://hl7.org/fhir/sid/us-ssn" }));
+        }
+        let first_nk1 = !self.msg.segments()[..i].iter().any(|s| s.name() == "NK1");
+        if let (Some(pid), true) = (self.pid, first_nk1) {
+            let mother_ids = self.identifiers(pid, 21);
+            if !mother_ids.is_empty() {
+                ids.extend(mother_ids);
+                relationship.push(mother());
+            }
+        }
         if !ids.is_empty() {
             r.insert("identifier".into(), Value::Array(ids));
         }
+        if !relationship.is_empty() {
+            r.insert("relationship".into(), Value::Array(relationship));
+        }
+        // NK1-13, the next of kin as an organization.
+        let org = self.f(i, 13);
+        self.xon(&org);
         let e = self.add("RelatedPerson", &format!("nk1|{i}"), r);
         self.last = Last::Entry(e);
         true
@@ -244,12 +296,30 @@ impl Builder<'_> {
         if !locations.is_empty() {
             enc.insert("location".into(), Value::Array(locations));
         }
-        if let Some(v) = dt::identifier(&self.f(i, 50)) {
+        for v in self.identifiers(i, 50) {
             let ids = enc.entry("identifier").or_insert_with(|| json!([]));
             if let Value::Array(a) = ids {
                 a.push(v);
             }
         }
+        // PV1-37, where the patient was discharged to (DLD: a location
+        // code with its name and coding system as subcomponents).
+        let to = self.f(i, 37).component(1);
+        if let Some(name) = to.subcomponent(2).text().or_else(|| to.subcomponent(1).text()) {
+            let mut l = Map::new();
+            if let (Some(code), Some(_)) = (to.subcomponent(1).text(), to.subcomponent(2).text()) {
+                let mut ident = Map::new();
+                ident.insert("value".into(), json!(code));
+                if let Some(system) = to.subcomponent(3).text() {
+                    ident.insert("system".into(), json!(dt::code_system(&system)));
+                }
+                l.insert("identifier".into(), json!([ident]));
+            }
+            l.insert("name".into(), json!(name));
+            let e = self.add("Location", &format!("discharged-to|{name}"), l);
+            enc.insert("hospitalization".into(), json!({ "destination": self.reference(e) }));
+        }
+        // PV2-13 is read with PV2; PV1-8 the referring doctor.
         if let Some(t) = dt::codeable(&self.f(i, 4)) {
             enc.insert("type".into(), json!([t]));
         }
@@ -661,10 +731,18 @@ impl Builder<'_> {
         if let Some(p) = self.patient_ref() {
             r.insert("patient".into(), p);
         }
-        let ids = self.identifiers(i, 2);
+        // GT1-2 (guarantor number), GT1-19 (employee number), GT1-12 (SSN).
+        let mut ids = self.identifiers(i, 2);
+        ids.extend(self.identifiers(i, 19));
+        if let Some(ssn) = self.f(i, 12).text() {
+            ids.push(json!({ "value": ssn, "system": "http://hl7.org/fhir/sid/us-ssn", "type": { "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "SS" }] } }));
+        }
         if !ids.is_empty() {
             r.insert("identifier".into(), Value::Array(ids));
         }
+        // GT1-21, the guarantor's organization.
+        let org = self.f(i, 21);
+        self.xon(&org);
         let names: Vec<Value> = self
             .f(i, 3)
             .repetitions()
@@ -724,12 +802,30 @@ impl Builder<'_> {
                 );
             }
         }
+        // IN2-1 (the insured's employee id) and IN2-2 (SSN) identify the insured.
+        let insured = self.entries[c].2["subscriber"]["reference"]
+            .as_str()
+            .and_then(|r| self.entry_of(r));
+        let mut ids = self.identifiers(i, 1);
+        if let Some(ssn) = self.f(i, 2).text() {
+            ids.push(json!({ "value": ssn, "system": "http://hl7.org/fhir/sid/us-ssn", "type": { "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "SS" }] } }));
+        }
+        if let Some(r) = insured {
+            for id in ids {
+                self.push(r, "identifier", id);
+            }
+        }
         // IN2-61, the patient's member number with its plan.
         for id in self.identifiers(i, 61) {
             self.push(c, "identifier", id);
         }
         true
     }
+}
+
+/// The relationship of the patient's mother (PID-21).
+fn mother() -> Value {
+    json!({ "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/v3-RoleCode", "code": "MTH", "display": "mother" }] })
 }
 
 /// HL7 table 0001 → administrative gender.
