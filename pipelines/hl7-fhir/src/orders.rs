@@ -40,7 +40,32 @@ impl Builder<'_> {
         {
             s.insert("requester".into(), r);
         }
+        // ORC-4, the placer group number: the requisition the order is part of.
+        if let Some(group) = dt::entity_identifier(&self.f(i, 4), Some("PGN")) {
+            s.insert("requisition".into(), group);
+        }
+        // ORC-21..23: the ordering facility, the requester's organization.
+        let facility = self.f(i, 21);
+        if let Some(org) = self.xon(&facility)
+            && let Some(role) = s.get("requester").and_then(|r| r["reference"].as_str()).and_then(|r| self.entry_of(r))
+        {
+            self.set(role, "organization", org);
+        }
         let e = self.add("ServiceRequest", &format!("order|{key}"), s);
+        // ORC-8, the parent order.
+        let parent = self.f(i, 8);
+        if let Some(p) = parent.component(1).subcomponent(1).text() {
+            let mut ps = Map::new();
+            ps.insert("status".into(), json!("active"));
+            ps.insert("intent".into(), json!("order"));
+            ps.insert("identifier".into(), json!([{ "value": p, "type": { "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "PLAC" }] } }]));
+            if let Some(subject) = self.patient_ref() {
+                ps.insert("subject".into(), subject);
+            }
+            let pe = self.add("ServiceRequest", &format!("order|{p}"), ps);
+            let reference = self.reference(pe);
+            self.push(e, "basedOn", reference);
+        }
         self.order = Some(e);
         self.report = None;
         self.last = Last::Entry(e);
@@ -204,8 +229,12 @@ impl Builder<'_> {
         if let Some(e) = self.encounter_ref() {
             o.insert("encounter".into(), e);
         }
-        if let Some(order) = self.order_of_obx {
+        if let Some(order) = self.order_of_obx.or(self.order) {
             o.insert("basedOn".into(), json!([self.reference(order)]));
+        }
+        // Under RXA (VXU), an OBX observes the administration.
+        if let Some(m) = self.immunization {
+            o.insert("partOf".into(), json!([self.reference(m)]));
         }
         let value_type = self.f(i, 2).text().unwrap_or_default();
         let value = self.f(i, 5);
@@ -266,6 +295,8 @@ impl Builder<'_> {
         // Responsible observer (16), performing organization (23) and its
         // medical director (25).
         let mut performers = self.practitioner_roles(i, 16, "RO", "Responsible Observer");
+        // The observers themselves, beside their role.
+        performers.extend(self.practitioner(i, 16));
         let lab = self.f(i, 23);
         if let Some(org) = self.xon(&lab) {
             performers.push(org);
@@ -307,6 +338,8 @@ impl Builder<'_> {
 
     pub(crate) fn nte(&mut self, i: usize) -> bool {
         let text: Vec<String> = self.f(i, 3).repetitions().filter_map(|r| r.text()).collect();
+        // NTE-5: who wrote the note.
+        let author = self.practitioner(i, 5).into_iter().next();
         match (self.last, text.is_empty()) {
             (_, true) => true,
             (Last::Entry(e), false) => {
@@ -314,7 +347,12 @@ impl Builder<'_> {
                 match kind.as_str() {
                     "ServiceRequest" | "Observation" | "AllergyIntolerance" | "Condition" | "Procedure"
                     | "Specimen" | "Immunization" => {
-                        self.push(e, "note", json!({ "text": text.join("\n") }));
+                        let mut note = Map::new();
+                        if let Some(a) = author {
+                            note.insert("authorReference".into(), a);
+                        }
+                        note.insert("text".into(), json!(text.join("\n")));
+                        self.push(e, "note", Value::Object(note));
                         true
                     }
                     // Appointment has a comment, not notes.

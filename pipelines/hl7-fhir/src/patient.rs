@@ -373,6 +373,17 @@ impl Builder<'_> {
         if let (Some(&e), Some(r)) = (self.by_key.get("Encounter|encounter"), reason) {
             self.set(e, "reasonCode", json!([r]));
         }
+        // PV2-13, the referral source: a participant of type referrer.
+        let referrers = self.practitioner(i, 13);
+        if let Some(&e) = self.by_key.get("Encounter|encounter") {
+            for who in referrers {
+                self.push(
+                    e,
+                    "participant",
+                    json!({ "type": [{ "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "REF" }] }], "individual": who }),
+                );
+            }
+        }
         true
     }
 
@@ -563,6 +574,16 @@ impl Builder<'_> {
                     c.insert("class".into(), json!([class]));
                 }
             }
+        }
+        // IN1-11 (IN1-10 its id): the insured's group employer, holding the policy.
+        let employer = self.f(i, 11);
+        let employer_id = self.f(i, 10);
+        if let Some(org) = self.organization(
+            employer.component(1).text(),
+            employer_id.component(1).text(),
+            None,
+        ) {
+            c.insert("policyHolder".into(), org);
         }
         // The insured (IN1-16 name, 18 birth date, 19 address, 43 sex, 49 id),
         // when not the patient (IN1-17 relationship SEL), is the subscriber.
