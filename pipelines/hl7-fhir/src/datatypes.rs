@@ -141,6 +141,23 @@ pub fn entity_identifier(v: &V2<'_>, type_code: Option<&str>) -> Option<Value> {
     Some(Value::Object(out))
 }
 
+/// An EI inside a component (EIP.1 / EIP.2, as in SPM-2 and SPM-3: its
+/// parts are subcomponents) → Identifier, typed.
+pub fn sub_entity_identifier(c: &V2<'_>, type_code: Option<&str>) -> Option<Value> {
+    let value = c.subcomponent(1).text()?;
+    let system = assigner_system(c.subcomponent(2).text(), c.subcomponent(3).text(), c.subcomponent(4).text());
+    let mut out = Map::new();
+    out.insert("value".into(), Value::String(value));
+    put(&mut out, "system", s(system));
+    if let Some(t) = type_code {
+        out.insert(
+            "type".into(),
+            json!({ "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": t }] }),
+        );
+    }
+    Some(Value::Object(out))
+}
+
 /// A placer and a filler number (EI) → the identifiers PLAC and FILL
 /// (ORC-2/3, OBR-2/3, SCH-1/2); `None` when neither is given.
 pub fn placer_filler(placer: &V2<'_>, filler: &V2<'_>) -> Option<Value> {

@@ -504,6 +504,21 @@ impl<'m> Builder<'m> {
         out
     }
 
+    /// Whether a `name` segment follows segment `i` before the next order
+    /// (ORC or OBR) starts.
+    fn group_has(&self, i: usize, name: &str) -> bool {
+        self.msg.segments()[i + 1..]
+            .iter()
+            .map(|s| s.name())
+            .take_while(|n| !matches!(*n, "ORC" | "OBR"))
+            .any(|n| n == name)
+    }
+
+    /// The order the segments being read belong to.
+    fn current_order(&self) -> Option<usize> {
+        self.order_of_obx.or(self.order)
+    }
+
     fn convert(&mut self) {
         let count = self.msg.segments().len();
         for i in 0..count {
@@ -535,6 +550,7 @@ impl<'m> Builder<'m> {
                 "AIS" | "AIL" | "AIP" | "AIG" => self.resource_of_appointment(i),
                 "ROL" => self.rol(i),
                 "PRT" => self.prt(i),
+                "CTI" => self.cti(i),
                 "GT1" => self.gt1(i),
                 "IN2" => self.in2(i),
                 _ => false,

@@ -40,6 +40,10 @@ impl Builder<'_> {
         {
             s.insert("requester".into(), r);
         }
+        // The patient's account pays for it.
+        if let Some(&a) = self.by_key.get("Account|account") {
+            s.insert("supportingInfo".into(), json!([self.reference(a)]));
+        }
         // ORC-4, the placer group number: the requisition the order is part of.
         if let Some(group) = dt::entity_identifier(&self.f(i, 4), Some("PGN")) {
             s.insert("requisition".into(), group);
@@ -160,6 +164,24 @@ impl Builder<'_> {
             }
             let e = self.add("DiagnosticReport", &format!("report|{i}"), r);
             self.report = Some(e);
+        }
+        // Without an SPM in its group, the order's specimen is known by
+        // OBR-7, the collection time.
+        if let Some(t) = dt::date_time(&self.f(i, 7))
+            && !self.group_has(i, "SPM")
+        {
+            let mut sp = Map::new();
+            sp.insert("collection".into(), json!({ "collectedDateTime": t }));
+            if let Some(p) = self.patient_ref() {
+                sp.insert("subject".into(), p);
+            }
+            sp.insert("request".into(), json!([self.reference(order)]));
+            let e = self.add("Specimen", &format!("obr|{i}"), sp);
+            let reference = self.reference(e);
+            self.push(order, "specimen", reference.clone());
+            if let Some(r) = self.report {
+                self.push(r, "specimen", reference);
+            }
         }
         self.order = None;
         self.last = Last::Entry(order);
@@ -370,9 +392,47 @@ impl Builder<'_> {
     pub(crate) fn spm(&mut self, i: usize) -> bool {
         let mut s = Map::new();
         let id = self.f(i, 2);
-        let placer = id.component(1);
-        if let Some(ident) = dt::entity_identifier(&placer, None) {
-            s.insert("identifier".into(), json!([ident]));
+        // SPM-2: the placer's and the filler's numbers (EIP); SPM-31 other
+        // identifiers (CX); SPM-32 the shipment's (EI); SPM-30 the accession.
+        let mut ids: Vec<Value> = [
+            dt::sub_entity_identifier(&id.component(1), Some("PGN")),
+            dt::sub_entity_identifier(&id.component(2), Some("FGN")),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        ids.extend(self.identifiers(i, 31));
+        ids.extend(dt::entity_identifier(&self.f(i, 32), None));
+        if !ids.is_empty() {
+            s.insert("identifier".into(), Value::Array(ids));
+        }
+        if let Some(acc) = self.identifiers(i, 30).into_iter().next() {
+            s.insert("accessionIdentifier".into(), acc);
+        }
+        // SPM-3: the specimens this one was taken from.
+        let parents = self.f(i, 3);
+        let mut parent_refs = Vec::new();
+        for p in parents.repetitions() {
+            let pids: Vec<Value> = [
+                dt::sub_entity_identifier(&p.component(1), Some("PGN")),
+                dt::sub_entity_identifier(&p.component(2), Some("FGN")),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            if pids.is_empty() {
+                continue;
+            }
+            let mut ps = Map::new();
+            ps.insert("identifier".into(), Value::Array(pids));
+            if let Some(subject) = self.patient_ref() {
+                ps.insert("subject".into(), subject);
+            }
+            let pe = self.add("Specimen", &format!("parent|{}", p.raw()), ps);
+            parent_refs.push(self.reference(pe));
+        }
+        if !parent_refs.is_empty() {
+            s.insert("parent".into(), Value::Array(parent_refs));
         }
         if let Some(t) = dt::codeable(&self.f(i, 4)) {
             s.insert("type".into(), t);

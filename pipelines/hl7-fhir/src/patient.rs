@@ -473,6 +473,11 @@ impl Builder<'_> {
             c.insert("identifier".into(), json!([ident]));
         }
         let e = self.add("Condition", &format!("dg1|{i}"), c);
+        // Within an order (ORM, OML), the diagnosis is the order's reason.
+        if let Some(order) = self.current_order() {
+            let reference = self.reference(e);
+            self.push(order, "reasonReference", reference);
+        }
         if let Some(&enc) = self.by_key.get("Encounter|encounter") {
             let reference = self.reference(e);
             self.push(enc, "diagnosis", json!({ "condition": reference }));
@@ -727,6 +732,27 @@ impl Builder<'_> {
         }
         if !r.is_empty() {
             self.add("PractitionerRole", &format!("prt|{i}"), r);
+        }
+        true
+    }
+
+    /// CTI: the clinical trial an order is part of → ResearchStudy (sponsor
+    /// study id CTI-1, phase CTI-2), supporting the order.
+    pub(crate) fn cti(&mut self, i: usize) -> bool {
+        let study = self.f(i, 1);
+        let Some(id) = dt::entity_identifier(&study, None) else {
+            return false;
+        };
+        let mut r = Map::new();
+        r.insert("status".into(), json!("active"));
+        r.insert("identifier".into(), json!([id]));
+        if let Some(phase) = dt::codeable(&self.f(i, 2)) {
+            r.insert("phase".into(), phase);
+        }
+        let e = self.add("ResearchStudy", &format!("cti|{}", study.raw()), r);
+        if let Some(order) = self.current_order() {
+            let reference = self.reference(e);
+            self.push(order, "supportingInfo", reference);
         }
         true
     }
