@@ -551,6 +551,8 @@ impl<'m> Builder<'m> {
                 "ROL" => self.rol(i),
                 "PRT" => self.prt(i),
                 "CTI" => self.cti(i),
+                "PDA" => self.pda(i),
+                "ACC" => self.acc(i),
                 "GT1" => self.gt1(i),
                 "IN2" => self.in2(i),
                 _ => false,

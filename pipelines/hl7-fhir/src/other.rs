@@ -314,6 +314,37 @@ impl Builder<'_> {
             participants.push(json!({ "status": "needs-action", "type": [{ "text": "patient" }] }));
         }
         a.insert("participant".into(), Value::Array(participants));
+        // The placer's (SCH-12..15), the filler's (16..19) and the enterer's
+        // (20..22) contacts: who, their phone and where.
+        for (person, phone, place, role) in [
+            (12, Some(13), 15, "placer contact"),
+            (16, Some(17), 19, "filler contact"),
+            (20, Some(21), 22, "entered by"),
+        ] {
+            let who = self.practitioner(i, person).into_iter().next();
+            let location = self.f(i, place);
+            let location = self.location(&location);
+            let telecom: Vec<Value> = phone
+                .map(|n| self.f(i, n))
+                .into_iter()
+                .flat_map(|v| v.repetitions().filter_map(|t| dt::contact_point(&t)).collect::<Vec<_>>())
+                .collect();
+            if who.is_none() && location.is_none() {
+                continue;
+            }
+            let mut r = Map::new();
+            r.insert("code".into(), json!([{ "text": role }]));
+            if let Some(w) = who {
+                r.insert("practitioner".into(), w);
+            }
+            if let Some(l) = location {
+                r.insert("location".into(), json!([l]));
+            }
+            if !telecom.is_empty() {
+                r.insert("telecom".into(), Value::Array(telecom));
+            }
+            self.add("PractitionerRole", &format!("sch|{i}|{person}"), r);
+        }
         let key = filler
             .component(1)
             .text()

@@ -519,6 +519,11 @@ impl Builder<'_> {
         if let Some(ident) = dt::entity_identifier(&self.f(i, 19), None) {
             p.insert("identifier".into(), json!([ident]));
         }
+        // PR1-23, where it was done.
+        let place = self.f(i, 23);
+        if let Some(l) = self.location(&place) {
+            p.insert("location".into(), l);
+        }
         let e = self.add("Procedure", &format!("pr1|{i}"), p);
         self.last = Last::Entry(e);
         true
@@ -707,6 +712,10 @@ impl Builder<'_> {
         }
         let place = self.f(i, 9);
         if let Some(l) = self.location(&place) {
+            // The place is the organization's.
+            if let Some(o) = r.get("organization").cloned() {
+                self.manage_locations(&l, &o);
+            }
             r.insert("location".into(), json!([l]));
         }
         let start = self.f(i, 11);
@@ -755,6 +764,51 @@ impl Builder<'_> {
             self.push(order, "supportingInfo", reference);
         }
         true
+    }
+
+    /// PDA: the patient's death and autopsy → the place of death (PDA-2)
+    /// and the practitioners who certified it (PDA-5) and performed the
+    /// autopsy (PDA-8); PDA-4, when the certificate was signed, dates the
+    /// death when PID-29 did not.
+    pub(crate) fn pda(&mut self, i: usize) -> bool {
+        let place = self.f(i, 2);
+        self.location(&place);
+        self.practitioner(i, 5);
+        self.practitioner(i, 8);
+        let signed = dt::date_time(&self.f(i, 4));
+        if let (Some(t), Some(&p)) = (signed, self.by_key.get("Patient|patient"))
+            && self.entries[p].2.get("deceasedDateTime").is_none()
+        {
+            self.remove(p, "deceasedBoolean");
+            self.set(p, "deceasedDateTime", json!(t));
+        }
+        true
+    }
+
+    /// ACC: an accident → its place (ACC-3, with the address ACC-11) as a
+    /// Location and who recorded it (ACC-7).
+    pub(crate) fn acc(&mut self, i: usize) -> bool {
+        if let Some(name) = self.f(i, 3).text() {
+            let mut l = Map::new();
+            l.insert("name".into(), json!(name));
+            if let Some(a) = dt::address(&self.f(i, 11)) {
+                l.insert("address".into(), a);
+            }
+            self.add("Location", &format!("accident|{name}"), l);
+        }
+        self.practitioner(i, 7);
+        true
+    }
+
+    /// The organization manages a Location and the places above it.
+    pub(crate) fn manage_locations(&mut self, location: &Value, org: &Value) {
+        let mut next = location["reference"].as_str().and_then(|r| self.entry_of(r));
+        while let Some(e) = next {
+            self.set(e, "managingOrganization", org.clone());
+            next = self.entries[e].2["partOf"]["reference"]
+                .as_str()
+                .and_then(|r| self.entry_of(r));
+        }
     }
 
     /// The CX repetitions of field `n`, each with its assigning authority.
