@@ -98,18 +98,55 @@ impl Builder<'_> {
         true
     }
 
+    /// EVN: the trigger event as the source system recorded it → a
+    /// Provenance of its own (the message's is MSH's): recorded EVN-2 (else
+    /// the message's time), occurred EVN-6, reason EVN-4, the operator EVN-5
+    /// as agent, the event facility EVN-7 as location.
     pub(crate) fn evn(&mut self, i: usize) -> bool {
         let _ = self.f(i, 1); // the event type: MSH-9 says it too
-        // EVN-5, the operator, is an agent of the message's provenance.
-        let operators = self.practitioner(i, 5);
-        if let (Some(&p), false) = (self.by_key.get("Provenance|message"), operators.is_empty()) {
-            for who in operators {
-                self.push(p, "agent", json!({ "type": { "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type", "code": "enterer" }] }, "who": who }));
-            }
+        let mut p = Map::new();
+        let recorded = self.f(i, 2);
+        // MSH is segment 0: its time stands in for a missing EVN-2.
+        let recorded = dt::instant(&recorded).or_else(|| dt::instant(&self.field(0, 7)));
+        let Some(recorded) = recorded else {
+            return false;
+        };
+        p.insert("recorded".into(), json!(recorded));
+        if let Some(t) = dt::date_time(&self.f(i, 6)) {
+            p.insert("occurredDateTime".into(), json!(t));
         }
-        // EVN-7, the facility where the event happened: the Provenance's location.
+        if let Some(r) = dt::codeable(&self.f(i, 4)) {
+            p.insert("reason".into(), json!([r]));
+        }
+        let (kind, event) = self.msg.message_type();
+        p.insert("activity".into(), json!({ "text": format!("{kind}^{event}") }));
+        let bundle = format!("Bundle/{}", self.id("Bundle", "bundle"));
+        let mut targets = vec![json!({ "reference": bundle })];
+        if let Some(h) = self.message_header {
+            targets.push(self.reference(h));
+        }
+        p.insert("target".into(), Value::Array(targets));
+        let operators = self.practitioner(i, 5);
+        let agents: Vec<Value> = operators
+            .into_iter()
+            .map(|who| json!({ "type": { "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type", "code": "enterer" }] }, "who": who }))
+            .collect();
+        if agents.is_empty() {
+            // An agent is required: the sending application stands for the operator.
+            let app = self.field(0, 3);
+            if let Some(name) = app.component(1).text() {
+                let mut d = Map::new();
+                d.insert("identifier".into(), json!([{ "value": name }]));
+                let dev = self.add("Device", &format!("application|{name}"), d);
+                p.insert("agent".into(), json!([{ "who": self.reference(dev) }]));
+            } else {
+                p.insert("agent".into(), json!([{ "who": { "display": "unknown operator" } }]));
+            }
+        } else {
+            p.insert("agent".into(), Value::Array(agents));
+        }
         let facility = self.f(i, 7);
-        if let (Some(name), Some(&p)) = (facility.component(1).text(), self.by_key.get("Provenance|message")) {
+        if let Some(name) = facility.component(1).text() {
             let mut l = Map::new();
             l.insert("name".into(), json!(name));
             if let Some(u) = facility.component(2).text() {
@@ -125,19 +162,9 @@ impl Builder<'_> {
             }
             l.insert("mode".into(), json!("instance"));
             let loc = self.add("Location", &format!("event-facility|{}", facility.raw()), l);
-            let reference = self.reference(loc);
-            self.set(p, "location", reference);
+            p.insert("location".into(), self.reference(loc));
         }
-        // When the event occurred (EVN-6), else when it was recorded (EVN-2);
-        // the Provenance's own `recorded` is the message's time (MSH-7).
-        let recorded = self.f(i, 2);
-        let occurred = self.f(i, 6);
-        if let (Some(&p), Some(t)) = (
-            self.by_key.get("Provenance|message"),
-            dt::date_time(&occurred).or_else(|| dt::date_time(&recorded)),
-        ) {
-            self.set(p, "occurredDateTime", json!(t));
-        }
+        self.add("Provenance", "event", p);
         true
     }
 

@@ -553,6 +553,7 @@ impl<'m> Builder<'m> {
                 "CTI" => self.cti(i),
                 "PDA" => self.pda(i),
                 "ACC" => self.acc(i),
+                "DB1" => self.db1(i),
                 "GT1" => self.gt1(i),
                 "IN2" => self.in2(i),
                 _ => false,

@@ -129,6 +129,7 @@ impl Builder<'_> {
                 let mut r = Map::new();
                 r.insert("identifier".into(), Value::Array(ids));
                 r.insert("relationship".into(), json!([mother()]));
+                r.insert("gender".into(), json!("female"));
                 if let Some(p) = self.patient_ref() {
                     r.insert("patient".into(), p);
                 }
@@ -271,9 +272,13 @@ impl Builder<'_> {
         if let Some(p) = self.patient_ref() {
             enc.insert("subject".into(), p);
         }
-        let visit = self.f(i, 19);
-        if let Some(id) = dt::identifier(&visit) {
-            enc.insert("identifier".into(), json!([id]));
+        let visit = self.identifiers(i, 19);
+        if !visit.is_empty() {
+            enc.insert("identifier".into(), Value::Array(visit));
+        }
+        // PV1-5, the pre-admission number.
+        if let Some(pre) = self.identifiers(i, 5).into_iter().next() {
+            enc.insert("hospitalization".into(), json!({ "preAdmissionIdentifier": pre }));
         }
         let start = self.f(i, 44);
         if let Some(p) = dt::period(&start, &self.field(i, 45)) {
@@ -317,7 +322,15 @@ impl Builder<'_> {
             }
             l.insert("name".into(), json!(name));
             let e = self.add("Location", &format!("discharged-to|{name}"), l);
-            enc.insert("hospitalization".into(), json!({ "destination": self.reference(e) }));
+            let destination = self.reference(e);
+            match enc.get_mut("hospitalization") {
+                Some(Value::Object(h)) => {
+                    h.insert("destination".into(), destination);
+                }
+                _ => {
+                    enc.insert("hospitalization".into(), json!({ "destination": destination }));
+                }
+            }
         }
         // PV2-13 is read with PV2; PV1-8 the referring doctor.
         if let Some(t) = dt::codeable(&self.f(i, 4)) {
@@ -598,6 +611,14 @@ impl Builder<'_> {
         // The insured (IN1-16 name, 18 birth date, 19 address, 43 sex, 49 id),
         // when not the patient (IN1-17 relationship SEL), is the subscriber.
         let relation = self.f(i, 17).component(1).text();
+        // The patient insured as self: IN1-49 is the patient's insured id.
+        if relation.as_deref() == Some("SEL")
+            && let Some(&p) = self.by_key.get("Patient|patient")
+        {
+            for id in self.identifiers(i, 49) {
+                self.push(p, "identifier", id);
+            }
+        }
         let names: Vec<Value> = self
             .f(i, 16)
             .repetitions()
@@ -800,6 +821,23 @@ impl Builder<'_> {
         true
     }
 
+    /// DB1: the patient's disability → the disabled person's identifier
+    /// (DB1-3) is the patient's.
+    pub(crate) fn db1(&mut self, i: usize) -> bool {
+        // DB1-2: whose disability — the patient's (PT, or unsaid) is mapped.
+        if !matches!(self.f(i, 2).text().as_deref(), None | Some("PT")) {
+            return false;
+        }
+        let ids = self.identifiers(i, 3);
+        let Some(&p) = self.by_key.get("Patient|patient") else {
+            return false;
+        };
+        for id in ids {
+            self.push(p, "identifier", id);
+        }
+        true
+    }
+
     /// The organization manages a Location and the places above it.
     pub(crate) fn manage_locations(&mut self, location: &Value, org: &Value) {
         let mut next = location["reference"].as_str().and_then(|r| self.entry_of(r));
@@ -891,17 +929,26 @@ impl Builder<'_> {
         if self.entries[c].0 != "Coverage" {
             return false;
         }
+        // They are the patient's numbers too, as is the military id (IN2-10);
+        // IN2-7 is the patient's name on the Medicaid case.
+        let patient = self.by_key.get("Patient|patient").copied();
         for (n, code, system) in [
             (6, "MC", "http://hl7.org/fhir/sid/us-medicare"),
             (8, "MA", "urn:carehub:hl7-aa:medicaid"),
+            (10, "MI", "urn:carehub:hl7-aa:military"),
         ] {
             if let Some(v) = self.f(i, n).text() {
-                self.push(
-                    c,
-                    "identifier",
-                    json!({ "value": v, "system": system, "type": { "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": code }] } }),
-                );
+                let id = json!({ "value": v, "system": system, "type": { "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": code }] } });
+                if n != 10 {
+                    self.push(c, "identifier", id.clone());
+                }
+                if let Some(p) = patient {
+                    self.push(p, "identifier", id);
+                }
             }
+        }
+        if let (Some(p), Some(name)) = (patient, dt::human_name(&self.f(i, 7), 1)) {
+            self.push(p, "name", name);
         }
         // IN2-1 (the insured's employee id) and IN2-2 (SSN) identify the insured.
         let insured = self.entries[c].2["subscriber"]["reference"]
@@ -918,7 +965,10 @@ impl Builder<'_> {
         }
         // IN2-61, the patient's member number with its plan.
         for id in self.identifiers(i, 61) {
-            self.push(c, "identifier", id);
+            self.push(c, "identifier", id.clone());
+            if let Some(p) = patient {
+                self.push(p, "identifier", id);
+            }
         }
         true
     }
