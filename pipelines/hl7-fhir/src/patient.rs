@@ -49,7 +49,7 @@ impl Builder<'_> {
         if let Some(d) = dt::date_time(&self.f(i, 7)) {
             p.insert("birthDate".into(), json!(d.get(..10).unwrap_or(&d)));
         }
-        if let Some(g) = self.f(i, 8).text() {
+        if let Some(g) = self.f(i, 8).component(1).text() {
             p.insert(
                 "gender".into(),
                 json!(match g.as_str() {
@@ -192,7 +192,7 @@ impl Builder<'_> {
         if !telecom.is_empty() {
             r.insert("telecom".into(), Value::Array(telecom));
         }
-        if let Some(g) = gender(self.f(i, 15).text().as_deref()) {
+        if let Some(g) = gender(self.f(i, 15).component(1).text().as_deref()) {
             r.insert("gender".into(), json!(g));
         }
         if let Some(d) = dt::date_time(&self.f(i, 16)) {
@@ -637,7 +637,7 @@ impl Builder<'_> {
             if !addresses.is_empty() {
                 r.insert("address".into(), Value::Array(addresses));
             }
-            if let Some(g) = gender(self.f(i, 43).text().as_deref()) {
+            if let Some(g) = gender(self.f(i, 43).component(1).text().as_deref()) {
                 r.insert("gender".into(), json!(g));
             }
             let ids = self.identifiers(i, 49);
@@ -905,7 +905,7 @@ impl Builder<'_> {
         if let Some(d) = dt::date_time(&self.f(i, 8)) {
             r.insert("birthDate".into(), json!(d.get(..10).unwrap_or(&d)));
         }
-        if let Some(g) = gender(self.f(i, 9).text().as_deref()) {
+        if let Some(g) = gender(self.f(i, 9).component(1).text().as_deref()) {
             r.insert("gender".into(), json!(g));
         }
         if r.len() <= 1 {
