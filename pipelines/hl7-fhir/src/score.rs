@@ -141,37 +141,66 @@ pub fn keys(r: &Value) -> BTreeSet<String> {
     out
 }
 
-/// Scores `ours` against `expected` (two Bundles).
+/// Scores `ours` against `expected` (two Bundles): the most expected
+/// resources that can each be given a distinct resource of carehub's
+/// holding its key elements (a maximum bipartite matching, per type — a
+/// first-come pairing would let a resource with few keys take the only
+/// candidate of one with more).
 pub fn score(expected: &Value, ours: &Value) -> Score {
-    let resources = |b: &Value| -> Vec<Value> {
+    let resources = |b: &Value| -> Vec<(String, BTreeSet<String>)> {
         b["entry"]
             .as_array()
             .into_iter()
             .flatten()
-            .map(|e| e["resource"].clone())
+            .map(|e| &e["resource"])
+            .map(|r| (r["resourceType"].as_str().unwrap_or("").to_owned(), keys(r)))
             .collect()
     };
-    let mut candidates: Vec<(String, BTreeSet<String>, bool)> = resources(ours)
-        .iter()
-        .map(|r| (r["resourceType"].as_str().unwrap_or("").to_owned(), keys(r), false))
-        .collect();
+    let candidates = resources(ours);
+    let wanted = resources(expected);
     let mut s = Score::default();
-    for e in resources(expected) {
-        let t = e["resourceType"].as_str().unwrap_or("").to_owned();
-        let want = keys(&e);
-        let hit = candidates
-            .iter_mut()
-            .find(|(ct, ck, used)| !*used && *ct == t && want.is_subset(ck));
-        let slot = s.by_type.entry(t).or_default();
-        slot.0 += 1;
-        s.expected += 1;
-        if let Some(c) = hit {
-            c.2 = true;
-            slot.1 += 1;
-            s.matched += 1;
-        }
+    let mut types: BTreeSet<&str> = BTreeSet::new();
+    for (t, _) in &wanted {
+        types.insert(t);
+    }
+    for t in types {
+        let want: Vec<&BTreeSet<String>> = wanted.iter().filter(|(wt, _)| wt == t).map(|(_, k)| k).collect();
+        let have: Vec<&BTreeSet<String>> = candidates.iter().filter(|(ct, _)| ct == t).map(|(_, k)| k).collect();
+        let fits: Vec<Vec<usize>> = want
+            .iter()
+            .map(|w| (0..have.len()).filter(|&c| w.is_subset(have[c])).collect())
+            .collect();
+        let matched = maximum_matching(&fits, have.len());
+        let slot = s.by_type.entry(t.to_owned()).or_default();
+        slot.0 += want.len();
+        slot.1 += matched;
+        s.expected += want.len();
+        s.matched += matched;
     }
     s
+}
+
+/// The size of a maximum matching between the left nodes (`fits[l]`: the
+/// right nodes `l` may pair with) and `right` right nodes — Kuhn's
+/// augmenting paths.
+fn maximum_matching(fits: &[Vec<usize>], right: usize) -> usize {
+    fn augment(l: usize, fits: &[Vec<usize>], owner: &mut [Option<usize>], seen: &mut [bool]) -> bool {
+        for &r in &fits[l] {
+            if seen[r] {
+                continue;
+            }
+            seen[r] = true;
+            if owner[r].is_none_or(|other| augment(other, fits, owner, seen)) {
+                owner[r] = Some(l);
+                return true;
+            }
+        }
+        false
+    }
+    let mut owner = vec![None; right];
+    (0..fits.len())
+        .filter(|&l| augment(l, fits, &mut owner, &mut vec![false; right]))
+        .count()
 }
 
 /// For each expected resource of `resource_type` that no resource of
