@@ -145,7 +145,11 @@ pub fn entity_identifier(v: &V2<'_>, type_code: Option<&str>) -> Option<Value> {
 /// parts are subcomponents) → Identifier, typed.
 pub fn sub_entity_identifier(c: &V2<'_>, type_code: Option<&str>) -> Option<Value> {
     let value = c.subcomponent(1).text()?;
-    let system = assigner_system(c.subcomponent(2).text(), c.subcomponent(3).text(), c.subcomponent(4).text());
+    let system = assigner_system(
+        c.subcomponent(2).text(),
+        c.subcomponent(3).text(),
+        c.subcomponent(4).text(),
+    );
     let mut out = Map::new();
     out.insert("value".into(), Value::String(value));
     put(&mut out, "system", s(system));

@@ -53,7 +53,11 @@ impl Builder<'_> {
         for (n, facility) in [(22, h.get("sender").cloned()), (23, receiver_of(&h))] {
             let org = self.f(i, n);
             let Some(r) = self.xon(&org) else { continue };
-            if let Some(f) = facility.as_ref().and_then(|f| f["reference"].as_str()).and_then(|f| self.entry_of(f)) {
+            if let Some(f) = facility
+                .as_ref()
+                .and_then(|f| f["reference"].as_str())
+                .and_then(|f| self.entry_of(f))
+            {
                 self.set(f, "partOf", r.clone());
             }
             if n == 22 {

@@ -62,8 +62,8 @@ const NAMESPACE: Uuid = Uuid::from_u128(0x6a1f_3c2e_8b4d_4e61_9f0a_2c7d_5e8b_1a3
 
 /// Segments whose field 1 is a Set ID.
 const SET_ID_FIRST: &[&str] = &[
-    "AIG", "AIL", "AIP", "AIS", "AL1", "DG1", "FT1", "GT1", "IN1", "NK1", "NTE", "OBR", "OBX", "PID", "PR1", "PV1",
-    "PV2", "SPM", "TQ1", "TXA", "ROL", "RGS",
+    "AIG", "AIL", "AIP", "AIS", "AL1", "DB1", "DG1", "FT1", "GT1", "IN1", "NK1", "NTE", "OBR", "OBX", "PID", "PR1",
+    "PV1", "PV2", "SPM", "TQ1", "TXA", "ROL", "RGS",
 ];
 
 /// A message that cannot be converted.
@@ -493,7 +493,10 @@ impl<'m> Builder<'m> {
             if let Some(period) = dt::period(&rep.component(2), &rep.component(3)) {
                 r.insert("period".into(), period);
             }
-            if let Some(l) = self.location_at(&rep, &[(7, "si"), (10, "bu"), (11, "lvl"), (4, "wa"), (5, "ro"), (6, "bd")]) {
+            if let Some(l) = self.location_at(
+                &rep,
+                &[(7, "si"), (10, "bu"), (11, "lvl"), (4, "wa"), (5, "ro"), (6, "bd")],
+            ) {
                 r.insert("location".into(), json!([l]));
             }
             if r.len() > 1 {
@@ -554,6 +557,7 @@ impl<'m> Builder<'m> {
                 "PDA" => self.pda(i),
                 "ACC" => self.acc(i),
                 "DB1" => self.db1(i),
+                "BLG" => self.blg(i),
                 "GT1" => self.gt1(i),
                 "IN2" => self.in2(i),
                 _ => false,

@@ -51,7 +51,10 @@ impl Builder<'_> {
         // ORC-21..23: the ordering facility, the requester's organization.
         let facility = self.f(i, 21);
         if let Some(org) = self.xon(&facility)
-            && let Some(role) = s.get("requester").and_then(|r| r["reference"].as_str()).and_then(|r| self.entry_of(r))
+            && let Some(role) = s
+                .get("requester")
+                .and_then(|r| r["reference"].as_str())
+                .and_then(|r| self.entry_of(r))
         {
             self.set(role, "organization", org);
         }

@@ -231,7 +231,11 @@ impl Builder<'_> {
                 m.insert("subject".into(), s);
             }
             let amount = self.f(i, 42);
-            if let Some(q) = amount.component(1).text().and_then(|q| q.parse::<serde_json::Number>().ok()) {
+            if let Some(q) = amount
+                .component(1)
+                .text()
+                .and_then(|q| q.parse::<serde_json::Number>().ok())
+            {
                 let mut quantity = Map::new();
                 quantity.insert("value".into(), Value::Number(q));
                 if let Some(unit) = amount.component(2).subcomponent(2).text() {
@@ -327,7 +331,11 @@ impl Builder<'_> {
             let telecom: Vec<Value> = phone
                 .map(|n| self.f(i, n))
                 .into_iter()
-                .flat_map(|v| v.repetitions().filter_map(|t| dt::contact_point(&t)).collect::<Vec<_>>())
+                .flat_map(|v| {
+                    v.repetitions()
+                        .filter_map(|t| dt::contact_point(&t))
+                        .collect::<Vec<_>>()
+                })
                 .collect();
             if who.is_none() && location.is_none() {
                 continue;

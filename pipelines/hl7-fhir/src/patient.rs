@@ -532,6 +532,22 @@ impl Builder<'_> {
         if let Some(ident) = dt::entity_identifier(&self.f(i, 19), None) {
             p.insert("identifier".into(), json!([ident]));
         }
+        // PR1-6, the functional type (A anesthesia, D diagnostic, …).
+        if let Some(c) = dt::codeable(&self.f(i, 6)) {
+            p.insert("category".into(), c);
+        }
+        // PR1-25, the procedure this one is part of.
+        let parent = self.f(i, 25);
+        if let Some(pid) = dt::entity_identifier(&parent, None) {
+            let mut pp = Map::new();
+            pp.insert("status".into(), json!("unknown"));
+            pp.insert("identifier".into(), json!([pid]));
+            if let Some(s) = self.patient_ref() {
+                pp.insert("subject".into(), s);
+            }
+            let pe = self.add("Procedure", &format!("parent|{}", parent.raw()), pp);
+            p.insert("partOf".into(), json!([self.reference(pe)]));
+        }
         // PR1-23, where it was done.
         let place = self.f(i, 23);
         if let Some(l) = self.location(&place) {
@@ -601,11 +617,7 @@ impl Builder<'_> {
         // IN1-11 (IN1-10 its id): the insured's group employer, holding the policy.
         let employer = self.f(i, 11);
         let employer_id = self.f(i, 10);
-        if let Some(org) = self.organization(
-            employer.component(1).text(),
-            employer_id.component(1).text(),
-            None,
-        ) {
+        if let Some(org) = self.organization(employer.component(1).text(), employer_id.component(1).text(), None) {
             c.insert("policyHolder".into(), org);
         }
         // The insured (IN1-16 name, 18 birth date, 19 address, 43 sex, 49 id),
@@ -651,6 +663,11 @@ impl Builder<'_> {
             c.insert("subscriber".into(), self.reference(e));
         }
         let e = self.add("Coverage", &format!("in1|{i}"), c);
+        // The patient's account is paid through this coverage.
+        if let Some(&a) = self.by_key.get("Account|account") {
+            let reference = self.reference(e);
+            self.push(a, "coverage", json!({ "coverage": reference }));
+        }
         self.last = Last::Entry(e);
         true
     }
@@ -834,6 +851,28 @@ impl Builder<'_> {
         };
         for id in ids {
             self.push(p, "identifier", id);
+        }
+        true
+    }
+
+    /// BLG: billing of an order → the Account (BLG-3) it is charged to.
+    pub(crate) fn blg(&mut self, i: usize) -> bool {
+        let ids = self.identifiers(i, 3);
+        if ids.is_empty() {
+            return false;
+        }
+        let _ = self.f(i, 2); // charge type (CR, CH…): the ChargeItems say it
+        let key = self.field(i, 3).raw().to_owned();
+        let mut a = Map::new();
+        a.insert("identifier".into(), Value::Array(ids));
+        a.insert("status".into(), json!("active"));
+        if let Some(p) = self.patient_ref() {
+            a.insert("subject".into(), json!([p]));
+        }
+        let e = self.add("Account", &format!("blg|{key}"), a);
+        if let Some(order) = self.current_order() {
+            let reference = self.reference(e);
+            self.push(order, "supportingInfo", reference);
         }
         true
     }

@@ -52,6 +52,28 @@ const CASES: &[(&str, &[&str])] = &[
         &["Patient", "Immunization", "Practitioner", "Organization"],
     ),
     ("mdm_t02.hl7", &["Patient", "Encounter", "DocumentReference"]),
+    (
+        "adt_a01_full.hl7",
+        &["Patient", "RelatedPerson", "Encounter", "Coverage", "Provenance"],
+    ),
+    (
+        "orm_o01_full.hl7",
+        &[
+            "ServiceRequest",
+            "PractitionerRole",
+            "Condition",
+            "ResearchStudy",
+            "Account",
+        ],
+    ),
+    (
+        "oru_r01_full.hl7",
+        &["DiagnosticReport", "PractitionerRole", "Specimen", "Observation"],
+    ),
+    (
+        "dft_p03_full.hl7",
+        &["ChargeItem", "Procedure", "MedicationDispense", "Device"],
+    ),
 ];
 
 #[test]
@@ -154,6 +176,221 @@ fn fields_land_where_the_mapping_says() {
     let visit = resources(&siu, "Appointment")[0];
     assert_eq!(visit["status"], "booked");
     assert_eq!(visit["serviceType"][0]["coding"][0]["code"], "FIT");
+}
+
+/// The resource `reference` (`Type/id`) names in `bundle`.
+fn target<'b>(bundle: &'b Value, reference: &Value) -> &'b Value {
+    let r = reference["reference"].as_str().expect("a reference");
+    bundle["entry"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| &e["resource"])
+        .find(|x| {
+            format!(
+                "{}/{}",
+                x["resourceType"].as_str().unwrap_or(""),
+                x["id"].as_str().unwrap_or("")
+            ) == r
+        })
+        .unwrap_or_else(|| panic!("{r} is not in the Bundle"))
+}
+
+fn codes(v: &Value) -> Vec<&str> {
+    v["coding"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["code"].as_str())
+        .collect()
+}
+
+#[test]
+fn people_places_and_events_around_the_patient_are_linked() {
+    let adt = to_fhir(&fixture("adt_a01_full.hl7")).expect("ADT").bundle;
+    // MSH-4 is part of MSH-22's organization.
+    let header = resources(&adt, "MessageHeader")[0];
+    let sender = target(&adt, &header["sender"]);
+    assert_eq!(target(&adt, &sender["partOf"])["name"], "North Health Group");
+    // EVN: a Provenance of its own, recorded at EVN-2, by the operator, at the facility.
+    let event = resources(&adt, "Provenance")
+        .into_iter()
+        .find(|p| p["reason"].is_array())
+        .expect("the event's provenance");
+    assert_eq!(event["recorded"], "2026-12-01T08:55:00+00:00");
+    assert_eq!(codes(&event["reason"][0]), ["01"]);
+    assert_eq!(target(&adt, &event["agent"][0]["who"])["name"][0]["family"], "Operator");
+    // NK1 with the mother's identifier (PID-21), the contact person's name, SSN, employee number.
+    let kin = resources(&adt, "RelatedPerson")
+        .into_iter()
+        .find(|r| r["name"][0]["family"] == "Testparent" && r["telecom"].is_array())
+        .expect("next of kin");
+    let ids: Vec<&str> = kin["identifier"]
+        .as_array()
+        .expect("ids")
+        .iter()
+        .filter_map(|i| i["value"].as_str())
+        .collect();
+    assert_eq!(ids, ["E-42", "SSN-777", "M-77"]);
+    assert_eq!(kin["name"][1]["given"][0], "Samantha");
+    assert_eq!(kin["gender"], "female");
+    assert!(
+        kin["relationship"]
+            .as_array()
+            .expect("relationships")
+            .iter()
+            .any(|r| codes(r) == ["MTH"])
+    );
+    // PV1-5 pre-admission number, PV1-37 discharged to, PV1-19 with its assigner.
+    let visit = resources(&adt, "Encounter")[0];
+    assert_eq!(visit["hospitalization"]["preAdmissionIdentifier"]["value"], "PRE-9");
+    assert_eq!(target(&adt, &visit["hospitalization"]["destination"])["name"], "Home");
+    assert!(visit["identifier"][0]["assigner"].is_object());
+    // DB1-3 and IN2's Medicare/Medicaid numbers are the patient's.
+    let patient = resources(&adt, "Patient")[0];
+    let pids: Vec<&str> = patient["identifier"]
+        .as_array()
+        .expect("ids")
+        .iter()
+        .filter_map(|i| i["value"].as_str())
+        .collect();
+    for id in ["P-2002", "DIS-5", "MEDICARE-1", "MEDICAID-1"] {
+        assert!(pids.contains(&id), "{id} in {pids:?}");
+    }
+    // The insured (IN1-16..) with IN2-1/2, the employer holding the policy.
+    let coverage = resources(&adt, "Coverage")[0];
+    let insured = target(&adt, &coverage["subscriber"]);
+    assert_eq!(insured["gender"], "female");
+    assert!(
+        insured["identifier"]
+            .as_array()
+            .expect("ids")
+            .iter()
+            .any(|i| i["value"] == "SSN-777")
+    );
+    assert_eq!(target(&adt, &coverage["policyHolder"])["name"], "Testparent employer");
+    // PDA-2 and ACC-3 are places; PDA-4 dates the death.
+    let places: Vec<&str> = resources(&adt, "Location")
+        .iter()
+        .filter_map(|l| l["name"].as_str())
+        .collect();
+    assert!(places.contains(&"Sports hall"), "{places:?}");
+    assert_eq!(patient["deceasedDateTime"], "2026-12-01");
+}
+
+#[test]
+fn orders_carry_participants_reasons_studies_and_accounts() {
+    let orm = to_fhir(&fixture("orm_o01_full.hl7")).expect("ORM").bundle;
+    let order = resources(&orm, "ServiceRequest")[0];
+    assert_eq!(order["requisition"]["value"], "GRP-6");
+    assert_eq!(codes(&target(&orm, &order["reasonReference"][0])["code"]), ["M21.4"]);
+    let supporting: Vec<&str> = order["supportingInfo"]
+        .as_array()
+        .expect("supportingInfo")
+        .iter()
+        .map(|r| target(&orm, r)["resourceType"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(supporting, ["Account", "ResearchStudy", "Account"]);
+    // ORC-21: the ordering facility is the requester's organization.
+    let requester = target(&orm, &order["requester"]);
+    assert_eq!(target(&orm, &requester["organization"])["name"], "North Clinic");
+    // OBR-7 without SPM: the specimen collected then.
+    let specimen = target(&orm, &order["specimen"][0]);
+    // (a time without an offset is no FHIR dateTime: the date is kept)
+    assert_eq!(specimen["collection"]["collectedDateTime"], "2026-12-01");
+    // PRT: a role with its organization, managing the place, and the device.
+    let role = resources(&orm, "PractitionerRole")
+        .into_iter()
+        .find(|r| r["location"].is_array())
+        .expect("the PRT role");
+    assert_eq!(codes(&role["code"][0]), ["OP"]);
+    let place = target(&orm, &role["location"][0]);
+    assert_eq!(place["managingOrganization"], role["organization"]);
+    assert!(
+        resources(&orm, "Device")
+            .iter()
+            .any(|d| d["identifier"][0]["value"] == "SCANNER-1")
+    );
+
+    let oru = to_fhir(&fixture("oru_r01_full.hl7")).expect("ORU").bundle;
+    let report = resources(&oru, "DiagnosticReport")[0];
+    let interpreter = target(&oru, &report["resultsInterpreter"][0]);
+    assert_eq!(codes(&interpreter["code"][0]), ["PI"]);
+    assert_eq!(
+        target(&oru, &interpreter["practitioner"])["name"][0]["family"],
+        "Interpreter"
+    );
+    let technician = resources(&oru, "PractitionerRole")
+        .into_iter()
+        .find(|r| codes(&r["code"][0]) == ["TN"])
+        .expect("OBR-34's technician");
+    assert_eq!(technician["period"]["start"], "2026-12-01");
+    assert_eq!(target(&oru, &technician["location"][0])["name"], "R2");
+    let observation = resources(&oru, "Observation")[0];
+    assert_eq!(
+        target(&oru, &observation["note"][0]["authorReference"])["name"][0]["family"],
+        "Noter"
+    );
+    let specimen = resources(&oru, "Specimen")
+        .into_iter()
+        .find(|s| s["parent"].is_array())
+        .expect("SPM's specimen");
+    let sids: Vec<&str> = specimen["identifier"]
+        .as_array()
+        .expect("ids")
+        .iter()
+        .filter_map(|i| i["value"].as_str())
+        .collect();
+    assert_eq!(sids, ["SP-1", "SP-1F", "SHIP-1"]);
+    assert_eq!(specimen["accessionIdentifier"]["value"], "ACC-77");
+    assert_eq!(target(&oru, &specimen["parent"][0])["identifier"][0]["value"], "SP-0");
+    assert_eq!(
+        target(&oru, &specimen["collection"]["collector"])["name"][0]["family"],
+        "Collector"
+    );
+}
+
+#[test]
+fn a_charge_names_what_it_is_for() {
+    let dft = to_fhir(&fixture("dft_p03_full.hl7")).expect("DFT").bundle;
+    let charge = resources(&dft, "ChargeItem")[0];
+    assert_eq!(target(&dft, &charge["costCenter"])["name"], "Orthotics department");
+    assert_eq!(target(&dft, &charge["enterer"])["name"][0]["family"], "Enterer");
+    assert_eq!(target(&dft, &charge["performingOrganization"])["name"], "Ortho Lab");
+    assert_eq!(target(&dft, &charge["requestingOrganization"])["name"], "North Clinic");
+    let services: Vec<&Value> = charge["service"]
+        .as_array()
+        .expect("services")
+        .iter()
+        .map(|r| target(&dft, r))
+        .collect();
+    assert_eq!(codes(&services[0]["code"]), ["97760"]);
+    assert_eq!(codes(&services[1]["medicationCodeableConcept"]), ["00000-0000-00"]);
+    assert_eq!(services[1]["quantity"]["value"], 2);
+    assert_eq!(services[1]["authorizingPrescription"][0]["identifier"]["value"], "RX-1");
+    let device = target(&dft, &charge["productReference"]);
+    assert_eq!(device["modelNumber"], "MODEL-5");
+    assert!(charge["account"].is_array());
+    // PR1-6 category, PR1-23 place, PR1-25 parent procedure.
+    let procedure = resources(&dft, "Procedure")
+        .into_iter()
+        .find(|p| p["partOf"].is_array())
+        .expect("PR1's procedure");
+    assert_eq!(codes(&procedure["category"]), ["T"]);
+    assert_eq!(
+        target(&dft, &procedure["partOf"][0])["identifier"][0]["value"],
+        "PR-PARENT-1"
+    );
+    assert_eq!(target(&dft, &procedure["location"])["name"], "R12");
+    // A self-insured patient: IN1-49 is the patient's.
+    let patient = resources(&dft, "Patient")[0];
+    assert!(
+        patient["identifier"]
+            .as_array()
+            .expect("ids")
+            .iter()
+            .any(|i| i["value"] == "INS-1001")
+    );
 }
 
 #[test]
