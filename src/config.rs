@@ -313,6 +313,11 @@ pub struct Hl7PipelineConfig {
     /// A sender without an entry gets commit ACKs only.
     #[serde(default)]
     pub ack_destinations: std::collections::BTreeMap<String, String>,
+    /// Also convert each message to FHIR R4 and load the resources the
+    /// canonical record does not hold (visits, allergies, coverage,
+    /// specimens…) into the FHIR store, in the same transaction.
+    #[serde(default)]
+    pub load_fhir: bool,
 }
 
 fn default_hl7_outbound_topic() -> String {
@@ -339,6 +344,7 @@ impl Default for Hl7PipelineConfig {
             outbound_topic: default_hl7_outbound_topic(),
             outbound_group: default_hl7_outbound_group(),
             ack_destinations: Default::default(),
+            load_fhir: false,
         }
     }
 }

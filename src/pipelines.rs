@@ -43,7 +43,8 @@ pub fn all(cfg: &Config, pool: &PgPool) -> Vec<PipelineSpec> {
                 pool.clone(),
                 Arc::new(
                     Hl7Pipeline::new(&hl7.events_topic)
-                        .with_application_acks(&hl7.outbound_topic, hl7.ack_destinations.clone()),
+                        .with_application_acks(&hl7.outbound_topic, hl7.ack_destinations.clone())
+                        .with_fhir_load(hl7.load_fhir),
                 ),
             ),
         },

@@ -40,6 +40,17 @@ fn get(
     (status, json, h)
 }
 
+fn interactions_of(cap: &Value, ty: &str) -> Vec<String> {
+    cap["rest"][0]["resource"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["type"] == ty)
+        .flat_map(|r| r["interaction"].as_array().cloned().unwrap_or_default())
+        .filter_map(|i| i["code"].as_str().map(str::to_owned))
+        .collect()
+}
+
 fn issue_code(v: &Value) -> &str {
     assert_eq!(v["resourceType"], "OperationOutcome", "{v}");
     v["issue"][0]["code"].as_str().unwrap_or("")
@@ -80,20 +91,41 @@ async fn the_record_reads_as_fhir_with_tokens_scopes_and_an_audit_entry_per_read
     assert_eq!(
         types,
         [
+            "Account",
+            "AllergyIntolerance",
+            "Appointment",
+            "ChargeItem",
+            "Condition",
+            "Coverage",
+            "Device",
             "DiagnosticReport",
             "DocumentReference",
+            "Encounter",
+            "EpisodeOfCare",
             "ImagingStudy",
+            "Immunization",
             "Invoice",
+            "Location",
+            "MedicationDispense",
+            "MessageHeader",
             "Observation",
             "Organization",
             "Patient",
             "Practitioner",
+            "PractitionerRole",
+            "Procedure",
             "Provenance",
+            "RelatedPerson",
+            "ResearchStudy",
             "ServiceRequest",
+            "Specimen",
             "Task",
             "AuditEvent"
         ]
     );
+    // What only the HL7 v2 pipeline loads (load_fhir) is read-only.
+    assert!(!interactions_of(&cap, "Encounter").contains(&"create".to_owned()));
+    assert!(interactions_of(&cap, "Encounter").contains(&"search-type".to_owned()));
     // Writes where they are taken, and only there.
     let interactions = |ty: &str| -> Vec<String> {
         cap["rest"][0]["resource"]

@@ -731,6 +731,10 @@ async fn the_converter_batches_from_the_corpus_load_where_their_types_are_served
             if e.get("request").is_none() {
                 // An entry that does not say what to do with it is refused alone.
                 assert!(status.starts_with("400"), "{ty} without request: {status}");
+            } else if carehub_fhir::store::LOADED.contains(&ty) {
+                // Served, read-only: only the HL7 pipeline loads them.
+                assert!(status.starts_with("405"), "{ty}: {status}");
+                unserved += 1;
             } else if !served.contains(&ty) {
                 assert!(status.starts_with("404"), "{ty}: {status}");
                 unserved += 1;
@@ -758,7 +762,7 @@ async fn the_converter_batches_from_the_corpus_load_where_their_types_are_served
         }
     }
     println!(
-        "{} bundles: {accepted} entries of served types accepted, {invalid} refused as not conforming to R4, {unserved} of types not served",
+        "{} bundles: {accepted} entries of served types accepted, {invalid} refused as not conforming to R4, {unserved} of types not written over FHIR",
         files.len(),
     );
     assert!(refused.is_empty(), "refused though valid: {refused:#?}");
@@ -829,4 +833,130 @@ async fn convert_hl7v2_answers_a_bundle_and_what_was_not_mapped() {
         &message,
     );
     assert_eq!(status, 401);
+}
+
+#[tokio::test]
+async fn with_load_fhir_messages_over_mllp_read_as_fhir_linked_to_the_canonical_record() {
+    let hub = start_hub_with(
+        fresh_db().await,
+        vec![
+            ("CAREHUB_FHIR__AUTH__HS256_SECRET", SECRET.to_owned()),
+            ("CAREHUB_PIPELINES__HL7__LOAD_FHIR", "true".to_owned()),
+        ],
+    )
+    .await;
+    let fhir = env_value(&hub.envs, "CAREHUB_FHIR__LISTEN");
+    assert!(wait_listening(&fhir, Duration::from_secs(30)).await, "FHIR endpoint up");
+    let pool = &hub.db.pool;
+    let admin = token(&hub, &["--sub", "ops-1", "--role", "admin"]);
+    let converted_id = |text: &str, ty: &str| -> String {
+        let bundle = carehub_hl7_fhir::to_fhir(text).expect("converts").bundle;
+        bundle["entry"]
+            .as_array()
+            .expect("entries")
+            .iter()
+            .map(|e| &e["resource"])
+            .find(|r| r["resourceType"] == ty)
+            .and_then(|r| r["id"].as_str())
+            .unwrap_or_else(|| panic!("no {ty}"))
+            .to_owned()
+    };
+    let read = |path: String| {
+        let fhir = fhir.clone();
+        let admin = admin.clone();
+        async move {
+            eventually(Duration::from_secs(60), || {
+                let a = call(&fhir, "GET", &path, &admin, "", &[]);
+                async move { (a.status == 200).then_some(a.json) }
+            })
+            .await
+            .unwrap_or_else(|| panic!("{path} is not served"))
+        }
+    };
+
+    // An admission: the visit, the next of kin, the coverage are served.
+    let adt = fixture("adt_a01_full.hl7");
+    let ack = send_until_accepted(&hub.mllp, &wire(&adt), Duration::from_secs(60))
+        .await
+        .expect("ACK");
+    assert_eq!(ack.code.as_str(), "AA");
+    let visit = read(format!("/Encounter/{}", converted_id(&adt, "Encounter"))).await;
+    let (patient,): (uuid::Uuid,) = sqlx::query_as("SELECT patient_id FROM patient_identifier WHERE value = 'P-2002'")
+        .fetch_one(pool)
+        .await
+        .expect("the canonical patient");
+    // The converted patient is the canonical one: referred to, not copied.
+    assert_eq!(visit["subject"]["reference"], format!("Patient/{patient}"));
+    let copy = call(
+        &fhir,
+        "GET",
+        &format!("/Patient/{}", converted_id(&adt, "Patient")),
+        &admin,
+        "",
+        &[],
+    );
+    assert_eq!(copy.status, 404, "{}", copy.text);
+    let coverages = call(
+        &fhir,
+        "GET",
+        &format!("/Coverage?patient=Patient/{patient}"),
+        &admin,
+        "",
+        &[],
+    );
+    assert_eq!(coverages.status, 200, "{}", coverages.text);
+    assert_eq!(
+        coverages.json["entry"].as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        coverages.text
+    );
+    // Read-only here, audited as written by the pipeline.
+    let id = visit["id"].as_str().expect("id");
+    let put = call(
+        &fhir,
+        "PUT",
+        &format!("/Encounter/{id}"),
+        &admin,
+        &visit.to_string(),
+        &[],
+    );
+    assert_eq!(put.status, 405, "{}", put.text);
+    let audited = count(
+        pool,
+        &format!("SELECT count(*) FROM audit_log WHERE entity_type = 'Encounter' AND entity_id = '{id}' AND actor_id = 'pipeline:hl7' AND action = 'create'"),
+    )
+    .await;
+    assert_eq!(audited, 1);
+
+    // An order, then its results: the report points at the canonical order
+    // and the canonical observation.
+    let orm = fixture("orm_o01_full.hl7");
+    let ack = send_until_accepted(&hub.mllp, &wire(&orm), Duration::from_secs(60))
+        .await
+        .expect("ACK");
+    assert_eq!(ack.code.as_str(), "AA");
+    let condition = read(format!("/Condition/{}", converted_id(&orm, "Condition"))).await;
+    assert_eq!(condition["code"]["coding"][0]["code"], "M21.4");
+    let oru = fixture("oru_r01_full.hl7");
+    let ack = send_until_accepted(&hub.mllp, &wire(&oru), Duration::from_secs(60))
+        .await
+        .expect("ACK");
+    assert_eq!(ack.code.as_str(), "AA");
+    let report = read(format!("/DiagnosticReport/{}", converted_id(&oru, "DiagnosticReport"))).await;
+    let (order,): (uuid::Uuid,) = sqlx::query_as("SELECT id FROM service_order WHERE placer_number = 'PO-6001'")
+        .fetch_one(pool)
+        .await
+        .expect("the canonical order");
+    assert_eq!(report["basedOn"][0]["reference"], format!("ServiceRequest/{order}"));
+    let (observation,): (uuid::Uuid,) = sqlx::query_as("SELECT id FROM observation WHERE code = 'FIT-LEN'")
+        .fetch_one(pool)
+        .await
+        .expect("the canonical observation");
+    assert_eq!(report["result"][0]["reference"], format!("Observation/{observation}"));
+    let result = read(format!("/Observation/{observation}")).await;
+    assert_eq!(result["code"]["coding"][0]["code"], "FIT-LEN");
+    // The specimens came along, in the patient's compartment.
+    let specimen = read(format!("/Specimen/{}", converted_id(&oru, "Specimen"))).await;
+    assert_eq!(specimen["subject"], report["subject"]);
 }

@@ -532,7 +532,13 @@ pub fn audit_event(row: &carehub_schema::audit::AuditRow) -> Value {
         .iter()
         .find(|(e, _)| *e == row.entity_type)
         .map(|(_, r)| *r)
-        .or_else(|| crate::store::WRITABLE.iter().copied().find(|r| *r == row.entity_type));
+        .or_else(|| {
+            crate::store::WRITABLE
+                .iter()
+                .chain(crate::store::LOADED)
+                .copied()
+                .find(|r| *r == row.entity_type)
+        });
     let what = match (resource_type, &row.entity_id) {
         (Some(r), Some(id)) => json!({ "reference": format!("{r}/{id}") }),
         (_, id) => {

@@ -44,8 +44,12 @@ fn reference(v: &str, ty: &str) -> Result<String, String> {
     Ok(format!("{ty}/{id}"))
 }
 
-/// Types kept only in the FHIR store, and the parameters their search takes.
-const STORED_ONLY: &[&str] = &["DiagnosticReport", "DocumentReference", "ImagingStudy", "Provenance"];
+/// Types kept only in the FHIR store (written over FHIR, or loaded by the
+/// HL7 v2 pipeline), whose search takes identifier, code, status, patient.
+fn stored_only(resource_type: &str) -> bool {
+    ["DiagnosticReport", "DocumentReference", "ImagingStudy", "Provenance"].contains(&resource_type)
+        || crate::store::LOADED.contains(&resource_type)
+}
 
 /// The element an `_include` follows (`ServiceRequest:patient` → `subject`).
 fn include(resource_type: &str, value: &str) -> Result<&'static str, String> {
@@ -159,10 +163,10 @@ impl Search {
                 }
                 ("ServiceRequest" | "Task" | "Observation" | "Invoice", "status") => s.status = Some(value.clone()),
                 ("Invoice", "patient" | "subject") => s.patient = Some(reference(value, "Patient")?),
-                (t, "identifier") if STORED_ONLY.contains(&t) => s.identifier = Some(token(value)),
-                (t, "code") if STORED_ONLY.contains(&t) => s.code = Some(token(value)),
-                (t, "status") if STORED_ONLY.contains(&t) => s.status = Some(value.clone()),
-                (t, "patient" | "subject") if STORED_ONLY.contains(&t) => {
+                (t, "identifier") if stored_only(t) => s.identifier = Some(token(value)),
+                (t, "code") if stored_only(t) => s.code = Some(token(value)),
+                (t, "status") if stored_only(t) => s.status = Some(value.clone()),
+                (t, "patient" | "subject") if stored_only(t) => {
                     s.patient = Some(reference(value, "Patient")?);
                 }
                 (_, other) => {
@@ -177,7 +181,7 @@ impl Search {
 
     /// Whether the canonical record can hold matches (else only the FHIR store).
     pub fn has_canonical(&self) -> bool {
-        !STORED_ONLY.contains(&self.resource_type.as_str())
+        !stored_only(&self.resource_type)
     }
 
     /// The same search over the FHIR store, for the first `limit` matches.

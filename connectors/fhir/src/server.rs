@@ -441,7 +441,12 @@ pub fn capability_statement() -> Value {
         }
         r
     };
-    let mut types: Vec<&str> = store::CANONICAL.iter().chain(store::WRITABLE).copied().collect();
+    let mut types: Vec<&str> = store::CANONICAL
+        .iter()
+        .chain(store::WRITABLE)
+        .chain(store::LOADED)
+        .copied()
+        .collect();
     types.sort_unstable();
     types.dedup();
     let mut served: Vec<Value> = types.iter().map(|t| resource(t)).collect();
@@ -676,7 +681,7 @@ async fn search(
             .await?;
         hits.extend(rows.into_iter().map(|(id, at)| (at, id.to_string())));
     }
-    if store::WRITABLE.contains(&resource_type.as_str()) {
+    if store::is_stored(&resource_type) {
         let stored =
             carehub_schema::fhir_store::search(&mut *conn, &resource_type, &search.stored(compartment, window, 0))
                 .await?;

@@ -57,9 +57,18 @@ pub const WRITABLE: &[&str] = &[
 /// Writes of these feed the canonical record.
 pub const HUB_FED: &[&str] = &["Patient", "ServiceRequest"];
 
+/// Types only loaded by the HL7 v2 pipeline (converted messages): read-only.
+pub const LOADED: &[&str] = fhir_store::LOADED_FROM_HL7;
+
 /// Whether `<type>` is served at all.
 pub fn is_served(resource_type: &str) -> bool {
-    CANONICAL.contains(&resource_type) || WRITABLE.contains(&resource_type)
+    CANONICAL.contains(&resource_type) || is_stored(resource_type)
+}
+
+/// Whether `<type>` may have versions in the FHIR store (written here or
+/// loaded by the HL7 v2 pipeline).
+pub fn is_stored(resource_type: &str) -> bool {
+    WRITABLE.contains(&resource_type) || LOADED.contains(&resource_type)
 }
 
 /// A resource as served.
@@ -99,7 +108,7 @@ impl Served {
 
 /// The current resource `<resource_type>/<id>`.
 pub async fn lookup(conn: &mut PgConnection, resource_type: &str, id: &str) -> carehub_schema::Result<Lookup> {
-    if WRITABLE.contains(&resource_type)
+    if is_stored(resource_type)
         && let Some(s) = fhir_store::current(&mut *conn, resource_type, id).await?
     {
         return Ok(match served_version(conn, s).await? {
@@ -273,51 +282,6 @@ pub fn parse(resource_type: &str, text: &str) -> Result<(RawResource, Value), Ou
         return Err(Outcome::issues(StatusCode::BAD_REQUEST, "structure", &issues));
     }
     Ok((raw, value))
-}
-
-/// What search and conditional interactions look up, from the body.
-pub fn search_keys(resource_type: &str, id: &str, v: &Value) -> SearchKeys {
-    let identifiers = v["identifier"]
-        .as_array()
-        .map(|ids| {
-            ids.iter()
-                .filter_map(|i| {
-                    let value = i["value"].as_str()?;
-                    Some(format!("{}|{value}", i["system"].as_str().unwrap_or("")))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let patient_ref = if resource_type == "Patient" {
-        Some(format!("Patient/{id}"))
-    } else {
-        ["subject", "patient", "for", "beneficiary"]
-            .iter()
-            .filter_map(|e| v[*e]["reference"].as_str())
-            .find(|r| r.starts_with("Patient/"))
-            .map(str::to_owned)
-    };
-    let mut codes = Vec::new();
-    for element in ["code", "category", "type"] {
-        let concepts = match &v[element] {
-            Value::Array(items) => items.iter().collect(),
-            c @ Value::Object(_) => vec![c],
-            _ => vec![],
-        };
-        for c in concepts {
-            for coding in c["coding"].as_array().into_iter().flatten() {
-                if let Some(code) = coding["code"].as_str() {
-                    codes.push(format!("{}|{code}", coding["system"].as_str().unwrap_or("")));
-                }
-            }
-        }
-    }
-    SearchKeys {
-        identifiers,
-        patient_ref,
-        status: v["status"].as_str().map(str::to_owned),
-        codes,
-    }
 }
 
 /// The current version number of `<type>/<id>`, stored or canonical, for
@@ -596,7 +560,7 @@ async fn store(
     version_id: i32,
     method: &str,
 ) -> Result<Written, Outcome> {
-    let keys = search_keys(resource_type, id, value);
+    let keys = fhir_store::search_keys(resource_type, id, value);
     within(reach, keys.patient_ref.as_deref())?;
     if resource_type == "ServiceRequest" {
         check_subject(conn, keys.patient_ref.as_deref()).await?;

@@ -13,6 +13,7 @@
 //! found here, after the ACK, and dead-lettered with the reason.
 
 pub mod app_ack;
+pub mod fhir_load;
 pub mod map;
 
 use async_trait::async_trait;
@@ -143,6 +144,8 @@ pub struct Hl7Pipeline {
     pub outbound_topic: String,
     /// Where senders in enhanced mode get their application ACKs.
     pub ack_routes: app_ack::AckRoutes,
+    /// Also load each message, converted to FHIR R4, into the FHIR store ([`fhir_load`]).
+    pub load_fhir: bool,
 }
 
 impl Hl7Pipeline {
@@ -151,7 +154,14 @@ impl Hl7Pipeline {
             events_topic: events_topic.into(),
             outbound_topic: String::new(),
             ack_routes: Default::default(),
+            load_fhir: false,
         }
+    }
+
+    /// Loads each message, converted to FHIR R4, into the FHIR store too.
+    pub fn with_fhir_load(mut self, load: bool) -> Self {
+        self.load_fhir = load;
+        self
     }
 
     /// Sends application ACKs (enhanced mode) on `outbound_topic` to the
@@ -287,6 +297,7 @@ impl Handler for Hl7Pipeline {
             audit: Vec::new(),
         };
         let msg_id = Some(ctx.message_id);
+        let mut canonical = fhir_load::CanonicalIds::default();
         let patient_id = match &mapped.command {
             Command::UpsertPatient { patient, encounter } => {
                 let p = upsert_patient(conn, &mut fx, patient).await?;
@@ -372,6 +383,8 @@ impl Handler for Hl7Pipeline {
                     let applied = records::apply_order(conn, p.id, orderer, clinic_id, o, msg_id)
                         .await?
                         .map_err(|r| HandlerError::rejected(r.error_code(), r.to_string()))?;
+                    let numbers = std::iter::once(&o.placer).chain(&o.filler).map(|n| n.value.clone());
+                    canonical.orders.push((numbers.collect(), applied.upserted().id));
                     fx.record(
                         conn,
                         "service_order",
@@ -393,6 +406,11 @@ impl Handler for Hl7Pipeline {
                         }
                     }
                     let up = records::upsert_observation(conn, p.id, order_id, r, msg_id).await?;
+                    canonical.observations.push((r.code.clone(), up.id));
+                    if let Some(o) = order_id {
+                        let numbers = [&r.placer, &r.filler].into_iter().flatten().map(|n| n.value.clone());
+                        canonical.orders.push((numbers.collect(), o));
+                    }
                     fx.record(
                         conn,
                         "observation",
@@ -435,6 +453,11 @@ impl Handler for Hl7Pipeline {
                 p.id
             }
         };
+        if self.load_fhir {
+            canonical.patient = Some(patient_id);
+            let written = fhir_load::load(conn, ctx, ACTOR, &text, &canonical).await?;
+            fx.audit.extend(written);
+        }
         self.acknowledge(conn, &msg, carehub_hl7::codec::Outcome::Accept, None)
             .await?;
         Ok(Handled {

@@ -14,6 +14,30 @@ use crate::Result;
 /// version_id, client).
 pub const FHIR_WRITTEN: &str = "carehub.fhir.resource.written.v1";
 
+/// Types the HL7 v2 pipeline loads into this store from converted messages
+/// (`[pipelines.hl7] load_fhir`) that nothing else writes: the FHIR
+/// endpoint serves them read-only.
+pub const LOADED_FROM_HL7: &[&str] = &[
+    "Account",
+    "AllergyIntolerance",
+    "Appointment",
+    "ChargeItem",
+    "Condition",
+    "Coverage",
+    "Device",
+    "Encounter",
+    "EpisodeOfCare",
+    "Immunization",
+    "Location",
+    "MedicationDispense",
+    "MessageHeader",
+    "PractitionerRole",
+    "Procedure",
+    "RelatedPerson",
+    "ResearchStudy",
+    "Specimen",
+];
+
 /// One version of a resource.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct StoredResource {
@@ -279,4 +303,49 @@ pub async fn search<'e>(
         .push(" OFFSET ")
         .push_bind(q.offset);
     Ok(b.build_query_as().fetch_all(ex).await?)
+}
+
+/// What search and conditional interactions look up, from the body.
+pub fn search_keys(resource_type: &str, id: &str, v: &serde_json::Value) -> SearchKeys {
+    let identifiers = v["identifier"]
+        .as_array()
+        .map(|ids| {
+            ids.iter()
+                .filter_map(|i| {
+                    let value = i["value"].as_str()?;
+                    Some(format!("{}|{value}", i["system"].as_str().unwrap_or("")))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let patient_ref = if resource_type == "Patient" {
+        Some(format!("Patient/{id}"))
+    } else {
+        ["subject", "patient", "for", "beneficiary"]
+            .iter()
+            .filter_map(|e| v[*e]["reference"].as_str())
+            .find(|r| r.starts_with("Patient/"))
+            .map(str::to_owned)
+    };
+    let mut codes = Vec::new();
+    for element in ["code", "category", "type"] {
+        let concepts = match &v[element] {
+            serde_json::Value::Array(items) => items.iter().collect(),
+            c @ serde_json::Value::Object(_) => vec![c],
+            _ => vec![],
+        };
+        for c in concepts {
+            for coding in c["coding"].as_array().into_iter().flatten() {
+                if let Some(code) = coding["code"].as_str() {
+                    codes.push(format!("{}|{code}", coding["system"].as_str().unwrap_or("")));
+                }
+            }
+        }
+    }
+    SearchKeys {
+        identifiers,
+        patient_ref,
+        status: v["status"].as_str().map(str::to_owned),
+        codes,
+    }
 }
