@@ -7,6 +7,10 @@
 //! is converted to its Bundle (serde_json values, not serialized) with its
 //! unmapped report, round robin for BENCH_SECS seconds (default 5).
 
+// The allocator the carehub binary runs with (src/main.rs).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 

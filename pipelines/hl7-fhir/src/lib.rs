@@ -110,6 +110,13 @@ pub fn to_fhir(text: &str) -> Result<Conversion, ConvertError> {
     Ok(b.finish())
 }
 
+/// `{ "reference": r }`.
+fn reference_to(r: String) -> Value {
+    let mut m = Map::new();
+    m.insert("reference".into(), Value::String(r));
+    Value::Object(m)
+}
+
 /// The resource a segment made, for NTE and children to attach to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Last {
@@ -124,7 +131,8 @@ struct Builder<'m> {
     seed: String,
     entries: Vec<(String, String, Value)>,
     by_key: HashMap<String, usize>,
-    used: HashSet<(usize, usize)>,
+    /// `used[i][n - 1]`: field n of segment i was read by a mapper.
+    used: Vec<Vec<bool>>,
     mapped_segments: HashSet<usize>,
     patient: Option<String>,
     /// The PID segment's position.
@@ -150,7 +158,8 @@ impl<'m> Builder<'m> {
     fn new(msg: &'m Message<'m>) -> Self {
         // Each segment split into its fields once: mappers read fields by
         // number, and finding field n anew each time is quadratic.
-        let fields = msg.segments().iter().map(|s| s.fields().collect()).collect();
+        let fields: Vec<Vec<V2<'m>>> = msg.segments().iter().map(|s| s.fields().collect()).collect();
+        let fields_used = fields.iter().map(|f| vec![false; f.len()]).collect();
         let h = msg.msh();
         let seed = format!("{}|{}|{}", h.field(3).raw(), h.field(4).raw(), msg.control_id());
         Builder {
@@ -159,7 +168,7 @@ impl<'m> Builder<'m> {
             seed,
             entries: Vec::new(),
             by_key: HashMap::new(),
-            used: HashSet::new(),
+            used: fields_used,
             mapped_segments: HashSet::new(),
             patient: None,
             pid: None,
@@ -180,7 +189,10 @@ impl<'m> Builder<'m> {
 
     /// Field `n` of segment `i`, recorded as mapped.
     fn f(&mut self, i: usize, n: usize) -> V2<'m> {
-        self.used.insert((i, n));
+        // A field past the segment's end is empty: nothing to report.
+        if let Some(u) = self.used[i].get_mut(n.wrapping_sub(1)) {
+            *u = true;
+        }
         self.field(i, n)
     }
 
@@ -225,7 +237,7 @@ impl<'m> Builder<'m> {
 
     fn reference(&self, entry: usize) -> Value {
         let (t, id, _) = &self.entries[entry];
-        json!({ "reference": format!("{t}/{id}") })
+        reference_to(format!("{t}/{id}"))
     }
 
     fn set(&mut self, entry: usize, key: &str, value: Value) {
@@ -252,11 +264,11 @@ impl<'m> Builder<'m> {
     }
 
     fn patient_ref(&self) -> Option<Value> {
-        self.patient.as_ref().map(|p| json!({ "reference": p }))
+        self.patient.clone().map(reference_to)
     }
 
     fn encounter_ref(&self) -> Option<Value> {
-        self.encounter.as_ref().map(|e| json!({ "reference": e }))
+        self.encounter.clone().map(reference_to)
     }
 
     /// XCN starting at field `n` of segment `i` → a Practitioner, deduplicated
@@ -611,7 +623,7 @@ impl Builder<'_> {
             let mut any = false;
             for (k, value) in self.fields[i].iter().enumerate().skip(first - 1) {
                 let n = k + 1;
-                let carried = mapped && self.used.contains(&(i, n));
+                let carried = mapped && self.used[i][k];
                 if !carried && !value.is_empty() {
                     unmapped.push(Unmapped {
                         segment: name.to_owned(),
@@ -630,6 +642,20 @@ impl Builder<'_> {
             }
         }
         let mut built = self.entries;
+        // A charge is supported by the orders and the diagnoses its message
+        // carries (DG1 follow FT1 in a DFT: known only now).
+        let supporting: Vec<Value> = built
+            .iter()
+            .filter(|(t, _, _)| t == "ServiceRequest" || t == "Condition")
+            .map(|(t, id, _)| reference_to(format!("{t}/{id}")))
+            .collect();
+        if !supporting.is_empty() {
+            for (t, _, r) in &mut built {
+                if t == "ChargeItem" {
+                    r["supportingInformation"] = Value::Array(supporting.clone());
+                }
+            }
+        }
         // DocumentReference.content is required: a document whose text did
         // not come (no OBX) is named by its title, TXA-2's text.
         for (t, _, r) in &mut built {
@@ -643,18 +669,29 @@ impl Builder<'_> {
                 r["content"] = json!([{ "attachment": { "title": title } }]);
             }
         }
+        // Built by hand: `json!` would copy each resource through the serializer.
         let entries: Vec<Value> = built
             .into_iter()
             .map(|(t, id, resource)| {
-                json!({
-                    "fullUrl": format!("urn:uuid:{id}"),
-                    "resource": resource,
-                    "request": { "method": "PUT", "url": format!("{t}/{id}") },
-                })
+                let mut request = Map::new();
+                request.insert("method".into(), Value::String("PUT".into()));
+                request.insert("url".into(), Value::String(format!("{t}/{id}")));
+                let mut entry = Map::new();
+                entry.insert("fullUrl".into(), Value::String(format!("urn:uuid:{id}")));
+                entry.insert("resource".into(), resource);
+                entry.insert("request".into(), Value::Object(request));
+                Value::Object(entry)
             })
             .collect();
         Conversion {
-            bundle: json!({ "resourceType": "Bundle", "id": bundle_id, "type": "batch", "entry": entries }),
+            bundle: {
+                let mut b = Map::new();
+                b.insert("resourceType".into(), Value::String("Bundle".into()));
+                b.insert("id".into(), Value::String(bundle_id));
+                b.insert("type".into(), Value::String("batch".into()));
+                b.insert("entry".into(), Value::Array(entries));
+                Value::Object(b)
+            },
             unmapped,
         }
     }

@@ -804,11 +804,23 @@ impl Builder<'_> {
         true
     }
 
-    /// PDA: the patient's death and autopsy → the place of death (PDA-2)
+    /// PDA: the patient's death and autopsy → the causes (PDA-1) as
+    /// Conditions, the place of death (PDA-2)
     /// and the practitioners who certified it (PDA-5) and performed the
     /// autopsy (PDA-8); PDA-4, when the certificate was signed, dates the
     /// death when PID-29 did not.
     pub(crate) fn pda(&mut self, i: usize) -> bool {
+        // PDA-1: the causes of death, each a Condition of the patient.
+        let causes: Vec<Value> = self.f(i, 1).repetitions().filter_map(|c| dt::codeable(&c)).collect();
+        for (k, code) in causes.into_iter().enumerate() {
+            let mut c = Map::new();
+            c.insert("code".into(), code);
+            if let Some(p) = self.patient_ref() {
+                c.insert("subject".into(), p);
+            }
+            c.insert("note".into(), json!([{ "text": "cause of death (PDA-1)" }]));
+            self.add("Condition", &format!("death-cause|{k}"), c);
+        }
         let place = self.f(i, 2);
         self.location(&place);
         self.practitioner(i, 5);
