@@ -4,32 +4,38 @@
 //! HL7 v2 → FHIR R4: a message becomes a `batch` Bundle of PUTs, following
 //! the HL7 v2-to-FHIR mapping guidance, and the list of what was not mapped.
 //!
-//! | segment | resource                                             | fields mapped |
-//! |---------|------------------------------------------------------|---------------|
-//! | MSH     | MessageHeader; Organization (MSH-4, MSH-6); Provenance | 3, 4, 5, 6, 7, 9, 10, 12 |
-//! | EVN     | Provenance.recorded / occurred                        | 2, 6 |
-//! | SFT     | Device (the sending software)                         | 1, 2, 3, 4 |
-//! | PID     | Patient                                               | 2, 3, 4, 5, 7, 8, 11, 13, 14, 16, 24, 25, 29, 30 |
-//! | PD1     | Patient.generalPractitioner                           | 4 |
-//! | NK1     | RelatedPerson                                         | 2, 3, 4, 5, 6 |
-//! | PV1     | Encounter; Location (PV1-3); Practitioner (7, 8, 9, 17) | 2, 3, 7, 8, 9, 10, 17, 19, 44, 45 |
-//! | PV2     | Encounter.reasonCode                                  | 3 |
-//! | AL1     | AllergyIntolerance                                    | 2, 3, 4, 5, 6 |
-//! | DG1     | Condition                                             | 3, 4, 5, 6 |
-//! | PR1     | Procedure                                             | 3, 4, 5 |
-//! | IN1     | Coverage; Organization (payor)                        | 2, 3, 4, 12, 13, 17, 36 |
-//! | ORC     | ServiceRequest                                        | 1, 2, 3, 5, 9, 12 |
-//! | OBR     | ServiceRequest (orders) / DiagnosticReport (results)  | 2, 3, 4, 7, 16, 22, 25, 27 |
-//! | TQ1     | ServiceRequest.occurrence, priority                   | 7, 8, 9 |
-//! | OBX     | Observation (DocumentReference content under TXA)     | 2, 3, 5, 6, 7, 8, 11, 14, 16 |
-//! | NTE     | `note` of the resource before it                      | 3 |
-//! | SPM     | Specimen                                              | 2, 4, 17, 18 |
-//! | RXA     | Immunization                                          | 3, 5, 6, 7, 10, 15, 16, 17, 20 |
-//! | RXR     | Immunization.route, site                              | 1, 2 |
-//! | TXA     | DocumentReference                                     | 2, 3, 4, 12, 17 |
-//! | FT1     | ChargeItem                                            | 2, 4, 6, 7, 10, 11 |
-//! | SCH     | Appointment                                           | 1, 2, 6, 7, 11, 25 |
-//! | AIS/AIL/AIP | Appointment.serviceType, participant              | 3 / 3 / 3 |
+//! | segment | resource                                                 | fields mapped |
+//! |---------|----------------------------------------------------------|---------------|
+//! | MSH     | MessageHeader; Organization (4, 6 `partOf` 22, 23); Provenance; Device (3) | 3, 4, 5, 6, 7, 9, 10, 12, 22, 23 |
+//! | EVN     | Provenance of the event (recorded, reason, operator, facility) | 2, 4, 5, 6, 7 |
+//! | SFT     | Device (the sending software)                            | 1, 2, 3, 4 |
+//! | PID     | Patient; Account (18); RelatedPerson (21, the mother)    | 2, 3, 4, 5, 7, 8, 9, 11, 13, 14, 16, 18, 19, 20, 21, 24, 25, 29, 30 |
+//! | PD1     | Patient.managingOrganization, generalPractitioner        | 3, 4 |
+//! | NK1     | RelatedPerson (with the contact person 30, PID-21 on the first) | 2, 3, 4, 5, 6, 7, 8, 9, 12, 13, 15, 16, 30, 33, 37 |
+//! | PV1     | Encounter; Location per PL level; Practitioner; EpisodeOfCare (54) | 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 17, 19, 37, 39, 42, 43, 44, 45, 50, 52, 54 |
+//! | PV2     | Encounter.location, reasonCode, referrer                 | 1, 3, 13 |
+//! | ROL/PRT | PractitionerRole (PRT: organization, location, Device 10) | ROL 3-6, 9, 12-14; PRT 4-6, 8-12, 15 |
+//! | AL1     | AllergyIntolerance                                       | 2, 3, 4, 5, 6 |
+//! | DG1     | Condition (inside an order: its reasonReference)         | 3, 4, 5, 6, 16, 20 |
+//! | PR1     | Procedure (category 6, location 23, partOf 25)           | 3, 4, 5, 6, 8, 11, 12, 19, 23, 25 |
+//! | IN1/IN2 | Coverage; payor and policy holder Organizations; the insured RelatedPerson | IN1 2-4, 8-13, 15-19, 36, 43, 49; IN2 1, 2, 6, 7, 8, 10, 61 |
+//! | GT1     | RelatedPerson (the account's guarantor)                  | 2, 3, 5, 6, 8, 9, 12, 19, 21 |
+//! | ORC     | ServiceRequest (requisition 4, parent 8, facility 21)    | 1, 2, 3, 4, 5, 8, 9, 12, 21 |
+//! | OBR     | ServiceRequest / DiagnosticReport; PractitionerRole (32-35); Specimen (7 without SPM) | 2, 3, 4, 7, 10, 16, 22, 25, 27, 28, 32, 33, 34, 35 |
+//! | TQ1     | ServiceRequest.occurrence, priority                      | 7, 8, 9 |
+//! | OBX     | Observation (DocumentReference content under TXA, partOf the RXA) | 2, 3, 5, 6, 7, 8, 11, 14, 16, 17, 18, 20, 21, 23, 25 |
+//! | NTE     | `note` of the resource before it (author 5)              | 3, 5 |
+//! | SPM     | Specimen (parent 3, accession 30, other ids 31, 32)      | 2, 3, 4, 17, 18, 30, 31, 32 |
+//! | CTI     | ResearchStudy supporting the order                       | 1, 2 |
+//! | BLG     | Account supporting the order                             | 2, 3 |
+//! | RXA/RXR | Immunization                                             | RXA 3, 5, 6, 7, 10, 15, 16, 17, 20; RXR 1, 2 |
+//! | TXA     | DocumentReference                                        | 2, 3, 4, 5, 9, 10, 12, 17, 22 |
+//! | FT1     | ChargeItem; Procedure (25), MedicationDispense (29, 41, 42), Device (34, 35) | 2, 4-7, 10, 11, 13, 19-21, 24, 25, 29, 32-35, 41, 42 |
+//! | SCH     | Appointment; contacts as PractitionerRoles               | 1, 2, 6, 7, 11, 12, 13, 15, 16, 17, 19, 20, 21, 22, 25 |
+//! | AIS/AIL/AIP | Appointment.serviceType, participant                 | 3 / 3 / 3 |
+//! | PDA     | Condition (causes, 1); Location (2); Practitioner (5, 8); Patient.deceased (4) | 1, 2, 4, 5, 8 |
+//! | ACC     | Location (3 with the address 11); Practitioner (7)       | 3, 7, 11 |
+//! | DB1     | Patient.identifier (the patient's disability, 3)         | 2, 3 |
 //!
 //! Resource ids are deterministic: a UUID v5 of the sending application and
 //! facility, the message control id and what the resource is (the patient, an
