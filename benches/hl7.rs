@@ -12,7 +12,8 @@
 //! own, A04 messages over 1 and 32 connections as fast as ACKs come back
 //! (throughput, ACK latency), then 32 connections paced at BENCH_RATE msg/s
 //! (ACK latency at that rate), then how long the pipeline takes to apply all.
-//! Knobs: BENCH_MLLP_MESSAGES (default 20000), BENCH_RATE (2000), BENCH_PACED_SECS (10).
+//! Knobs: BENCH_MLLP_MESSAGES (default 20000), BENCH_RATE (2000), BENCH_PACED_SECS (10),
+//! BENCH_LOAD_FHIR (1: the pipeline also loads the converted FHIR resources).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -223,6 +224,12 @@ async fn mllp() {
         let mut envs = envs.clone();
         envs.push(("CAREHUB_DATABASE__MAX_CONNECTIONS", "40".into()));
         envs.push(("CAREHUB_PIPELINES__HL7__ENABLED", pipeline.to_string()));
+        // BENCH_LOAD_FHIR=1: the pipeline also loads each message, converted
+        // to FHIR, into the FHIR store ([pipelines.hl7] load_fhir).
+        envs.push((
+            "CAREHUB_PIPELINES__HL7__LOAD_FHIR",
+            (knob("BENCH_LOAD_FHIR", 0) == 1).to_string(),
+        ));
         spawn_serve(&envs, "BENCH_HUB_LOG")
     };
     let hub = spawn(false);

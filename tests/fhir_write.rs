@@ -960,3 +960,71 @@ async fn with_load_fhir_messages_over_mllp_read_as_fhir_linked_to_the_canonical_
     let specimen = read(format!("/Specimen/{}", converted_id(&oru, "Specimen"))).await;
     assert_eq!(specimen["subject"], report["subject"]);
 }
+
+#[tokio::test]
+async fn a_converted_message_loaded_again_writes_nothing_and_a_change_writes_a_version() {
+    use carehub_pipeline_hl7::fhir_load::{CanonicalIds, load};
+    use carehub_schema::Action;
+    let db = fresh_db().await;
+    let mut conn = db.pool.acquire().await.expect("connection");
+    let ctx = carehub_pipeline::Context {
+        message_id: uuid::Uuid::now_v7(),
+        origin: "kafka:test".into(),
+        replay: false,
+    };
+    let patient = uuid::Uuid::now_v7();
+    let canonical = CanonicalIds {
+        patient: Some(patient),
+        ..Default::default()
+    };
+    let text = fixture("adt_a01_full.hl7");
+    let first = load(&mut conn, &ctx, "pipeline:hl7", &text, &canonical)
+        .await
+        .expect("loads");
+    assert!(first.len() > 10, "{} resources", first.len());
+    assert!(first.iter().all(|a| a.action == Action::Create));
+    let versions = count(&db.pool, "SELECT count(*) FROM fhir_resource_version").await;
+    assert_eq!(versions as usize, first.len());
+    // The converted Patient is the canonical one: not stored, referred to.
+    assert_eq!(
+        count(
+            &db.pool,
+            "SELECT count(*) FROM fhir_resource WHERE resource_type = 'Patient'"
+        )
+        .await,
+        0
+    );
+    let in_compartment = count(
+        &db.pool,
+        &format!("SELECT count(*) FROM fhir_resource WHERE patient_ref = 'Patient/{patient}'"),
+    )
+    .await;
+    assert!(in_compartment >= 4, "{in_compartment} in the patient's compartment");
+
+    // Loaded again (a redelivery): nothing written, nothing audited.
+    let again = load(&mut conn, &ctx, "pipeline:hl7", &text, &canonical)
+        .await
+        .expect("loads");
+    assert!(again.is_empty(), "{again:?}");
+    assert_eq!(
+        count(&db.pool, "SELECT count(*) FROM fhir_resource_version").await,
+        versions
+    );
+
+    // The visit's class changed: the Encounter alone gets a second version.
+    let changed = text.replace("PV1|1|I|", "PV1|1|O|");
+    let third = load(&mut conn, &ctx, "pipeline:hl7", &changed, &canonical)
+        .await
+        .expect("loads");
+    assert_eq!(third.len(), 1, "{third:?}");
+    assert_eq!(third[0].entity_type, "Encounter");
+    assert_eq!(third[0].action, Action::Update);
+    assert_eq!(
+        count(
+            &db.pool,
+            "SELECT count(*) FROM fhir_resource WHERE resource_type = 'Encounter' AND version_id = 2"
+        )
+        .await,
+        1
+    );
+}

@@ -148,10 +148,17 @@ async fn store(
     id: &str,
     mut r: Value,
 ) -> Result<Option<(Action, i32)>, HandlerError> {
-    // Two tries: a concurrent first write of the same resource makes the
-    // second an update.
-    for _ in 0..2 {
-        let current = fhir_store::lock_current(conn, ty, id).await?;
+    // The resources of a new message are new: written at once, without a
+    // look first (one statement fewer each). Only when one exists already
+    // (a redelivery, an update of the same visit) is it read and compared.
+    let mut look = false;
+    for _ in 0..3 {
+        let current = if look {
+            fhir_store::lock_current(conn, ty, id).await?
+        } else {
+            None
+        };
+        look = true;
         if let Some(body) = current.as_ref().and_then(|c| c.body.as_deref()) {
             let mut stored: Value = serde_json::from_str(body).unwrap_or(Value::Null);
             if let Value::Object(o) = &mut stored {
