@@ -106,8 +106,11 @@ async fn the_record_reads_as_fhir_with_tokens_scopes_and_an_audit_entry_per_read
             "Immunization",
             "Invoice",
             "Location",
+            "Medication",
             "MedicationDispense",
+            "MedicationRequest",
             "MessageHeader",
+            "NutritionOrder",
             "Observation",
             "Organization",
             "Patient",
@@ -119,6 +122,7 @@ async fn the_record_reads_as_fhir_with_tokens_scopes_and_an_audit_entry_per_read
             "ResearchStudy",
             "ServiceRequest",
             "Specimen",
+            "SupplyRequest",
             "Task",
             "AuditEvent"
         ]

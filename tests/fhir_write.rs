@@ -1028,3 +1028,35 @@ async fn a_converted_message_loaded_again_writes_nothing_and_a_change_writes_a_v
         1
     );
 }
+
+#[test]
+fn every_type_the_converter_produces_is_served_once_loaded() {
+    // load_fhir stores what the converter produces: each type must be one
+    // the FHIR endpoint serves, else it would be kept and never read.
+    let mut texts: Vec<String> =
+        std::fs::read_dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hl7"))
+            .expect("fixtures")
+            .filter_map(|e| std::fs::read_to_string(e.expect("entry").path()).ok())
+            .collect();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    if let Some(dir) = carehub_core::corpus::part(root, "hl7v2/ms-fhir-converter/input") {
+        for e in std::fs::read_dir(dir).expect("corpus") {
+            if let Ok(bytes) = std::fs::read(e.expect("entry").path())
+                && let Ok((text, _)) = carehub_hl7::codec::decode_text(&bytes)
+            {
+                texts.push(text.into_owned());
+            }
+        }
+    }
+    let mut produced = std::collections::BTreeSet::new();
+    for text in &texts {
+        if let Ok(c) = carehub_hl7_fhir::to_fhir(text) {
+            for e in c.bundle["entry"].as_array().expect("entries") {
+                produced.insert(e["resource"]["resourceType"].as_str().unwrap_or("").to_owned());
+            }
+        }
+    }
+    assert!(produced.len() > 20, "{produced:?}");
+    let unserved: Vec<&String> = produced.iter().filter(|t| !carehub_fhir::store::is_served(t)).collect();
+    assert!(unserved.is_empty(), "converted but not served: {unserved:?}");
+}

@@ -68,8 +68,8 @@ const NAMESPACE: Uuid = Uuid::from_u128(0x6a1f_3c2e_8b4d_4e61_9f0a_2c7d_5e8b_1a3
 
 /// Segments whose field 1 is a Set ID.
 const SET_ID_FIRST: &[&str] = &[
-    "AIG", "AIL", "AIP", "AIS", "AL1", "DB1", "DG1", "FT1", "GT1", "IN1", "NK1", "NTE", "OBR", "OBX", "PID", "PR1",
-    "PV1", "PV2", "SPM", "TQ1", "TXA", "ROL", "RGS",
+    "AIG", "AIL", "AIP", "AIS", "AL1", "DB1", "DG1", "RQD", "FT1", "GT1", "IN1", "NK1", "NTE", "OBR", "OBX", "PID",
+    "PR1", "PV1", "PV2", "SPM", "TQ1", "TXA", "ROL", "RGS",
 ];
 
 /// A message that cannot be converted.
@@ -576,6 +576,10 @@ impl<'m> Builder<'m> {
                 "ACC" => self.acc(i),
                 "DB1" => self.db1(i),
                 "BLG" => self.blg(i),
+                "RXO" => self.rxo(i),
+                "ODS" => self.ods(i),
+                "RQD" => self.rqd(i),
+                "RQ1" => self.rq1(i),
                 "GT1" => self.gt1(i),
                 "IN2" => self.in2(i),
                 _ => false,
@@ -660,6 +664,25 @@ impl Builder<'_> {
                 if t == "ChargeItem" {
                     r["supportingInformation"] = Value::Array(supporting.clone());
                 }
+            }
+        }
+        // A diet order knows the patient's allergies (AL1).
+        let allergies: Vec<Value> = built
+            .iter()
+            .filter(|(t, _, _)| t == "AllergyIntolerance")
+            .map(|(t, id, _)| reference_to(format!("{t}/{id}")))
+            .collect();
+        if !allergies.is_empty() {
+            for (t, _, r) in &mut built {
+                if t == "NutritionOrder" {
+                    r["allergyIntolerance"] = Value::Array(allergies.clone());
+                }
+            }
+        }
+        // MedicationRequest.medication is required: an RXO without RXO-1.
+        for (t, _, r) in &mut built {
+            if t == "MedicationRequest" && r.get("medicationReference").is_none() {
+                r["medicationCodeableConcept"] = json!({ "text": "unspecified" });
             }
         }
         // DocumentReference.content is required: a document whose text did

@@ -7,8 +7,11 @@ use crate::datatypes as dt;
 use crate::{Builder, Last};
 
 impl Builder<'_> {
-    /// ORC starts an order: a ServiceRequest (OBR completes it).
+    /// ORC starts an order: a ServiceRequest (OBR completes it) — or, when
+    /// its group holds RXO, ODS or RQD, a MedicationRequest, NutritionOrder
+    /// or SupplyRequest ([`OrderKind`]).
     pub(crate) fn orc(&mut self, i: usize) -> bool {
+        let kind = OrderKind::of(self, i);
         let placer = self.f(i, 2);
         let filler = self.f(i, 3);
         let key = placer
@@ -19,49 +22,74 @@ impl Builder<'_> {
         let mut s = Map::new();
         let control = self.f(i, 1).text().unwrap_or_default();
         let status = self.f(i, 5).text();
-        s.insert("status".into(), json!(order_status(&control, status.as_deref())));
-        s.insert("intent".into(), json!("order"));
+        s.insert(
+            "status".into(),
+            json!(kind.status(order_status(&control, status.as_deref()))),
+        );
+        if kind != OrderKind::Supply {
+            s.insert("intent".into(), json!("order"));
+        }
         if let Some(ids) = dt::placer_filler(&placer, &filler) {
             s.insert("identifier".into(), ids);
         }
         if let Some(p) = self.patient_ref() {
-            s.insert("subject".into(), p);
+            s.insert(kind.subject().into(), p);
         }
-        if let Some(e) = self.encounter_ref() {
-            s.insert("encounter".into(), e);
+        if let (Some(e), Some(key)) = (self.encounter_ref(), kind.encounter()) {
+            s.insert(key.into(), e);
         }
-        if let Some(t) = dt::date_time(&self.f(i, 9)) {
-            s.insert("authoredOn".into(), json!(t));
+        // When it was ordered; a nutrition order must say (else the message's time).
+        let ordered = dt::date_time(&self.f(i, 9));
+        match (ordered, kind) {
+            (Some(t), _) => {
+                s.insert(kind.authored().into(), json!(t));
+            }
+            (None, OrderKind::Nutrition) => {
+                let sent = dt::date_time(&self.field(0, 7)).unwrap_or_else(|| "unknown".into());
+                if sent != "unknown" {
+                    s.insert(kind.authored().into(), json!(sent));
+                }
+            }
+            (None, _) => {}
         }
         if let Some(r) = self
             .practitioner_roles(i, 12, "OP", "Ordering Provider")
             .into_iter()
             .next()
         {
-            s.insert("requester".into(), r);
+            s.insert(kind.requester().into(), r);
         }
         // The patient's account pays for it.
-        if let Some(&a) = self.by_key.get("Account|account") {
-            s.insert("supportingInfo".into(), json!([self.reference(a)]));
+        if let (Some(&a), Some(key)) = (self.by_key.get("Account|account"), kind.supporting()) {
+            s.insert(key.into(), json!([self.reference(a)]));
         }
         // ORC-4, the placer group number: the requisition the order is part of.
         if let Some(group) = dt::entity_identifier(&self.f(i, 4), Some("PGN")) {
-            s.insert("requisition".into(), group);
+            match kind.requisition() {
+                Some(key) => {
+                    s.insert(key.into(), group);
+                }
+                None => {
+                    if let Some(Value::Array(ids)) = s.get_mut("identifier") {
+                        ids.push(group);
+                    }
+                }
+            }
         }
         // ORC-21..23: the ordering facility, the requester's organization.
         let facility = self.f(i, 21);
         if let Some(org) = self.xon(&facility)
             && let Some(role) = s
-                .get("requester")
+                .get(kind.requester())
                 .and_then(|r| r["reference"].as_str())
                 .and_then(|r| self.entry_of(r))
         {
             self.set(role, "organization", org);
         }
-        let e = self.add("ServiceRequest", &format!("order|{key}"), s);
+        let e = self.add(kind.resource_type(), &format!("order|{key}"), s);
         // ORC-8, the parent order.
         let parent = self.f(i, 8);
-        if let Some(p) = parent.component(1).subcomponent(1).text() {
+        if let (Some(p), true) = (parent.component(1).subcomponent(1).text(), kind.has_based_on()) {
             let mut ps = Map::new();
             ps.insert("status".into(), json!("active"));
             ps.insert("intent".into(), json!("order"));
@@ -174,7 +202,12 @@ impl Builder<'_> {
             && !self.group_has(i, "SPM")
         {
             let mut sp = Map::new();
-            sp.insert("collection".into(), json!({ "collectedDateTime": t }));
+            // OBR-8, the end of the collection, makes it a period.
+            let collection = match dt::date_time(&self.f(i, 8)) {
+                Some(end) => json!({ "collectedPeriod": { "start": t, "end": end } }),
+                None => json!({ "collectedDateTime": t }),
+            };
+            sp.insert("collection".into(), collection);
             if let Some(p) = self.patient_ref() {
                 sp.insert("subject".into(), p);
             }
@@ -202,15 +235,32 @@ impl Builder<'_> {
         let end = self.f(i, 8);
         let priority = self.f(i, 9).component(1).text();
         let target = self.order.or(self.order_of_obx);
-        if let Some(o) = target {
-            if let Some(p) = dt::period(&start, &end) {
-                // One occurrence[x]: the timing quantity's period wins over OBR-7.
-                self.remove(o, "occurrenceDateTime");
-                self.set(o, "occurrencePeriod", p);
+        let Some(o) = target else { return false };
+        let kind = OrderKind::of_type(&self.entries[o].0);
+        if let Some(p) = dt::period(&start, &end) {
+            match kind {
+                Some(OrderKind::Service) => {
+                    // One occurrence[x]: the timing quantity's period wins over OBR-7.
+                    self.remove(o, "occurrenceDateTime");
+                    self.set(o, "occurrencePeriod", p);
+                }
+                Some(OrderKind::Medication) => {
+                    let timing = json!({ "repeat": { "boundsPeriod": p } });
+                    match self.entries[o]
+                        .2
+                        .get_mut("dosageInstruction")
+                        .and_then(|d| d.get_mut(0))
+                    {
+                        Some(dosage) => dosage["timing"] = timing,
+                        None => self.set(o, "dosageInstruction", json!([{ "timing": timing }])),
+                    }
+                }
+                Some(OrderKind::Supply) => self.set(o, "occurrencePeriod", p),
+                _ => {}
             }
-            if let Some(p) = priority.as_deref().map(priority_of) {
-                self.set(o, "priority", json!(p));
-            }
+        }
+        if let (Some(p), false) = (priority.as_deref().map(priority_of), kind == Some(OrderKind::Nutrition)) {
+            self.set(o, "priority", json!(p));
         }
         true
     }
@@ -371,7 +421,7 @@ impl Builder<'_> {
                 let kind = self.entries[e].0.clone();
                 match kind.as_str() {
                     "ServiceRequest" | "Observation" | "AllergyIntolerance" | "Condition" | "Procedure"
-                    | "Specimen" | "Immunization" => {
+                    | "Specimen" | "Immunization" | "MedicationRequest" | "NutritionOrder" => {
                         let mut note = Map::new();
                         if let Some(a) = author {
                             note.insert("authorReference".into(), a);
@@ -479,6 +529,246 @@ impl Builder<'_> {
         }
         self.last = Last::Entry(e);
         true
+    }
+}
+
+impl Builder<'_> {
+    /// The MedicationRequest, NutritionOrder or SupplyRequest the ORC before
+    /// made, if it made one of `kind`.
+    fn order_of(&self, kind: OrderKind) -> Option<usize> {
+        self.order.filter(|&o| self.entries[o].0 == kind.resource_type())
+    }
+
+    /// RXO (pharmacy order) → the MedicationRequest's medication (RXO-1, a
+    /// Medication with its form RXO-5), dose (RXO-2, units RXO-4),
+    /// instructions (RXO-6 pharmacist, RXO-7 patient) and dispense (RXO-11
+    /// amount, RXO-12 units, RXO-13 refills).
+    pub(crate) fn rxo(&mut self, i: usize) -> bool {
+        let Some(m) = self.order_of(OrderKind::Medication) else {
+            return false;
+        };
+        if let Some(code) = dt::codeable(&self.f(i, 1)) {
+            let mut med = Map::new();
+            med.insert("code".into(), code);
+            if let Some(form) = dt::codeable(&self.f(i, 5)) {
+                med.insert("form".into(), form);
+            }
+            let key = self.field(i, 1).raw().to_owned();
+            let e = self.add("Medication", &format!("rxo|{key}"), med);
+            let reference = self.reference(e);
+            self.set(m, "medicationReference", reference);
+        }
+        let mut dosage = Map::new();
+        let units = self.f(i, 4);
+        if let Some(q) = self.f(i, 2).text().and_then(|d| dt::quantity(&d, &units)) {
+            dosage.insert("doseAndRate".into(), json!([{ "doseQuantity": q }]));
+        }
+        let text: Vec<String> = self
+            .f(i, 6)
+            .repetitions()
+            .filter_map(|r| r.component(2).text().or_else(|| r.text()))
+            .collect();
+        if !text.is_empty() {
+            dosage.insert("text".into(), json!(text.join("\n")));
+        }
+        let patient: Vec<String> = self
+            .f(i, 7)
+            .repetitions()
+            .filter_map(|r| r.component(2).text().or_else(|| r.text()))
+            .collect();
+        if !patient.is_empty() {
+            dosage.insert("patientInstruction".into(), json!(patient.join("\n")));
+        }
+        if !dosage.is_empty() {
+            self.set(m, "dosageInstruction", json!([dosage]));
+        }
+        let mut dispense = Map::new();
+        let dispense_units = self.f(i, 12);
+        if let Some(q) = self.f(i, 11).text().and_then(|d| dt::quantity(&d, &dispense_units)) {
+            dispense.insert("quantity".into(), q);
+        }
+        if let Some(n) = self.f(i, 13).text().and_then(|n| n.trim().parse::<u32>().ok()) {
+            dispense.insert("numberOfRepeatsAllowed".into(), json!(n));
+        }
+        if !dispense.is_empty() {
+            self.set(m, "dispenseRequest", Value::Object(dispense));
+        }
+        true
+    }
+
+    /// ODS (dietary order) → the NutritionOrder's oral diet: the diet codes
+    /// (ODS-3) and the instructions (ODS-4).
+    pub(crate) fn ods(&mut self, i: usize) -> bool {
+        let Some(n) = self.order_of(OrderKind::Nutrition) else {
+            return false;
+        };
+        let _ = self.f(i, 1); // type (D diet, P preference, S supplement): the codes say what
+        let mut diet = Map::new();
+        let types: Vec<Value> = self.f(i, 3).repetitions().filter_map(|r| dt::codeable(&r)).collect();
+        if !types.is_empty() {
+            diet.insert("type".into(), Value::Array(types));
+        }
+        let text: Vec<String> = self.f(i, 4).repetitions().filter_map(|r| r.text()).collect();
+        if !text.is_empty() {
+            diet.insert("instruction".into(), json!(text.join("\n")));
+        }
+        if !diet.is_empty() {
+            self.set(n, "oralDiet", Value::Object(diet));
+        }
+        true
+    }
+
+    /// RQD (requisition detail) → the SupplyRequest's item (RQD-2, else
+    /// RQD-4), quantity (RQD-5, units RQD-6), the department it is asked
+    /// of (RQD-9) and when it is needed (RQD-10).
+    pub(crate) fn rqd(&mut self, i: usize) -> bool {
+        let Some(r) = self.order_of(OrderKind::Supply) else {
+            return false;
+        };
+        let item = dt::codeable(&self.f(i, 2)).or_else(|| dt::codeable(&self.f(i, 4)));
+        self.set(
+            r,
+            "itemCodeableConcept",
+            item.unwrap_or_else(|| json!({ "text": "unspecified" })),
+        );
+        let units = self.f(i, 6);
+        let quantity = self
+            .f(i, 5)
+            .text()
+            .and_then(|q| dt::quantity(&q, &units))
+            // Required in FHIR, and not given: said to be unknown, not guessed.
+            .unwrap_or_else(|| json!({ "extension": [{ "url": "http://hl7.org/fhir/StructureDefinition/data-absent-reason", "valueCode": "unknown" }] }));
+        self.set(r, "quantity", quantity);
+        let department = self.f(i, 9);
+        if let Some(org) = self.organization(department.component(2).text(), department.component(1).text(), None) {
+            self.set(r, "deliverFrom", org);
+        }
+        if let Some(t) = dt::date_time(&self.f(i, 10)) {
+            self.set(r, "occurrenceDateTime", json!(t));
+        }
+        true
+    }
+
+    /// RQ1 (after RQD) → the supplier (RQ1-2, manufacturer).
+    pub(crate) fn rq1(&mut self, i: usize) -> bool {
+        let Some(r) = self.order_of(OrderKind::Supply) else {
+            return false;
+        };
+        let maker = self.f(i, 2);
+        match self.organization(maker.component(2).text(), maker.component(1).text(), None) {
+            Some(org) => {
+                self.set(r, "supplier", json!([org]));
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// What an ORC orders, by the order detail segment of its group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OrderKind {
+    Service,
+    /// RXO (pharmacy order).
+    Medication,
+    /// ODS (dietary order).
+    Nutrition,
+    /// RQD (requisition of supplies).
+    Supply,
+}
+
+impl OrderKind {
+    fn of(b: &Builder<'_>, i: usize) -> OrderKind {
+        if b.group_has(i, "RXO") {
+            OrderKind::Medication
+        } else if b.group_has(i, "ODS") {
+            OrderKind::Nutrition
+        } else if b.group_has(i, "RQD") {
+            OrderKind::Supply
+        } else {
+            OrderKind::Service
+        }
+    }
+
+    pub(crate) fn resource_type(self) -> &'static str {
+        match self {
+            OrderKind::Service => "ServiceRequest",
+            OrderKind::Medication => "MedicationRequest",
+            OrderKind::Nutrition => "NutritionOrder",
+            OrderKind::Supply => "SupplyRequest",
+        }
+    }
+
+    /// The ServiceRequest status in this resource's value set.
+    fn status(self, s: &'static str) -> &'static str {
+        match (self, s) {
+            (OrderKind::Medication | OrderKind::Supply, "revoked") => "cancelled",
+            (OrderKind::Supply, "on-hold") => "suspended",
+            _ => s,
+        }
+    }
+
+    fn subject(self) -> &'static str {
+        match self {
+            OrderKind::Nutrition => "patient",
+            OrderKind::Supply => "deliverTo",
+            _ => "subject",
+        }
+    }
+
+    fn encounter(self) -> Option<&'static str> {
+        (self != OrderKind::Supply).then_some("encounter")
+    }
+
+    fn authored(self) -> &'static str {
+        match self {
+            OrderKind::Nutrition => "dateTime",
+            _ => "authoredOn",
+        }
+    }
+
+    fn requester(self) -> &'static str {
+        match self {
+            OrderKind::Nutrition => "orderer",
+            _ => "requester",
+        }
+    }
+
+    /// Where supporting information goes (an account, a study).
+    pub(crate) fn supporting(self) -> Option<&'static str> {
+        match self {
+            OrderKind::Service => Some("supportingInfo"),
+            OrderKind::Medication => Some("supportingInformation"),
+            _ => None,
+        }
+    }
+
+    fn requisition(self) -> Option<&'static str> {
+        match self {
+            OrderKind::Service => Some("requisition"),
+            OrderKind::Medication => Some("groupIdentifier"),
+            _ => None,
+        }
+    }
+
+    fn has_based_on(self) -> bool {
+        matches!(self, OrderKind::Service | OrderKind::Medication)
+    }
+
+    /// Whether a diagnosis can be this order's reason.
+    pub(crate) fn has_reason(self) -> bool {
+        self != OrderKind::Nutrition
+    }
+
+    pub(crate) fn of_type(t: &str) -> Option<OrderKind> {
+        [
+            OrderKind::Service,
+            OrderKind::Medication,
+            OrderKind::Nutrition,
+            OrderKind::Supply,
+        ]
+        .into_iter()
+        .find(|k| k.resource_type() == t)
     }
 }
 

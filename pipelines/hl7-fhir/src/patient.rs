@@ -487,7 +487,9 @@ impl Builder<'_> {
         }
         let e = self.add("Condition", &format!("dg1|{i}"), c);
         // Within an order (ORM, OML), the diagnosis is the order's reason.
-        if let Some(order) = self.current_order() {
+        if let Some(order) = self.current_order()
+            && crate::orders::OrderKind::of_type(&self.entries[order].0).is_some_and(|k| k.has_reason())
+        {
             let reference = self.reference(e);
             self.push(order, "reasonReference", reference);
         }
@@ -715,15 +717,21 @@ impl Builder<'_> {
         let e = self.add("PractitionerRole", &format!("rol|{i}"), r);
         let reference = self.reference(e);
         let primary = role.as_ref().and_then(|c| c["coding"][0]["code"].as_str()) == Some("PP");
-        match (self.by_key.get("Encounter|encounter").copied(), primary) {
-            (Some(enc), false) => {
-                self.push(enc, "participant", json!({ "individual": reference }));
-            }
-            _ => {
-                if let Some(&p) = self.by_key.get("Patient|patient") {
-                    self.push(p, "generalPractitioner", reference);
-                }
-            }
+        // A ROL in the visit's group (after PV1/PV2) is a participant of the
+        // visit, whatever the role; a primary care provider is the patient's too.
+        let in_visit = self.msg.segments()[..i]
+            .iter()
+            .rev()
+            .map(|s| s.name())
+            .find(|n| !matches!(*n, "ROL" | "NTE" | "PRT" | "ARV"))
+            .is_some_and(|n| matches!(n, "PV1" | "PV2"));
+        if let Some(enc) = self.by_key.get("Encounter|encounter").copied()
+            && (in_visit || !primary)
+        {
+            self.push(enc, "participant", json!({ "individual": reference.clone() }));
+        }
+        if primary && let Some(&p) = self.by_key.get("Patient|patient") {
+            self.push(p, "generalPractitioner", reference);
         }
         true
     }
@@ -797,10 +805,7 @@ impl Builder<'_> {
             r.insert("phase".into(), phase);
         }
         let e = self.add("ResearchStudy", &format!("cti|{}", study.raw()), r);
-        if let Some(order) = self.current_order() {
-            let reference = self.reference(e);
-            self.push(order, "supportingInfo", reference);
-        }
+        self.support_order(e);
         true
     }
 
@@ -882,11 +887,17 @@ impl Builder<'_> {
             a.insert("subject".into(), json!([p]));
         }
         let e = self.add("Account", &format!("blg|{key}"), a);
-        if let Some(order) = self.current_order() {
-            let reference = self.reference(e);
-            self.push(order, "supportingInfo", reference);
-        }
+        self.support_order(e);
         true
+    }
+
+    /// Entry `e` supports the current order, where its type has room for it.
+    fn support_order(&mut self, e: usize) {
+        let Some(order) = self.current_order() else { return };
+        if let Some(key) = crate::orders::OrderKind::of_type(&self.entries[order].0).and_then(|k| k.supporting()) {
+            let reference = self.reference(e);
+            self.push(order, key, reference);
+        }
     }
 
     /// The organization manages a Location and the places above it.

@@ -74,6 +74,10 @@ const CASES: &[(&str, &[&str])] = &[
         "dft_p03_full.hl7",
         &["ChargeItem", "Procedure", "MedicationDispense", "Device"],
     ),
+    (
+        "orm_o01_supplies.hl7",
+        &["MedicationRequest", "Medication", "NutritionOrder", "SupplyRequest"],
+    ),
 ];
 
 #[test]
@@ -348,6 +352,36 @@ fn orders_carry_participants_reasons_studies_and_accounts() {
         target(&oru, &specimen["collection"]["collector"])["name"][0]["family"],
         "Collector"
     );
+}
+
+#[test]
+fn drug_diet_and_supply_orders_are_their_own_requests() {
+    let orm = to_fhir(&fixture("orm_o01_supplies.hl7")).expect("ORM").bundle;
+    // No ServiceRequest: each ORC's group says what it orders.
+    assert!(resources(&orm, "ServiceRequest").is_empty());
+    let drug = resources(&orm, "MedicationRequest")[0];
+    assert_eq!(drug["identifier"][0]["value"], "RX-1");
+    assert_eq!(
+        codes(&target(&orm, &drug["medicationReference"])["code"]),
+        ["00000-1111-22"]
+    );
+    let dosage = &drug["dosageInstruction"][0];
+    assert_eq!(dosage["doseAndRate"][0]["doseQuantity"]["value"], 1);
+    assert_eq!(dosage["patientInstruction"], "Take with food");
+    assert_eq!(dosage["timing"]["repeat"]["boundsPeriod"]["end"], "2026-12-10");
+    assert_eq!(drug["dispenseRequest"]["quantity"]["value"], 20);
+    assert_eq!(drug["dispenseRequest"]["numberOfRepeatsAllowed"], 1);
+    assert_eq!(drug["priority"], "routine");
+    let diet = resources(&orm, "NutritionOrder")[0];
+    assert_eq!(codes(&diet["oralDiet"]["type"][0]), ["LF"]);
+    assert_eq!(diet["oralDiet"]["instruction"], "No dairy");
+    assert_eq!(codes(&target(&orm, &diet["allergyIntolerance"][0])["code"]), ["LAC"]);
+    let supply = resources(&orm, "SupplyRequest")[0];
+    assert_eq!(codes(&supply["itemCodeableConcept"]), ["FOAM-3"]);
+    assert_eq!(supply["quantity"]["value"], 2);
+    assert_eq!(target(&orm, &supply["deliverFrom"])["name"], "Orthotics department");
+    assert_eq!(target(&orm, &supply["supplier"][0])["name"], "Insole Supplies Ltd");
+    assert_eq!(supply["identifier"][1]["value"], "GRP-9");
 }
 
 #[test]

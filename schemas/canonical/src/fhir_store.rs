@@ -29,13 +29,17 @@ pub const LOADED_FROM_HL7: &[&str] = &[
     "EpisodeOfCare",
     "Immunization",
     "Location",
+    "Medication",
     "MedicationDispense",
+    "MedicationRequest",
     "MessageHeader",
+    "NutritionOrder",
     "PractitionerRole",
     "Procedure",
     "RelatedPerson",
     "ResearchStudy",
     "Specimen",
+    "SupplyRequest",
 ];
 
 /// One version of a resource.
