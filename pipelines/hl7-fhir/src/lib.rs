@@ -20,7 +20,10 @@
 //! | PR1     | Procedure (category 6, location 23, partOf 25)           | 3, 4, 5, 6, 8, 11, 12, 19, 23, 25 |
 //! | IN1/IN2 | Coverage; payor and policy holder Organizations; the insured RelatedPerson | IN1 2-4, 8-13, 15-19, 36, 43, 49; IN2 1, 2, 6, 7, 8, 10, 61 |
 //! | GT1     | RelatedPerson (the account's guarantor)                  | 2, 3, 5, 6, 8, 9, 12, 19, 21 |
-//! | ORC     | ServiceRequest (requisition 4, parent 8, facility 21)    | 1, 2, 3, 4, 5, 8, 9, 12, 21 |
+//! | ORC     | ServiceRequest, or with RXO/ODS/RQD a MedicationRequest/NutritionOrder/SupplyRequest | 1, 2, 3, 4, 5, 8, 9, 12, 21 |
+//! | RXO     | MedicationRequest: Medication, dosage, dispense         | 1, 2, 4, 5, 6, 7, 11, 12, 13 |
+//! | ODS     | NutritionOrder.oralDiet                                  | 1, 3, 4 |
+//! | RQD/RQ1 | SupplyRequest: item, quantity, department, needed; supplier | RQD 2, 4, 5, 6, 9, 10; RQ1 2 |
 //! | OBR     | ServiceRequest / DiagnosticReport; PractitionerRole (32-35); Specimen (7 without SPM) | 2, 3, 4, 7, 10, 16, 22, 25, 27, 28, 32, 33, 34, 35 |
 //! | TQ1     | ServiceRequest.occurrence, priority                      | 7, 8, 9 |
 //! | OBX     | Observation (DocumentReference content under TXA, partOf the RXA) | 2, 3, 5, 6, 7, 8, 11, 14, 16, 17, 18, 20, 21, 23, 25 |
