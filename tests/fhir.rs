@@ -131,16 +131,7 @@ async fn the_record_reads_as_fhir_with_tokens_scopes_and_an_audit_entry_per_read
     assert!(!interactions_of(&cap, "Encounter").contains(&"create".to_owned()));
     assert!(interactions_of(&cap, "Encounter").contains(&"search-type".to_owned()));
     // Writes where they are taken, and only there.
-    let interactions = |ty: &str| -> Vec<String> {
-        cap["rest"][0]["resource"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|r| r["type"] == ty)
-            .flat_map(|r| r["interaction"].as_array().cloned().unwrap_or_default())
-            .filter_map(|i| i["code"].as_str().map(str::to_owned))
-            .collect()
-    };
+    let interactions = |ty: &str| interactions_of(&cap, ty);
     assert!(interactions("ServiceRequest").contains(&"create".to_owned()));
     assert!(!interactions("Task").contains(&"update".to_owned()));
     assert!(interactions("Task").contains(&"vread".to_owned()));

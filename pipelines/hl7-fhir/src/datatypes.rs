@@ -127,29 +127,19 @@ pub fn identifier(v: &V2<'_>) -> Option<Value> {
 
 /// EI (entity identifier: ORC-2/3, OBR-2/3, SPM-2) → Identifier, typed.
 pub fn entity_identifier(v: &V2<'_>, type_code: Option<&str>) -> Option<Value> {
-    let value = v.component(1).text()?;
-    let system = assigner_system(v.component(2).text(), v.component(3).text(), v.component(4).text());
-    let mut out = Map::new();
-    out.insert("value".into(), Value::String(value));
-    put(&mut out, "system", s(system));
-    if let Some(t) = type_code {
-        out.insert(
-            "type".into(),
-            json!({ "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": t }] }),
-        );
-    }
-    Some(Value::Object(out))
+    ei(|n| v.component(n).text(), type_code)
 }
 
 /// An EI inside a component (EIP.1 / EIP.2, as in SPM-2 and SPM-3: its
 /// parts are subcomponents) → Identifier, typed.
 pub fn sub_entity_identifier(c: &V2<'_>, type_code: Option<&str>) -> Option<Value> {
-    let value = c.subcomponent(1).text()?;
-    let system = assigner_system(
-        c.subcomponent(2).text(),
-        c.subcomponent(3).text(),
-        c.subcomponent(4).text(),
-    );
+    ei(|n| c.subcomponent(n).text(), type_code)
+}
+
+/// EI from its parts (`part(1)` the value, 2-4 the assigning authority).
+fn ei(part: impl Fn(usize) -> Option<String>, type_code: Option<&str>) -> Option<Value> {
+    let value = part(1)?;
+    let system = assigner_system(part(2), part(3), part(4));
     let mut out = Map::new();
     out.insert("value".into(), Value::String(value));
     put(&mut out, "system", s(system));

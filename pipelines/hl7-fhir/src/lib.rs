@@ -119,6 +119,23 @@ pub fn to_fhir(text: &str) -> Result<Conversion, ConvertError> {
     Ok(b.finish())
 }
 
+/// Sets `key` of every `target` resource to references to all resources of `sources`.
+fn link_all(built: &mut [(String, String, Value)], sources: &[&str], target: &str, key: &str) {
+    let refs: Vec<Value> = built
+        .iter()
+        .filter(|(t, _, _)| sources.contains(&t.as_str()))
+        .map(|(t, id, _)| reference_to(format!("{t}/{id}")))
+        .collect();
+    if refs.is_empty() {
+        return;
+    }
+    for (t, _, r) in built.iter_mut() {
+        if t == target {
+            r[key] = Value::Array(refs.clone());
+        }
+    }
+}
+
 /// `{ "reference": r }`.
 fn reference_to(r: String) -> Value {
     let mut m = Map::new();
@@ -656,32 +673,20 @@ impl Builder<'_> {
         }
         let mut built = self.entries;
         // A charge is supported by the orders and the diagnoses its message
-        // carries (DG1 follow FT1 in a DFT: known only now).
-        let supporting: Vec<Value> = built
-            .iter()
-            .filter(|(t, _, _)| t == "ServiceRequest" || t == "Condition")
-            .map(|(t, id, _)| reference_to(format!("{t}/{id}")))
-            .collect();
-        if !supporting.is_empty() {
-            for (t, _, r) in &mut built {
-                if t == "ChargeItem" {
-                    r["supportingInformation"] = Value::Array(supporting.clone());
-                }
-            }
-        }
-        // A diet order knows the patient's allergies (AL1).
-        let allergies: Vec<Value> = built
-            .iter()
-            .filter(|(t, _, _)| t == "AllergyIntolerance")
-            .map(|(t, id, _)| reference_to(format!("{t}/{id}")))
-            .collect();
-        if !allergies.is_empty() {
-            for (t, _, r) in &mut built {
-                if t == "NutritionOrder" {
-                    r["allergyIntolerance"] = Value::Array(allergies.clone());
-                }
-            }
-        }
+        // carries (DG1 follow FT1 in a DFT: known only now); a diet order
+        // knows the patient's allergies (AL1).
+        link_all(
+            &mut built,
+            &["ServiceRequest", "Condition"],
+            "ChargeItem",
+            "supportingInformation",
+        );
+        link_all(
+            &mut built,
+            &["AllergyIntolerance"],
+            "NutritionOrder",
+            "allergyIntolerance",
+        );
         // MedicationRequest.medication is required: an RXO without RXO-1.
         for (t, _, r) in &mut built {
             if t == "MedicationRequest" && r.get("medicationReference").is_none() {
