@@ -119,12 +119,19 @@ pub fn to_fhir(text: &str) -> Result<Conversion, ConvertError> {
     Ok(b.finish())
 }
 
-/// Sets `key` of every `target` resource to references to all resources of `sources`.
-fn link_all(built: &mut [(String, String, Value)], sources: &[&str], target: &str, key: &str) {
+/// Sets `key` of every `target` resource to references to all resources
+/// of `sources`, each as `wrap` makes it.
+fn link_all(
+    built: &mut [(String, String, Value)],
+    sources: &[&str],
+    target: &str,
+    key: &str,
+    wrap: fn(Value) -> Value,
+) {
     let refs: Vec<Value> = built
         .iter()
         .filter(|(t, _, _)| sources.contains(&t.as_str()))
-        .map(|(t, id, _)| reference_to(format!("{t}/{id}")))
+        .map(|(t, id, _)| wrap(reference_to(format!("{t}/{id}"))))
         .collect();
     if refs.is_empty() {
         return;
@@ -674,19 +681,28 @@ impl Builder<'_> {
         let mut built = self.entries;
         // A charge is supported by the orders and the diagnoses its message
         // carries (DG1 follow FT1 in a DFT: known only now); a diet order
-        // knows the patient's allergies (AL1).
+        // knows the patient's allergies (AL1); the episode of care (PV1-54)
+        // carries the visit's diagnoses.
+        let as_is = |r: Value| r;
         link_all(
             &mut built,
             &["ServiceRequest", "Condition"],
             "ChargeItem",
             "supportingInformation",
+            as_is,
         );
         link_all(
             &mut built,
             &["AllergyIntolerance"],
             "NutritionOrder",
             "allergyIntolerance",
+            as_is,
         );
+        link_all(&mut built, &["Condition"], "EpisodeOfCare", "diagnosis", |r| {
+            let mut d = Map::new();
+            d.insert("condition".into(), r);
+            Value::Object(d)
+        });
         // MedicationRequest.medication is required: an RXO without RXO-1.
         for (t, _, r) in &mut built {
             if t == "MedicationRequest" && r.get("medicationReference").is_none() {

@@ -63,6 +63,13 @@ impl Builder<'_> {
         if let Some(e) = self.encounter_ref() {
             m.insert("encounter".into(), e);
         }
+        // Where it was given: RXA-27 (PL, v2.6+), else RXA-11 (LA2: the
+        // facility is its fourth component, as in a PL).
+        let place = self.f(i, 27);
+        let at = self.f(i, 11);
+        if let Some(l) = self.location(&place).or_else(|| self.location(&at)) {
+            m.insert("location".into(), l);
+        }
         let e = self.add("Immunization", &format!("rxa|{i}"), m);
         self.immunization = Some(e);
         self.last = Last::Entry(e);

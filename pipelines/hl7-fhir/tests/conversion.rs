@@ -162,6 +162,13 @@ fn fields_land_where_the_mapping_says() {
     assert_eq!(shot["lotNumber"], "LOT-77");
     assert_eq!(shot["doseQuantity"]["code"], "mL");
     assert_eq!(shot["site"]["coding"][0]["code"], "LD");
+    // RXA-11: where it was given.
+    let at = shot["location"]["reference"].as_str().expect("location");
+    assert!(
+        resources(&vxu, "Location")
+            .iter()
+            .any(|l| at.ends_with(l["id"].as_str().unwrap_or("-")) && l["name"] == "NORTHCLINIC")
+    );
 
     let mdm = to_fhir(&fixture("mdm_t02.hl7")).expect("MDM").bundle;
     let doc = resources(&mdm, "DocumentReference")[0];
