@@ -183,6 +183,10 @@ struct Builder<'m> {
     appointment: Option<usize>,
     /// Who collected the specimens of the current OBR (OBR-10).
     collector: Option<Value>,
+    /// The ServiceRequest of the current resource group's AIS.
+    appointment_service: Option<usize>,
+    /// Appointments an AIS/AIL/AIP/AIG has timed.
+    timed_appointments: HashSet<usize>,
     last: Last,
     message_header: Option<usize>,
 }
@@ -215,6 +219,8 @@ impl<'m> Builder<'m> {
             immunization: None,
             appointment: None,
             collector: None,
+            timed_appointments: HashSet::new(),
+            appointment_service: None,
             last: Last::None,
             message_header: None,
         }
@@ -596,6 +602,7 @@ impl<'m> Builder<'m> {
                 "FT1" => self.ft1(i),
                 "SCH" => self.sch(i),
                 "AIS" | "AIL" | "AIP" | "AIG" => self.resource_of_appointment(i),
+                "RGS" => self.rgs(i),
                 "ROL" => self.rol(i),
                 "PRT" => self.prt(i),
                 "CTI" => self.cti(i),
@@ -703,6 +710,19 @@ impl Builder<'_> {
             d.insert("condition".into(), r);
             Value::Object(d)
         });
+        // SCH comes before PID: the appointment's patient is known only now.
+        if let Some(patient) = &self.patient {
+            for (t, _, r) in &mut built {
+                if t != "Appointment" {
+                    continue;
+                }
+                for p in r["participant"].as_array_mut().into_iter().flatten() {
+                    if p.get("actor").is_none() && p["type"][0]["text"] == "patient" {
+                        *p = json!({ "actor": reference_to(patient.clone()), "status": "accepted" });
+                    }
+                }
+            }
+        }
         // MedicationRequest.medication is required: an RXO without RXO-1.
         for (t, _, r) in &mut built {
             if t == "MedicationRequest" && r.get("medicationReference").is_none() {

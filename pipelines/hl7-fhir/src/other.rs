@@ -326,7 +326,8 @@ impl Builder<'_> {
         }
         a.insert("participant".into(), Value::Array(participants));
         // The placer's (SCH-12..15), the filler's (16..19) and the enterer's
-        // (20..22) contacts: who, their phone and where.
+        // (20..22) contacts: who, their phone and where; they support the appointment.
+        let mut supporting = Vec::new();
         for (person, phone, place, role) in [
             (12, Some(13), 15, "placer contact"),
             (16, Some(17), 19, "filler contact"),
@@ -358,7 +359,11 @@ impl Builder<'_> {
             if !telecom.is_empty() {
                 r.insert("telecom".into(), Value::Array(telecom));
             }
-            self.add("PractitionerRole", &format!("sch|{i}|{person}"), r);
+            let e = self.add("PractitionerRole", &format!("sch|{i}|{person}"), r);
+            supporting.push(self.reference(e));
+        }
+        if !supporting.is_empty() {
+            a.insert("supportingInformation".into(), Value::Array(supporting));
         }
         let key = filler
             .component(1)
@@ -371,34 +376,155 @@ impl Builder<'_> {
         true
     }
 
-    /// AIS (service), AIL (location), AIP (personnel), AIG (resource).
+    /// AIS (service), AIL (location), AIP (personnel), AIG (resource): each
+    /// a participant with its own time (start, duration), which together make
+    /// the appointment's start and end; the service asked for (AIS-3) is also
+    /// the ServiceRequest the appointment is based on, a resource (AIG-3) a
+    /// Device.
     pub(crate) fn resource_of_appointment(&mut self, i: usize) -> bool {
         let Some(a) = self.appointment else {
             return false;
         };
-        match self.seg(i).name() {
+        let name = self.seg(i).name();
+        // Start date/time and duration (with its units) of each kind.
+        let (start_at, duration_at) = match name {
+            "AIS" => (4, 7),
+            "AIG" => (8, 11),
+            _ => (6, 9),
+        };
+        let start = dt::instant(&self.f(i, start_at));
+        let units = self.f(i, duration_at + 1).component(1).text();
+        let minutes = self
+            .f(i, duration_at)
+            .text()
+            .and_then(|d| d.trim().parse::<f64>().ok())
+            .map(|d| match units.as_deref() {
+                Some("s" | "S") => d / 60.0,
+                Some("h" | "H" | "hr") => d * 60.0,
+                Some("d" | "D") => d * 1440.0,
+                _ => d,
+            });
+        let end = match (&start, minutes) {
+            (Some(s), Some(m)) => chrono::DateTime::parse_from_rfc3339(s)
+                .ok()
+                .map(|t| (t + chrono::Duration::seconds((m * 60.0).round() as i64)).to_rfc3339()),
+            _ => None,
+        };
+        let mut period = Map::new();
+        if let Some(s) = &start {
+            period.insert("start".into(), json!(s));
+        }
+        if let Some(e) = &end {
+            period.insert("end".into(), json!(e));
+        }
+        self.widen_appointment(a, start.as_deref(), end.as_deref());
+        let mut participant = Map::new();
+        match name {
             "AIS" => {
-                if let Some(s) = dt::codeable(&self.f(i, 3)) {
-                    self.push(a, "serviceType", s);
+                let Some(code) = dt::codeable(&self.f(i, 3)) else {
+                    return !period.is_empty();
+                };
+                self.push(a, "serviceType", code.clone());
+                let mut sr = Map::new();
+                sr.insert("status".into(), json!("active"));
+                sr.insert("intent".into(), json!("order"));
+                sr.insert("code".into(), code);
+                match self.patient_ref() {
+                    Some(p) => {
+                        sr.insert("subject".into(), p);
+                    }
+                    None => return true,
                 }
+                if let Some(e) = self.encounter_ref() {
+                    sr.insert("encounter".into(), e);
+                }
+                let e = self.add("ServiceRequest", &format!("ais|{i}"), sr);
+                let reference = self.reference(e);
+                self.push(a, "basedOn", reference);
+                self.appointment_service = Some(e);
+                return true;
             }
             "AIL" => {
                 let place = self.f(i, 3);
-                if let Some(l) = self.location(&place) {
-                    self.push(a, "participant", json!({ "actor": l, "status": "accepted" }));
-                }
+                let Some(l) = self.location(&place) else { return false };
+                participant.insert("actor".into(), l);
             }
             "AIP" => {
-                for who in self.practitioner(i, 3) {
-                    self.push(a, "participant", json!({ "actor": who, "status": "accepted" }));
+                let Some(who) = self.practitioner(i, 3).into_iter().next() else {
+                    return false;
+                };
+                participant.insert("actor".into(), who);
+                if let Some(role) = dt::codeable(&self.f(i, 4)) {
+                    participant.insert("type".into(), json!([role]));
                 }
             }
             _ => {
-                if let Some(r) = dt::codeable(&self.f(i, 3)) {
-                    self.push(a, "participant", json!({ "type": [r], "status": "accepted" }));
+                let resource = self.f(i, 3);
+                let Some(id) = resource.component(1).text() else {
+                    return false;
+                };
+                let mut d = Map::new();
+                d.insert("identifier".into(), json!([{ "value": id }]));
+                if let Some(name) = resource.component(2).text() {
+                    d.insert(
+                        "deviceName".into(),
+                        json!([{ "name": name, "type": "user-friendly-name" }]),
+                    );
+                }
+                let dev = self.add("Device", &format!("aig|{}", resource.raw()), d);
+                participant.insert("actor".into(), self.reference(dev));
+                if let Some(kind) = dt::codeable(&self.f(i, 4)) {
+                    participant.insert("type".into(), json!([kind]));
                 }
             }
         }
+        // The service of the resource group is asked of these: the place,
+        // the people and the equipment that follow its AIS.
+        if let (Some(sr), Some(actor)) = (self.appointment_service, participant.get("actor").cloned()) {
+            let key = if name == "AIL" {
+                "locationReference"
+            } else {
+                "performer"
+            };
+            self.push(sr, key, actor);
+        }
+        participant.insert("status".into(), json!("accepted"));
+        if !period.is_empty() {
+            participant.insert("period".into(), Value::Object(period));
+        }
+        self.push(a, "participant", Value::Object(participant));
         true
+    }
+
+    /// The appointment starts with its earliest resource and ends with its
+    /// latest (instants compared as instants).
+    fn widen_appointment(&mut self, a: usize, start: Option<&str>, end: Option<&str>) {
+        let at = |s: &str| chrono::DateTime::parse_from_rfc3339(s).ok();
+        let appointment = &self.entries[a].2;
+        let earlier = |mine: Option<&str>, theirs: Option<&str>| match (mine.and_then(at), theirs.and_then(at)) {
+            (Some(m), Some(t)) => m < t,
+            (Some(_), None) => true,
+            _ => false,
+        };
+        let new_start = start.filter(|s| earlier(Some(s), appointment["start"].as_str()) || !self.timed(a));
+        let new_end = end.filter(|e| earlier(appointment["end"].as_str(), Some(e)) || !self.timed(a));
+        if let Some(s) = new_start {
+            self.set(a, "start", json!(s));
+        }
+        if let Some(e) = new_end {
+            self.set(a, "end", json!(e));
+        }
+        self.timed_appointments.insert(a);
+    }
+
+    /// RGS starts a resource group: the AIx that follow serve a new service.
+    pub(crate) fn rgs(&mut self, _i: usize) -> bool {
+        self.appointment_service = None;
+        self.appointment.is_some()
+    }
+
+    /// Whether an AIx already timed the appointment (then SCH-11 no longer counts).
+    fn timed(&self, a: usize) -> bool {
+        self.timed_appointments.contains(&a)
     }
 }
