@@ -23,6 +23,7 @@
 //! | ORC     | ServiceRequest, or with RXO/ODS/RQD a MedicationRequest/NutritionOrder/SupplyRequest | 1, 2, 3, 4, 5, 8, 9, 12, 21 |
 //! | RXO     | MedicationRequest: Medication, dosage, dispense         | 1, 2, 4, 5, 6, 7, 11, 12, 13 |
 //! | ODS     | NutritionOrder.oralDiet                                  | 1, 3, 4 |
+//! | RF1     | ServiceRequest (a referral)                              | 1, 2, 3, 6, 7, 10, 11 |
 //! | RQD/RQ1 | SupplyRequest: item, quantity, department, needed; supplier | RQD 2, 4, 5, 6, 9, 10; RQ1 2 |
 //! | OBR     | ServiceRequest / DiagnosticReport; PractitionerRole (32-35); Specimen (7 without SPM) | 2, 3, 4, 7, 10, 16, 22, 25, 27, 28, 32, 33, 34, 35 |
 //! | TQ1     | ServiceRequest.occurrence, priority                      | 7, 8, 9 |
@@ -614,6 +615,7 @@ impl<'m> Builder<'m> {
                 "ODS" => self.ods(i),
                 "RQD" => self.rqd(i),
                 "RQ1" => self.rq1(i),
+                "RF1" => self.rf1(i),
                 "GT1" => self.gt1(i),
                 "IN2" => self.in2(i),
                 _ => false,

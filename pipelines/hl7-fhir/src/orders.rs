@@ -665,6 +665,66 @@ impl Builder<'_> {
     }
 }
 
+impl Builder<'_> {
+    /// RF1 (referral) → a ServiceRequest: status (RF1-1), priority (RF1-2),
+    /// type as category (RF1-3), the originating and external referral
+    /// numbers (RF1-6, RF1-11), when it takes effect (RF1-7), why (RF1-10).
+    pub(crate) fn rf1(&mut self, i: usize) -> bool {
+        let Some(patient) = self.patient_ref() else {
+            return false;
+        };
+        let mut s = Map::new();
+        let status = match self.f(i, 1).component(1).text().as_deref() {
+            Some("A") => "active",
+            Some("P") => "draft",
+            Some("R") => "revoked",
+            Some("E") => "completed",
+            _ => "unknown",
+        };
+        s.insert("status".into(), json!(status));
+        s.insert("intent".into(), json!("order"));
+        s.insert("subject".into(), patient);
+        if let Some(e) = self.encounter_ref() {
+            s.insert("encounter".into(), e);
+        }
+        if let Some(p) = self.f(i, 2).component(1).text().map(|c| match c.as_str() {
+            "S" => "stat",
+            "A" => "asap",
+            _ => "routine",
+        }) {
+            s.insert("priority".into(), json!(p));
+        }
+        if let Some(c) = dt::codeable(&self.f(i, 3)) {
+            s.insert("category".into(), json!([c]));
+        }
+        let ids: Vec<Value> = [
+            dt::entity_identifier(&self.f(i, 6), Some("PLAC")),
+            dt::entity_identifier(&self.f(i, 11), None),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let key = ids
+            .first()
+            .and_then(|id| id["value"].as_str())
+            .map(str::to_owned)
+            .unwrap_or_else(|| format!("rf1|{i}"));
+        if !ids.is_empty() {
+            s.insert("identifier".into(), Value::Array(ids));
+        }
+        if let Some(t) = dt::date_time(&self.f(i, 7)) {
+            s.insert("authoredOn".into(), json!(t));
+        }
+        let reasons: Vec<Value> = self.f(i, 10).repetitions().filter_map(|r| dt::codeable(&r)).collect();
+        if !reasons.is_empty() {
+            s.insert("reasonCode".into(), Value::Array(reasons));
+        }
+        let e = self.add("ServiceRequest", &format!("referral|{key}"), s);
+        self.last = Last::Entry(e);
+        true
+    }
+}
+
 /// What an ORC orders, by the order detail segment of its group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum OrderKind {

@@ -287,6 +287,18 @@ fn people_places_and_events_around_the_patient_are_linked() {
         .collect();
     assert!(places.contains(&"Sports hall"), "{places:?}");
     assert_eq!(patient["deceasedDateTime"], "2026-12-01");
+    // RF1: the referral is a ServiceRequest of its own.
+    let referral = resources(&adt, "ServiceRequest")[0];
+    assert_eq!(referral["identifier"][0]["value"], "REF-1");
+    assert_eq!(referral["identifier"][1]["value"], "EXT-9");
+    assert_eq!(referral["status"], "active");
+    assert_eq!(referral["priority"], "routine");
+    assert_eq!(codes(&referral["category"][0]), ["Med"]);
+    assert_eq!(codes(&referral["reasonCode"][0]), ["GAIT"]);
+    assert_eq!(
+        referral["subject"]["reference"],
+        format!("Patient/{}", patient["id"].as_str().unwrap_or(""))
+    );
 }
 
 #[test]
