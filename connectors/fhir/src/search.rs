@@ -47,8 +47,7 @@ fn reference(v: &str, ty: &str) -> Result<String, String> {
 /// Types kept only in the FHIR store (written over FHIR, or loaded by the
 /// HL7 v2 pipeline), whose search takes identifier, code, status, patient.
 fn stored_only(resource_type: &str) -> bool {
-    ["DiagnosticReport", "DocumentReference", "ImagingStudy", "Provenance"].contains(&resource_type)
-        || crate::store::LOADED.contains(&resource_type)
+    crate::store::is_stored(resource_type) && !crate::store::CANONICAL.contains(&resource_type)
 }
 
 /// The element an `_include` follows (`ServiceRequest:patient` → `subject`).

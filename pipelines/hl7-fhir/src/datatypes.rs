@@ -152,6 +152,24 @@ fn ei(part: impl Fn(usize) -> Option<String>, type_code: Option<&str>) -> Option
     Some(Value::Object(out))
 }
 
+/// EIP (SPM-2, SPM-3: a placer's and a filler's number as subcomponents)
+/// → the identifiers PGN and FGN.
+pub fn eip_identifiers(v: &V2<'_>) -> Vec<Value> {
+    [
+        sub_entity_identifier(&v.component(1), Some("PGN")),
+        sub_entity_identifier(&v.component(2), Some("FGN")),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// A US social security number → Identifier (type SS).
+pub fn ssn(value: String) -> Value {
+    json!({ "value": value, "system": "http://hl7.org/fhir/sid/us-ssn",
+            "type": { "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "SS" }] } })
+}
+
 /// A placer and a filler number (EI) → the identifiers PLAC and FILL
 /// (ORC-2/3, OBR-2/3, SCH-1/2); `None` when neither is given.
 pub fn placer_filler(placer: &V2<'_>, filler: &V2<'_>) -> Option<Value> {

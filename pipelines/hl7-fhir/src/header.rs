@@ -74,7 +74,7 @@ impl Builder<'_> {
         }
         p.insert("activity".into(), json!({ "text": format!("{kind}^{event}") }));
         // What the message brought: the Bundle (its id is deterministic too) and its header.
-        let bundle = format!("Bundle/{}", self.id("Bundle", "bundle"));
+        let bundle = format!("Bundle/{}", self.bundle_id);
         p.insert("target".into(), json!([{ "reference": bundle }, self.reference(e)]));
         // The author: the sending application (MSH-3) as a Device, on behalf
         // of the sending facility (MSH-4).
@@ -83,17 +83,10 @@ impl Builder<'_> {
             "type".into(),
             json!({ "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type", "code": "author" }] }),
         );
-        match app.component(1).text() {
-            Some(name) => {
-                let mut d = Map::new();
-                d.insert("identifier".into(), json!([{ "value": name }]));
-                let dev = self.add("Device", &format!("application|{name}"), d);
-                agent.insert("who".into(), self.reference(dev));
-            }
-            None => {
-                agent.insert("who".into(), json!({ "display": "unknown application" }));
-            }
-        }
+        let who = self
+            .application_device()
+            .unwrap_or_else(|| json!({ "display": "unknown application" }));
+        agent.insert("who".into(), who);
         if let Some(org) = h_sender {
             agent.insert("onBehalfOf".into(), org);
         }
@@ -124,7 +117,7 @@ impl Builder<'_> {
         }
         let (kind, event) = self.msg.message_type();
         p.insert("activity".into(), json!({ "text": format!("{kind}^{event}") }));
-        let bundle = format!("Bundle/{}", self.id("Bundle", "bundle"));
+        let bundle = format!("Bundle/{}", self.bundle_id);
         let mut targets = vec![json!({ "reference": bundle })];
         if let Some(h) = self.message_header {
             targets.push(self.reference(h));
@@ -137,15 +130,10 @@ impl Builder<'_> {
             .collect();
         if agents.is_empty() {
             // An agent is required: the sending application stands for the operator.
-            let app = self.field(0, 3);
-            if let Some(name) = app.component(1).text() {
-                let mut d = Map::new();
-                d.insert("identifier".into(), json!([{ "value": name }]));
-                let dev = self.add("Device", &format!("application|{name}"), d);
-                p.insert("agent".into(), json!([{ "who": self.reference(dev) }]));
-            } else {
-                p.insert("agent".into(), json!([{ "who": { "display": "unknown operator" } }]));
-            }
+            let who = self
+                .application_device()
+                .unwrap_or_else(|| json!({ "display": "unknown operator" }));
+            p.insert("agent".into(), json!([{ "who": who }]));
         } else {
             p.insert("agent".into(), Value::Array(agents));
         }
@@ -192,6 +180,17 @@ impl Builder<'_> {
         }
         self.add("Device", &format!("software|{i}"), d);
         true
+    }
+}
+
+impl Builder<'_> {
+    /// The sending application (MSH-3) as a Device: the author of the message.
+    fn application_device(&mut self) -> Option<Value> {
+        let name = self.field(0, 3).component(1).text()?;
+        let mut d = Map::new();
+        d.insert("identifier".into(), json!([{ "value": name }]));
+        let dev = self.add("Device", &format!("application|{name}"), d);
+        Some(self.reference(dev))
     }
 }
 

@@ -120,6 +120,11 @@ pub fn to_fhir(text: &str) -> Result<Conversion, ConvertError> {
     Ok(b.finish())
 }
 
+/// The UUID v5 of what a resource is (`key`) in the message `seed` names.
+fn resource_id(seed: &str, resource_type: &str, key: &str) -> String {
+    Uuid::new_v5(&NAMESPACE, format!("{seed}|{resource_type}|{key}").as_bytes()).to_string()
+}
+
 /// Sets `key` of every `target` resource to references to all resources
 /// of `sources`, each as `wrap` makes it.
 fn link_all(
@@ -163,6 +168,8 @@ struct Builder<'m> {
     /// `fields[i][n - 1]`: field n of segment i.
     fields: Vec<Vec<V2<'m>>>,
     seed: String,
+    /// The Bundle's id (deterministic like the resources'), computed once.
+    bundle_id: String,
     entries: Vec<(String, String, Value)>,
     by_key: HashMap<String, usize>,
     /// `used[i][n - 1]`: field n of segment i was read by a mapper.
@@ -186,8 +193,9 @@ struct Builder<'m> {
     collector: Option<Value>,
     /// The ServiceRequest of the current resource group's AIS.
     appointment_service: Option<usize>,
-    /// Appointments an AIS/AIL/AIP/AIG has timed.
-    timed_appointments: HashSet<usize>,
+    /// Whether an AIS/AIL/AIP/AIG has timed the current appointment (then
+    /// SCH-11 no longer counts).
+    appointment_timed: bool,
     last: Last,
     message_header: Option<usize>,
 }
@@ -200,10 +208,12 @@ impl<'m> Builder<'m> {
         let fields_used = fields.iter().map(|f| vec![false; f.len()]).collect();
         let h = msg.msh();
         let seed = format!("{}|{}|{}", h.field(3).raw(), h.field(4).raw(), msg.control_id());
+        let bundle_id = resource_id(&seed, "Bundle", "bundle");
         Builder {
             msg,
             fields,
             seed,
+            bundle_id,
             entries: Vec::new(),
             by_key: HashMap::new(),
             used: fields_used,
@@ -220,7 +230,7 @@ impl<'m> Builder<'m> {
             immunization: None,
             appointment: None,
             collector: None,
-            timed_appointments: HashSet::new(),
+            appointment_timed: false,
             appointment_service: None,
             last: Last::None,
             message_header: None,
@@ -249,7 +259,7 @@ impl<'m> Builder<'m> {
     }
 
     fn id(&self, resource_type: &str, key: &str) -> String {
-        Uuid::new_v5(&NAMESPACE, format!("{}|{resource_type}|{key}", self.seed).as_bytes()).to_string()
+        resource_id(&self.seed, resource_type, key)
     }
 
     /// Adds a resource under a key (the same key: the same resource, first
@@ -654,7 +664,7 @@ impl<'m> Builder<'m> {
 impl Builder<'_> {
     /// The Bundle and the unmapped report.
     fn finish(self) -> Conversion {
-        let bundle_id = self.id("Bundle", "bundle");
+        let bundle_id = self.bundle_id.clone();
         let mut unmapped = Vec::new();
         for (i, seg) in self.msg.segments().iter().enumerate() {
             let name = seg.name();

@@ -3,6 +3,8 @@
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
 
+use carehub_hl7::codec::er7::Value as V2;
+
 use crate::datatypes as dt;
 use crate::{Builder, Last};
 
@@ -39,18 +41,13 @@ impl Builder<'_> {
             s.insert(key.into(), e);
         }
         // When it was ordered; a nutrition order must say (else the message's time).
-        let ordered = dt::date_time(&self.f(i, 9));
-        match (ordered, kind) {
-            (Some(t), _) => {
-                s.insert(kind.authored().into(), json!(t));
-            }
-            (None, OrderKind::Nutrition) => {
-                let sent = dt::date_time(&self.field(0, 7)).unwrap_or_else(|| "unknown".into());
-                if sent != "unknown" {
-                    s.insert(kind.authored().into(), json!(sent));
-                }
-            }
-            (None, _) => {}
+        let ordered = dt::date_time(&self.f(i, 9)).or_else(|| {
+            (kind == OrderKind::Nutrition)
+                .then(|| dt::date_time(&self.field(0, 7)))
+                .flatten()
+        });
+        if let Some(t) = ordered {
+            s.insert(kind.authored().into(), json!(t));
         }
         if let Some(r) = self
             .practitioner_roles(i, 12, "OP", "Ordering Provider")
@@ -304,7 +301,7 @@ impl Builder<'_> {
         if let Some(e) = self.encounter_ref() {
             o.insert("encounter".into(), e);
         }
-        if let Some(order) = self.order_of_obx.or(self.order) {
+        if let Some(order) = self.current_order() {
             o.insert("basedOn".into(), json!([self.reference(order)]));
         }
         // Under RXA (VXU), an OBX observes the administration.
@@ -447,13 +444,7 @@ impl Builder<'_> {
         let id = self.f(i, 2);
         // SPM-2: the placer's and the filler's numbers (EIP); SPM-31 other
         // identifiers (CX); SPM-32 the shipment's (EI); SPM-30 the accession.
-        let mut ids: Vec<Value> = [
-            dt::sub_entity_identifier(&id.component(1), Some("PGN")),
-            dt::sub_entity_identifier(&id.component(2), Some("FGN")),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
+        let mut ids = dt::eip_identifiers(&id);
         ids.extend(self.identifiers(i, 31));
         ids.extend(dt::entity_identifier(&self.f(i, 32), None));
         if !ids.is_empty() {
@@ -466,13 +457,7 @@ impl Builder<'_> {
         let parents = self.f(i, 3);
         let mut parent_refs = Vec::new();
         for p in parents.repetitions() {
-            let pids: Vec<Value> = [
-                dt::sub_entity_identifier(&p.component(1), Some("PGN")),
-                dt::sub_entity_identifier(&p.component(2), Some("FGN")),
-            ]
-            .into_iter()
-            .flatten()
-            .collect();
+            let pids = dt::eip_identifiers(&p);
             if pids.is_empty() {
                 continue;
             }
@@ -563,19 +548,17 @@ impl Builder<'_> {
         if let Some(q) = self.f(i, 2).text().and_then(|d| dt::quantity(&d, &units)) {
             dosage.insert("doseAndRate".into(), json!([{ "doseQuantity": q }]));
         }
-        let text: Vec<String> = self
-            .f(i, 6)
-            .repetitions()
-            .filter_map(|r| r.component(2).text().or_else(|| r.text()))
-            .collect();
+        // CWE instructions: their text (component 2), else as written.
+        let instructions = |v: V2<'_>| -> Vec<String> {
+            v.repetitions()
+                .filter_map(|r| r.component(2).text().or_else(|| r.text()))
+                .collect()
+        };
+        let text = instructions(self.f(i, 6));
         if !text.is_empty() {
             dosage.insert("text".into(), json!(text.join("\n")));
         }
-        let patient: Vec<String> = self
-            .f(i, 7)
-            .repetitions()
-            .filter_map(|r| r.component(2).text().or_else(|| r.text()))
-            .collect();
+        let patient = instructions(self.f(i, 7));
         if !patient.is_empty() {
             dosage.insert("patientInstruction".into(), json!(patient.join("\n")));
         }

@@ -329,21 +329,17 @@ impl Builder<'_> {
         // (20..22) contacts: who, their phone and where; they support the appointment.
         let mut supporting = Vec::new();
         for (person, phone, place, role) in [
-            (12, Some(13), 15, "placer contact"),
-            (16, Some(17), 19, "filler contact"),
-            (20, Some(21), 22, "entered by"),
+            (12, 13, 15, "placer contact"),
+            (16, 17, 19, "filler contact"),
+            (20, 21, 22, "entered by"),
         ] {
             let who = self.practitioner(i, person).into_iter().next();
             let location = self.f(i, place);
             let location = self.location(&location);
-            let telecom: Vec<Value> = phone
-                .map(|n| self.f(i, n))
-                .into_iter()
-                .flat_map(|v| {
-                    v.repetitions()
-                        .filter_map(|t| dt::contact_point(&t))
-                        .collect::<Vec<_>>()
-                })
+            let telecom: Vec<Value> = self
+                .f(i, phone)
+                .repetitions()
+                .filter_map(|t| dt::contact_point(&t))
                 .collect();
             if who.is_none() && location.is_none() {
                 continue;
@@ -372,6 +368,7 @@ impl Builder<'_> {
             .unwrap_or_else(|| format!("sch|{i}"));
         let e = self.add("Appointment", &format!("appointment|{key}"), a);
         self.appointment = Some(e);
+        self.appointment_timed = false;
         self.last = Last::Entry(e);
         true
     }
@@ -497,34 +494,28 @@ impl Builder<'_> {
     }
 
     /// The appointment starts with its earliest resource and ends with its
-    /// latest (instants compared as instants).
+    /// latest (instants compared as instants); the first resource's times
+    /// replace SCH-11's.
     fn widen_appointment(&mut self, a: usize, start: Option<&str>, end: Option<&str>) {
-        let at = |s: &str| chrono::DateTime::parse_from_rfc3339(s).ok();
+        let at = |s: Option<&str>| s.and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok());
+        let timed = self.appointment_timed;
         let appointment = &self.entries[a].2;
-        let earlier = |mine: Option<&str>, theirs: Option<&str>| match (mine.and_then(at), theirs.and_then(at)) {
-            (Some(m), Some(t)) => m < t,
-            (Some(_), None) => true,
-            _ => false,
-        };
-        let new_start = start.filter(|s| earlier(Some(s), appointment["start"].as_str()) || !self.timed(a));
-        let new_end = end.filter(|e| earlier(appointment["end"].as_str(), Some(e)) || !self.timed(a));
+        let new_start = start
+            .filter(|s| !timed || at(appointment["start"].as_str()).is_none_or(|t| at(Some(s)).is_some_and(|m| m < t)));
+        let new_end = end
+            .filter(|e| !timed || at(appointment["end"].as_str()).is_some_and(|m| at(Some(e)).is_none_or(|t| m < t)));
         if let Some(s) = new_start {
             self.set(a, "start", json!(s));
         }
         if let Some(e) = new_end {
             self.set(a, "end", json!(e));
         }
-        self.timed_appointments.insert(a);
+        self.appointment_timed = true;
     }
 
     /// RGS starts a resource group: the AIx that follow serve a new service.
     pub(crate) fn rgs(&mut self, _i: usize) -> bool {
         self.appointment_service = None;
         self.appointment.is_some()
-    }
-
-    /// Whether an AIx already timed the appointment (then SCH-11 no longer counts).
-    fn timed(&self, a: usize) -> bool {
-        self.timed_appointments.contains(&a)
     }
 }

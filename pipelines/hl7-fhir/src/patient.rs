@@ -49,16 +49,8 @@ impl Builder<'_> {
         if let Some(d) = dt::date_time(&self.f(i, 7)) {
             p.insert("birthDate".into(), json!(d.get(..10).unwrap_or(&d)));
         }
-        if let Some(g) = self.f(i, 8).component(1).text() {
-            p.insert(
-                "gender".into(),
-                json!(match g.as_str() {
-                    "M" => "male",
-                    "F" => "female",
-                    "O" | "A" | "N" => "other",
-                    _ => "unknown",
-                }),
-            );
+        if let Some(g) = gender(self.f(i, 8).component(1).text().as_deref()) {
+            p.insert("gender".into(), json!(g));
         }
         let addresses: Vec<Value> = self.f(i, 11).repetitions().filter_map(|r| dt::address(&r)).collect();
         if !addresses.is_empty() {
@@ -332,7 +324,6 @@ impl Builder<'_> {
                 }
             }
         }
-        // PV2-13 is read with PV2; PV1-8 the referring doctor.
         if let Some(t) = dt::codeable(&self.f(i, 4)) {
             enc.insert("type".into(), json!([t]));
         }
@@ -936,7 +927,7 @@ impl Builder<'_> {
         let mut ids = self.identifiers(i, 2);
         ids.extend(self.identifiers(i, 19));
         if let Some(ssn) = self.f(i, 12).text() {
-            ids.push(json!({ "value": ssn, "system": "http://hl7.org/fhir/sid/us-ssn", "type": { "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "SS" }] } }));
+            ids.push(dt::ssn(ssn));
         }
         if !ids.is_empty() {
             r.insert("identifier".into(), Value::Array(ids));
@@ -1018,7 +1009,7 @@ impl Builder<'_> {
             .and_then(|r| self.entry_of(r));
         let mut ids = self.identifiers(i, 1);
         if let Some(ssn) = self.f(i, 2).text() {
-            ids.push(json!({ "value": ssn, "system": "http://hl7.org/fhir/sid/us-ssn", "type": { "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "SS" }] } }));
+            ids.push(dt::ssn(ssn));
         }
         if let Some(r) = insured {
             for id in ids {

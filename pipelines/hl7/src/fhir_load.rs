@@ -40,14 +40,13 @@ pub async fn load(
     text: &str,
     canonical: &CanonicalIds,
 ) -> Result<Vec<AuditEntry>, HandlerError> {
-    let conversion =
+    let mut conversion =
         carehub_hl7_fhir::to_fhir(text).map_err(|e| HandlerError::rejected("invalid_data", e.to_string()))?;
-    let resources: Vec<Value> = conversion.bundle["entry"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|e| e["resource"].clone())
-        .collect();
+    // The resources taken out of the Bundle, not copied.
+    let resources: Vec<Value> = match conversion.bundle["entry"].take() {
+        Value::Array(entries) => entries.into_iter().map(|mut e| e["resource"].take()).collect(),
+        _ => Vec::new(),
+    };
     let links = links(&resources, canonical);
     let mut audit = Vec::new();
     for mut r in resources {
@@ -171,7 +170,6 @@ async fn store(
         let replaces = current.as_ref().map(|c| c.version_id);
         let version = replaces.unwrap_or(0) + 1;
         let at = Utc::now();
-        let content = r.clone();
         r["meta"] = json!({
             "versionId": version.to_string(),
             "lastUpdated": at.to_rfc3339_opts(SecondsFormat::Micros, true),
@@ -201,7 +199,10 @@ async fn store(
             };
             return Ok(Some((action, version)));
         }
-        r = content;
+        // Lost to a concurrent writer: compared again without this meta.
+        if let Value::Object(o) = &mut r {
+            o.remove("meta");
+        }
     }
     Err(HandlerError::rejected(
         "conflict",
