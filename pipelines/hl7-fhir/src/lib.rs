@@ -59,7 +59,9 @@ mod patient;
 pub mod score;
 pub mod to_v2;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
+
+use rustc_hash::FxHashMap;
 
 use carehub_hl7::codec::er7::{Message, Segment, Value as V2};
 use serde_json::{Map, Value, json};
@@ -120,9 +122,25 @@ pub fn to_fhir(text: &str) -> Result<Conversion, ConvertError> {
     Ok(b.finish())
 }
 
-/// The UUID v5 of what a resource is (`key`) in the message `seed` names.
+/// The UUID v5 of what a resource is (`key`) in the message `seed` names:
+/// of the name `seed|type|key`, hashed in parts (the same UUID as
+/// `Uuid::new_v5` of the joined name, without building it).
 fn resource_id(seed: &str, resource_type: &str, key: &str) -> String {
-    Uuid::new_v5(&NAMESPACE, format!("{seed}|{resource_type}|{key}").as_bytes()).to_string()
+    let mut sha = sha1_smol::Sha1::new();
+    for part in [
+        NAMESPACE.as_bytes().as_slice(),
+        seed.as_bytes(),
+        b"|",
+        resource_type.as_bytes(),
+        b"|",
+        key.as_bytes(),
+    ] {
+        sha.update(part);
+    }
+    let digest = sha.digest().bytes();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_sha1_bytes(bytes).into_uuid().to_string()
 }
 
 /// Sets `key` of every `target` resource to references to all resources
@@ -171,7 +189,8 @@ struct Builder<'m> {
     /// The Bundle's id (deterministic like the resources'), computed once.
     bundle_id: String,
     entries: Vec<(String, String, Value)>,
-    by_key: HashMap<String, usize>,
+    /// `type|key` → entry: what a resource is, to make it once.
+    by_key: FxHashMap<String, usize>,
     /// `used[i][n - 1]`: field n of segment i was read by a mapper.
     used: Vec<Vec<bool>>,
     mapped_segments: HashSet<usize>,
@@ -215,7 +234,7 @@ impl<'m> Builder<'m> {
             seed,
             bundle_id,
             entries: Vec::new(),
-            by_key: HashMap::new(),
+            by_key: FxHashMap::default(),
             used: fields_used,
             mapped_segments: HashSet::new(),
             patient: None,
@@ -270,13 +289,19 @@ impl<'m> Builder<'m> {
             return i;
         }
         let id = self.id(resource_type, key);
-        let mut r = Map::new();
-        r.insert("resourceType".into(), json!(resource_type));
-        r.insert("id".into(), json!(id));
-        r.append(&mut resource);
-        self.entries.push((resource_type.to_owned(), id, Value::Object(r)));
+        resource.insert("resourceType".into(), Value::String(resource_type.to_owned()));
+        resource.insert("id".into(), Value::String(id.clone()));
+        self.entries
+            .push((resource_type.to_owned(), id, Value::Object(resource)));
         self.by_key.insert(full, self.entries.len() - 1);
         self.entries.len() - 1
+    }
+
+    /// The entry already made for what `key` names, if any: a resource
+    /// named again (a practitioner, a place, an organization) is not built
+    /// twice.
+    fn known(&self, resource_type: &str, key: &str) -> Option<usize> {
+        self.by_key.get(&format!("{resource_type}|{key}")).copied()
     }
 
     /// The entry a `Type/id` reference names.
@@ -332,6 +357,15 @@ impl<'m> Builder<'m> {
             if number.is_none() && name.is_none() {
                 continue;
             }
+            let key = format!(
+                "{}|{}",
+                number.as_deref().unwrap_or_default(),
+                name.as_ref().map(|n| n.to_string()).unwrap_or_default()
+            );
+            if let Some(e) = self.known("Practitioner", &key) {
+                refs.push(self.reference(e));
+                continue;
+            }
             let mut p = Map::new();
             if let Some(num) = &number {
                 let aa = rep.component(9);
@@ -357,14 +391,9 @@ impl<'m> Builder<'m> {
                 }
                 p.insert("identifier".into(), json!([ident]));
             }
-            if let Some(nm) = &name {
-                p.insert("name".into(), json!([nm]));
+            if let Some(nm) = name {
+                p.insert("name".into(), Value::Array(vec![nm]));
             }
-            let key = format!(
-                "{}|{}",
-                number.unwrap_or_default(),
-                name.map(|n| n.to_string()).unwrap_or_default()
-            );
             let e = self.add("Practitioner", &key, p);
             refs.push(self.reference(e));
         }
@@ -402,24 +431,27 @@ impl<'m> Builder<'m> {
         if name.is_none() && id_value.is_none() {
             return None;
         }
-        let mut o = Map::new();
-        if let Some(v) = &id_value {
-            let mut ident = Map::new();
-            ident.insert("value".into(), json!(v));
-            if let Some(s) = &system {
-                ident.insert("system".into(), json!(s));
-            }
-            o.insert("identifier".into(), json!([ident]));
-        }
-        if let Some(n) = &name {
-            o.insert("name".into(), json!(n));
-        }
         let key = format!(
             "{}|{}|{}",
-            name.unwrap_or_default(),
-            id_value.unwrap_or_default(),
-            system.unwrap_or_default()
+            name.as_deref().unwrap_or_default(),
+            id_value.as_deref().unwrap_or_default(),
+            system.as_deref().unwrap_or_default()
         );
+        if let Some(e) = self.known("Organization", &key) {
+            return Some(self.reference(e));
+        }
+        let mut o = Map::new();
+        if let Some(v) = id_value {
+            let mut ident = Map::new();
+            ident.insert("value".into(), Value::String(v));
+            if let Some(s) = system {
+                ident.insert("system".into(), Value::String(s));
+            }
+            o.insert("identifier".into(), Value::Array(vec![Value::Object(ident)]));
+        }
+        if let Some(n) = name {
+            o.insert("name".into(), Value::String(n));
+        }
         let e = self.add("Organization", &key, o);
         Some(self.reference(e))
     }
@@ -460,16 +492,23 @@ impl<'m> Builder<'m> {
         if ns.is_none() && universal.is_none() {
             return None;
         }
+        let key = format!(
+            "hd|{}|{}",
+            ns.as_deref().unwrap_or_default(),
+            universal.as_deref().unwrap_or_default()
+        );
+        if let Some(e) = self.known("Organization", &key) {
+            return Some(self.reference(e));
+        }
         let mut ids = Vec::new();
-        if let Some(n) = &ns {
+        if let Some(n) = ns {
             ids.push(json!({ "value": n }));
         }
-        if let Some(u) = &universal {
+        if let Some(u) = universal {
             ids.push(json!({ "value": u, "system": "urn:ietf:rfc:3986" }));
         }
         let mut o = Map::new();
         o.insert("identifier".into(), Value::Array(ids));
-        let key = format!("hd|{}|{}", ns.unwrap_or_default(), universal.unwrap_or_default());
         let e = self.add("Organization", &key, o);
         Some(self.reference(e))
     }
@@ -493,6 +532,10 @@ impl<'m> Builder<'m> {
                 continue;
             };
             path.push_str(&format!("{n}={name}|"));
+            if let Some(e) = self.known("Location", &path) {
+                parent = Some(self.reference(e));
+                continue;
+            }
             let mut l = Map::new();
             l.insert("name".into(), json!(name));
             l.insert("mode".into(), json!("instance"));
