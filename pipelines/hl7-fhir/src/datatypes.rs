@@ -4,6 +4,7 @@
 //! dateTime, CQ/NM → Quantity). Each returns `None` when the value is empty,
 //! so that no empty element is ever produced.
 
+use base64::Engine as _;
 use carehub_hl7::codec::er7::Value as V2;
 use serde_json::{Map, Value, json};
 
@@ -378,6 +379,82 @@ pub fn quantity(number: &str, unit: &V2<'_>) -> Option<Value> {
     Some(Value::Object(out))
 }
 
+/// An OBX-5 repetition carrying a document's content → Attachment, by the
+/// OBX-2 value type: ED (encapsulated data: type 2, subtype 3, encoding 4 —
+/// `Base64`, `Hex` or `A` for plain text — data 5), RP (reference pointer:
+/// the pointer 1 as the URL, type 3, subtype 4); any other type is text.
+pub fn attachment(value_type: &str, v: &V2<'_>) -> Option<Value> {
+    let mut out = Map::new();
+    match value_type {
+        "ED" => {
+            let bytes = match (v.component(4).text().as_deref(), v.component(5).text()) {
+                (_, None) => None,
+                (Some(e), Some(d)) if e.eq_ignore_ascii_case("base64") => {
+                    // Already Base64; what is not is not carried as if it were.
+                    let d: String = d.split_whitespace().collect();
+                    base64::engine::general_purpose::STANDARD.decode(&d).ok().map(|_| d)
+                }
+                (Some(e), Some(d)) if e.eq_ignore_ascii_case("hex") => hex::decode(d.trim())
+                    .ok()
+                    .map(|b| base64::engine::general_purpose::STANDARD.encode(b)),
+                (_, Some(d)) => Some(base64::engine::general_purpose::STANDARD.encode(d.as_bytes())),
+            };
+            let media = media_type(v.component(2).text().as_deref(), v.component(3).text().as_deref());
+            match (bytes, media) {
+                (Some(b), m) => {
+                    out.insert(
+                        "contentType".into(),
+                        json!(m.unwrap_or_else(|| "application/octet-stream".into())),
+                    );
+                    out.insert("data".into(), json!(b));
+                }
+                (None, Some(m)) => {
+                    out.insert("contentType".into(), json!(m));
+                }
+                (None, None) => return None,
+            }
+        }
+        "RP" => {
+            let pointer = v.component(1).text()?;
+            if let Some(m) = media_type(v.component(3).text().as_deref(), v.component(4).text().as_deref()) {
+                out.insert("contentType".into(), json!(m));
+            }
+            out.insert("url".into(), json!(pointer));
+        }
+        _ => {
+            let text = v.text()?;
+            out.insert("contentType".into(), json!("text/plain"));
+            out.insert(
+                "data".into(),
+                json!(base64::engine::general_purpose::STANDARD.encode(text.as_bytes())),
+            );
+        }
+    }
+    Some(Value::Object(out))
+}
+
+/// An ED/RP type of data (HL7 table 0191, or a MIME top-level type) and
+/// subtype (table 0291, or a MIME subtype) → a MIME type, when it can be told.
+fn media_type(kind: Option<&str>, subtype: Option<&str>) -> Option<String> {
+    let sub = subtype.map(str::to_ascii_lowercase);
+    let kind = kind.map(str::to_ascii_lowercase);
+    const TOP: &[&str] = &["application", "audio", "image", "text", "video", "multipart", "model"];
+    match (kind.as_deref(), sub.as_deref()) {
+        (Some(k), Some(s)) if TOP.contains(&k) => Some(format!("{k}/{s}")),
+        (_, Some("pdf")) => Some("application/pdf".into()),
+        (_, Some("rtf")) => Some("application/rtf".into()),
+        (_, Some("xml")) => Some("application/xml".into()),
+        (_, Some("html")) => Some("text/html".into()),
+        (_, Some("jpeg" | "jpg")) => Some("image/jpeg".into()),
+        (_, Some("png")) => Some("image/png".into()),
+        (_, Some("gif")) => Some("image/gif".into()),
+        (_, Some("tiff")) => Some("image/tiff".into()),
+        (_, Some("dicom")) => Some("application/dicom".into()),
+        (Some("tx" | "text" | "ft"), _) => Some("text/plain".into()),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -418,6 +495,30 @@ mod tests {
         assert_eq!(tel[0], json!({ "system": "phone", "value": "555-1234", "use": "home" }));
         assert_eq!(tel[1]["value"], "a@b.c");
         assert_eq!(code_system("HL70005"), "http://terminology.hl7.org/CodeSystem/v2-0005");
+        let (text, _) = field(
+            "OBX|1|ED|X||^AP^PDF^Hex^255044~^TEXT^^A^Hi there~^AP^PDF^Base64^not base64!~^image^png||",
+            0,
+        );
+        let m = Message::parse(&text).expect("parses");
+        let eds: Vec<Option<Value>> = m
+            .segment("OBX")
+            .expect("obx")
+            .field(5)
+            .repetitions()
+            .map(|r| attachment("ED", &r))
+            .collect();
+        // Hex becomes Base64 (`%PD` = 0x25 0x50 0x44), table 0291's PDF a MIME type.
+        assert_eq!(
+            eds[0],
+            Some(json!({ "contentType": "application/pdf", "data": "JVBE" }))
+        );
+        assert_eq!(
+            eds[1],
+            Some(json!({ "contentType": "text/plain", "data": "SGkgdGhlcmU=" }))
+        );
+        // Data that claims Base64 and is not is not passed on as if it were.
+        assert_eq!(eds[2], Some(json!({ "contentType": "application/pdf" })));
+        assert_eq!(eds[3], Some(json!({ "contentType": "image/png" })));
         assert_eq!(
             quantity("61.50", &pid.field(99)).expect("q")["value"].to_string(),
             "61.5"

@@ -404,6 +404,19 @@ impl<'m> Builder<'m> {
     /// 0443: OP ordering provider, RO responsible observer, PP primary care
     /// provider, …), each naming its Practitioner.
     fn practitioner_roles(&mut self, i: usize, n: usize, role: &str, display: &str) -> Vec<Value> {
+        self.practitioner_roles_in(i, n, role, display, None)
+    }
+
+    /// [`Builder::practitioner_roles`] held in an organization (OBX-25, the
+    /// medical director of OBX-23's performing organization).
+    fn practitioner_roles_in(
+        &mut self,
+        i: usize,
+        n: usize,
+        role: &str,
+        display: &str,
+        organization: Option<&Value>,
+    ) -> Vec<Value> {
         let practitioners = self.practitioner(i, n);
         practitioners
             .into_iter()
@@ -413,7 +426,12 @@ impl<'m> Builder<'m> {
                     "code".into(),
                     json!([{ "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/v2-0443", "code": role, "display": display }] }]),
                 );
-                let key = format!("{role}|{}", who["reference"].as_str().unwrap_or(""));
+                let mut key = format!("{role}|{}", who["reference"].as_str().unwrap_or(""));
+                if let Some(org) = organization {
+                    key.push('|');
+                    key.push_str(org["reference"].as_str().unwrap_or(""));
+                    r.insert("organization".into(), org.clone());
+                }
                 r.insert("practitioner".into(), who);
                 let e = self.add("PractitionerRole", &key, r);
                 self.reference(e)
@@ -741,14 +759,22 @@ impl Builder<'_> {
             }
         }
         let mut built = self.entries;
-        // A charge is supported by the orders and the diagnoses its message
-        // carries (DG1 follow FT1 in a DFT: known only now); a diet order
+        // A charge is supported by the orders (of any kind), the
+        // observations and the diagnoses its message carries (DG1 and OBX
+        // follow FT1 in a DFT: known only now); a diet order
         // knows the patient's allergies (AL1); the episode of care (PV1-54)
         // carries the visit's diagnoses.
         let as_is = |r: Value| r;
         link_all(
             &mut built,
-            &["ServiceRequest", "Condition"],
+            &[
+                "ServiceRequest",
+                "MedicationRequest",
+                "NutritionOrder",
+                "SupplyRequest",
+                "Observation",
+                "Condition",
+            ],
             "ChargeItem",
             "supportingInformation",
             as_is,

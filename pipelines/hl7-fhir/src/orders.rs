@@ -267,14 +267,24 @@ impl Builder<'_> {
         // observations still).
         if let Some(d) = self.document {
             let value = self.f(i, 5);
-            let content: Vec<String> = value.repetitions().filter_map(|r| r.text()).collect();
-            if !content.is_empty() {
-                let data = base64::engine::general_purpose::STANDARD.encode(content.join("\n").as_bytes());
-                self.push(
-                    d,
-                    "content",
-                    json!({ "attachment": { "contentType": "text/plain", "data": data } }),
-                );
+            let value_type = self.f(i, 2).text().unwrap_or_default();
+            if matches!(value_type.as_str(), "ED" | "RP") {
+                for rep in value.repetitions() {
+                    if let Some(a) = dt::attachment(&value_type, &rep) {
+                        self.push(d, "content", json!({ "attachment": a }));
+                    }
+                }
+            } else {
+                // Text lines (TX, FT, ST…): one text/plain attachment.
+                let content: Vec<String> = value.repetitions().filter_map(|r| r.text()).collect();
+                if !content.is_empty() {
+                    let data = base64::engine::general_purpose::STANDARD.encode(content.join("\n").as_bytes());
+                    self.push(
+                        d,
+                        "content",
+                        json!({ "attachment": { "contentType": "text/plain", "data": data } }),
+                    );
+                }
             }
         }
         let mut o = Map::new();
@@ -370,10 +380,9 @@ impl Builder<'_> {
         // The observers themselves, beside their role.
         performers.extend(self.practitioner(i, 16));
         let lab = self.f(i, 23);
-        if let Some(org) = self.xon(&lab) {
-            performers.push(org);
-        }
-        performers.extend(self.practitioner_roles(i, 25, "MDIR", "Medical Director"));
+        let lab = self.xon(&lab);
+        performers.extend(self.practitioner_roles_in(i, 25, "MDIR", "Medical Director", lab.as_ref()));
+        performers.extend(lab);
         if !performers.is_empty() {
             o.insert("performer".into(), Value::Array(performers));
         }
@@ -677,9 +686,13 @@ impl Builder<'_> {
         }) {
             s.insert("priority".into(), json!(p));
         }
-        if let Some(c) = dt::codeable(&self.f(i, 3)) {
-            s.insert("category".into(), json!([c]));
-        }
+        // A referral, in SNOMED CT's words (3457005 "Patient referral"),
+        // then RF1-3, the referral type as the sender codes it.
+        let mut categories = vec![
+            json!({ "coding": [{ "system": "http://snomed.info/sct", "code": "3457005", "display": "Patient referral" }] }),
+        ];
+        categories.extend(dt::codeable(&self.f(i, 3)));
+        s.insert("category".into(), Value::Array(categories));
         let ids: Vec<Value> = [
             dt::entity_identifier(&self.f(i, 6), Some("PLAC")),
             dt::entity_identifier(&self.f(i, 11), None),
@@ -695,12 +708,43 @@ impl Builder<'_> {
         if !ids.is_empty() {
             s.insert("identifier".into(), Value::Array(ids));
         }
-        if let Some(t) = dt::date_time(&self.f(i, 7)) {
+        // The referral holds from its effective date (7) to its expiration
+        // date (8); it was processed (authored) on 9.
+        if let Some(period) = dt::period(&self.f(i, 7), &self.f(i, 8)) {
+            s.insert("occurrencePeriod".into(), period);
+        }
+        if let Some(t) = dt::date_time(&self.f(i, 9)) {
             s.insert("authoredOn".into(), json!(t));
         }
-        let reasons: Vec<Value> = self.f(i, 10).repetitions().filter_map(|r| dt::codeable(&r)).collect();
+        let mut reasons: Vec<Value> = self.f(i, 10).repetitions().filter_map(|r| dt::codeable(&r)).collect();
+        // RF1-14, the reason in words: the text of the coded reason, or a reason of its own.
+        if let Some(text) = self.f(i, 14).text() {
+            match reasons.first_mut() {
+                Some(Value::Object(first)) if !first.contains_key("text") => {
+                    first.insert("text".into(), Value::String(text));
+                }
+                _ => reasons.push(json!({ "text": text })),
+            }
+        }
         if !reasons.is_empty() {
             s.insert("reasonCode".into(), Value::Array(reasons));
+        }
+        // Who is authorized to perform what is referred: the provider
+        // organization (19) and the health professional (20).
+        let organization = self.f(i, 19);
+        let mut performers: Vec<Value> = self.xon(&organization).into_iter().collect();
+        performers.extend(self.practitioner(i, 20));
+        if !performers.is_empty() {
+            s.insert("performer".into(), Value::Array(performers));
+        }
+        let comments: Vec<Value> = self
+            .f(i, 24)
+            .repetitions()
+            .filter_map(|r| r.text())
+            .map(|t| json!({ "text": t }))
+            .collect();
+        if !comments.is_empty() {
+            s.insert("note".into(), Value::Array(comments));
         }
         let e = self.add("ServiceRequest", &format!("referral|{key}"), s);
         self.last = Last::Entry(e);

@@ -708,14 +708,29 @@ impl Builder<'_> {
         let e = self.add("PractitionerRole", &format!("rol|{i}"), r);
         let reference = self.reference(e);
         let primary = role.as_ref().and_then(|c| c["coding"][0]["code"].as_str()) == Some("PP");
-        // A ROL in the visit's group (after PV1/PV2) is a participant of the
-        // visit, whatever the role; a primary care provider is the patient's too.
-        let in_visit = self.msg.segments()[..i]
+        // The segment the ROL's group starts with.
+        let anchor = self.msg.segments()[..i]
             .iter()
             .rev()
             .map(|s| s.name())
-            .find(|n| !matches!(*n, "ROL" | "NTE" | "PRT" | "ARV"))
-            .is_some_and(|n| matches!(n, "PV1" | "PV2"));
+            .find(|n| !matches!(*n, "ROL" | "NTE" | "PRT" | "ARV"));
+        // A ROL in a procedure's group (after PR1) performed that procedure,
+        // in its role.
+        if anchor == Some("PR1")
+            && let Last::Entry(procedure) = self.last
+            && self.entries[procedure].0 == "Procedure"
+        {
+            let mut performer = Map::new();
+            if let Some(c) = role {
+                performer.insert("function".into(), c);
+            }
+            performer.insert("actor".into(), reference);
+            self.push(procedure, "performer", Value::Object(performer));
+            return true;
+        }
+        // A ROL in the visit's group (after PV1/PV2) is a participant of the
+        // visit, whatever the role; a primary care provider is the patient's too.
+        let in_visit = anchor.is_some_and(|n| matches!(n, "PV1" | "PV2"));
         if let Some(enc) = self.by_key.get("Encounter|encounter").copied()
             && (in_visit || !primary)
         {

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use carehub_hl7_fhir::to_fhir;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 fn fixture(name: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -182,6 +182,15 @@ fn fields_land_where_the_mapping_says() {
         String::from_utf8(content).expect("utf8"),
         "Orthosis fitted, gait improved.\nReview in six weeks."
     );
+    // ED: the PDF as sent (already Base64), typed; RP: a pointer, as the URL.
+    assert_eq!(
+        doc["content"][1]["attachment"],
+        json!({ "contentType": "application/pdf", "data": "JVBERi0xLjQK" })
+    );
+    assert_eq!(
+        doc["content"][2]["attachment"],
+        json!({ "contentType": "video/mp4", "url": "https://clinic.example/videos/42" })
+    );
 
     let siu = to_fhir(&fixture("siu_s12.hl7")).expect("SIU").bundle;
     let visit = resources(&siu, "Appointment")[0];
@@ -293,8 +302,20 @@ fn people_places_and_events_around_the_patient_are_linked() {
     assert_eq!(referral["identifier"][1]["value"], "EXT-9");
     assert_eq!(referral["status"], "active");
     assert_eq!(referral["priority"], "routine");
-    assert_eq!(codes(&referral["category"][0]), ["Med"]);
+    // A referral in SNOMED CT's words, then the sender's referral type.
+    assert_eq!(codes(&referral["category"][0]), ["3457005"]);
+    assert_eq!(codes(&referral["category"][1]), ["Med"]);
     assert_eq!(codes(&referral["reasonCode"][0]), ["GAIT"]);
+    assert_eq!(referral["reasonCode"][0]["text"], "Walks with a limp");
+    assert_eq!(
+        referral["occurrencePeriod"],
+        json!({ "start": "2026-11-30", "end": "2027-05-30" })
+    );
+    assert_eq!(referral["authoredOn"], "2026-11-29");
+    // RF1-19 and RF1-20: who is authorized to do what is referred.
+    assert_eq!(target(&adt, &referral["performer"][0])["name"], "ORTHOLAB Fitting");
+    assert_eq!(target(&adt, &referral["performer"][1])["name"][0]["family"], "Maker");
+    assert_eq!(referral["note"][0]["text"], "Bring current orthosis");
     assert_eq!(
         referral["subject"]["reference"],
         format!("Patient/{}", patient["id"].as_str().unwrap_or(""))
@@ -354,6 +375,16 @@ fn orders_carry_participants_reasons_studies_and_accounts() {
         target(&oru, &observation["note"][0]["authorReference"])["name"][0]["family"],
         "Noter"
     );
+    // OBX-25 directs OBX-23, the performing organization.
+    let director = observation["performer"]
+        .as_array()
+        .expect("performers")
+        .iter()
+        .map(|p| target(&oru, p))
+        .find(|r| r["resourceType"] == "PractitionerRole" && codes(&r["code"][0]) == ["MDIR"])
+        .expect("OBX-25's medical director");
+    assert_eq!(target(&oru, &director["organization"])["name"], "Ortho Lab");
+    assert_eq!(target(&oru, &director["practitioner"])["name"][0]["family"], "Director");
     let specimen = resources(&oru, "Specimen")
         .into_iter()
         .find(|s| s["parent"].is_array())
@@ -435,6 +466,13 @@ fn a_charge_names_what_it_is_for() {
         "PR-PARENT-1"
     );
     assert_eq!(target(&dft, &procedure["location"])["name"], "R12");
+    // A ROL in the procedure's group performed it, in its role.
+    let performer = &procedure["performer"][0];
+    assert_eq!(codes(&performer["function"]), ["AT"]);
+    assert_eq!(
+        target(&dft, &target(&dft, &performer["actor"])["practitioner"])["name"][0]["family"],
+        "Cutter"
+    );
     // A self-insured patient: IN1-49 is the patient's.
     let patient = resources(&dft, "Patient")[0];
     assert!(
