@@ -14,7 +14,7 @@
 //! | NK1     | RelatedPerson (with the contact person 30, PID-21 on the first) | 2, 3, 4, 5, 6, 7, 8, 9, 12, 13, 15, 16, 30, 33, 37 |
 //! | PV1     | Encounter; Location per PL level; Practitioner; EpisodeOfCare (54) | 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 17, 19, 37, 39, 42, 43, 44, 45, 50, 52, 54 |
 //! | PV2     | Encounter.location, reasonCode, referrer                 | 1, 3, 13 |
-//! | ROL/PRT | PractitionerRole (PRT: organization, location, Device 10) | ROL 3-6, 9, 12-14; PRT 4-6, 8-12, 15 |
+//! | ROL/PRT | PractitionerRole (PRT: organization, location, Device 10; ROL after PR1: the procedure's performer) | ROL 3-6, 9, 12-14; PRT 4-6, 8-12, 15 |
 //! | AL1     | AllergyIntolerance                                       | 2, 3, 4, 5, 6 |
 //! | DG1     | Condition (inside an order: its reasonReference)         | 3, 4, 5, 6, 16, 20 |
 //! | PR1     | Procedure (category 6, location 23, partOf 25)           | 3, 4, 5, 6, 8, 11, 12, 19, 23, 25 |
@@ -23,11 +23,11 @@
 //! | ORC     | ServiceRequest, or with RXO/ODS/RQD a MedicationRequest/NutritionOrder/SupplyRequest | 1, 2, 3, 4, 5, 8, 9, 12, 21 |
 //! | RXO     | MedicationRequest: Medication, dosage, dispense         | 1, 2, 4, 5, 6, 7, 11, 12, 13 |
 //! | ODS     | NutritionOrder.oralDiet                                  | 1, 3, 4 |
-//! | RF1     | ServiceRequest (a referral)                              | 1, 2, 3, 6, 7, 10, 11 |
+//! | RF1     | ServiceRequest (a referral; performers 19, 20)           | 1, 2, 3, 6, 7, 8, 9, 10, 11, 14, 19, 20, 24 |
 //! | RQD/RQ1 | SupplyRequest: item, quantity, department, needed; supplier | RQD 2, 4, 5, 6, 9, 10; RQ1 2 |
 //! | OBR     | ServiceRequest / DiagnosticReport; PractitionerRole (32-35); Specimen (7 without SPM) | 2, 3, 4, 7, 10, 16, 22, 25, 27, 28, 32, 33, 34, 35 |
 //! | TQ1     | ServiceRequest.occurrence, priority                      | 7, 8, 9 |
-//! | OBX     | Observation (DocumentReference content under TXA, partOf the RXA) | 2, 3, 5, 6, 7, 8, 11, 14, 16, 17, 18, 20, 21, 23, 25 |
+//! | OBX     | Observation (DocumentReference content under TXA, partOf the RXA); ED/RP: a DiagnosticReport presented in the document; 25 the director of 23 | 2, 3, 5, 6, 7, 8, 11, 14, 16, 17, 18, 20, 21, 23, 25 |
 //! | NTE     | `note` of the resource before it (author 5)              | 3, 5 |
 //! | SPM     | Specimen (parent 3, accession 30, other ids 31, 32)      | 2, 3, 4, 17, 18, 30, 31, 32 |
 //! | CTI     | ResearchStudy supporting the order                       | 1, 2 |

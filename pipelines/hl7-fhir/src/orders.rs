@@ -287,6 +287,13 @@ impl Builder<'_> {
                 }
             }
         }
+        // An ED or RP result elsewhere is a document (a PDF, an image, a
+        // pointer to one): no Observation value can hold it in R4, it is a
+        // report's presented form.
+        let value_type = self.f(i, 2).text().unwrap_or_default();
+        if self.document.is_none() && matches!(value_type.as_str(), "ED" | "RP") {
+            return self.obx_report(i, &value_type);
+        }
         let mut o = Map::new();
         let status = self.f(i, 11).text();
         o.insert(
@@ -413,6 +420,58 @@ impl Builder<'_> {
             let reference = self.reference(e);
             self.push(r, "result", reference);
         }
+        self.last = Last::Entry(e);
+        true
+    }
+
+    /// An OBX carrying a document (ED, RP) → a DiagnosticReport coded by
+    /// OBX-3, presented in the document, based on the order it follows.
+    fn obx_report(&mut self, i: usize, value_type: &str) -> bool {
+        let forms: Vec<Value> = self
+            .f(i, 5)
+            .repetitions()
+            .filter_map(|rep| dt::attachment(value_type, &rep))
+            .collect();
+        let mut r = Map::new();
+        let status = match self.f(i, 11).text().as_deref() {
+            Some("W") => "entered-in-error",
+            Some("D") => "cancelled",
+            other => report_status(other),
+        };
+        r.insert("status".into(), json!(status));
+        r.insert(
+            "code".into(),
+            dt::codeable(&self.f(i, 3)).unwrap_or_else(|| json!({ "text": "unspecified" })),
+        );
+        if let Some(order) = self.current_order() {
+            r.insert("basedOn".into(), json!([self.reference(order)]));
+        }
+        if let Some(p) = self.patient_ref() {
+            r.insert("subject".into(), p);
+        }
+        if let Some(e) = self.encounter_ref() {
+            r.insert("encounter".into(), e);
+        }
+        if let Some(t) = dt::date_time(&self.f(i, 14)) {
+            r.insert("effectiveDateTime".into(), json!(t));
+        }
+        // Responsible observer (16), performing organization (23) and its
+        // medical director (25), as for an Observation.
+        let observers = self.practitioner_roles(i, 16, "RO", "Responsible Observer");
+        if !observers.is_empty() {
+            r.insert("resultsInterpreter".into(), Value::Array(observers));
+        }
+        let lab = self.f(i, 23);
+        let lab = self.xon(&lab);
+        let mut performers = self.practitioner_roles_in(i, 25, "MDIR", "Medical Director", lab.as_ref());
+        performers.extend(lab);
+        if !performers.is_empty() {
+            r.insert("performer".into(), Value::Array(performers));
+        }
+        if !forms.is_empty() {
+            r.insert("presentedForm".into(), Value::Array(forms));
+        }
+        let e = self.add("DiagnosticReport", &format!("obx|{i}"), r);
         self.last = Last::Entry(e);
         true
     }

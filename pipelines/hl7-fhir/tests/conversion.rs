@@ -375,6 +375,23 @@ fn orders_carry_participants_reasons_studies_and_accounts() {
         target(&oru, &observation["note"][0]["authorReference"])["name"][0]["family"],
         "Noter"
     );
+    // An ED result is a document: a report presented in it, based on the order.
+    let document = resources(&oru, "DiagnosticReport")
+        .into_iter()
+        .find(|r| r["presentedForm"].is_array())
+        .expect("OBX-2 ED's report");
+    assert_eq!(codes(&document["code"]), ["FIT-PDF"]);
+    assert_eq!(
+        document["presentedForm"][0],
+        json!({ "contentType": "application/pdf", "data": "JVBERi0xLjQK" })
+    );
+    assert_eq!(document["basedOn"], report["basedOn"]);
+    assert_eq!(target(&oru, &document["performer"][0])["name"], "Ortho Lab");
+    assert!(
+        !resources(&oru, "Observation")
+            .iter()
+            .any(|o| codes(&o["code"]) == ["FIT-PDF"])
+    );
     // OBX-25 directs OBX-23, the performing organization.
     let director = observation["performer"]
         .as_array()
