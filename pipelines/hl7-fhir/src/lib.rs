@@ -25,7 +25,7 @@
 //! | ODS     | NutritionOrder.oralDiet                                  | 1, 3, 4 |
 //! | RF1     | ServiceRequest (a referral; performers 19, 20)           | 1, 2, 3, 6, 7, 8, 9, 10, 11, 14, 19, 20, 24 |
 //! | RQD/RQ1 | SupplyRequest: item, quantity, department, needed; supplier | RQD 2, 4, 5, 6, 9, 10; RQ1 2 |
-//! | OBR     | ServiceRequest / DiagnosticReport; PractitionerRole (32-35); Specimen (7 without SPM) | 2, 3, 4, 7, 10, 16, 22, 25, 27, 28, 32, 33, 34, 35 |
+//! | OBR     | ServiceRequest / DiagnosticReport; PractitionerRole (32-35); Specimen (7 without SPM) | 2, 3, 4, 7, 10, 16, 22, 25, 27, 28, 31, 32, 33, 34, 35 |
 //! | TQ1     | ServiceRequest.occurrence, priority                      | 7, 8, 9 |
 //! | OBX     | Observation (DocumentReference content under TXA, partOf the RXA); ED/RP: a DiagnosticReport presented in the document; 25 the director of 23 | 2, 3, 5, 6, 7, 8, 11, 14, 16, 17, 18, 20, 21, 23, 25 |
 //! | NTE     | `note` of the resource before it (author 5)              | 3, 5 |
@@ -33,7 +33,7 @@
 //! | CTI     | ResearchStudy supporting the order                       | 1, 2 |
 //! | BLG     | Account supporting the order                             | 2, 3 |
 //! | RXA/RXR | Immunization                                             | RXA 3, 5, 6, 7, 10, 15, 16, 17, 20; RXR 1, 2 |
-//! | TXA     | DocumentReference                                        | 2, 3, 4, 5, 9, 10, 12, 17, 22 |
+//! | TXA     | DocumentReference (context: 4, the order it answers)     | 2, 3, 4, 5, 9, 10, 12, 17, 22 |
 //! | FT1     | ChargeItem; Procedure (25), MedicationDispense (29, 41, 42), Device (34, 35) | 2, 4-7, 10, 11, 13, 19-21, 24, 25, 29, 32-35, 41, 42 |
 //! | SCH     | Appointment; contacts as PractitionerRoles               | 1, 2, 6, 7, 11, 12, 13, 15, 16, 17, 19, 20, 21, 22, 25 |
 //! | AIS/AIL/AIP | Appointment.serviceType, participant                 | 3 / 3 / 3 |

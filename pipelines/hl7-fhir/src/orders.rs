@@ -139,6 +139,11 @@ impl Builder<'_> {
         {
             self.set(order, "occurrenceDateTime", json!(t));
         }
+        // OBR-31: the reasons for the study.
+        let reasons: Vec<Value> = self.f(i, 31).repetitions().filter_map(|r| dt::codeable(&r)).collect();
+        if !reasons.is_empty() {
+            self.set(order, "reasonCode", Value::Array(reasons));
+        }
         let requesters = self.practitioner_roles(i, 16, "OP", "Ordering Provider");
         // OBR-28: who gets copies of the results.
         let copies = self.practitioner_roles(i, 28, "RCT", "Results Copies To");
@@ -467,6 +472,9 @@ impl Builder<'_> {
         performers.extend(lab);
         if !performers.is_empty() {
             r.insert("performer".into(), Value::Array(performers));
+        }
+        if let Some(s) = self.specimen {
+            r.insert("specimen".into(), json!([self.reference(s)]));
         }
         if !forms.is_empty() {
             r.insert("presentedForm".into(), Value::Array(forms));

@@ -110,8 +110,24 @@ impl Builder<'_> {
             d.insert("subject".into(), p);
         }
         let _ = self.f(i, 3);
-        if let Some(t) = dt::date_time(&self.f(i, 4)).filter(|t| t.contains('T')) {
+        let activity = self.f(i, 4);
+        if let Some(t) = dt::date_time(&activity).filter(|t| t.contains('T')) {
             d.insert("date".into(), json!(t));
+        }
+        // The clinical context: when the documented activity took place (4),
+        // and the order the document answers (MDM: its ORC/OBR come first).
+        let mut context = Map::new();
+        if let Some(t) = dt::date_time(&activity) {
+            context.insert("period".into(), json!({ "start": t }));
+        }
+        if let Some(order) = self.current_order() {
+            context.insert("related".into(), json!([self.reference(order)]));
+        }
+        if let Some(e) = self.encounter_ref() {
+            context.insert("encounter".into(), json!([e]));
+        }
+        if !context.is_empty() {
+            d.insert("context".into(), Value::Object(context));
         }
         let unique = self.f(i, 12);
         if let Some(id) = dt::entity_identifier(&unique, None) {

@@ -182,6 +182,11 @@ fn fields_land_where_the_mapping_says() {
         String::from_utf8(content).expect("utf8"),
         "Orthosis fitted, gait improved.\nReview in six weeks."
     );
+    // The document answers the order before it (OBR-31: why it was asked for).
+    assert_eq!(doc["context"]["period"]["start"], "2026-11-26T08:55:00+01:00");
+    let order = target(&mdm, &doc["context"]["related"][0]);
+    assert_eq!(order["identifier"][0]["value"], "PO-7001");
+    assert_eq!(codes(&order["reasonCode"][0]), ["M21.6"]);
     // ED: the PDF as sent (already Base64), typed; RP: a pointer, as the URL.
     assert_eq!(
         doc["content"][1]["attachment"],
