@@ -197,7 +197,10 @@ struct Builder<'m> {
     patient: Option<String>,
     /// The PID segment's position.
     pid: Option<usize>,
+    /// The message's visit (the first PV1), which its resources name.
     encounter: Option<String>,
+    /// The Encounter of the latest PV1, for the PV2, ROL and DG1 after it.
+    visit: Option<usize>,
     order: Option<usize>,
     /// The order (and report) the OBX that follow an OBR belong to.
     order_of_obx: Option<usize>,
@@ -240,6 +243,7 @@ impl<'m> Builder<'m> {
             patient: None,
             pid: None,
             encounter: None,
+            visit: None,
             order: None,
             order_of_obx: None,
             report: None,

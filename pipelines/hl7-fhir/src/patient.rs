@@ -361,25 +361,44 @@ impl Builder<'_> {
         if let Some(org) = self.organization(facility.component(1).text(), None, None) {
             enc.insert("serviceProvider".into(), org);
         }
-        let e = self.add("Encounter", "encounter", enc);
-        let (t, id, _) = &self.entries[e];
-        self.encounter = Some(format!("{t}/{id}"));
+        // The first PV1 is the message's visit; a later one (OML's prior
+        // results, each with its own PV1) is a visit of its own unless it
+        // names the same visit number (PV1-19).
+        let number = self.field(i, 19).component(1).text();
+        let key = match (self.encounter.as_deref().and_then(|r| self.entry_of(r)), &number) {
+            (None, _) => "encounter".to_owned(),
+            (Some(first), Some(n))
+                if self.entries[first].2["identifier"]
+                    .as_array()
+                    .is_some_and(|ids| ids.iter().any(|id| id["value"] == n.as_str())) =>
+            {
+                "encounter".to_owned()
+            }
+            (Some(_), n) => format!("visit|{}", n.clone().unwrap_or_else(|| i.to_string())),
+        };
+        let e = self.add("Encounter", &key, enc);
+        if self.encounter.is_none() {
+            let (t, id, _) = &self.entries[e];
+            self.encounter = Some(format!("{t}/{id}"));
+        }
+        // PV2, ROL and DG1 that follow belong to this visit.
+        self.visit = Some(e);
         self.last = Last::Entry(e);
         true
     }
 
     pub(crate) fn pv2(&mut self, i: usize) -> bool {
         let prior = self.f(i, 1);
-        if let (Some(l), Some(&e)) = (self.location(&prior), self.by_key.get("Encounter|encounter")) {
+        if let (Some(l), Some(e)) = (self.location(&prior), self.visit) {
             self.push(e, "location", json!({ "location": l, "status": "planned" }));
         }
         let reason = dt::codeable(&self.f(i, 3));
-        if let (Some(&e), Some(r)) = (self.by_key.get("Encounter|encounter"), reason) {
+        if let (Some(e), Some(r)) = (self.visit, reason) {
             self.set(e, "reasonCode", json!([r]));
         }
         // PV2-13, the referral source: a participant of type referrer.
         let referrers = self.practitioner(i, 13);
-        if let Some(&e) = self.by_key.get("Encounter|encounter") {
+        if let Some(e) = self.visit {
             for who in referrers {
                 self.push(
                     e,
@@ -484,7 +503,7 @@ impl Builder<'_> {
             let reference = self.reference(e);
             self.push(order, "reasonReference", reference);
         }
-        if let Some(&enc) = self.by_key.get("Encounter|encounter") {
+        if let Some(enc) = self.visit {
             let reference = self.reference(e);
             self.push(enc, "diagnosis", json!({ "condition": reference }));
         }
@@ -731,7 +750,7 @@ impl Builder<'_> {
         // A ROL in the visit's group (after PV1/PV2) is a participant of the
         // visit, whatever the role; a primary care provider is the patient's too.
         let in_visit = anchor.is_some_and(|n| matches!(n, "PV1" | "PV2"));
-        if let Some(enc) = self.by_key.get("Encounter|encounter").copied()
+        if let Some(enc) = self.visit
             && (in_visit || !primary)
         {
             self.push(enc, "participant", json!({ "individual": reference.clone() }));

@@ -507,6 +507,38 @@ fn a_charge_names_what_it_is_for() {
 }
 
 #[test]
+fn a_prior_visit_is_a_visit_of_its_own_not_merged_into_the_message_s() {
+    // OML^O21 with a prior result: its PV1 (visit V-0) is not the message's (V-1).
+    let text = [
+        "MSH|^~\\&|LIS|NORTHCLINIC|LAB|ORTHOLAB|20261201100000||OML^O21^OML_O21|OML0042|P|2.5.1",
+        "PID|1||P-1001^^^NORTHCLINIC^MR||Testpatient^Alex||19800102|F",
+        "PV1|1|O|WARD1^R1^^NORTHCLINIC||||||||||||||||V-1^^^NORTHCLINIC^VN",
+        "PV2|||GAIT^Gait review^L",
+        "ORC|NW|PO-9001^NORTHCLINIC",
+        "OBR|1|PO-9001^NORTHCLINIC||L3000^Foot orthosis, custom^HCPCS",
+        "PV1|1|P|WARD2^R7^^NORTHCLINIC||||||||||||||||V-0^^^NORTHCLINIC^VN",
+        "PV2|||FALL^Fall^L",
+        "PV1|1|O|WARD1^R1^^NORTHCLINIC||||||||||||||||V-1^^^NORTHCLINIC^VN",
+    ]
+    .join("\r");
+    let bundle = to_fhir(&text).expect("converts").bundle;
+    let visits = resources(&bundle, "Encounter");
+    assert_eq!(visits.len(), 2, "V-1 named twice is one visit, V-0 another");
+    let (first, prior) = (visits[0], visits[1]);
+    assert_eq!(first["identifier"][0]["value"], "V-1");
+    assert_eq!(prior["identifier"][0]["value"], "V-0");
+    assert_eq!(prior["class"]["code"], "PRENC");
+    // Each PV2 goes with the PV1 before it; the order is the message's visit's.
+    assert_eq!(codes(&first["reasonCode"][0]), ["GAIT"]);
+    assert_eq!(codes(&prior["reasonCode"][0]), ["FALL"]);
+    let order = resources(&bundle, "ServiceRequest")[0];
+    assert_eq!(
+        order["encounter"]["reference"],
+        format!("Encounter/{}", first["id"].as_str().unwrap_or(""))
+    );
+}
+
+#[test]
 fn what_is_not_mapped_is_reported_z_segments_included() {
     let c = to_fhir(&fixture("adt_a04_z.hl7")).expect("converts");
     let said: Vec<String> = c.unmapped.iter().map(ToString::to_string).collect();
