@@ -85,18 +85,8 @@ impl Builder<'_> {
         }
         let e = self.add(kind.resource_type(), &format!("order|{key}"), s);
         // ORC-8, the parent order.
-        let parent = self.f(i, 8);
-        if let (Some(p), true) = (parent.component(1).subcomponent(1).text(), kind.has_based_on()) {
-            let mut ps = Map::new();
-            ps.insert("status".into(), json!("active"));
-            ps.insert("intent".into(), json!("order"));
-            ps.insert("identifier".into(), json!([{ "value": p, "type": { "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "PLAC" }] } }]));
-            if let Some(subject) = self.patient_ref() {
-                ps.insert("subject".into(), subject);
-            }
-            let pe = self.add("ServiceRequest", &format!("order|{p}"), ps);
-            let reference = self.reference(pe);
-            self.push(e, "basedOn", reference);
+        if kind.has_based_on() {
+            self.parent_order(i, 8, e);
         }
         self.order = Some(e);
         self.report = None;
@@ -105,6 +95,46 @@ impl Builder<'_> {
     }
 
     /// OBR: the order's details, and for results (ORU) the DiagnosticReport.
+    /// An EIP (ORC-8, OBR-29: the parent's placer and filler numbers) →
+    /// the parent ServiceRequest the order `e` is based on.
+    fn parent_order(&mut self, i: usize, n: usize, e: usize) {
+        let parent = self.f(i, n);
+        let (placer, filler) = (parent.component(1), parent.component(2));
+        let ids: Vec<Value> = [
+            dt::sub_entity_identifier(&placer, Some("PLAC")),
+            dt::sub_entity_identifier(&filler, Some("FILL")),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let Some(key) = ids.first().and_then(|id| id["value"].as_str()).map(str::to_owned) else {
+            return;
+        };
+        let pe = match self.known("ServiceRequest", &format!("order|{key}")) {
+            Some(pe) => pe,
+            None => {
+                let mut ps = Map::new();
+                ps.insert("status".into(), json!("active"));
+                ps.insert("intent".into(), json!("order"));
+                ps.insert("identifier".into(), Value::Array(ids));
+                if let Some(subject) = self.patient_ref() {
+                    ps.insert("subject".into(), subject);
+                }
+                self.add("ServiceRequest", &format!("order|{key}"), ps)
+            }
+        };
+        if pe == e {
+            return;
+        }
+        let reference = self.reference(pe);
+        let already = self.entries[e].2["basedOn"]
+            .as_array()
+            .is_some_and(|b| b.contains(&reference));
+        if !already {
+            self.push(e, "basedOn", reference);
+        }
+    }
+
     pub(crate) fn obr(&mut self, i: usize) -> bool {
         let placer = self.f(i, 2);
         let filler = self.f(i, 3);
@@ -138,6 +168,10 @@ impl Builder<'_> {
             && self.entries[order].2.get("occurrencePeriod").is_none()
         {
             self.set(order, "occurrenceDateTime", json!(t));
+        }
+        // OBR-29: the parent order (ORC-8's, when both are given).
+        if OrderKind::of_type(&self.entries[order].0).is_some_and(|k| k.has_based_on()) {
+            self.parent_order(i, 29, order);
         }
         // OBR-31: the reasons for the study.
         let reasons: Vec<Value> = self.f(i, 31).repetitions().filter_map(|r| dt::codeable(&r)).collect();

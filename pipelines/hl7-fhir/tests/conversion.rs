@@ -340,6 +340,20 @@ fn orders_carry_participants_reasons_studies_and_accounts() {
         .map(|r| target(&orm, r)["resourceType"].as_str().unwrap_or(""))
         .collect();
     assert_eq!(supporting, ["Account", "ResearchStudy", "Account"]);
+    // ORC-8: the parent order, known by its placer and filler numbers.
+    let parent = target(&orm, &order["basedOn"][0]);
+    let numbers: Vec<(&str, &str)> = parent["identifier"]
+        .as_array()
+        .expect("ids")
+        .iter()
+        .map(|i| {
+            (
+                i["value"].as_str().unwrap_or(""),
+                i["type"]["coding"][0]["code"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(numbers, [("PO-5000", "PLAC"), ("LAB-5000", "FILL")]);
     // ORC-21: the ordering facility is the requester's organization.
     let requester = target(&orm, &order["requester"]);
     assert_eq!(target(&orm, &requester["organization"])["name"], "North Clinic");
@@ -380,6 +394,16 @@ fn orders_carry_participants_reasons_studies_and_accounts() {
         target(&oru, &observation["note"][0]["authorReference"])["name"][0]["family"],
         "Noter"
     );
+    // OBR-29: the parent order, known by the same numbers as in ORC-8.
+    let oru_order = target(&oru, &report["basedOn"][0]);
+    let parent = target(&oru, &oru_order["basedOn"][0]);
+    assert_eq!(parent["identifier"][1]["value"], "LAB-5000");
+    let orm = to_fhir(&fixture("orm_o01_full.hl7")).expect("ORM").bundle;
+    let orm_parent = resources(&orm, "ServiceRequest")
+        .into_iter()
+        .find(|s| s["identifier"][0]["value"] == "PO-5000")
+        .expect("ORC-8's parent");
+    assert_eq!(parent["identifier"], orm_parent["identifier"]);
     // An ED result is a document: a report presented in it, based on the order.
     let document = resources(&oru, "DiagnosticReport")
         .into_iter()
