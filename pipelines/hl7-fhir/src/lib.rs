@@ -9,10 +9,10 @@
 //! | MSH     | MessageHeader; Organization (4, 6 `partOf` 22, 23); Provenance; Device (3) | 3, 4, 5, 6, 7, 9, 10, 12, 22, 23 |
 //! | EVN     | Provenance of the event (recorded, reason, operator, facility) | 2, 4, 5, 6, 7 |
 //! | SFT     | Device (the sending software)                            | 1, 2, 3, 4 |
-//! | PID     | Patient; Account (18); RelatedPerson (21, the mother)    | 2, 3, 4, 5, 7, 8, 9, 11, 13, 14, 16, 18, 19, 20, 21, 24, 25, 29, 30 |
+//! | PID     | Patient (extensions: 6, 10, 17, 22, 23, 26); Account (18); RelatedPerson (21, the mother) | 2-26, 29, 30, 40 |
 //! | PD1     | Patient.managingOrganization, generalPractitioner        | 3, 4 |
 //! | NK1     | RelatedPerson (with the contact person 30, PID-21 on the first) | 2, 3, 4, 5, 6, 7, 8, 9, 12, 13, 15, 16, 30, 33, 37 |
-//! | PV1     | Encounter; Location per PL level; Practitioner; EpisodeOfCare (54) | 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 17, 19, 37, 39, 42, 43, 44, 45, 50, 52, 54 |
+//! | PV1     | Encounter; Location per PL level; Practitioner; EpisodeOfCare (54) | 2-11, 13, 14, 16-19, 36-39, 42-45, 50, 52, 54 |
 //! | PV2     | Encounter.location, reasonCode, referrer                 | 1, 3, 13 |
 //! | ROL/PRT | PractitionerRole (PRT: organization, location, Device 10; ROL after PR1: the procedure's performer) | ROL 3-6, 9, 12-14; PRT 4-6, 8-12, 15 |
 //! | AL1     | AllergyIntolerance                                       | 2, 3, 4, 5, 6 |

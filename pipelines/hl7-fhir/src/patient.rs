@@ -97,6 +97,7 @@ impl Builder<'_> {
             }
             _ => {}
         }
+        self.pid_demographics(i, &mut p);
         let e = self.add("Patient", "patient", p);
         let (t, id, _) = &self.entries[e];
         self.patient = Some(format!("{t}/{id}"));
@@ -130,6 +131,98 @@ impl Builder<'_> {
         }
         self.last = Last::Entry(e);
         true
+    }
+
+    /// PID-6, 10, 12, 15, 17, 22, 23, 26, 40: what FHIR R4 holds in
+    /// `communication`, the address, or the core and US Core extensions the
+    /// v2-to-FHIR guide names for them.
+    fn pid_demographics(&mut self, i: usize, p: &mut Map<String, Value>) {
+        let mut extensions = Vec::new();
+        // PID-6: the mother's maiden name (its family name).
+        if let Some(name) = self.f(i, 6).component(1).subcomponent(1).text() {
+            extensions.push(json!({
+                "url": "http://hl7.org/fhir/StructureDefinition/patient-mothersMaidenName",
+                "valueString": name,
+            }));
+        }
+        // PID-10 race and PID-22 ethnic group: US Core's extensions, OMB
+        // categories where the code is one, the other CDC codes as detail.
+        const RACE_OMB: &[&str] = &["1002-5", "2028-9", "2054-5", "2076-8", "2106-3", "UNK", "ASKU"];
+        const ETHNICITY_OMB: &[&str] = &["2135-2", "2186-5", "UNK", "ASKU"];
+        for (n, url, omb) in [
+            (
+                10,
+                "http://hl7.org/fhir/us/core/StructureDefinition/us-core-race",
+                RACE_OMB,
+            ),
+            (
+                22,
+                "http://hl7.org/fhir/us/core/StructureDefinition/us-core-ethnicity",
+                ETHNICITY_OMB,
+            ),
+        ] {
+            let field = self.f(i, n);
+            if let Some(e) = us_core_category(&field, url, omb) {
+                extensions.push(e);
+            }
+        }
+        // PID-17 religion, PID-23 birth place, PID-26 citizenship: core extensions.
+        if let Some(c) = dt::codeable(&self.f(i, 17)) {
+            extensions.push(json!({
+                "url": "http://hl7.org/fhir/StructureDefinition/patient-religion",
+                "valueCodeableConcept": c,
+            }));
+        }
+        if let Some(place) = self.f(i, 23).text() {
+            extensions.push(json!({
+                "url": "http://hl7.org/fhir/StructureDefinition/patient-birthPlace",
+                "valueAddress": { "text": place },
+            }));
+        }
+        for c in self.f(i, 26).repetitions().filter_map(|r| dt::codeable(&r)) {
+            extensions.push(json!({
+                "url": "http://hl7.org/fhir/StructureDefinition/patient-citizenship",
+                "extension": [{ "url": "code", "valueCodeableConcept": c }],
+            }));
+        }
+        if !extensions.is_empty() {
+            p.insert("extension".into(), Value::Array(extensions));
+        }
+        // PID-15: the primary language, the one preferred.
+        if let Some(language) = dt::codeable(&self.f(i, 15)) {
+            p.insert(
+                "communication".into(),
+                json!([{ "language": language, "preferred": true }]),
+            );
+        }
+        // PID-12: the county, where the first address does not name it (XAD.9).
+        if let Some(county) = self.f(i, 12).component(1).text()
+            && let Some(Value::Array(addresses)) = p.get_mut("address")
+            && let Some(Value::Object(first)) = addresses.first_mut()
+            && !first.contains_key("district")
+        {
+            first.insert("district".into(), Value::String(county));
+        }
+        // PID-40 (v2.7+): the patient's telecommunication, after PID-13/14.
+        let more: Vec<Value> = self
+            .f(i, 40)
+            .repetitions()
+            .filter_map(|r| dt::contact_point(&r))
+            .collect();
+        if !more.is_empty() {
+            match p.get_mut("telecom") {
+                Some(Value::Array(telecom)) => {
+                    for t in more {
+                        if !telecom.contains(&t) {
+                            telecom.push(t);
+                        }
+                    }
+                }
+                _ => {
+                    p.insert("telecom".into(), Value::Array(more));
+                }
+            }
+        }
     }
 
     pub(crate) fn pd1(&mut self, i: usize) -> bool {
@@ -324,8 +417,37 @@ impl Builder<'_> {
                 }
             }
         }
-        if let Some(t) = dt::codeable(&self.f(i, 4)) {
-            enc.insert("type".into(), json!([t]));
+        // Admission and discharge: PV1-13 re-admission, 14 admit source,
+        // 16 VIP indicator, 36 discharge disposition, 38 diet.
+        let mut stay = Vec::new();
+        for (n, key, many) in [
+            (13, "reAdmission", false),
+            (14, "admitSource", false),
+            (16, "specialCourtesy", true),
+            (36, "dischargeDisposition", false),
+            (38, "dietPreference", true),
+        ] {
+            if let Some(c) = dt::codeable(&self.f(i, n)) {
+                stay.push((key, if many { json!([c]) } else { c }));
+            }
+        }
+        if !stay.is_empty() {
+            if !matches!(enc.get("hospitalization"), Some(Value::Object(_))) {
+                enc.insert("hospitalization".into(), json!({}));
+            }
+            if let Some(Value::Object(h)) = enc.get_mut("hospitalization") {
+                for (key, value) in stay {
+                    h.insert(key.into(), value);
+                }
+            }
+        }
+        // PV1-4 admission type and PV1-18 patient type.
+        let types: Vec<Value> = [4, 18]
+            .into_iter()
+            .filter_map(|n| dt::codeable(&self.f(i, n)))
+            .collect();
+        if !types.is_empty() {
+            enc.insert("type".into(), Value::Array(types));
         }
         if let Some(s) = dt::codeable(&self.f(i, 10)) {
             enc.insert("serviceType".into(), s);
@@ -1074,4 +1196,41 @@ pub(crate) fn gender(code: Option<&str>) -> Option<&'static str> {
         "O" | "A" | "N" => "other",
         _ => "unknown",
     })
+}
+
+/// A race or ethnicity field (CWE, repeating) → US Core's complex extension:
+/// each code an `ombCategory` when it is one of `omb`, else `detailed`, and
+/// the required `text` (the first display, else the codes).
+fn us_core_category(field: &carehub_hl7::codec::er7::Value<'_>, url: &str, omb: &[&str]) -> Option<Value> {
+    let mut parts = Vec::new();
+    let mut words = Vec::new();
+    for rep in field.repetitions() {
+        let Some(code) = rep.component(1).text() else {
+            continue;
+        };
+        let display = rep.component(2).text();
+        let system = if matches!(code.as_str(), "UNK" | "ASKU") {
+            "http://terminology.hl7.org/CodeSystem/v3-NullFlavor"
+        } else {
+            "urn:oid:2.16.840.1.113883.6.238"
+        };
+        let mut coding = Map::new();
+        coding.insert("system".into(), json!(system));
+        coding.insert("code".into(), json!(code));
+        if let Some(d) = &display {
+            coding.insert("display".into(), json!(d));
+        }
+        let slice = if omb.contains(&code.as_str()) {
+            "ombCategory"
+        } else {
+            "detailed"
+        };
+        parts.push(json!({ "url": slice, "valueCoding": coding }));
+        words.push(display.unwrap_or(code));
+    }
+    if parts.is_empty() {
+        return None;
+    }
+    parts.push(json!({ "url": "text", "valueString": words.join(", ") }));
+    Some(json!({ "url": url, "extension": parts }))
 }

@@ -273,6 +273,53 @@ fn people_places_and_events_around_the_patient_are_linked() {
     assert!(visit["identifier"][0]["assigner"].is_object());
     // DB1-3 and IN2's Medicare/Medicaid numbers are the patient's.
     let patient = resources(&adt, "Patient")[0];
+    // PID-15 the language spoken, PID-12 the county, PID-40 one more number.
+    assert_eq!(
+        patient["communication"],
+        json!([{ "language": { "coding": [{ "code": "de", "display": "German", "system": "urn:carehub:hl7-code-system:ISO639" }] }, "preferred": true }])
+    );
+    assert_eq!(patient["address"][0]["district"], "Northshire");
+    assert!(
+        patient["telecom"]
+            .as_array()
+            .expect("telecom")
+            .contains(&json!({ "system": "phone", "value": "+49 170 5550100", "use": "home" }))
+    );
+    // PID-6, 10, 17, 22, 23, 26 in the extensions the v2-to-FHIR guide names.
+    let extension = |url: &str| -> &Value {
+        patient["extension"]
+            .as_array()
+            .expect("extensions")
+            .iter()
+            .find(|e| e["url"].as_str().is_some_and(|u| u.ends_with(url)))
+            .unwrap_or_else(|| panic!("no {url}"))
+    };
+    assert_eq!(extension("patient-mothersMaidenName")["valueString"], "Maiden");
+    let race = &extension("us-core-race")["extension"];
+    assert_eq!(race[0]["url"], "ombCategory");
+    assert_eq!(race[0]["valueCoding"]["code"], "2106-3");
+    assert_eq!(race[0]["valueCoding"]["system"], "urn:oid:2.16.840.1.113883.6.238");
+    assert_eq!(race[1]["valueCoding"]["code"], "2028-9");
+    assert_eq!(race[2], json!({ "url": "text", "valueString": "White, Asian" }));
+    assert_eq!(
+        extension("us-core-ethnicity")["extension"][0]["valueCoding"]["code"],
+        "2186-5"
+    );
+    assert_eq!(codes(&extension("patient-religion")["valueCodeableConcept"]), ["AGN"]);
+    assert_eq!(extension("patient-birthPlace")["valueAddress"]["text"], "Hamburg");
+    assert_eq!(
+        codes(&extension("patient-citizenship")["extension"][0]["valueCodeableConcept"]),
+        ["DEU"]
+    );
+    // PV1: how the stay began and ended, and the patient type.
+    let stay = &resources(&adt, "Encounter")[0];
+    let h = &stay["hospitalization"];
+    assert_eq!(codes(&h["reAdmission"]), ["R"]);
+    assert_eq!(codes(&h["admitSource"]), ["7"]);
+    assert_eq!(codes(&h["specialCourtesy"][0]), ["VIP"]);
+    assert_eq!(codes(&h["dischargeDisposition"]), ["01"]);
+    assert_eq!(codes(&h["dietPreference"][0]), ["D"]);
+    assert_eq!(codes(&stay["type"][1]), ["OUT"]);
     let pids: Vec<&str> = patient["identifier"]
         .as_array()
         .expect("ids")
