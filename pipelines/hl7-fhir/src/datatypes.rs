@@ -33,6 +33,10 @@ pub fn code_system(name: &str) -> String {
         "RXNORM" => "http://www.nlm.nih.gov/research/umls/rxnorm".into(),
         "UCUM" => "http://unitsofmeasure.org".into(),
         "HCPCS" => "https://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets".into(),
+        "CDCREC" => "urn:oid:2.16.840.1.113883.6.238".into(),
+        // ISO 639 language codes are BCP 47 tags, FHIR's language system.
+        "ISO639" => "urn:ietf:bcp:47".into(),
+        "ISO3166" => "urn:iso:std:iso:3166".into(),
         other if other.starts_with("HL7") && other[3..].chars().all(|c| c.is_ascii_digit()) && other.len() == 7 => {
             format!("http://terminology.hl7.org/CodeSystem/v2-{}", &other[3..])
         }

@@ -9,7 +9,7 @@
 
 use carehub_hl7::codec::er7::Delimiters;
 use carehub_hl7::codec::escape::encode;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// The v2 message to build.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -216,6 +216,9 @@ fn system_name(uri: &str) -> String {
         "http://www.nlm.nih.gov/research/umls/rxnorm" => "RXNORM".into(),
         "http://unitsofmeasure.org" => "UCUM".into(),
         "https://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets" => "HCPCS".into(),
+        "urn:oid:2.16.840.1.113883.6.238" => "CDCREC".into(),
+        "urn:ietf:bcp:47" => "ISO639".into(),
+        "urn:iso:std:iso:3166" => "ISO3166".into(),
         u => match u.strip_prefix("http://terminology.hl7.org/CodeSystem/v2-") {
             Some(table) => format!("HL7{table}"),
             None => u
@@ -397,6 +400,73 @@ fn pid(p: &Value) -> String {
         },
     ];
     let mut fields = fields;
+    // The extensions the forward map writes, back in their fields.
+    let extension = |url: &str| -> Option<&Value> {
+        p["extension"]
+            .as_array()?
+            .iter()
+            .find(|e| e["url"].as_str().is_some_and(|u| u.ends_with(url)))
+    };
+    let us_core = |url: &str| -> String {
+        extension(url)
+            .and_then(|e| e["extension"].as_array())
+            .into_iter()
+            .flatten()
+            .filter(|part| part["url"] == "ombCategory" || part["url"] == "detailed")
+            .map(|part| cwe(&json!({ "coding": [part["valueCoding"]] })))
+            .collect::<Vec<_>>()
+            .join("~")
+    };
+    let preferred_language = p["communication"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["preferred"] == true)
+        .map(|c| cwe(&c["language"]))
+        .unwrap_or_default();
+    let citizenship: Vec<String> = p["extension"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["url"].as_str().is_some_and(|u| u.ends_with("patient-citizenship")))
+        .map(|e| cwe(&e["extension"][0]["valueCodeableConcept"]))
+        .collect();
+    let later: [(usize, String); 8] = [
+        (12, p["address"][0]["district"].as_str().map(esc).unwrap_or_default()),
+        (
+            6,
+            extension("patient-mothersMaidenName")
+                .and_then(|e| e["valueString"].as_str())
+                .map(esc)
+                .unwrap_or_default(),
+        ),
+        (10, us_core("us-core-race")),
+        (15, preferred_language),
+        (
+            17,
+            extension("patient-religion")
+                .map(|e| cwe(&e["valueCodeableConcept"]))
+                .unwrap_or_default(),
+        ),
+        (22, us_core("us-core-ethnicity")),
+        (
+            23,
+            extension("patient-birthPlace")
+                .and_then(|e| e["valueAddress"]["text"].as_str())
+                .map(esc)
+                .unwrap_or_default(),
+        ),
+        (26, citizenship.join("~")),
+    ];
+    for (n, value) in later {
+        if value.is_empty() {
+            continue;
+        }
+        if fields.len() <= n {
+            fields.resize(n + 1, String::new());
+        }
+        fields[n] = value;
+    }
     while fields.last().is_some_and(String::is_empty) {
         fields.pop();
     }

@@ -276,7 +276,7 @@ fn people_places_and_events_around_the_patient_are_linked() {
     // PID-15 the language spoken, PID-12 the county, PID-40 one more number.
     assert_eq!(
         patient["communication"],
-        json!([{ "language": { "coding": [{ "code": "de", "display": "German", "system": "urn:carehub:hl7-code-system:ISO639" }] }, "preferred": true }])
+        json!([{ "language": { "coding": [{ "code": "de", "display": "German", "system": "urn:ietf:bcp:47" }] }, "preferred": true }])
     );
     assert_eq!(patient["address"][0]["district"], "Northshire");
     assert!(
@@ -669,7 +669,16 @@ fn every_corpus_message_converts_to_valid_r4() {
 /// (which name resources of one Bundle or the other).
 fn mapped(r: &Value) -> Value {
     let keep: &[&str] = match r["resourceType"].as_str() {
-        Some("Patient") => &["identifier", "name", "birthDate", "gender", "address", "telecom"],
+        Some("Patient") => &[
+            "identifier",
+            "name",
+            "birthDate",
+            "gender",
+            "address",
+            "telecom",
+            "extension",
+            "communication",
+        ],
         Some("Observation") => &[
             "code",
             "status",
@@ -726,6 +735,7 @@ fn a_round_trip_v2_to_fhir_to_v2_keeps_what_was_mapped() {
         ("orm_o01.hl7", V2Message::OrmO01, &["Patient", "ServiceRequest"][..]),
         ("oml_o21.hl7", V2Message::OmlO21, &["Patient", "ServiceRequest"][..]),
         ("adt_a08.hl7", V2Message::AdtA08, &["Patient"][..]),
+        ("adt_a01_full.hl7", V2Message::AdtA08, &["Patient"][..]),
     ] {
         let text = fixture(name);
         let first = to_fhir(&text).expect("to FHIR").bundle;
