@@ -271,7 +271,17 @@ impl Builder<'_> {
         let end = self.f(i, 8);
         let priority = self.f(i, 9).component(1).text();
         let target = self.order.or(self.order_of_obx);
-        let Some(o) = target else { return false };
+        let Some(o) = target else {
+            // After SCH (SIU, v2.6+), TQ1 times the appointment in place of SCH-11.
+            let Some(a) = self.appointment else { return false };
+            let instant = |v| dt::date_time(&v).filter(|t| t.contains('T'));
+            let (start, end) = (instant(start), instant(end));
+            if start.is_none() && end.is_none() {
+                return false;
+            }
+            self.widen_appointment(a, start.as_deref(), end.as_deref());
+            return true;
+        };
         let kind = OrderKind::of_type(&self.entries[o].0);
         if let Some(p) = dt::period(&start, &end) {
             match kind {

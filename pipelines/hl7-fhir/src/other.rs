@@ -512,7 +512,7 @@ impl Builder<'_> {
     /// The appointment starts with its earliest resource and ends with its
     /// latest (instants compared as instants); the first resource's times
     /// replace SCH-11's.
-    fn widen_appointment(&mut self, a: usize, start: Option<&str>, end: Option<&str>) {
+    pub(crate) fn widen_appointment(&mut self, a: usize, start: Option<&str>, end: Option<&str>) {
         let at = |s: Option<&str>| s.and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok());
         let timed = self.appointment_timed;
         let appointment = &self.entries[a].2;

@@ -610,6 +610,23 @@ fn a_prior_visit_is_a_visit_of_its_own_not_merged_into_the_message_s() {
 }
 
 #[test]
+fn a_tq1_after_sch_times_the_appointment() {
+    // SIU^S12 v2.6+: TQ1 gives the timing that SCH-11 (deprecated) gave.
+    let text = [
+        "MSH|^~\\&|SCHED|NORTHCLINIC|CAREHUB|ORTHOLAB|20261125130000||SIU^S12^SIU_S12|SIU0042|P|2.6",
+        "SCH|APT-7^NORTHCLINIC|APT-F-7^ORTHOLAB|||||FIT^Fitting appointment^L|FITTING|30|min|^^30^202612010930+0100^202612011000+0100",
+        "TQ1|||||||202612011000+0100|202612011030+0100",
+        "PID|1||P-1001^^^NORTHCLINIC^MR||Testpatient^Alex||19800102|F",
+    ]
+    .join("\r");
+    let conversion = to_fhir(&text).expect("converts");
+    let visit = resources(&conversion.bundle, "Appointment")[0];
+    assert_eq!(visit["start"], "2026-12-01T10:00:00+01:00");
+    assert_eq!(visit["end"], "2026-12-01T10:30:00+01:00");
+    assert!(!conversion.unmapped.iter().any(|u| u.segment == "TQ1"));
+}
+
+#[test]
 fn what_is_not_mapped_is_reported_z_segments_included() {
     let c = to_fhir(&fixture("adt_a04_z.hl7")).expect("converts");
     let said: Vec<String> = c.unmapped.iter().map(ToString::to_string).collect();
