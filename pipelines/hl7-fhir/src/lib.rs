@@ -27,7 +27,7 @@
 //! | RQD/RQ1 | SupplyRequest: item, quantity, department, needed; supplier | RQD 2, 4, 5, 6, 9, 10; RQ1 2 |
 //! | OBR     | ServiceRequest / DiagnosticReport; PractitionerRole (32-35); Specimen (7 without SPM) | 2, 3, 4, 7, 10, 16, 22, 25, 27, 28, 29, 31, 32, 33, 34, 35 |
 //! | TQ1     | ServiceRequest.occurrence, priority; after SCH: Appointment start, end | 7, 8, 9 |
-//! | OBX     | Observation (DocumentReference content under TXA, partOf the RXA); ED/RP: a DiagnosticReport presented in the document; 25 the director of 23 | 2, 3, 5, 6, 7, 8, 11, 14, 16, 17, 18, 20, 21, 23, 25 |
+//! | OBX     | Observation (DocumentReference content under TXA, partOf the RXA); ED/RP: a DiagnosticReport presented in the document; 25 the director of 23 | 2, 3, 5, 6, 7, 8, 11, 14, 16, 17, 18, 19, 20, 21, 23, 24, 25 |
 //! | NTE     | `note` of the resource before it (author 5)              | 3, 5 |
 //! | SPM     | Specimen (parent 3, accession 30, other ids 31, 32)      | 2, 3, 4, 17, 18, 30, 31, 32 |
 //! | CTI     | ResearchStudy supporting the order                       | 1, 2 |

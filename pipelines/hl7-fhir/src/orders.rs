@@ -430,13 +430,19 @@ impl Builder<'_> {
         if let Some(t) = dt::date_time(&self.f(i, 14)) {
             o.insert("effectiveDateTime".into(), json!(t));
         }
+        // OBX-19: when the analysis was done (effective is when the specimen was taken).
+        if let Some(t) = dt::date_time(&self.f(i, 19)) {
+            o.insert(
+                "extension".into(),
+                json!([{ "url": "http://hl7.org/fhir/StructureDefinition/observation-analysis-date-time", "valueDateTime": t }]),
+            );
+        }
         // Responsible observer (16), performing organization (23) and its
         // medical director (25).
         let mut performers = self.practitioner_roles(i, 16, "RO", "Responsible Observer");
         // The observers themselves, beside their role.
         performers.extend(self.practitioner(i, 16));
-        let lab = self.f(i, 23);
-        let lab = self.xon(&lab);
+        let lab = self.performing_lab(i);
         performers.extend(self.practitioner_roles_in(i, 25, "MDIR", "Medical Director", lab.as_ref()));
         performers.extend(lab);
         if !performers.is_empty() {
@@ -471,6 +477,20 @@ impl Builder<'_> {
         }
         self.last = Last::Entry(e);
         true
+    }
+
+    /// OBX-23, the performing organization, with its address (OBX-24).
+    fn performing_lab(&mut self, i: usize) -> Option<Value> {
+        let lab = self.f(i, 23);
+        let org = self.xon(&lab)?;
+        let address: Vec<Value> = self.f(i, 24).repetitions().filter_map(|a| dt::address(&a)).collect();
+        if !address.is_empty()
+            && let Some(e) = org["reference"].as_str().and_then(|r| self.entry_of(r))
+            && self.entries[e].2.get("address").is_none()
+        {
+            self.set(e, "address", Value::Array(address));
+        }
+        Some(org)
     }
 
     /// An OBX carrying a document (ED, RP) → a DiagnosticReport coded by
@@ -510,8 +530,7 @@ impl Builder<'_> {
         if !observers.is_empty() {
             r.insert("resultsInterpreter".into(), Value::Array(observers));
         }
-        let lab = self.f(i, 23);
-        let lab = self.xon(&lab);
+        let lab = self.performing_lab(i);
         let mut performers = self.practitioner_roles_in(i, 25, "MDIR", "Medical Director", lab.as_ref());
         performers.extend(lab);
         if !performers.is_empty() {

@@ -468,6 +468,11 @@ fn orders_carry_participants_reasons_studies_and_accounts() {
             .iter()
             .any(|o| codes(&o["code"]) == ["FIT-PDF"])
     );
+    // OBX-19: when the analysis was done; OBX-24: where the lab is.
+    assert_eq!(
+        observation["extension"][0],
+        json!({ "url": "http://hl7.org/fhir/StructureDefinition/observation-analysis-date-time", "valueDateTime": "2026-12-01T14:30:00+01:00" })
+    );
     // OBX-25 directs OBX-23, the performing organization.
     let director = observation["performer"]
         .as_array()
@@ -477,6 +482,10 @@ fn orders_carry_participants_reasons_studies_and_accounts() {
         .find(|r| r["resourceType"] == "PractitionerRole" && codes(&r["code"][0]) == ["MDIR"])
         .expect("OBX-25's medical director");
     assert_eq!(target(&oru, &director["organization"])["name"], "Ortho Lab");
+    assert_eq!(
+        target(&oru, &director["organization"])["address"][0]["city"],
+        "Testville"
+    );
     assert_eq!(target(&oru, &director["practitioner"])["name"][0]["family"], "Director");
     let specimen = resources(&oru, "Specimen")
         .into_iter()
