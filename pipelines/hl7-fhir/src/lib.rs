@@ -14,7 +14,7 @@
 //! | NK1     | RelatedPerson (with the contact person 30, PID-21 on the first) | 2, 3, 4, 5, 6, 7, 8, 9, 12, 13, 15, 16, 30, 33, 37 |
 //! | PV1     | Encounter; Location per PL level; Practitioner; EpisodeOfCare (54) | 2-11, 13, 14, 16-19, 36-39, 42-45, 50, 52, 54 |
 //! | PV2     | Encounter.location, reasonCode, referrer                 | 1, 3, 13 |
-//! | ROL/PRT | PractitionerRole (PRT: organization, location, Device 10; ROL after PR1: the procedure's performer) | ROL 3-6, 9, 12-14; PRT 4-6, 8-12, 15 |
+//! | ROL/PRT | PractitionerRole (PRT: organization, location, Device 10; ROL after PR1: the procedure's performer) | ROL 3-6, 9, 12-14; PRT 4-6, 8-12, 15-21 |
 //! | AL1     | AllergyIntolerance                                       | 2, 3, 4, 5, 6 |
 //! | DG1     | Condition (inside an order: its reasonReference)         | 3, 4, 5, 6, 16, 20 |
 //! | PR1     | Procedure (category 6, location 23, partOf 25)           | 3, 4, 5, 6, 8, 11, 12, 19, 23, 25 |

@@ -924,13 +924,48 @@ impl Builder<'_> {
         if !telecom.is_empty() {
             r.insert("telecom".into(), Value::Array(telecom));
         }
-        let device = self.f(i, 10);
-        for d in device.repetitions() {
-            if let Some(id) = d.component(1).text() {
-                let mut dv = Map::new();
-                dv.insert("identifier".into(), json!([{ "value": id }]));
-                self.add("Device", &format!("prt|{id}"), dv);
+        // The device taking part (PRT-10) and what its label says (PRT-16
+        // UDI device identifier, 17 manufactured, 18 expires, 19 lot, 20
+        // serial number, 21 donation identification).
+        let mut label = Map::new();
+        let udi = self.f(i, 16);
+        if let Some(di) = udi.component(1).text() {
+            let mut carrier = Map::new();
+            carrier.insert("deviceIdentifier".into(), json!(di));
+            if let Some(issuer) = dt::assigner_system(
+                udi.component(2).text(),
+                udi.component(3).text(),
+                udi.component(4).text(),
+            ) {
+                carrier.insert("issuer".into(), json!(issuer));
             }
+            label.insert("udiCarrier".into(), json!([carrier]));
+        }
+        for (n, key) in [(17, "manufactureDate"), (18, "expirationDate")] {
+            if let Some(t) = dt::date_time(&self.f(i, n)) {
+                label.insert(key.into(), json!(t));
+            }
+        }
+        for (n, key) in [(19, "lotNumber"), (20, "serialNumber"), (21, "distinctIdentifier")] {
+            if let Some(v) = self.f(i, n).component(1).text() {
+                label.insert(key.into(), json!(v.trim()));
+            }
+        }
+        let device = self.f(i, 10);
+        let ids: Vec<String> = device.repetitions().filter_map(|d| d.component(1).text()).collect();
+        for id in &ids {
+            let mut dv = Map::new();
+            dv.insert("identifier".into(), json!([{ "value": id }]));
+            let e = self.add("Device", &format!("prt|{id}"), dv);
+            // The same device named again may bring its label this time.
+            for (k, v) in &label {
+                if self.entries[e].2.get(k).is_none() {
+                    self.set(e, k, v.clone());
+                }
+            }
+        }
+        if ids.is_empty() && !label.is_empty() {
+            self.add("Device", &format!("prt-label|{i}"), label);
         }
         if !r.is_empty() {
             self.add("PractitionerRole", &format!("prt|{i}"), r);

@@ -416,11 +416,19 @@ fn orders_carry_participants_reasons_studies_and_accounts() {
     assert_eq!(codes(&role["code"][0]), ["OP"]);
     let place = target(&orm, &role["location"][0]);
     assert_eq!(place["managingOrganization"], role["organization"]);
-    assert!(
-        resources(&orm, "Device")
-            .iter()
-            .any(|d| d["identifier"][0]["value"] == "SCANNER-1")
+    // PRT-10 the device, PRT-16..20 its label (UDI, dates, lot, serial number).
+    let scanner = resources(&orm, "Device")
+        .into_iter()
+        .find(|d| d["identifier"][0]["value"] == "SCANNER-1")
+        .expect("PRT-10's device");
+    assert_eq!(
+        scanner["udiCarrier"][0],
+        json!({ "deviceIdentifier": "(01)00643169001763", "issuer": "urn:oid:2.16.840.1.113883.3.3719" })
     );
+    assert_eq!(scanner["manufactureDate"], "2025-04-01");
+    assert_eq!(scanner["expirationDate"], "2030-07-12");
+    assert_eq!(scanner["lotNumber"], "LOT-7");
+    assert_eq!(scanner["serialNumber"], "SN-42");
 
     let oru = to_fhir(&fixture("oru_r01_full.hl7")).expect("ORU").bundle;
     let report = resources(&oru, "DiagnosticReport")[0];
