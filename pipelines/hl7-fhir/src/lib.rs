@@ -16,9 +16,9 @@
 //! | PV2     | Encounter.location, reasonCode, referrer                 | 1, 3, 13 |
 //! | ROL/PRT | PractitionerRole (PRT: organization, location, Device 10; ROL after PR1: the procedure's performer) | ROL 3-6, 9, 12-14; PRT 4-6, 8-12, 15-21 |
 //! | AL1     | AllergyIntolerance                                       | 2, 3, 4, 5, 6 |
-//! | DG1     | Condition (inside an order: its reasonReference)         | 3, 4, 5, 6, 16, 20 |
+//! | DG1     | Condition (inside an order: its reasonReference)         | 3, 4, 5, 6, 15, 16, 20 |
 //! | PR1     | Procedure (category 6, location 23, partOf 25)           | 3, 4, 5, 6, 8, 11, 12, 19, 23, 25 |
-//! | IN1/IN2 | Coverage; payor and policy holder Organizations; the insured RelatedPerson | IN1 2-4, 8-13, 15-19, 36, 43, 49; IN2 1, 2, 6, 7, 8, 10, 61 |
+//! | IN1/IN2 | Coverage; payor and policy holder Organizations; the insured RelatedPerson | IN1 2-13, 15-19, 36, 43, 49; IN2 1, 2, 6, 7, 8, 10, 61 |
 //! | GT1     | RelatedPerson (the account's guarantor)                  | 2, 3, 5, 6, 8, 9, 12, 19, 21 |
 //! | ORC     | ServiceRequest, or with RXO/ODS/RQD a MedicationRequest/NutritionOrder/SupplyRequest | 1, 2, 3, 4, 5, 8, 9, 12, 21 |
 //! | RXO     | MedicationRequest: Medication, dosage, dispense         | 1, 2, 4, 5, 6, 7, 11, 12, 13 |

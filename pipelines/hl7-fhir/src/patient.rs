@@ -627,7 +627,18 @@ impl Builder<'_> {
         }
         if let Some(enc) = self.visit {
             let reference = self.reference(e);
-            self.push(enc, "diagnosis", json!({ "condition": reference }));
+            // DG1-15, the diagnosis priority, is its rank in the visit.
+            let mut diagnosis = Map::new();
+            diagnosis.insert("condition".into(), reference);
+            if let Some(rank) = self
+                .f(i, 15)
+                .text()
+                .and_then(|r| r.trim().parse::<u32>().ok())
+                .filter(|r| *r > 0)
+            {
+                diagnosis.insert("rank".into(), json!(rank));
+            }
+            self.push(enc, "diagnosis", Value::Object(diagnosis));
         }
         self.last = Last::Entry(e);
         true
@@ -718,6 +729,32 @@ impl Builder<'_> {
             id.as_ref().and_then(|i| i["value"].as_str().map(str::to_owned)),
             id.as_ref().and_then(|i| i["system"].as_str().map(str::to_owned)),
         );
+        // The insurer's address (IN1-5), and whom to call there (IN1-6, IN1-7).
+        if let Some(e) = payor
+            .as_ref()
+            .and_then(|r| r["reference"].as_str())
+            .and_then(|r| self.entry_of(r))
+        {
+            let address: Vec<Value> = self.f(i, 5).repetitions().filter_map(|a| dt::address(&a)).collect();
+            if !address.is_empty() && self.entries[e].2.get("address").is_none() {
+                self.set(e, "address", Value::Array(address));
+            }
+            let mut contact = Map::new();
+            if let Some(n) = self.f(i, 6).repetitions().find_map(|n| dt::human_name(&n, 1)) {
+                contact.insert("name".into(), n);
+            }
+            let telecom: Vec<Value> = self
+                .f(i, 7)
+                .repetitions()
+                .filter_map(|t| dt::contact_point(&t))
+                .collect();
+            if !telecom.is_empty() {
+                contact.insert("telecom".into(), Value::Array(telecom));
+            }
+            if !contact.is_empty() && self.entries[e].2.get("contact").is_none() {
+                self.set(e, "contact", json!([contact]));
+            }
+        }
         c.insert(
             "payor".into(),
             json!([payor.unwrap_or_else(|| json!({ "display": "unknown payor" }))]),

@@ -320,6 +320,12 @@ fn people_places_and_events_around_the_patient_are_linked() {
     assert_eq!(codes(&h["dischargeDisposition"]), ["01"]);
     assert_eq!(codes(&h["dietPreference"][0]), ["D"]);
     assert_eq!(codes(&stay["type"][1]), ["OUT"]);
+    // DG1-15: the diagnosis's rank in the visit.
+    assert_eq!(stay["diagnosis"][0]["rank"], 2);
+    assert_eq!(
+        codes(&target(&adt, &stay["diagnosis"][0]["condition"])["code"]),
+        ["M21.6"]
+    );
     let pids: Vec<&str> = patient["identifier"]
         .as_array()
         .expect("ids")
@@ -341,6 +347,11 @@ fn people_places_and_events_around_the_patient_are_linked() {
             .any(|i| i["value"] == "SSN-777")
     );
     assert_eq!(target(&adt, &coverage["policyHolder"])["name"], "Testparent employer");
+    // IN1-5..7: the insurer's address and whom to call there.
+    let insurer = target(&adt, &coverage["payor"][0]);
+    assert_eq!(insurer["address"][0]["line"][0], "9 Payer Plaza");
+    assert_eq!(insurer["contact"][0]["name"]["family"], "Claims");
+    assert_eq!(insurer["contact"][0]["telecom"][0]["value"], "555 0100");
     // PDA-2 and ACC-3 are places; PDA-4 dates the death.
     let places: Vec<&str> = resources(&adt, "Location")
         .iter()
