@@ -566,9 +566,13 @@ impl Builder<'_> {
                         self.push(e, "note", Value::Object(note));
                         true
                     }
-                    // Appointment has a comment, not notes.
+                    // Appointment has one comment, not notes: each NTE adds a paragraph.
                     "Appointment" => {
-                        self.set(e, "comment", json!(text.join("\n")));
+                        let comment = match self.entries[e].2["comment"].as_str() {
+                            Some(before) => format!("{before}\n\n{}", text.join("\n")),
+                            None => text.join("\n"),
+                        };
+                        self.set(e, "comment", json!(comment));
                         true
                     }
                     _ => false,

@@ -431,6 +431,8 @@ impl Builder<'_> {
             period.insert("end".into(), json!(e));
         }
         self.widen_appointment(a, start.as_deref(), end.as_deref());
+        // An NTE after the resource is about the appointment (AIS: its service).
+        self.last = Last::Entry(a);
         let mut participant = Map::new();
         match name {
             "AIS" => {
@@ -455,6 +457,7 @@ impl Builder<'_> {
                 let reference = self.reference(e);
                 self.push(a, "basedOn", reference);
                 self.appointment_service = Some(e);
+                self.last = Last::Entry(e);
                 return true;
             }
             "AIL" => {

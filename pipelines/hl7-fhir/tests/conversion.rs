@@ -638,13 +638,19 @@ fn a_prior_visit_is_a_visit_of_its_own_not_merged_into_the_message_s() {
 }
 
 #[test]
-fn a_tq1_after_sch_times_the_appointment() {
+fn a_tq1_after_sch_times_the_appointment_and_ntes_after_its_resources_are_kept() {
     // SIU^S12 v2.6+: TQ1 gives the timing that SCH-11 (deprecated) gave.
     let text = [
         "MSH|^~\\&|SCHED|NORTHCLINIC|CAREHUB|ORTHOLAB|20261125130000||SIU^S12^SIU_S12|SIU0042|P|2.6",
         "SCH|APT-7^NORTHCLINIC|APT-F-7^ORTHOLAB|||||FIT^Fitting appointment^L|FITTING|30|min|^^30^202612010930+0100^202612011000+0100",
         "TQ1|||||||202612011000+0100|202612011030+0100",
+        "NTE|1||Bring the old orthosis",
         "PID|1||P-1001^^^NORTHCLINIC^MR||Testpatient^Alex||19800102|F",
+        "RGS|1",
+        "AIS|1||FIT^Fitting^L",
+        "NTE|1||Cast first",
+        "AIL|1||ROOM2^^^NORTHCLINIC",
+        "NTE|1||Room with parallel bars",
     ]
     .join("\r");
     let conversion = to_fhir(&text).expect("converts");
@@ -652,6 +658,11 @@ fn a_tq1_after_sch_times_the_appointment() {
     assert_eq!(visit["start"], "2026-12-01T10:00:00+01:00");
     assert_eq!(visit["end"], "2026-12-01T10:30:00+01:00");
     assert!(!conversion.unmapped.iter().any(|u| u.segment == "TQ1"));
+    // NTE after SCH or an AIL: the appointment's comment; after AIS: its service's note.
+    assert_eq!(visit["comment"], "Bring the old orthosis\n\nRoom with parallel bars");
+    let service = target(&conversion.bundle, &visit["basedOn"][0]);
+    assert_eq!(service["note"][0]["text"], "Cast first");
+    assert!(!conversion.unmapped.iter().any(|u| u.segment == "NTE"));
 }
 
 #[test]
