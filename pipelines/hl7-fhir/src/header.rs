@@ -22,21 +22,40 @@ impl Builder<'_> {
             "name".into(),
             json!(app.component(1).text().unwrap_or_else(|| "unknown".into())),
         );
-        // The application's universal id (HD.2) names its endpoint, else its namespace.
-        let endpoint = match (app.component(2).text(), app.component(1).text()) {
-            (Some(u), _) => format!("urn:oid:{u}"),
-            (None, Some(n)) => format!("urn:carehub:hl7-application:{}", dt::urn_part(&n)),
-            (None, None) => "urn:carehub:hl7-application:unknown".to_owned(),
+        // The sending network address (MSH-24) is the source's endpoint; without
+        // it, the application's universal id (HD.2), else its namespace.
+        let endpoint = match (
+            endpoint_of(&self.f(i, 24)),
+            app.component(2).text(),
+            app.component(1).text(),
+        ) {
+            (Some(address), _, _) => address,
+            (None, Some(u), _) => format!("urn:oid:{u}"),
+            (None, None, Some(n)) => format!("urn:carehub:hl7-application:{}", dt::urn_part(&n)),
+            (None, None, None) => "urn:carehub:hl7-application:unknown".to_owned(),
         };
         source.insert("endpoint".into(), json!(endpoint));
         h.insert("source".into(), Value::Object(source));
+        // The receiving application (MSH-5) at its network address (MSH-25).
         let to = self.f(i, 5);
-        if let Some(name) = to.component(1).text() {
-            h.insert(
-                "destination".into(),
-                json!([{ "name": name, "endpoint": format!("urn:carehub:hl7-application:{}", dt::urn_part(&name)) }]),
-            );
+        let address = endpoint_of(&self.f(i, 25));
+        let name = to.component(1).text();
+        if name.is_some() || address.is_some() {
+            let mut d = Map::new();
+            let endpoint = address.unwrap_or_else(|| {
+                format!(
+                    "urn:carehub:hl7-application:{}",
+                    dt::urn_part(name.as_deref().unwrap_or_default())
+                )
+            });
+            if let Some(n) = name {
+                d.insert("name".into(), json!(n));
+            }
+            d.insert("endpoint".into(), json!(endpoint));
+            h.insert("destination".into(), json!([d]));
         }
+        // MSH-19: the language the message is written in, the Bundle's.
+        self.language = self.f(i, 19).component(1).text();
         let sending = self.f(i, 4);
         if let Some(org) = self.facility(&sending) {
             h.insert("sender".into(), org);
@@ -197,4 +216,17 @@ impl Builder<'_> {
 /// The receiving facility of a MessageHeader being built.
 fn receiver_of(h: &Map<String, Value>) -> Option<Value> {
     h.get("destination")?.get(0)?.get("receiver").cloned()
+}
+
+/// A network address (HD: MSH-24, MSH-25) → an endpoint URI: an ISO OID as
+/// `urn:oid:`, a DNS name as the `mllp://` host it is reached at, a URI as
+/// written.
+fn endpoint_of(v: &carehub_hl7::codec::er7::Value<'_>) -> Option<String> {
+    let universal = v.component(2).text()?;
+    Some(match v.component(3).text().as_deref() {
+        Some("ISO") if !universal.starts_with("urn:") => format!("urn:oid:{universal}"),
+        Some("DNS") if !universal.contains(':') => format!("mllp://{universal}"),
+        _ if universal.contains(':') => universal,
+        _ => format!("urn:carehub:hl7-address:{}", dt::urn_part(&universal)),
+    })
 }

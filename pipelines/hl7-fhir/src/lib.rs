@@ -6,7 +6,7 @@
 //!
 //! | segment | resource                                                 | fields mapped |
 //! |---------|----------------------------------------------------------|---------------|
-//! | MSH     | MessageHeader; Organization (4, 6 `partOf` 22, 23); Provenance; Device (3) | 3, 4, 5, 6, 7, 9, 10, 12, 22, 23 |
+//! | MSH     | MessageHeader; Organization (4, 6 `partOf` 22, 23); Provenance; Device (3) | 3, 4, 5, 6, 7, 9, 10, 12, 19, 22, 23, 24, 25 |
 //! | EVN     | Provenance of the event (recorded, reason, operator, facility) | 2, 4, 5, 6, 7 |
 //! | SFT     | Device (the sending software)                            | 1, 2, 3, 4 |
 //! | PID     | Patient (extensions: 6, 10, 17, 22, 23, 26); Account (18); RelatedPerson (21, the mother) | 2-26, 29, 30, 40 |
@@ -220,6 +220,8 @@ struct Builder<'m> {
     appointment_timed: bool,
     last: Last,
     message_header: Option<usize>,
+    /// MSH-19, the message's language: the Bundle's.
+    language: Option<String>,
 }
 
 impl<'m> Builder<'m> {
@@ -257,6 +259,7 @@ impl<'m> Builder<'m> {
             appointment_service: None,
             last: Last::None,
             message_header: None,
+            language: None,
         }
     }
 
@@ -730,6 +733,7 @@ impl Builder<'_> {
     /// The Bundle and the unmapped report.
     fn finish(self) -> Conversion {
         let bundle_id = self.bundle_id.clone();
+        let language = self.language.clone();
         let mut unmapped = Vec::new();
         for (i, seg) in self.msg.segments().iter().enumerate() {
             let name = seg.name();
@@ -846,6 +850,9 @@ impl Builder<'_> {
                 let mut b = Map::new();
                 b.insert("resourceType".into(), Value::String("Bundle".into()));
                 b.insert("id".into(), Value::String(bundle_id));
+                if let Some(language) = language {
+                    b.insert("language".into(), Value::String(language));
+                }
                 b.insert("type".into(), Value::String("batch".into()));
                 b.insert("entry".into(), Value::Array(entries));
                 Value::Object(b)

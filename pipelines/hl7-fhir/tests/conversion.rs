@@ -236,6 +236,10 @@ fn people_places_and_events_around_the_patient_are_linked() {
     // MSH-4 is part of MSH-22's organization.
     let header = resources(&adt, "MessageHeader")[0];
     let sender = target(&adt, &header["sender"]);
+    // MSH-24/25: the network addresses are the endpoints; MSH-19 the Bundle's language.
+    assert_eq!(header["source"]["endpoint"], "mllp://ehr.northclinic.example");
+    assert_eq!(header["destination"][0]["endpoint"], "urn:oid:1.2.826.0.1.9999.9.1");
+    assert_eq!(adt["language"], "de-DE");
     assert_eq!(target(&adt, &sender["partOf"])["name"], "North Health Group");
     // EVN: a Provenance of its own, recorded at EVN-2, by the operator, at the facility.
     let event = resources(&adt, "Provenance")
