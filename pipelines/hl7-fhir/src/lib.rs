@@ -9,7 +9,7 @@
 //! | MSH     | MessageHeader; Organization (4, 6 `partOf` 22, 23); Provenance; Device (3) | 3, 4, 5, 6, 7, 9, 10, 12, 19, 22, 23, 24, 25 |
 //! | EVN     | Provenance of the event (recorded, reason, operator, facility) | 2, 4, 5, 6, 7 |
 //! | SFT     | Device (the sending software)                            | 1, 2, 3, 4 |
-//! | PID     | Patient (extensions: 6, 10, 17, 22, 23, 26); Account (18); RelatedPerson (21, the mother) | 2-26, 29, 30, 40 |
+//! | PID     | Patient (extensions: 6, 10, 17, 22, 23, 26, 28, 35, 36); Account (18); RelatedPerson (21, the mother) | 2-26, 28-30, 35, 36, 40 |
 //! | PD1     | Patient.managingOrganization, generalPractitioner        | 3, 4 |
 //! | NK1     | RelatedPerson (with the contact person 30, PID-21 on the first) | 2, 3, 4, 5, 6, 7, 8, 9, 12, 13, 15, 16, 30, 33, 37 |
 //! | PV1     | Encounter; Location per PL level; Practitioner; EpisodeOfCare (54) | 2-11, 13, 14, 16-19, 36-39, 42-45, 50, 52, 54 |

@@ -133,7 +133,7 @@ impl Builder<'_> {
         true
     }
 
-    /// PID-6, 10, 12, 15, 17, 22, 23, 26, 40: what FHIR R4 holds in
+    /// PID-6, 10, 12, 15, 17, 22, 23, 26, 28, 35, 36, 40: what FHIR R4 holds in
     /// `communication`, the address, or the core and US Core extensions the
     /// v2-to-FHIR guide names for them.
     fn pid_demographics(&mut self, i: usize, p: &mut Map<String, Value>) {
@@ -183,6 +183,26 @@ impl Builder<'_> {
             extensions.push(json!({
                 "url": "http://hl7.org/fhir/StructureDefinition/patient-citizenship",
                 "extension": [{ "url": "code", "valueCodeableConcept": c }],
+            }));
+        }
+        // PID-28 nationality; PID-35 species and PID-36 breed (a patient who is
+        // an animal): core extensions too.
+        if let Some(c) = dt::codeable(&self.f(i, 28)) {
+            extensions.push(json!({
+                "url": "http://hl7.org/fhir/StructureDefinition/patient-nationality",
+                "extension": [{ "url": "code", "valueCodeableConcept": c }],
+            }));
+        }
+        let animal: Vec<Value> = [(35, "species"), (36, "breed")]
+            .into_iter()
+            .filter_map(|(n, part)| {
+                dt::codeable(&self.f(i, n)).map(|c| json!({ "url": part, "valueCodeableConcept": c }))
+            })
+            .collect();
+        if !animal.is_empty() {
+            extensions.push(json!({
+                "url": "http://hl7.org/fhir/StructureDefinition/patient-animal",
+                "extension": animal,
             }));
         }
         if !extensions.is_empty() {

@@ -431,7 +431,14 @@ fn pid(p: &Value) -> String {
         .filter(|e| e["url"].as_str().is_some_and(|u| u.ends_with("patient-citizenship")))
         .map(|e| cwe(&e["extension"][0]["valueCodeableConcept"]))
         .collect();
-    let later: [(usize, String); 8] = [
+    let part_of = |url: &str, part: &str| -> String {
+        extension(url)
+            .and_then(|e| e["extension"].as_array())
+            .and_then(|parts| parts.iter().find(|x| x["url"] == part))
+            .map(|x| cwe(&x["valueCodeableConcept"]))
+            .unwrap_or_default()
+    };
+    let later: [(usize, String); 11] = [
         (12, p["address"][0]["district"].as_str().map(esc).unwrap_or_default()),
         (
             6,
@@ -457,6 +464,9 @@ fn pid(p: &Value) -> String {
                 .unwrap_or_default(),
         ),
         (26, citizenship.join("~")),
+        (28, part_of("patient-nationality", "code")),
+        (35, part_of("patient-animal", "species")),
+        (36, part_of("patient-animal", "breed")),
     ];
     for (n, value) in later {
         if value.is_empty() {

@@ -315,6 +315,10 @@ fn people_places_and_events_around_the_patient_are_linked() {
         codes(&extension("patient-citizenship")["extension"][0]["valueCodeableConcept"]),
         ["DEU"]
     );
+    assert_eq!(
+        codes(&extension("patient-nationality")["extension"][0]["valueCodeableConcept"]),
+        ["DEU"]
+    );
     // PV1: how the stay began and ended, and the patient type.
     let stay = &resources(&adt, "Encounter")[0];
     let h = &stay["hospitalization"];
@@ -667,6 +671,28 @@ fn a_tq1_after_sch_times_the_appointment_and_ntes_after_its_resources_are_kept()
     let service = target(&conversion.bundle, &visit["basedOn"][0]);
     assert_eq!(service["note"][0]["text"], "Cast first");
     assert!(!conversion.unmapped.iter().any(|u| u.segment == "NTE"));
+}
+
+#[test]
+fn a_patient_who_is_an_animal_has_its_species_and_breed() {
+    let mut pid = vec![""; 37];
+    pid[0] = "PID";
+    pid[1] = "1";
+    pid[3] = "PET-7^^^VETCLINIC^MR";
+    pid[5] = "Rex";
+    pid[35] = "448771007^Canis lupus subsp. familiaris^SCT";
+    pid[36] = "58108001^Golden retriever^SCT";
+    let text = format!(
+        "MSH|^~\\&|VET|VETCLINIC|CAREHUB|ORTHOLAB|20261201100000||ADT^A04^ADT_A01|VET0001|P|2.8\r{}",
+        pid.join("|")
+    );
+    let bundle = to_fhir(&text).expect("converts").bundle;
+    let patient = resources(&bundle, "Patient")[0];
+    let animal = &patient["extension"][0];
+    assert_eq!(animal["url"], "http://hl7.org/fhir/StructureDefinition/patient-animal");
+    assert_eq!(animal["extension"][0]["url"], "species");
+    assert_eq!(codes(&animal["extension"][0]["valueCodeableConcept"]), ["448771007"]);
+    assert_eq!(codes(&animal["extension"][1]["valueCodeableConcept"]), ["58108001"]);
 }
 
 #[test]
