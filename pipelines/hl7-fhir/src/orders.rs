@@ -483,7 +483,7 @@ impl Builder<'_> {
     fn performing_lab(&mut self, i: usize) -> Option<Value> {
         let lab = self.f(i, 23);
         let org = self.xon(&lab)?;
-        let address: Vec<Value> = self.f(i, 24).repetitions().filter_map(|a| dt::address(&a)).collect();
+        let address: Vec<Value> = self.addresses(i, 24);
         if !address.is_empty()
             && let Some(e) = org["reference"].as_str().and_then(|r| self.entry_of(r))
             && self.entries[e].2.get("address").is_none()

@@ -352,11 +352,7 @@ impl Builder<'_> {
             let who = self.practitioner(i, person).into_iter().next();
             let location = self.f(i, place);
             let location = self.location(&location);
-            let telecom: Vec<Value> = self
-                .f(i, phone)
-                .repetitions()
-                .filter_map(|t| dt::contact_point(&t))
-                .collect();
+            let telecom: Vec<Value> = self.contact_points(i, phone);
             if who.is_none() && location.is_none() {
                 continue;
             }

@@ -52,15 +52,11 @@ impl Builder<'_> {
         if let Some(g) = gender(self.f(i, 8).component(1).text().as_deref()) {
             p.insert("gender".into(), json!(g));
         }
-        let addresses: Vec<Value> = self.f(i, 11).repetitions().filter_map(|r| dt::address(&r)).collect();
+        let addresses: Vec<Value> = self.addresses(i, 11);
         if !addresses.is_empty() {
             p.insert("address".into(), Value::Array(addresses));
         }
-        let mut telecom: Vec<Value> = self
-            .f(i, 13)
-            .repetitions()
-            .filter_map(|r| dt::contact_point(&r))
-            .collect();
+        let mut telecom: Vec<Value> = self.contact_points(i, 13);
         telecom.extend(self.f(i, 14).repetitions().filter_map(|r| {
             dt::contact_point(&r).map(|mut c| {
                 c["use"] = json!("work");
@@ -224,11 +220,7 @@ impl Builder<'_> {
             first.insert("district".into(), Value::String(county));
         }
         // PID-40 (v2.7+): the patient's telecommunication, after PID-13/14.
-        let more: Vec<Value> = self
-            .f(i, 40)
-            .repetitions()
-            .filter_map(|r| dt::contact_point(&r))
-            .collect();
+        let more: Vec<Value> = self.contact_points(i, 40);
         if !more.is_empty() {
             match p.get_mut("telecom") {
                 Some(Value::Array(telecom)) => {
@@ -284,16 +276,12 @@ impl Builder<'_> {
         }
         let mut relationship: Vec<Value> = dt::codeable(&self.f(i, 3)).into_iter().collect();
         relationship.extend(dt::codeable(&self.f(i, 7)));
-        let addresses: Vec<Value> = self.f(i, 4).repetitions().filter_map(|a| dt::address(&a)).collect();
+        let addresses: Vec<Value> = self.addresses(i, 4);
         if !addresses.is_empty() {
             r.insert("address".into(), Value::Array(addresses));
         }
-        let mut telecom: Vec<Value> = self
-            .f(i, 5)
-            .repetitions()
-            .filter_map(|t| dt::contact_point(&t))
-            .collect();
-        telecom.extend(self.f(i, 6).repetitions().filter_map(|t| dt::contact_point(&t)));
+        let mut telecom: Vec<Value> = self.contact_points(i, 5);
+        telecom.extend(self.contact_points(i, 6));
         if !telecom.is_empty() {
             r.insert("telecom".into(), Value::Array(telecom));
         }
@@ -755,7 +743,7 @@ impl Builder<'_> {
             .and_then(|r| r["reference"].as_str())
             .and_then(|r| self.entry_of(r))
         {
-            let address: Vec<Value> = self.f(i, 5).repetitions().filter_map(|a| dt::address(&a)).collect();
+            let address: Vec<Value> = self.addresses(i, 5);
             if !address.is_empty() && self.entries[e].2.get("address").is_none() {
                 self.set(e, "address", Value::Array(address));
             }
@@ -763,11 +751,7 @@ impl Builder<'_> {
             if let Some(n) = self.f(i, 6).repetitions().find_map(|n| dt::human_name(&n, 1)) {
                 contact.insert("name".into(), n);
             }
-            let telecom: Vec<Value> = self
-                .f(i, 7)
-                .repetitions()
-                .filter_map(|t| dt::contact_point(&t))
-                .collect();
+            let telecom: Vec<Value> = self.contact_points(i, 7);
             if !telecom.is_empty() {
                 contact.insert("telecom".into(), Value::Array(telecom));
             }
@@ -836,7 +820,7 @@ impl Builder<'_> {
             if let Some(d) = dt::date_time(&self.f(i, 18)) {
                 r.insert("birthDate".into(), json!(d.get(..10).unwrap_or(&d)));
             }
-            let addresses: Vec<Value> = self.f(i, 19).repetitions().filter_map(|a| dt::address(&a)).collect();
+            let addresses: Vec<Value> = self.addresses(i, 19);
             if !addresses.is_empty() {
                 r.insert("address".into(), Value::Array(addresses));
             }
@@ -886,11 +870,7 @@ impl Builder<'_> {
         if let Some(s) = dt::codeable(&self.f(i, 9)) {
             r.insert("specialty".into(), json!([s]));
         }
-        let telecom: Vec<Value> = self
-            .f(i, 12)
-            .repetitions()
-            .filter_map(|t| dt::contact_point(&t))
-            .collect();
+        let telecom: Vec<Value> = self.contact_points(i, 12);
         if !telecom.is_empty() {
             r.insert("telecom".into(), Value::Array(telecom));
         }
@@ -973,11 +953,7 @@ impl Builder<'_> {
         if let Some(p) = dt::period(&start, &end) {
             r.insert("period".into(), p);
         }
-        let telecom: Vec<Value> = self
-            .f(i, 15)
-            .repetitions()
-            .filter_map(|t| dt::contact_point(&t))
-            .collect();
+        let telecom: Vec<Value> = self.contact_points(i, 15);
         if !telecom.is_empty() {
             r.insert("telecom".into(), Value::Array(telecom));
         }
@@ -1151,6 +1127,19 @@ impl Builder<'_> {
     }
 
     /// The CX repetitions of field `n`, each with its assigning authority.
+    /// A repeating XTN field → ContactPoints.
+    pub(crate) fn contact_points(&mut self, i: usize, n: usize) -> Vec<Value> {
+        self.f(i, n)
+            .repetitions()
+            .filter_map(|t| dt::contact_point(&t))
+            .collect()
+    }
+
+    /// A repeating XAD field → Addresses.
+    pub(crate) fn addresses(&mut self, i: usize, n: usize) -> Vec<Value> {
+        self.f(i, n).repetitions().filter_map(|a| dt::address(&a)).collect()
+    }
+
     pub(crate) fn identifiers(&mut self, i: usize, n: usize) -> Vec<Value> {
         let field = self.f(i, n);
         let mut out = Vec::new();
@@ -1191,15 +1180,11 @@ impl Builder<'_> {
         if !names.is_empty() {
             r.insert("name".into(), Value::Array(names));
         }
-        let addresses: Vec<Value> = self.f(i, 5).repetitions().filter_map(|a| dt::address(&a)).collect();
+        let addresses: Vec<Value> = self.addresses(i, 5);
         if !addresses.is_empty() {
             r.insert("address".into(), Value::Array(addresses));
         }
-        let telecom: Vec<Value> = self
-            .f(i, 6)
-            .repetitions()
-            .filter_map(|t| dt::contact_point(&t))
-            .collect();
+        let telecom: Vec<Value> = self.contact_points(i, 6);
         if !telecom.is_empty() {
             r.insert("telecom".into(), Value::Array(telecom));
         }
