@@ -6,6 +6,14 @@ use crate::Builder;
 use crate::datatypes as dt;
 
 impl Builder<'_> {
+    /// MSH-24 / MSH-25 as an endpoint; read (and so not reported) only when
+    /// it names one.
+    fn endpoint(&mut self, i: usize, n: usize) -> Option<String> {
+        let address = endpoint_of(&self.field(i, n))?;
+        let _ = self.f(i, n);
+        Some(address)
+    }
+
     pub(crate) fn msh(&mut self, i: usize) -> bool {
         let (kind, event) = self.msg.message_type();
         let _ = self.f(i, 9);
@@ -24,11 +32,7 @@ impl Builder<'_> {
         );
         // The sending network address (MSH-24) is the source's endpoint; without
         // it, the application's universal id (HD.2), else its namespace.
-        let endpoint = match (
-            endpoint_of(&self.f(i, 24)),
-            app.component(2).text(),
-            app.component(1).text(),
-        ) {
+        let endpoint = match (self.endpoint(i, 24), app.component(2).text(), app.component(1).text()) {
             (Some(address), _, _) => address,
             (None, Some(u), _) => format!("urn:oid:{u}"),
             (None, None, Some(n)) => format!("urn:carehub:hl7-application:{}", dt::urn_part(&n)),
@@ -38,7 +42,7 @@ impl Builder<'_> {
         h.insert("source".into(), Value::Object(source));
         // The receiving application (MSH-5) at its network address (MSH-25).
         let to = self.f(i, 5);
-        let address = endpoint_of(&self.f(i, 25));
+        let address = self.endpoint(i, 25);
         let name = to.component(1).text();
         if name.is_some() || address.is_some() {
             let mut d = Map::new();

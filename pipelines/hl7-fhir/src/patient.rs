@@ -212,7 +212,9 @@ impl Builder<'_> {
             );
         }
         // PID-12: the county, where the first address does not name it (XAD.9).
-        if let Some(county) = self.f(i, 12).component(1).text()
+        // (Read only where there is an address to hold it: else it is reported.)
+        if matches!(p.get("address"), Some(Value::Array(a)) if !a.is_empty())
+            && let Some(county) = self.f(i, 12).component(1).text()
             && let Some(Value::Array(addresses)) = p.get_mut("address")
             && let Some(Value::Object(first)) = addresses.first_mut()
             && !first.contains_key("district")
@@ -638,12 +640,14 @@ impl Builder<'_> {
             // DG1-15, the diagnosis priority, is its rank in the visit.
             let mut diagnosis = Map::new();
             diagnosis.insert("condition".into(), reference);
+            // (A priority that is no positive number is left to the unmapped report.)
             if let Some(rank) = self
-                .f(i, 15)
+                .field(i, 15)
                 .text()
                 .and_then(|r| r.trim().parse::<u32>().ok())
                 .filter(|r| *r > 0)
             {
+                let _ = self.f(i, 15);
                 diagnosis.insert("rank".into(), json!(rank));
             }
             self.push(enc, "diagnosis", Value::Object(diagnosis));
