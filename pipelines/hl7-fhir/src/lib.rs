@@ -19,7 +19,7 @@
 //! | DG1     | Condition (inside an order: its reasonReference)         | 3, 4, 5, 6, 15, 16, 20 |
 //! | PR1     | Procedure (category 6, location 23, partOf 25)           | 3, 4, 5, 6, 8, 11, 12, 19, 23, 25 |
 //! | IN1/IN2 | Coverage; payor and policy holder Organizations; the insured RelatedPerson | IN1 2-13, 15-19, 36, 43, 49; IN2 1, 2, 6, 7, 8, 10, 61 |
-//! | GT1     | RelatedPerson (the account's guarantor)                  | 2, 3, 5, 6, 8, 9, 12, 19, 21 |
+//! | GT1     | the account's guarantor: RelatedPerson; 11 = SEL the Patient; no person the Organization (21) | 2, 3, 5, 6, 8, 9, 11, 12, 19, 21 |
 //! | ORC     | ServiceRequest, or with RXO/ODS/RQD a MedicationRequest/NutritionOrder/SupplyRequest | 1, 2, 3, 4, 5, 8, 9, 12, 21 |
 //! | RXO     | MedicationRequest: Medication, dosage, dispense         | 1, 2, 4, 5, 6, 7, 11, 12, 13 |
 //! | ODS     | NutritionOrder.oralDiet                                  | 1, 3, 4 |

@@ -1173,9 +1173,35 @@ impl Builder<'_> {
         if !ids.is_empty() {
             r.insert("identifier".into(), Value::Array(ids));
         }
-        // GT1-21, the guarantor's organization.
+        // GT1-11 = SEL: the patient is the guarantor; the guarantor's numbers
+        // are the patient's, and the account's guarantor is the Patient.
+        let relationship = dt::codeable(&self.f(i, 11));
+        let is_self = relationship.as_ref().is_some_and(|r| {
+            r["coding"][0]["code"]
+                .as_str()
+                .is_some_and(|c| c.eq_ignore_ascii_case("SEL"))
+        });
+        if is_self && let Some(patient) = self.patient_ref() {
+            if let Some(Value::Array(new)) = r.remove("identifier")
+                && let Some(pe) = self.entry_of(patient["reference"].as_str().unwrap_or(""))
+            {
+                for id in new {
+                    let known = self.entries[pe].2["identifier"]
+                        .as_array()
+                        .is_some_and(|ids| ids.iter().any(|k| k["value"] == id["value"]));
+                    if !known {
+                        self.push(pe, "identifier", id);
+                    }
+                }
+            }
+            if let Some(&a) = self.by_key.get("Account|account") {
+                self.push(a, "guarantor", json!({ "party": patient }));
+            }
+            return true;
+        }
+        // GT1-21: a guarantor that is an organization.
         let org = self.f(i, 21);
-        self.xon(&org);
+        let organization = self.xon(&org);
         let names: Vec<Value> = self
             .f(i, 3)
             .repetitions()
@@ -1199,7 +1225,15 @@ impl Builder<'_> {
             r.insert("gender".into(), json!(g));
         }
         if r.len() <= 1 {
-            return false;
+            // No person: the organization (GT1-21), if any, is the guarantor.
+            let Some(o) = organization else { return false };
+            if let Some(&a) = self.by_key.get("Account|account") {
+                self.push(a, "guarantor", json!({ "party": o }));
+            }
+            return true;
+        }
+        if let Some(rel) = relationship {
+            r.insert("relationship".into(), json!([rel]));
         }
         let e = self.add("RelatedPerson", &format!("gt1|{i}"), r);
         if let Some(&a) = self.by_key.get("Account|account") {

@@ -696,6 +696,50 @@ fn a_patient_who_is_an_animal_has_its_species_and_breed() {
 }
 
 #[test]
+fn a_guarantor_is_the_patient_a_relative_or_an_organization() {
+    let gt1 = |fields: &[(usize, &str)]| {
+        let mut f = vec![""; 22];
+        f[0] = "GT1";
+        for &(n, v) in fields {
+            f[n] = v;
+        }
+        f.join("|")
+    };
+    let text = [
+        "MSH|^~\\&|EHR|NORTHCLINIC|CAREHUB|ORTHOLAB|20261201100000||ADT^A04^ADT_A01|ADT0042|P|2.5.1".to_owned(),
+        "PID|1||P-1001^^^NORTHCLINIC^MR||Testpatient^Alex||19800102|F||||||||||ACC-1^^^NORTHCLINIC^AN".to_owned(),
+        gt1(&[(1, "1"), (2, "G-1^^^NORTHCLINIC"), (11, "SEL^Self^HL70063")]),
+        gt1(&[(1, "2"), (3, "Payer^Paula"), (9, "F"), (11, "MTH^Mother^HL70063")]),
+        gt1(&[(1, "3"), (11, "EMR^Employer^HL70063"), (21, "Acme Corp")]),
+    ]
+    .join("\r");
+    let bundle = to_fhir(&text).expect("converts").bundle;
+    let patient = resources(&bundle, "Patient")[0];
+    let account = resources(&bundle, "Account")[0];
+    let parties: Vec<&Value> = account["guarantor"]
+        .as_array()
+        .expect("guarantors")
+        .iter()
+        .map(|g| target(&bundle, &g["party"]))
+        .collect();
+    // GT1-11 SEL: the patient, whose numbers the guarantor's are.
+    assert_eq!(parties[0]["id"], patient["id"]);
+    assert!(
+        patient["identifier"]
+            .as_array()
+            .expect("ids")
+            .iter()
+            .any(|i| i["value"] == "G-1")
+    );
+    // A person: a RelatedPerson in the relationship GT1-11 says.
+    assert_eq!(parties[1]["resourceType"], "RelatedPerson");
+    assert_eq!(codes(&parties[1]["relationship"][0]), ["MTH"]);
+    // No person, an organization (GT1-21): the organization.
+    assert_eq!(parties[2]["name"], "Acme Corp");
+    assert_eq!(resources(&bundle, "RelatedPerson").len(), 1);
+}
+
+#[test]
 fn what_is_not_mapped_is_reported_z_segments_included() {
     let c = to_fhir(&fixture("adt_a04_z.hl7")).expect("converts");
     let said: Vec<String> = c.unmapped.iter().map(ToString::to_string).collect();
