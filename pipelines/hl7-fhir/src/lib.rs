@@ -20,8 +20,9 @@
 //! | PR1     | Procedure (category 6, location 23, partOf 25)           | 3, 4, 5, 6, 8, 11, 12, 19, 23, 25 |
 //! | IN1/IN2 | Coverage; payor and policy holder Organizations; the insured RelatedPerson | IN1 2-13, 15-19, 36, 43, 49; IN2 1, 2, 6, 7, 8, 10, 61 |
 //! | GT1     | the account's guarantor: RelatedPerson; 11 = SEL the Patient; no person the Organization (21) | 2, 3, 5, 6, 8, 9, 11, 12, 19, 21 |
-//! | ORC     | ServiceRequest, or with RXO/ODS/RQD a MedicationRequest/NutritionOrder/SupplyRequest | 1, 2, 3, 4, 5, 8, 9, 12, 21 |
+//! | ORC     | ServiceRequest, or with RXO/RXE/ODS/RQD a MedicationRequest/NutritionOrder/SupplyRequest | 1, 2, 3, 4, 5, 8, 9, 12, 21 |
 //! | RXO     | MedicationRequest: Medication, dosage, dispense         | 1, 2, 4, 5, 6, 7, 11, 12, 13 |
+//! | RXE     | MedicationRequest as RXO (dose range 3-4, rate 23-24); RXR after it: route, site | 2, 3, 4, 5, 6, 7, 10, 11, 12, 23, 24 |
 //! | ODS     | NutritionOrder.oralDiet                                  | 1, 3, 4 |
 //! | RF1     | ServiceRequest (a referral; performers 19, 20)           | 1, 2, 3, 6, 7, 8, 9, 10, 11, 14, 19, 20, 24 |
 //! | RQD/RQ1 | SupplyRequest: item, quantity, department, needed; supplier | RQD 2, 4, 5, 6, 9, 10; RQ1 2 |
@@ -690,6 +691,7 @@ impl<'m> Builder<'m> {
                 "DB1" => self.db1(i),
                 "BLG" => self.blg(i),
                 "RXO" => self.rxo(i),
+                "RXE" => self.rxe(i),
                 "ODS" => self.ods(i),
                 "RQD" => self.rqd(i),
                 "RQ1" => self.rq1(i),

@@ -672,24 +672,89 @@ impl Builder<'_> {
     /// instructions (RXO-6 pharmacist, RXO-7 patient) and dispense (RXO-11
     /// amount, RXO-12 units, RXO-13 refills).
     pub(crate) fn rxo(&mut self, i: usize) -> bool {
+        self.pharmacy_order(
+            i,
+            &PharmacyFields {
+                code: 1,
+                form: 5,
+                dose: 2,
+                dose_max: None,
+                dose_units: 4,
+                instructions: 6,
+                patient_instructions: Some(7),
+                dispense: 11,
+                dispense_units: 12,
+                refills: 13,
+                rate: None,
+            },
+        )
+    }
+
+    /// RXE (pharmacy encoded order, RDE) → the MedicationRequest as for RXO:
+    /// give code 2 (form 6), amount 3 (to 4 as a range) in units 5,
+    /// administration instructions 7, dispense 10 in units 11, refills 12,
+    /// rate 23 in units 24.
+    pub(crate) fn rxe(&mut self, i: usize) -> bool {
+        self.pharmacy_order(
+            i,
+            &PharmacyFields {
+                code: 2,
+                form: 6,
+                dose: 3,
+                dose_max: Some(4),
+                dose_units: 5,
+                instructions: 7,
+                patient_instructions: None,
+                dispense: 10,
+                dispense_units: 11,
+                refills: 12,
+                rate: Some((23, 24)),
+            },
+        )
+    }
+
+    /// RXO / RXE → the MedicationRequest's Medication, dosage and dispense.
+    fn pharmacy_order(&mut self, i: usize, at: &PharmacyFields) -> bool {
         let Some(m) = self.order_of(OrderKind::Medication) else {
             return false;
         };
-        if let Some(code) = dt::codeable(&self.f(i, 1)) {
+        let name = self.seg(i).name().to_ascii_lowercase();
+        if let Some(code) = dt::codeable(&self.f(i, at.code)) {
             let mut med = Map::new();
             med.insert("code".into(), code);
-            if let Some(form) = dt::codeable(&self.f(i, 5)) {
+            if let Some(form) = dt::codeable(&self.f(i, at.form)) {
                 med.insert("form".into(), form);
             }
-            let key = self.field(i, 1).raw().to_owned();
-            let e = self.add("Medication", &format!("rxo|{key}"), med);
+            let key = self.field(i, at.code).raw().to_owned();
+            let e = self.add("Medication", &format!("{name}|{key}"), med);
             let reference = self.reference(e);
             self.set(m, "medicationReference", reference);
         }
         let mut dosage = Map::new();
-        let units = self.f(i, 4);
-        if let Some(q) = self.f(i, 2).text().and_then(|d| dt::quantity(&d, &units)) {
-            dosage.insert("doseAndRate".into(), json!([{ "doseQuantity": q }]));
+        let units = self.f(i, at.dose_units);
+        let low = self.f(i, at.dose).text().and_then(|d| dt::quantity(&d, &units));
+        let high = at
+            .dose_max
+            .and_then(|n| self.f(i, n).text())
+            .and_then(|d| dt::quantity(&d, &units));
+        let mut dose_and_rate = Map::new();
+        match (low, high) {
+            (Some(l), Some(h)) => {
+                dose_and_rate.insert("doseRange".into(), json!({ "low": l, "high": h }));
+            }
+            (Some(q), None) | (None, Some(q)) => {
+                dose_and_rate.insert("doseQuantity".into(), q);
+            }
+            (None, None) => {}
+        }
+        if let Some((amount, rate_units)) = at.rate {
+            let rate_units = self.f(i, rate_units);
+            if let Some(r) = self.f(i, amount).text().and_then(|d| dt::quantity(&d, &rate_units)) {
+                dose_and_rate.insert("rateQuantity".into(), r);
+            }
+        }
+        if !dose_and_rate.is_empty() {
+            dosage.insert("doseAndRate".into(), json!([dose_and_rate]));
         }
         // CWE instructions: their text (component 2), else as written.
         let instructions = |v: V2<'_>| -> Vec<String> {
@@ -697,28 +762,35 @@ impl Builder<'_> {
                 .filter_map(|r| r.component(2).text().or_else(|| r.text()))
                 .collect()
         };
-        let text = instructions(self.f(i, 6));
+        let text = instructions(self.f(i, at.instructions));
         if !text.is_empty() {
             dosage.insert("text".into(), json!(text.join("\n")));
         }
-        let patient = instructions(self.f(i, 7));
-        if !patient.is_empty() {
-            dosage.insert("patientInstruction".into(), json!(patient.join("\n")));
+        if let Some(n) = at.patient_instructions {
+            let patient = instructions(self.f(i, n));
+            if !patient.is_empty() {
+                dosage.insert("patientInstruction".into(), json!(patient.join("\n")));
+            }
         }
         if !dosage.is_empty() {
             self.set(m, "dosageInstruction", json!([dosage]));
         }
         let mut dispense = Map::new();
-        let dispense_units = self.f(i, 12);
-        if let Some(q) = self.f(i, 11).text().and_then(|d| dt::quantity(&d, &dispense_units)) {
+        let dispense_units = self.f(i, at.dispense_units);
+        if let Some(q) = self
+            .f(i, at.dispense)
+            .text()
+            .and_then(|d| dt::quantity(&d, &dispense_units))
+        {
             dispense.insert("quantity".into(), q);
         }
-        if let Some(n) = self.f(i, 13).text().and_then(|n| n.trim().parse::<u32>().ok()) {
+        if let Some(n) = self.f(i, at.refills).text().and_then(|n| n.trim().parse::<u32>().ok()) {
             dispense.insert("numberOfRepeatsAllowed".into(), json!(n));
         }
         if !dispense.is_empty() {
             self.set(m, "dispenseRequest", Value::Object(dispense));
         }
+        self.last = Last::Entry(m);
         true
     }
 
@@ -886,11 +958,27 @@ impl Builder<'_> {
     }
 }
 
+/// Where RXO and RXE keep the same things.
+struct PharmacyFields {
+    code: usize,
+    form: usize,
+    dose: usize,
+    dose_max: Option<usize>,
+    dose_units: usize,
+    instructions: usize,
+    patient_instructions: Option<usize>,
+    dispense: usize,
+    dispense_units: usize,
+    refills: usize,
+    /// The give rate's amount and units.
+    rate: Option<(usize, usize)>,
+}
+
 /// What an ORC orders, by the order detail segment of its group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum OrderKind {
     Service,
-    /// RXO (pharmacy order).
+    /// RXO (pharmacy order) or RXE (pharmacy encoded order).
     Medication,
     /// ODS (dietary order).
     Nutrition,
@@ -900,7 +988,7 @@ pub(crate) enum OrderKind {
 
 impl OrderKind {
     fn of(b: &Builder<'_>, i: usize) -> OrderKind {
-        if b.group_has(i, "RXO") {
+        if b.group_has(i, "RXO") || b.group_has(i, "RXE") {
             OrderKind::Medication
         } else if b.group_has(i, "ODS") {
             OrderKind::Nutrition

@@ -88,6 +88,29 @@ impl Builder<'_> {
             }
             return true;
         }
+        // After RXO/RXE: the route and site of the order's dosage.
+        if let Last::Entry(m) = self.last
+            && self.entries[m].0 == "MedicationRequest"
+            && (route.is_some() || site.is_some())
+        {
+            let mut dosage = match self.entries[m]
+                .2
+                .get_mut("dosageInstruction")
+                .and_then(|d| d.get_mut(0))
+                .map(Value::take)
+            {
+                Some(Value::Object(d)) => d,
+                _ => Map::new(),
+            };
+            if let Some(r) = route {
+                dosage.insert("route".into(), r);
+            }
+            if let Some(s) = site {
+                dosage.insert("site".into(), s);
+            }
+            self.set(m, "dosageInstruction", json!([dosage]));
+            return true;
+        }
         false
     }
 

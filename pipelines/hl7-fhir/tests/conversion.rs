@@ -740,6 +740,55 @@ fn a_guarantor_is_the_patient_a_relative_or_an_organization() {
 }
 
 #[test]
+fn an_encoded_pharmacy_order_is_a_medication_request() {
+    // RDE^O11: ORC + RXE (+ RXR, the route).
+    let mut rxe = vec![""; 25];
+    rxe[0] = "RXE";
+    rxe[2] = "0143963401^Nicardipine 40 mg/200 mL^NDC";
+    rxe[3] = "5";
+    rxe[4] = "15";
+    rxe[5] = "mg/h^mg/h^UCUM";
+    rxe[6] = "BAG^Bag^L";
+    rxe[7] = "^Titrate to BP below 180";
+    rxe[10] = "200";
+    rxe[11] = "mL^mL^UCUM";
+    rxe[12] = "2";
+    rxe[23] = "25";
+    rxe[24] = "mL/h^mL/h^UCUM";
+    let text = [
+        "MSH|^~\\&|PHARM|NORTHCLINIC|CAREHUB|ORTHOLAB|20261201100000||RDE^O11^RDE_O11|RDE0042|P|2.5.1".to_owned(),
+        "PID|1||P-1001^^^NORTHCLINIC^MR||Testpatient^Alex||19800102|F".to_owned(),
+        "ORC|NW|RX-1^NORTHCLINIC".to_owned(),
+        rxe.join("|"),
+        "RXR|IV^Intravenous^HL70162|LA^Left arm^HL70163".to_owned(),
+    ]
+    .join("\r");
+    let conversion = to_fhir(&text).expect("converts");
+    let bundle = &conversion.bundle;
+    let request = resources(bundle, "MedicationRequest")[0];
+    assert_eq!(request["identifier"][0]["value"], "RX-1");
+    let medication = target(bundle, &request["medicationReference"]);
+    assert_eq!(codes(&medication["code"]), ["0143963401"]);
+    assert_eq!(codes(&medication["form"]), ["BAG"]);
+    let dosage = &request["dosageInstruction"][0];
+    assert_eq!(dosage["text"], "Titrate to BP below 180");
+    let dose = &dosage["doseAndRate"][0];
+    assert_eq!(dose["doseRange"]["low"]["value"], 5);
+    assert_eq!(dose["doseRange"]["high"]["value"], 15);
+    assert_eq!(dose["rateQuantity"]["value"], 25);
+    assert_eq!(codes(&dosage["route"]), ["IV"]);
+    assert_eq!(codes(&dosage["site"]), ["LA"]);
+    assert_eq!(request["dispenseRequest"]["quantity"]["value"], 200);
+    assert_eq!(request["dispenseRequest"]["numberOfRepeatsAllowed"], 2);
+    assert!(
+        !conversion
+            .unmapped
+            .iter()
+            .any(|u| u.segment == "RXE" || u.segment == "RXR")
+    );
+}
+
+#[test]
 fn what_is_not_mapped_is_reported_z_segments_included() {
     let c = to_fhir(&fixture("adt_a04_z.hl7")).expect("converts");
     let said: Vec<String> = c.unmapped.iter().map(ToString::to_string).collect();
