@@ -203,6 +203,17 @@ fn fields_land_where_the_mapping_says() {
     assert_eq!(visit["serviceType"][0]["coding"][0]["code"], "FIT");
 }
 
+/// A segment with the given fields (field number, value), the others empty.
+fn segment(name: &str, fields: &[(usize, &str)]) -> String {
+    let last = fields.iter().map(|&(n, _)| n).max().unwrap_or(0);
+    let mut f = vec![""; last + 1];
+    f[0] = name;
+    for &(n, v) in fields {
+        f[n] = v;
+    }
+    f.join("|")
+}
+
 /// The resource `reference` (`Type/id`) names in `bundle`.
 fn target<'b>(bundle: &'b Value, reference: &Value) -> &'b Value {
     let r = reference["reference"].as_str().expect("a reference");
@@ -675,17 +686,17 @@ fn a_tq1_after_sch_times_the_appointment_and_ntes_after_its_resources_are_kept()
 
 #[test]
 fn a_patient_who_is_an_animal_has_its_species_and_breed() {
-    let mut pid = vec![""; 37];
-    pid[0] = "PID";
-    pid[1] = "1";
-    pid[3] = "PET-7^^^VETCLINIC^MR";
-    pid[5] = "Rex";
-    pid[35] = "448771007^Canis lupus subsp. familiaris^SCT";
-    pid[36] = "58108001^Golden retriever^SCT";
-    let text = format!(
-        "MSH|^~\\&|VET|VETCLINIC|CAREHUB|ORTHOLAB|20261201100000||ADT^A04^ADT_A01|VET0001|P|2.8\r{}",
-        pid.join("|")
+    let pid = segment(
+        "PID",
+        &[
+            (1, "1"),
+            (3, "PET-7^^^VETCLINIC^MR"),
+            (5, "Rex"),
+            (35, "448771007^Canis lupus subsp. familiaris^SCT"),
+            (36, "58108001^Golden retriever^SCT"),
+        ],
     );
+    let text = format!("MSH|^~\\&|VET|VETCLINIC|CAREHUB|ORTHOLAB|20261201100000||ADT^A04^ADT_A01|VET0001|P|2.8\r{pid}");
     let bundle = to_fhir(&text).expect("converts").bundle;
     let patient = resources(&bundle, "Patient")[0];
     let animal = &patient["extension"][0];
@@ -697,14 +708,7 @@ fn a_patient_who_is_an_animal_has_its_species_and_breed() {
 
 #[test]
 fn a_guarantor_is_the_patient_a_relative_or_an_organization() {
-    let gt1 = |fields: &[(usize, &str)]| {
-        let mut f = vec![""; 22];
-        f[0] = "GT1";
-        for &(n, v) in fields {
-            f[n] = v;
-        }
-        f.join("|")
-    };
+    let gt1 = |fields: &[(usize, &str)]| segment("GT1", fields);
     let text = [
         "MSH|^~\\&|EHR|NORTHCLINIC|CAREHUB|ORTHOLAB|20261201100000||ADT^A04^ADT_A01|ADT0042|P|2.5.1".to_owned(),
         "PID|1||P-1001^^^NORTHCLINIC^MR||Testpatient^Alex||19800102|F||||||||||ACC-1^^^NORTHCLINIC^AN".to_owned(),
@@ -742,24 +746,27 @@ fn a_guarantor_is_the_patient_a_relative_or_an_organization() {
 #[test]
 fn an_encoded_pharmacy_order_is_a_medication_request() {
     // RDE^O11: ORC + RXE (+ RXR, the route).
-    let mut rxe = vec![""; 25];
-    rxe[0] = "RXE";
-    rxe[2] = "0143963401^Nicardipine 40 mg/200 mL^NDC";
-    rxe[3] = "5";
-    rxe[4] = "15";
-    rxe[5] = "mg/h^mg/h^UCUM";
-    rxe[6] = "BAG^Bag^L";
-    rxe[7] = "^Titrate to BP below 180";
-    rxe[10] = "200";
-    rxe[11] = "mL^mL^UCUM";
-    rxe[12] = "2";
-    rxe[23] = "25";
-    rxe[24] = "mL/h^mL/h^UCUM";
+    let rxe = segment(
+        "RXE",
+        &[
+            (2, "0143963401^Nicardipine 40 mg/200 mL^NDC"),
+            (3, "5"),
+            (4, "15"),
+            (5, "mg/h^mg/h^UCUM"),
+            (6, "BAG^Bag^L"),
+            (7, "^Titrate to BP below 180"),
+            (10, "200"),
+            (11, "mL^mL^UCUM"),
+            (12, "2"),
+            (23, "25"),
+            (24, "mL/h^mL/h^UCUM"),
+        ],
+    );
     let text = [
         "MSH|^~\\&|PHARM|NORTHCLINIC|CAREHUB|ORTHOLAB|20261201100000||RDE^O11^RDE_O11|RDE0042|P|2.5.1".to_owned(),
         "PID|1||P-1001^^^NORTHCLINIC^MR||Testpatient^Alex||19800102|F".to_owned(),
         "ORC|NW|RX-1^NORTHCLINIC".to_owned(),
-        rxe.join("|"),
+        rxe,
         "RXR|IV^Intravenous^HL70162|LA^Left arm^HL70163".to_owned(),
     ]
     .join("\r");
