@@ -161,18 +161,16 @@ impl ConsumerRunner {
         Ok(KafkaRecord(msg.detach()))
     }
 
-    /// Watchdog, run after [`REJOIN_AFTER`] of silence: when this member holds
-    /// no partition while the group has records waiting and its committed
-    /// offsets did not move since the last look (nobody in the group is
-    /// consuming), the member leaves and joins again. Seen with Tansu after a
-    /// member was killed while joining: the restarted member stayed without
-    /// an assignment. A member that is merely spare (more members than
-    /// partitions) sees the others' offsets move and stays put. Returns the
-    /// committed total for the next look.
+    /// Watchdog, run after [`REJOIN_AFTER`] of silence: when the group has
+    /// records waiting and its committed offsets did not move since the last
+    /// look (nobody in the group is consuming), the member leaves and joins
+    /// again. Seen with Tansu after a member was killed while joining: the
+    /// restarted member stayed without an assignment, or (in the 10,000-message
+    /// SIGKILL test) with one that delivered nothing more. A member that is
+    /// merely spare or idle sees the others' offsets move and stays put.
+    /// Returns the committed total for the next look.
     async fn rejoin_if_stuck(&self, previous: Option<i64>) -> Option<i64> {
-        if self.consumer.assignment().map(|a| a.count()).unwrap_or(0) > 0 {
-            return None;
-        }
+        let assigned = self.consumer.assignment().map(|a| a.count()).unwrap_or(0);
         let (consumer, topic) = (self.consumer.clone(), self.topic.clone());
         let progress = tokio::task::spawn_blocking(move || -> Option<(i64, i64)> {
             let timeout = Duration::from_secs(5);
@@ -199,7 +197,7 @@ impl ConsumerRunner {
         .flatten();
         let (total, lag) = progress?;
         if lag > 0 && previous == Some(total) {
-            tracing::warn!(group = %self.group, topic = %self.topic, lag, "no partition assigned and the group is not moving; joining again");
+            tracing::warn!(group = %self.group, topic = %self.topic, lag, assigned, "records waiting and the group is not moving; joining again");
             self.consumer.unsubscribe();
             if let Err(e) = self.consumer.subscribe(&[&self.topic]) {
                 ComponentError {
