@@ -329,6 +329,14 @@ impl<'m> Builder<'m> {
         }
     }
 
+    /// Sets `key` only where the resource has none yet (a resource named
+    /// again may bring what it lacked the first time).
+    fn fill(&mut self, entry: usize, key: &str, value: Value) {
+        if self.entries[entry].2.get(key).is_none() {
+            self.set(entry, key, value);
+        }
+    }
+
     fn remove(&mut self, entry: usize, key: &str) {
         if let Value::Object(o) = &mut self.entries[entry].2 {
             o.remove(key);

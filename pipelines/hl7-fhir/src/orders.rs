@@ -110,19 +110,15 @@ impl Builder<'_> {
         let Some(key) = ids.first().and_then(|id| id["value"].as_str()).map(str::to_owned) else {
             return;
         };
-        let pe = match self.known("ServiceRequest", &format!("order|{key}")) {
-            Some(pe) => pe,
-            None => {
-                let mut ps = Map::new();
-                ps.insert("status".into(), json!("active"));
-                ps.insert("intent".into(), json!("order"));
-                ps.insert("identifier".into(), Value::Array(ids));
-                if let Some(subject) = self.patient_ref() {
-                    ps.insert("subject".into(), subject);
-                }
-                self.add("ServiceRequest", &format!("order|{key}"), ps)
-            }
-        };
+        let mut ps = Map::new();
+        ps.insert("status".into(), json!("active"));
+        ps.insert("intent".into(), json!("order"));
+        ps.insert("identifier".into(), Value::Array(ids));
+        if let Some(subject) = self.patient_ref() {
+            ps.insert("subject".into(), subject);
+        }
+        // An order the message already holds under these numbers is the parent.
+        let pe = self.add("ServiceRequest", &format!("order|{key}"), ps);
         if pe == e {
             return;
         }
@@ -442,9 +438,7 @@ impl Builder<'_> {
         let mut performers = self.practitioner_roles(i, 16, "RO", "Responsible Observer");
         // The observers themselves, beside their role.
         performers.extend(self.practitioner(i, 16));
-        let lab = self.performing_lab(i);
-        performers.extend(self.practitioner_roles_in(i, 25, "MDIR", "Medical Director", lab.as_ref()));
-        performers.extend(lab);
+        performers.extend(self.lab_performers(i));
         if !performers.is_empty() {
             o.insert("performer".into(), Value::Array(performers));
         }
@@ -479,6 +473,15 @@ impl Builder<'_> {
         true
     }
 
+    /// OBX-25, the medical director of OBX-23's organization, then that
+    /// organization: who performed an OBX besides its observers.
+    fn lab_performers(&mut self, i: usize) -> Vec<Value> {
+        let lab = self.performing_lab(i);
+        let mut performers = self.practitioner_roles_in(i, 25, "MDIR", "Medical Director", lab.as_ref());
+        performers.extend(lab);
+        performers
+    }
+
     /// OBX-23, the performing organization, with its address (OBX-24).
     fn performing_lab(&mut self, i: usize) -> Option<Value> {
         let lab = self.f(i, 23);
@@ -486,9 +489,8 @@ impl Builder<'_> {
         let address: Vec<Value> = self.addresses(i, 24);
         if !address.is_empty()
             && let Some(e) = org["reference"].as_str().and_then(|r| self.entry_of(r))
-            && self.entries[e].2.get("address").is_none()
         {
-            self.set(e, "address", Value::Array(address));
+            self.fill(e, "address", Value::Array(address));
         }
         Some(org)
     }
@@ -530,9 +532,7 @@ impl Builder<'_> {
         if !observers.is_empty() {
             r.insert("resultsInterpreter".into(), Value::Array(observers));
         }
-        let lab = self.performing_lab(i);
-        let mut performers = self.practitioner_roles_in(i, 25, "MDIR", "Medical Director", lab.as_ref());
-        performers.extend(lab);
+        let performers = self.lab_performers(i);
         if !performers.is_empty() {
             r.insert("performer".into(), Value::Array(performers));
         }

@@ -497,7 +497,7 @@ impl Builder<'_> {
         // results, each with its own PV1) is a visit of its own unless it
         // names the same visit number (PV1-19).
         let number = self.field(i, 19).component(1).text();
-        let key = match (self.encounter.as_deref().and_then(|r| self.entry_of(r)), &number) {
+        let key = match (self.known("Encounter", "encounter"), &number) {
             (None, _) => "encounter".to_owned(),
             (Some(first), Some(n))
                 if self.entries[first].2["identifier"]
@@ -748,8 +748,8 @@ impl Builder<'_> {
             .and_then(|r| self.entry_of(r))
         {
             let address: Vec<Value> = self.addresses(i, 5);
-            if !address.is_empty() && self.entries[e].2.get("address").is_none() {
-                self.set(e, "address", Value::Array(address));
+            if !address.is_empty() {
+                self.fill(e, "address", Value::Array(address));
             }
             let mut contact = Map::new();
             if let Some(n) = self.f(i, 6).repetitions().find_map(|n| dt::human_name(&n, 1)) {
@@ -759,8 +759,8 @@ impl Builder<'_> {
             if !telecom.is_empty() {
                 contact.insert("telecom".into(), Value::Array(telecom));
             }
-            if !contact.is_empty() && self.entries[e].2.get("contact").is_none() {
-                self.set(e, "contact", json!([contact]));
+            if !contact.is_empty() {
+                self.fill(e, "contact", json!([contact]));
             }
         }
         c.insert(
@@ -996,9 +996,7 @@ impl Builder<'_> {
             let e = self.add("Device", &format!("prt|{id}"), dv);
             // The same device named again may bring its label this time.
             for (k, v) in &label {
-                if self.entries[e].2.get(k).is_none() {
-                    self.set(e, k, v.clone());
-                }
+                self.fill(e, k, v.clone());
             }
         }
         if ids.is_empty() && !label.is_empty() {
@@ -1183,7 +1181,7 @@ impl Builder<'_> {
         });
         if is_self && let Some(patient) = self.patient_ref() {
             if let Some(Value::Array(new)) = r.remove("identifier")
-                && let Some(pe) = self.entry_of(patient["reference"].as_str().unwrap_or(""))
+                && let Some(pe) = self.known("Patient", "patient")
             {
                 for id in new {
                     let known = self.entries[pe].2["identifier"]
@@ -1317,6 +1315,7 @@ pub(crate) fn gender(code: Option<&str>) -> Option<&'static str> {
 /// each code an `ombCategory` when it is one of `omb`, else `detailed`, and
 /// the required `text` (the first display, else the codes).
 fn us_core_category(field: &carehub_hl7::codec::er7::Value<'_>, url: &str, omb: &[&str]) -> Option<Value> {
+    let cdc = dt::code_system("CDCREC");
     let mut parts = Vec::new();
     let mut words = Vec::new();
     for rep in field.repetitions() {
@@ -1327,7 +1326,7 @@ fn us_core_category(field: &carehub_hl7::codec::er7::Value<'_>, url: &str, omb: 
         let system = if matches!(code.as_str(), "UNK" | "ASKU") {
             "http://terminology.hl7.org/CodeSystem/v3-NullFlavor"
         } else {
-            "urn:oid:2.16.840.1.113883.6.238"
+            &cdc
         };
         let mut coding = Map::new();
         coding.insert("system".into(), json!(system));
