@@ -1,21 +1,24 @@
 //! The HL7 v2 edge of the binary: the MLLP listener's sink, and the
 //! `carehub hl7 send|parse` tools.
 //!
-//! What "stored before acknowledged" means for MLLP: before AA is sent, the
-//! message's bytes are in the message store (PostgreSQL, under its source key
-//! `hl7:<MSH-4>:<MSH-3>:<MSH-10>`) AND its `carehub.hl7v2.received.v1`
-//! record is on the HL7 pipeline's topic (`acks=all`, idempotent producer).
-//! The record is produced inside the message-store transaction and the
-//! transaction commits after the broker confirmed, so when either PostgreSQL
-//! or the broker is down the sender gets AR with error 207 and resends. A
-//! record that reached the broker while the commit failed is found by its
-//! source key when the pipeline applies it: no second effect.
+//! What "stored before acknowledged" means for MLLP: before AA is sent, one
+//! PostgreSQL transaction has committed the message's bytes to the message
+//! store (under its source key `hl7:<MSH-4>:<MSH-3>:<MSH-10>`) and, in the
+//! outbox, its `carehub.hl7v2.received.v1` record for the HL7 pipeline's
+//! topic. The record refers to the stored message (its id), it does not
+//! carry the bytes: whatever the listener accepts fits on the topic, and
+//! nothing reaches the topic that the store refused. The `OutboxRelay`
+//! publishes it. PostgreSQL down: AR with error 207, never AA. The broker
+//! down: AA once stored; the pipeline applies the message when the broker
+//! is back.
 //!
 //! A message whose content the mapping refuses (see
 //! `carehub_pipeline_hl7::validate`) is stored as failed with a dead letter
 //! and the reason, in the same transaction, and answered AE (content) or AR
-//! (unsupported type or version). `carehub dlq replay` runs it through the
-//! HL7 pipeline once the cause is fixed.
+//! (unsupported type or version, no usable MSH-10). A message the store
+//! cannot take at all is kept as a dead letter and answered AR.
+//! `carehub dlq replay` runs a dead letter through the HL7 pipeline once the
+//! cause is fixed.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -24,25 +27,26 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use async_trait::async_trait;
-use carehub_core::internal_events::DeadLettered;
+use carehub_core::internal_events::{ChangedDuplicate, DeadLettered};
 use carehub_hl7::codec::{AckError, Message, batch, charset};
 use carehub_hl7::listener::{CONNECTOR, Inbound, InboundSink, Unavailable, Verdict};
 use carehub_hl7::{MllpSender, SendError, SenderConfig};
-use carehub_pipeline_hl7::{Received, indexable, map, source_key, validate};
-use carehub_schema::{Action, ActorKind, AuditEntry, AuditLog, DeadLetters, MessageStore, NewDeadLetter, NewMessage};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::util::Timeout;
+use carehub_pipeline_hl7::{Received, identity_error, map, source_key, validate};
+use carehub_schema::message_store::fit_column;
+use carehub_schema::{
+    Action, ActorKind, AuditEntry, AuditLog, DeadLetters, Envelope, MessageStore, NewDeadLetter, NewMessage, Outbox,
+};
 use sqlx::PgPool;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 /// Most messages one store transaction takes.
 const MAX_BATCH: usize = 500;
 
-/// Stores each received message (message store + pipeline topic) before it
+/// Stores each received message (message store + outbox record) before it
 /// is acknowledged. Messages arriving together on many connections share one
 /// transaction (group commit): `workers` transactions run at a time, each
 /// taking whatever messages are waiting, so a busy listener pays one commit
-/// and one broker round trip for many messages, and an idle one answers at once.
+/// for many messages, and an idle one answers at once.
 pub struct Hl7Store {
     jobs: mpsc::Sender<Job>,
     listener: String,
@@ -61,11 +65,10 @@ impl std::fmt::Debug for Hl7Store {
 /// What the store needs to know; shared by its workers.
 struct StoreTarget {
     pool: PgPool,
-    producer: FutureProducer,
     /// The HL7 pipeline's topic, and its name (the consumer of its dead letters).
     topic: String,
     pipeline: String,
-    store_timeout: Duration,
+    listener: String,
 }
 
 /// One received message, prepared on its connection's task.
@@ -76,9 +79,21 @@ struct Prepared {
     message_type: Option<String>,
     control_id: Option<String>,
     origin: String,
+    peer: String,
     raw: Vec<u8>,
-    payload: Vec<u8>,
-    event_id: String,
+}
+
+/// Why a store transaction failed: storage is down (retry later), or this
+/// content can never be stored (keep it as a dead letter, refuse it).
+enum StoreFailure {
+    Unavailable(Unavailable),
+    Refused(String),
+}
+
+impl From<Unavailable> for StoreFailure {
+    fn from(u: Unavailable) -> Self {
+        StoreFailure::Unavailable(u)
+    }
 }
 
 struct Job {
@@ -87,22 +102,14 @@ struct Job {
 }
 
 impl Hl7Store {
-    pub fn start(
-        pool: PgPool,
-        producer: FutureProducer,
-        topic: String,
-        listener: String,
-        store_timeout: Duration,
-        workers: usize,
-    ) -> Self {
+    pub fn start(pool: PgPool, topic: String, listener: String, store_timeout: Duration, workers: usize) -> Self {
         let (jobs, rx) = mpsc::channel::<Job>(MAX_BATCH * workers.max(1) * 2);
         let rx = Arc::new(Mutex::new(rx));
         let target = Arc::new(StoreTarget {
             pool,
-            producer,
             topic,
             pipeline: "hl7".to_owned(),
-            store_timeout,
+            listener: listener.clone(),
         });
         for _ in 0..workers.max(1) {
             tokio::spawn(worker(rx.clone(), target.clone()));
@@ -129,9 +136,25 @@ impl Hl7Store {
         !e.reject && carehub_pipeline_hl7::app_ack::routed(msg, carehub_hl7::codec::Outcome::Error, &self.ack_routes)
     }
 
-    fn prepare(&self, inbound: &Inbound<'_>) -> Result<Prepared, Unavailable> {
+    fn prepare(&self, inbound: &Inbound<'_>) -> Prepared {
         let origin = format!("mllp:{}", inbound.peer);
+        let unparsed_key = || format!("hl7:unparsed:{}", uuid::Uuid::now_v7());
         let (verdict, key, partition_key, message_type, control_id) = match inbound.parsed {
+            // A message without a usable MSH-10 has no identity: it is kept
+            // under a key of its own, never taken for another's duplicate.
+            Ok(msg) if identity_error(msg).is_some() => {
+                let e = identity_error(msg)
+                    .map(|e| e.ack_error())
+                    .unwrap_or_else(|| AckError::new(101, ""));
+                let msh = msg.msh();
+                (
+                    Verdict::Rejected(e),
+                    unparsed_key(),
+                    format!("{}:{}", msh.field(4).raw(), msh.field(3).raw()),
+                    Some(msg.type_label()),
+                    None,
+                )
+            }
             Ok(msg) => {
                 let verdict = match validate(msg) {
                     Ok(()) => Verdict::Accepted,
@@ -150,35 +173,36 @@ impl Hl7Store {
                     Some(msg.control_id().to_owned()),
                 )
             }
-            Err(e) => (
-                Verdict::Rejected(AckError::new(100, e.to_string())),
-                format!("hl7:unparsed:{}", uuid::Uuid::now_v7()),
-                inbound.peer.ip().to_string(),
-                None,
-                None,
-            ),
+            Err(e) => {
+                let (code, location) = e.hl7_error();
+                let mut err = AckError::new(code, e.to_string());
+                err.location = location;
+                (
+                    Verdict::Rejected(err),
+                    unparsed_key(),
+                    inbound.peer.ip().to_string(),
+                    None,
+                    None,
+                )
+            }
         };
-        let (message_type, control_id) = (message_type.map(indexable), control_id.map(indexable));
-        let envelope = Received::new(inbound.raw, inbound.peer, &self.listener).into_envelope(Some(&key));
-        let payload = serde_json::to_vec(&envelope).map_err(|e| Unavailable(e.to_string()))?;
-        Ok(Prepared {
+        Prepared {
             verdict,
             key,
-            partition_key,
-            message_type,
-            control_id,
+            partition_key: fit_column(&partition_key),
+            message_type: message_type.as_deref().map(fit_column),
+            control_id: control_id.as_deref().map(fit_column),
             origin,
+            peer: inbound.peer.to_string(),
             raw: inbound.raw.to_vec(),
-            payload,
-            event_id: envelope.id,
-        })
+        }
     }
 }
 
 #[async_trait]
 impl InboundSink for Hl7Store {
     async fn store(&self, inbound: Inbound<'_>) -> Result<Verdict, Unavailable> {
-        let item = self.prepare(&inbound)?;
+        let item = self.prepare(&inbound);
         let (reply, answer) = oneshot::channel();
         self.jobs
             .send(Job { item, reply })
@@ -212,33 +236,89 @@ async fn worker(rx: Arc<Mutex<mpsc::Receiver<Job>>>, target: Arc<StoreTarget>) {
             batch
         };
         let items: Vec<&Prepared> = batch.iter().map(|j| &j.item).collect();
-        let results = match target.write(&items).await {
-            Ok(dead_letters) => {
-                target.announce(dead_letters);
-                batch.iter().map(|_| Ok(())).collect()
-            }
+        let results: Vec<Result<Verdict, Unavailable>> = match target.write(&items).await {
+            Ok(()) => items.iter().map(|p| Ok(p.verdict.clone())).collect(),
             // One message must not hold the others hostage: a failed batch is
             // tried again one message at a time, so only what fails alone is refused.
             Err(_) if batch.len() > 1 => {
                 let mut results = Vec::with_capacity(batch.len());
                 for item in &items {
-                    results.push(target.write(&[*item]).await.map(|d| target.announce(d)));
+                    results.push(target.write_alone(item).await);
                 }
                 results
             }
-            Err(e) => vec![Err(e)],
+            Err(_) => vec![target.write_alone(items[0]).await],
         };
         for (job, result) in batch.into_iter().zip(results) {
-            let _ = job.reply.send(result.map(|()| job.item.verdict));
+            let _ = job.reply.send(result);
         }
     }
 }
 
-fn unavailable(what: &str) -> impl FnOnce(carehub_schema::Error) -> Unavailable + '_ {
-    move |e| Unavailable(format!("{what}: {e}"))
+fn unavailable(what: &str) -> impl FnOnce(carehub_schema::Error) -> StoreFailure + '_ {
+    move |e| {
+        if e.is_transient() {
+            StoreFailure::Unavailable(Unavailable(format!("{what}: {e}")))
+        } else {
+            // The database answered and refused this content: retrying cannot help.
+            StoreFailure::Refused(format!(
+                "the {what} refused the message ({})",
+                e.code().unwrap_or("no SQLSTATE")
+            ))
+        }
+    }
 }
 
 impl StoreTarget {
+    /// One message on its own; one that can never be stored is kept as a
+    /// dead letter (its bytes, the reason) and refused AR, so the sender
+    /// stops resending it and nothing is lost (hardening item 2).
+    async fn write_alone(&self, item: &Prepared) -> Result<Verdict, Unavailable> {
+        match self.write(&[item]).await {
+            Ok(()) => Ok(item.verdict.clone()),
+            Err(StoreFailure::Unavailable(u)) => Err(u),
+            Err(StoreFailure::Refused(reason)) => {
+                let mut tx = self
+                    .pool
+                    .begin()
+                    .await
+                    .map_err(|e| Unavailable(format!("PostgreSQL: {e}")))?;
+                let id = DeadLetters::insert(
+                    &mut tx,
+                    &NewDeadLetter {
+                        consumer: &self.pipeline,
+                        topic: &self.topic,
+                        partition: None,
+                        offset: None,
+                        key: Some(item.partition_key.as_bytes()),
+                        payload: &item.raw,
+                        event_id: None,
+                        message_id: None,
+                        error_code: "store_error",
+                        reason: &reason,
+                    },
+                )
+                .await
+                .map_err(|e| Unavailable(format!("dead letters: {e}")))?;
+                let audit = AuditEntry::new(ActorKind::Connector, CONNECTOR, Action::Ingest, "dead_letter")
+                    .entity(id)
+                    .origin(item.origin.clone())
+                    .detail(serde_json::json!({ "error_code": "store_error" }));
+                AuditLog::append(&mut tx, &[audit])
+                    .await
+                    .map_err(|e| Unavailable(format!("audit trail: {e}")))?;
+                tx.commit()
+                    .await
+                    .map_err(|e| Unavailable(format!("PostgreSQL commit: {e}")))?;
+                self.announce(vec![("store_error", id)]);
+                Ok(Verdict::Rejected(AckError::new(
+                    207,
+                    format!("message cannot be stored: {reason}; kept as dead letter {id}"),
+                )))
+            }
+        }
+    }
+
     fn announce(&self, dead_letters: Vec<(&'static str, i64)>) {
         for (code, id) in dead_letters {
             DeadLettered {
@@ -250,112 +330,114 @@ impl StoreTarget {
         }
     }
 
-    /// Stores a batch: new messages into the message store, the accepted ones
-    /// onto the pipeline topic, the refused ones into the dead letters; one
-    /// commit after the broker confirmed. Returns the dead letters written.
-    async fn write(&self, items: &[&Prepared]) -> Result<Vec<(&'static str, i64)>, Unavailable> {
+    /// Stores a batch: new messages into the message store, the accepted
+    /// ones' records into the outbox, the refused ones into the dead letters;
+    /// one commit.
+    async fn write(&self, items: &[&Prepared]) -> Result<(), StoreFailure> {
         let started = std::time::Instant::now();
         let mut tx = self
             .pool
             .begin()
             .await
             .map_err(|e| Unavailable(format!("PostgreSQL: {e}")))?;
-        // Accepted messages go to the broker at once, while the message store
-        // is written: the batch waits for the slower of the two, not for both.
-        // A copy published for a message that turns out to be a resend is
-        // harmless: the pipeline finds it already applied.
-        let sends: Vec<_> = items
+        let news: Vec<NewMessage<'_>> = items
             .iter()
-            .filter(|p| p.verdict == Verdict::Accepted)
-            .map(|p| {
-                let record = FutureRecord::to(&self.topic).key(&p.partition_key).payload(&p.payload);
-                self.producer.send(record, Timeout::After(self.store_timeout))
+            .map(|p| NewMessage {
+                connector: CONNECTOR,
+                protocol: "hl7v2",
+                message_type: p.message_type.as_deref(),
+                control_id: p.control_id.as_deref(),
+                source_key: &p.key,
+                origin: Some(&p.origin),
+                raw: &p.raw,
             })
             .collect();
-        let publish = futures::future::join_all(sends);
-        let store = async {
-            let news: Vec<NewMessage<'_>> = items
-                .iter()
-                .map(|p| NewMessage {
+        let ingested = MessageStore::ingest_batch(&mut tx, &news)
+            .await
+            .map_err(unavailable("message store"))?;
+        let mut audit = Vec::new();
+        let mut dead_letters = Vec::new();
+        let mut records: Vec<(&str, Envelope)> = Vec::new();
+        for (p, ing) in items.iter().zip(&ingested) {
+            if ing.is_changed_duplicate() {
+                // Same key, other content: kept for review, not applied (HL7
+                // holds it; the first copy stands).
+                ChangedDuplicate {
                     connector: CONNECTOR,
-                    protocol: "hl7v2",
-                    message_type: p.message_type.as_deref(),
-                    control_id: p.control_id.as_deref(),
-                    source_key: &p.key,
-                    origin: Some(&p.origin),
-                    raw: &p.raw,
-                })
-                .collect();
-            let ingested = MessageStore::ingest_batch(&mut tx, &news)
+                    message_id: ing.id(),
+                }
+                .emit();
+            }
+            if ing.is_duplicate() {
+                // Stored (and announced) before: the same answer, no second effect.
+                continue;
+            }
+            let message_id = ing.id();
+            let envelope = Received::new(message_id, &p.peer, &self.listener).into_envelope(Some(&p.key));
+            let e = match &p.verdict {
+                Verdict::Accepted => {
+                    records.push((&p.partition_key, envelope));
+                    continue;
+                }
+                Verdict::Error(e) | Verdict::Rejected(e) => e,
+            };
+            let code = match &p.verdict {
+                Verdict::Error(_) => "invalid_data",
+                _ if p.message_type.is_none() || p.control_id.is_none() => "invalid_envelope",
+                _ => "unknown_type",
+            };
+            MessageStore::mark_failed(&mut tx, message_id, &e.text)
                 .await
                 .map_err(unavailable("message store"))?;
-            let mut audit = Vec::new();
-            let mut dead_letters = Vec::new();
-            // Duplicates were stored (and published) before: the same answer, no second effect.
-            for (p, ing) in items.iter().zip(&ingested).filter(|(_, i)| !i.is_duplicate()) {
-                let e = match &p.verdict {
-                    Verdict::Accepted => continue,
-                    Verdict::Error(e) | Verdict::Rejected(e) => e,
-                };
-                let code = match &p.verdict {
-                    Verdict::Error(_) => "invalid_data",
-                    _ if p.message_type.is_none() => "invalid_envelope",
-                    _ => "unknown_type",
-                };
-                let message_id = ing.id();
-                MessageStore::mark_failed(&mut tx, message_id, &e.text)
-                    .await
-                    .map_err(unavailable("message store"))?;
-                let id = DeadLetters::insert(
-                    &mut tx,
-                    &NewDeadLetter {
-                        consumer: &self.pipeline,
-                        topic: &self.topic,
-                        partition: None,
-                        offset: None,
-                        key: Some(p.partition_key.as_bytes()),
-                        payload: &p.payload,
-                        event_id: Some(&p.event_id),
-                        message_id: Some(message_id),
-                        error_code: code,
-                        reason: &e.text,
-                    },
-                )
-                .await
-                .map_err(unavailable("dead letters"))?;
-                audit.push(
-                    AuditEntry::new(ActorKind::Connector, CONNECTOR, Action::Ingest, "message")
-                        .entity(message_id)
-                        .message(Some(message_id))
-                        .origin(p.origin.clone())
-                        .detail(serde_json::json!({ "dead_letter": id, "error_code": code, "hl7_error": e.code })),
-                );
-                dead_letters.push((code, id));
-            }
-            if !audit.is_empty() {
-                AuditLog::append(&mut tx, &audit)
-                    .await
-                    .map_err(unavailable("audit trail"))?;
-            }
-            Ok::<_, Unavailable>(dead_letters)
-        };
-        let (deliveries, stored) = tokio::join!(publish, store);
-        let dead_letters = stored?;
-        let stored = started.elapsed();
-        for delivery in deliveries {
-            delivery.map_err(|(e, _)| Unavailable(format!("broker: {e}")))?;
+            let payload = serde_json::to_vec(&envelope).map_err(|e| Unavailable(e.to_string()))?;
+            let id = DeadLetters::insert(
+                &mut tx,
+                &NewDeadLetter {
+                    consumer: &self.pipeline,
+                    topic: &self.topic,
+                    partition: None,
+                    offset: None,
+                    key: Some(p.partition_key.as_bytes()),
+                    payload: &payload,
+                    event_id: Some(&envelope.id),
+                    message_id: Some(message_id),
+                    error_code: code,
+                    reason: &e.text,
+                },
+            )
+            .await
+            .map_err(unavailable("dead letters"))?;
+            audit.push(
+                AuditEntry::new(ActorKind::Connector, CONNECTOR, Action::Ingest, "message")
+                    .entity(message_id)
+                    .message(Some(message_id))
+                    .origin(p.origin.clone())
+                    .detail(serde_json::json!({ "dead_letter": id, "error_code": code, "hl7_error": e.code })),
+            );
+            dead_letters.push((code, id));
         }
+        let refs: Vec<(&str, &Envelope)> = records.iter().map(|(k, e)| (*k, e)).collect();
+        Outbox::enqueue_batch(&mut tx, &self.topic, &refs)
+            .await
+            .map_err(unavailable("outbox"))?;
+        if !audit.is_empty() {
+            AuditLog::append(&mut tx, &audit)
+                .await
+                .map_err(unavailable("audit trail"))?;
+        }
+        let stored = started.elapsed();
         tx.commit()
             .await
             .map_err(|e| Unavailable(format!("PostgreSQL commit: {e}")))?;
         // Where a batch's time goes, for tuning (debug level).
         tracing::debug!(
             batch = items.len(),
-            store_and_broker_ms = stored.as_secs_f64() * 1e3,
+            store_ms = stored.as_secs_f64() * 1e3,
             commit_ms = (started.elapsed() - stored).as_secs_f64() * 1e3,
             "MLLP store batch"
         );
-        Ok(dead_letters)
+        self.announce(dead_letters);
+        Ok(())
     }
 }
 
@@ -529,12 +611,9 @@ fn field_json(v: &carehub_hl7::codec::Value<'_>, opaque: bool) -> serde_json::Va
 
 /// Builds the MLLP listener for `carehub serve`.
 pub async fn listener(cfg: &crate::config::Config, pool: PgPool) -> anyhow::Result<carehub_hl7::MllpListener> {
-    let producer = carehub_kafka::idempotent_producer_with_linger(&cfg.kafka, 0)
-        .context("creating the MLLP listener's Kafka producer")?;
     let sink = Arc::new(
         Hl7Store::start(
             pool,
-            producer,
             cfg.pipelines.hl7.topic.clone(),
             cfg.hl7.listener.listen.to_string(),
             Duration::from_millis(cfg.hl7.store_timeout_ms),

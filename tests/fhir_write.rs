@@ -971,6 +971,7 @@ async fn a_converted_message_loaded_again_writes_nothing_and_a_change_writes_a_v
         message_id: uuid::Uuid::now_v7(),
         origin: "kafka:test".into(),
         replay: false,
+        raw: None,
     };
     let patient = uuid::Uuid::now_v7();
     let canonical = CanonicalIds {

@@ -124,8 +124,7 @@ async fn events_the_hl7_pipeline_emits_conform_to_their_schemas() {
     }
     for (i, text) in texts.iter().enumerate() {
         let raw = text.lines().collect::<Vec<_>>().join("\r");
-        let event =
-            carehub_pipeline_hl7::Received::new(raw.as_bytes(), "127.0.0.1:1", "127.0.0.1:2575").into_envelope(None);
+        let event = common::stored_hl7(&db.pool, raw.as_bytes()).await;
         let bytes = serde_json::to_vec(&event).expect("json");
         let value: Value = serde_json::from_slice(&bytes).expect("json");
         assert_valid(&validator("envelope.v1"), &value, "inbound envelope");
@@ -213,8 +212,7 @@ async fn records_the_lab_pipelines_emit_conform_to_their_schemas() {
         .lines()
         .collect::<Vec<_>>()
         .join("\r");
-    let received =
-        carehub_pipeline_hl7::Received::new(orm.as_bytes(), "127.0.0.1:1", "127.0.0.1:2").into_envelope(None);
+    let received = common::stored_hl7(&db.pool, orm.as_bytes()).await;
     assert!(matches!(run(&hl7, &received, 0).await, Processed::Applied { .. }));
     let upserted: Vec<Value> = carehub_schema::Outbox::unsent(&db.pool, 100)
         .await

@@ -542,3 +542,28 @@ pub fn fhir_token(hub: &Hub, args: &[&str]) -> String {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).expect("utf8").trim().to_owned()
 }
+
+/// What the MLLP listener does before the HL7 pipeline sees a message: its
+/// bytes into the message store, and the `carehub.hl7v2.received.v1` record
+/// that refers to them.
+pub async fn stored_hl7(pool: &PgPool, raw: &[u8]) -> Envelope {
+    let (text, _) = carehub_hl7::codec::decode_text(raw).expect("decodes");
+    let msg = carehub_hl7::codec::Message::parse(&text).expect("parses");
+    let key = carehub_pipeline_hl7::source_key(&msg);
+    let mut conn = pool.acquire().await.expect("connection");
+    let stored = carehub_schema::MessageStore::ingest(
+        &mut conn,
+        &carehub_schema::NewMessage {
+            connector: "hl7_mllp",
+            protocol: "hl7v2",
+            message_type: Some(&msg.type_label()),
+            control_id: Some(msg.control_id()),
+            source_key: &key,
+            origin: Some("mllp:127.0.0.1:1"),
+            raw,
+        },
+    )
+    .await
+    .expect("stored");
+    carehub_pipeline_hl7::Received::new(stored.id(), "127.0.0.1:1", "127.0.0.1:2575").into_envelope(Some(&key))
+}

@@ -247,6 +247,30 @@ impl MllpListener {
     }
 }
 
+/// One open connection in `carehub_hl7_connections_open`, for as long as it lives.
+struct OpenConnection;
+
+impl OpenConnection {
+    fn new() -> Self {
+        Hl7Connections {
+            connector: CONNECTOR,
+            delta: 1.0,
+        }
+        .emit();
+        OpenConnection
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        Hl7Connections {
+            connector: CONNECTOR,
+            delta: -1.0,
+        }
+        .emit();
+    }
+}
+
 struct ConnectionHandler {
     config: ListenerConfig,
     sink: Arc<dyn InboundSink>,
@@ -269,19 +293,12 @@ impl ConnectionHandler {
         peer: SocketAddr,
         shutdown: watch::Receiver<bool>,
     ) {
-        Hl7Connections {
-            connector: CONNECTOR,
-            delta: 1.0,
-        }
-        .emit();
+        // Counted down on drop, so a connection task that ends in any way
+        // (a panic included) leaves the gauge right (hardening item 8).
+        let _open = OpenConnection::new();
         tracing::debug!(%peer, "MLLP connection opened");
         let reason = self.serve_stream(stream, peer, shutdown).await;
         tracing::info!(%peer, reason = %reason, "MLLP connection closed");
-        Hl7Connections {
-            connector: CONNECTOR,
-            delta: -1.0,
-        }
-        .emit();
     }
 
     /// Serves one connection; returns why it ended.

@@ -3,7 +3,8 @@ use std::time::Instant;
 
 use carehub_core::internal_events::{DeadLettered, DuplicateSkipped, MessageProcessed, MessageReceived};
 use carehub_schema::{
-    Action, ActorKind, AuditEntry, AuditLog, DeadLetters, Envelope, MessageStore, NewDeadLetter, NewMessage, consumed,
+    Action, ActorKind, AuditEntry, AuditLog, DeadLetters, Envelope, Ingested, MessageStore, NewDeadLetter, NewMessage,
+    consumed,
 };
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
@@ -82,8 +83,36 @@ enum Emit {
     Duplicate { event_id: String },
 }
 
-/// A stored message's status and its open dead letter (id, code, reason), if any.
-type SeenBefore = (String, Option<i64>, Option<String>, Option<String>);
+/// A stored message's status, bytes and its open dead letter of this pipeline.
+struct StoredRow {
+    status: String,
+    raw: Vec<u8>,
+    dead_letter: Option<(i64, String, String)>,
+}
+
+/// The message `id` of the message store, with its open dead letter for `consumer`.
+async fn load_stored(conn: &mut PgConnection, consumer: &str, id: Uuid) -> Result<Option<StoredRow>> {
+    type Row = (String, Vec<u8>, Option<i64>, Option<String>, Option<String>);
+    let row: Option<Row> = sqlx::query_as(
+        "SELECT m.status, m.raw, d.id, d.error_code, d.reason FROM message m
+           LEFT JOIN LATERAL (SELECT id, error_code, reason FROM dead_letter
+                               WHERE consumer = $1 AND message_id = m.id AND status = 'open'
+                               ORDER BY id LIMIT 1) d ON true
+          WHERE m.id = $2",
+    )
+    .bind(consumer)
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(row.map(|(status, raw, id, code, reason)| StoredRow {
+        status,
+        raw,
+        dead_letter: match (id, code, reason) {
+            (Some(id), Some(code), Some(reason)) => Some((id, code, reason)),
+            _ => None,
+        },
+    }))
+}
 
 fn source_key(rec: &InboundRecord<'_>, env: Option<&Envelope>) -> String {
     match env {
@@ -195,54 +224,53 @@ impl Engine {
         }
         .emit();
 
-        let filing = env
+        // A record that refers to a message its ingress stored (the bytes are
+        // in the message store, not on the topic) is that message; any other
+        // record is filed in the message store itself, keyed by topic and event id.
+        let mut rejection = rejection;
+        let stored = env
             .as_ref()
             .filter(|_| rejection.is_none())
-            .and_then(|e| self.handler.filing(e));
-        let key = filing
-            .as_ref()
-            .map_or_else(|| source_key(rec, env.as_ref()), |f| f.source_key.clone());
-        let origin = filing.as_ref().and_then(|f| f.origin.clone()).unwrap_or(origin);
-        let connector = filing.as_ref().map_or(CONNECTOR, |f| f.connector.as_str());
-        let new_message = match &filing {
-            Some(f) => NewMessage {
-                connector: &f.connector,
-                protocol: &f.protocol,
-                message_type: f.message_type.as_deref(),
-                control_id: f.control_id.as_deref(),
-                source_key: &key,
-                origin: Some(&origin),
-                raw: &f.raw,
+            .and_then(|e| self.handler.stored(e));
+        let key = source_key(rec, env.as_ref());
+        let mut origin = origin;
+        let mut connector = CONNECTOR;
+        let mut raw = None;
+        let (message_id, seen_before) = match &stored {
+            Some(s) => match load_stored(&mut *tx, name, s.message_id).await? {
+                Some(row) => {
+                    origin = s.origin.clone().unwrap_or(origin);
+                    connector = s.connector;
+                    raw = Some(row.raw);
+                    (s.message_id, Some((row.status, row.dead_letter)))
+                }
+                None => {
+                    rejection = Some(HandlerError::rejected(
+                        "unknown_reference",
+                        format!("message {} is not in the message store", s.message_id),
+                    ));
+                    let filed = self.file_record(&mut *tx, rec, env.as_ref(), &key, &origin).await?;
+                    (filed.id(), None)
+                }
             },
-            None => NewMessage {
-                connector: CONNECTOR,
-                protocol: "kafka",
-                message_type: env.as_ref().map(|e| e.event_type.as_str()),
-                control_id: env.as_ref().map(|e| e.id.as_str()),
-                source_key: &key,
-                origin: Some(&origin),
-                raw: rec.payload,
-            },
+            None => {
+                let ingested = self.file_record(&mut *tx, rec, env.as_ref(), &key, &origin).await?;
+                let seen = if ingested.is_duplicate() {
+                    load_stored(&mut *tx, name, ingested.id())
+                        .await?
+                        .map(|row| (row.status, row.dead_letter))
+                } else {
+                    None
+                };
+                (ingested.id(), seen)
+            }
         };
-        let ingested = MessageStore::ingest(&mut *tx, &new_message).await?;
-        let message_id = ingested.id();
 
-        if ingested.is_duplicate() {
-            // Seen before: a redelivered poison record must not open a second
-            // dead letter, and a message applied once (a sender's resend under
-            // a new event id) has no second effect. One query tells both.
-            let row: Option<SeenBefore> = sqlx::query_as(
-                "SELECT m.status, d.id, d.error_code, d.reason FROM message m
-                   LEFT JOIN LATERAL (SELECT id, error_code, reason FROM dead_letter
-                                       WHERE consumer = $1 AND message_id = m.id AND status = 'open'
-                                       ORDER BY id LIMIT 1) d ON true
-                  WHERE m.id = $2",
-            )
-            .bind(name)
-            .bind(message_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if let Some((_, Some(id), Some(code), Some(reason))) = &row {
+        // Seen before: a redelivered poison record must not open a second
+        // dead letter, and a message applied once (a sender's resend under a
+        // new event id) has no second effect.
+        if let Some((status, dead_letter)) = &seen_before {
+            if let Some((id, code, reason)) = dead_letter {
                 let processed = Processed::DeadLettered {
                     id: *id,
                     code: static_code(code),
@@ -251,7 +279,7 @@ impl Engine {
                 };
                 return Ok((processed, false));
             }
-            if matches!(&row, Some((status, ..)) if status == "processed") {
+            if status == "processed" {
                 let event_id = env.as_ref().map_or_else(|| key.clone(), |e| e.id.clone());
                 emits.push(Emit::Duplicate {
                     event_id: event_id.clone(),
@@ -267,6 +295,7 @@ impl Engine {
                     message_id,
                     origin: origin.clone(),
                     replay: false,
+                    raw: raw.clone(),
                 };
                 match self.claim_and_handle(&mut *tx, &ctx, env).await {
                     Ok(None) => {
@@ -326,6 +355,7 @@ impl Engine {
                         message_id,
                         origin: origin.clone(),
                         replay: false,
+                        raw,
                     };
                     sqlx::query("SAVEPOINT answer").execute(&mut *tx).await?;
                     match self.handler.rejected(&mut *tx, &ctx, env, code, &reason).await {
@@ -383,6 +413,27 @@ impl Engine {
         result.map(Some)
     }
 
+    /// Files a record in the message store under its own key (topic and event id).
+    async fn file_record(
+        &self,
+        conn: &mut PgConnection,
+        rec: &InboundRecord<'_>,
+        env: Option<&Envelope>,
+        key: &str,
+        origin: &str,
+    ) -> Result<Ingested> {
+        let new_message = NewMessage {
+            connector: CONNECTOR,
+            protocol: "kafka",
+            message_type: env.map(|e| e.event_type.as_str()),
+            control_id: env.map(|e| e.id.as_str()),
+            source_key: key,
+            origin: Some(origin),
+            raw: rec.payload,
+        };
+        Ok(MessageStore::ingest(conn, &new_message).await?)
+    }
+
     /// Replays dead letter `id` through this pipeline now. `actor` names the
     /// operator for the audit trail.
     pub async fn replay(&self, id: i64, actor: &str) -> Result<ReplayOutcome> {
@@ -413,10 +464,15 @@ impl Engine {
                 format!("pipeline {name} does not handle event type {:?}", env.event_type),
             )),
             Ok(env) => {
+                let raw = match self.handler.stored(&env) {
+                    Some(s) => load_stored(&mut tx, name, s.message_id).await?.map(|row| row.raw),
+                    None => None,
+                };
                 let ctx = Context {
                     message_id,
                     origin: origin.clone(),
                     replay: true,
+                    raw,
                 };
                 match self.claim_and_handle(&mut tx, &ctx, &env).await {
                     Ok(None) => {

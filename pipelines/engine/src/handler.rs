@@ -13,6 +13,8 @@ pub struct Context {
     pub origin: String,
     /// True when an operator replays a dead letter.
     pub replay: bool,
+    /// The stored message's bytes, for a record that refers to one ([`Handler::stored`]).
+    pub raw: Option<Vec<u8>>,
 }
 
 /// A handled record's result.
@@ -52,25 +54,18 @@ impl HandlerError {
     }
 }
 
-/// How a record is filed in the message store when it carries another
-/// protocol's message (HL7 v2 bytes from the MLLP listener, say): that
-/// message verbatim, under the source's own idempotency key.
+/// A record that refers to a message an ingress already stored (HL7 v2
+/// bytes the MLLP listener took): the record carries the message's id, the
+/// message store its bytes. The engine applies the stored message, and
+/// duplicates and dead letters are judged on it.
 #[derive(Debug, Clone)]
-pub struct Filing {
-    /// Connector that received it (`hl7_mllp`).
-    pub connector: String,
-    /// Wire protocol (`hl7v2`).
-    pub protocol: String,
-    /// As the protocol names it (`ADT^A01`).
-    pub message_type: Option<String>,
-    /// The sender's id for it (MSH-10).
-    pub control_id: Option<String>,
-    /// Unique per source: the same key twice is the same message (`hl7:<facility>:<MSH-10>`).
-    pub source_key: String,
+pub struct StoredRef {
+    /// The message-store id.
+    pub message_id: Uuid,
+    /// Connector that received it (`hl7_mllp`), for the audit trail.
+    pub connector: &'static str,
     /// The remote address it came from.
     pub origin: Option<String>,
-    /// The message's bytes as received.
-    pub raw: Vec<u8>,
 }
 
 /// One pipeline's logic. It runs inside the engine's transaction: everything
@@ -90,9 +85,9 @@ pub trait Handler: Send + Sync {
         false
     }
 
-    /// How the record is filed in the message store. `None` (the default)
-    /// files the Kafka record itself, keyed by topic and event id.
-    fn filing(&self, _event: &Envelope) -> Option<Filing> {
+    /// The stored message the record refers to. `None` (the default) files
+    /// the Kafka record itself in the message store, keyed by topic and event id.
+    fn stored(&self, _event: &Envelope) -> Option<StoredRef> {
         None
     }
 

@@ -13,7 +13,7 @@ mod engine;
 mod handler;
 
 pub use engine::{Engine, InboundRecord, Processed, ReplayOutcome};
-pub use handler::{Context, Filing, Handled, Handler, HandlerError};
+pub use handler::{Context, Handled, Handler, HandlerError, StoredRef};
 
 /// Errors that leave the record unacknowledged: retry later.
 #[derive(Debug, thiserror::Error)]

@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use base64::Engine as _;
 use carehub_core::internal_events::Hl7SegmentsUnmapped;
 use carehub_hl7::codec::Message;
-use carehub_pipeline::{Context, Filing, Handled, Handler, HandlerError};
+use carehub_pipeline::{Context, Handled, Handler, HandlerError, StoredRef};
 use carehub_schema::model::OrganizationKind;
 use carehub_schema::records;
 use carehub_schema::repo::{self, PatientData, Upserted};
@@ -28,7 +28,7 @@ use carehub_schema::{Action, ActorKind, AuditEntry, Envelope, Outbox};
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 
-pub use map::{Command, FACILITY_SYSTEM, Mapped, MappingError, map};
+pub use map::{Command, FACILITY_SYSTEM, MAX_CONTROL_ID, Mapped, MappingError, identity_error, map, nul_error};
 
 /// Event type of a received HL7 v2 message on the inbound topic.
 pub const RECEIVED: &str = "carehub.hl7v2.received.v1";
@@ -45,12 +45,16 @@ pub const INVOICE_UPSERTED: &str = "carehub.invoice.upserted.v1";
 const SOURCE: &str = "/carehub/pipelines/hl7";
 const ACTOR: &str = "pipeline:hl7";
 
-/// `data` of a `carehub.hl7v2.received.v1` event.
+/// `data` of a `carehub.hl7v2.received.v1` event: a message the MLLP
+/// listener stored. The record refers to the stored bytes instead of
+/// carrying them, so whatever the listener accepts fits on the topic, and
+/// nothing reaches the topic that the store refused (it is written through
+/// the outbox in the same transaction as the message).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Received {
-    /// The message bytes exactly as they arrived in the MLLP frame.
-    pub raw_base64: String,
+    /// The message-store id of the message, its bytes as they arrived.
+    pub message_id: uuid::Uuid,
     /// The sender's address (`ip:port`).
     pub peer: String,
     /// The listener that took it (`ip:port`).
@@ -58,19 +62,15 @@ pub struct Received {
 }
 
 impl Received {
-    pub fn new(raw: &[u8], peer: impl ToString, listener: impl ToString) -> Self {
+    pub fn new(message_id: uuid::Uuid, peer: impl ToString, listener: impl ToString) -> Self {
         Received {
-            raw_base64: base64::engine::general_purpose::STANDARD.encode(raw),
+            message_id,
             peer: peer.to_string(),
             listener: listener.to_string(),
         }
     }
 
-    pub fn raw(&self) -> Result<Vec<u8>, base64::DecodeError> {
-        base64::engine::general_purpose::STANDARD.decode(&self.raw_base64)
-    }
-
-    /// The envelope the listener publishes.
+    /// The envelope the listener writes to the outbox.
     pub fn into_envelope(self, source_key: Option<&str>) -> Envelope {
         let env = Envelope::new(RECEIVED, "/carehub/connectors/hl7_mllp", serde_json::json!(self));
         match source_key {
@@ -187,13 +187,13 @@ impl Hl7Pipeline {
     }
 }
 
-fn received(event: &Envelope) -> Result<(Received, Vec<u8>), HandlerError> {
-    let rec = Received::deserialize(&event.data)
+/// The bytes of the stored message `event` refers to (the engine loaded them).
+fn stored_bytes<'c>(ctx: &'c Context, event: &Envelope) -> Result<&'c [u8], HandlerError> {
+    Received::deserialize(&event.data)
         .map_err(|e| HandlerError::rejected("invalid_envelope", format!("{RECEIVED}: {e}")))?;
-    let raw = rec
-        .raw()
-        .map_err(|e| HandlerError::rejected("invalid_envelope", format!("raw_base64: {e}")))?;
-    Ok((rec, raw))
+    ctx.raw
+        .as_deref()
+        .ok_or_else(|| HandlerError::rejected("unknown_reference", "the stored message's bytes are missing"))
 }
 
 /// Collects audit entries and outbound events of one message.
@@ -258,26 +258,17 @@ impl Handler for Hl7Pipeline {
         event_type == RECEIVED
     }
 
-    fn filing(&self, event: &Envelope) -> Option<Filing> {
-        let (rec, raw) = received(event).ok()?;
-        let (text, _) = carehub_hl7::codec::decode_text(&raw).ok()?;
-        let parsed = Message::header(&text).ok();
-        Some(Filing {
-            connector: carehub_hl7::listener::CONNECTOR.to_owned(),
-            protocol: "hl7v2".to_owned(),
-            message_type: parsed.as_ref().map(|m| indexable(m.type_label())),
-            control_id: parsed.as_ref().map(|m| indexable(m.control_id().to_owned())),
-            // Unreadable input has no key of its own: the event id is its identity.
-            source_key: parsed
-                .as_ref()
-                .map_or_else(|| format!("hl7:unparsed:{}", event.id), source_key),
+    fn stored(&self, event: &Envelope) -> Option<StoredRef> {
+        let rec = Received::deserialize(&event.data).ok()?;
+        Some(StoredRef {
+            message_id: rec.message_id,
+            connector: carehub_hl7::listener::CONNECTOR,
             origin: Some(format!("mllp:{}", rec.peer)),
-            raw,
         })
     }
 
     async fn handle(&self, conn: &mut PgConnection, ctx: &Context, event: &Envelope) -> Result<Handled, HandlerError> {
-        let (_, raw) = received(event)?;
+        let raw = stored_bytes(ctx, event)?;
         let (text, _) =
             carehub_hl7::codec::decode_text(&raw).map_err(|e| HandlerError::rejected("invalid_data", e.to_string()))?;
         let msg = Message::parse(&text).map_err(|e| HandlerError::rejected("invalid_data", e.to_string()))?;
@@ -472,12 +463,14 @@ impl Handler for Hl7Pipeline {
     async fn rejected(
         &self,
         conn: &mut PgConnection,
-        _ctx: &Context,
+        ctx: &Context,
         event: &Envelope,
         code: &str,
         reason: &str,
     ) -> Result<(), HandlerError> {
-        let Ok((_, raw)) = received(event) else { return Ok(()) };
+        let Ok(raw) = stored_bytes(ctx, event) else {
+            return Ok(());
+        };
         let Ok((text, _)) = carehub_hl7::codec::decode_text(&raw) else {
             return Ok(());
         };

@@ -79,6 +79,11 @@ impl MappingError {
         }
     }
 
+    fn rejecting(mut self) -> Self {
+        self.reject = true;
+        self
+    }
+
     /// The ERR content for the ACK.
     pub fn ack_error(&self) -> AckError {
         AckError {
@@ -150,8 +155,63 @@ pub fn supported(code: &str, trigger: &str) -> Option<bool> {
     Some(ok)
 }
 
+/// Longest MSH-10 accepted: the length HL7 v2.7+ gives the field (v2.5: 20).
+/// Longer ones are refused rather than truncated, since the control id is
+/// the message's identity (its idempotency key and the ACK's MSA-2).
+pub const MAX_CONTROL_ID: usize = 199;
+
+/// What makes a message unidentifiable (MSH-10 blank or over-long): such a
+/// message has no key of its own and is refused AR, never taken as a
+/// duplicate of another (hardening item 4).
+pub fn identity_error(msg: &Message<'_>) -> Option<MappingError> {
+    let control_id = msg.control_id();
+    if control_id.trim().is_empty() {
+        return Some(MappingError::missing("MSH", 1, 10, "message control id").rejecting());
+    }
+    if control_id.len() > MAX_CONTROL_ID {
+        let mut e = MappingError::invalid("MSH", 1, 10, "message control id");
+        e.reason = format!("MSH-10 is longer than {MAX_CONTROL_ID} characters");
+        return Some(e.rejecting());
+    }
+    None
+}
+
+/// A NUL byte anywhere in the message: refused AE (ERR 102) before it is
+/// acknowledged, since PostgreSQL text cannot hold it and stripping it would
+/// alter clinical data silently (hardening item 12). The error names where,
+/// never what.
+pub fn nul_error(msg: &Message<'_>) -> Option<MappingError> {
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    for seg in msg.segments() {
+        let seq = seen.entry(seg.name()).and_modify(|n| *n += 1).or_insert(1);
+        let raw = seg.raw();
+        let Some(at) = raw.bytes().position(|b| b == 0) else {
+            continue;
+        };
+        let sep = msg.delimiters().field;
+        let fields_before = raw.as_bytes()[..at].iter().filter(|&&b| b == sep).count();
+        // MSH-1 is the separator itself, so MSH's fields count one further.
+        let field = if seg.name() == "MSH" {
+            fields_before + 1
+        } else {
+            fields_before
+        };
+        let name = seg.name();
+        return Some(MappingError {
+            code: 102,
+            location: Some(ErrorLocation::field(name, *seq, field)),
+            reason: format!("{name}-{field} contains a NUL byte (0x00)"),
+            reject: false,
+        });
+    }
+    None
+}
+
 /// Maps one message, or says why it cannot be.
 pub fn map(msg: &Message<'_>) -> Result<Mapped, MappingError> {
+    if let Some(e) = identity_error(msg).or_else(|| nul_error(msg)) {
+        return Err(e);
+    }
     let version = msg.version();
     let major_minor = version.trim().split('.').take(2).collect::<Vec<_>>().join(".");
     if !matches!(

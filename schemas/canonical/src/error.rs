@@ -30,6 +30,20 @@ impl Error {
     }
 }
 
+impl Error {
+    /// The SQLSTATE of a database error, for logs and dead-letter reasons
+    /// (the code names the failure without quoting any data).
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Error::Database(sqlx::Error::Database(db)) => db.code().map(|c| match c {
+                std::borrow::Cow::Borrowed(b) => b,
+                std::borrow::Cow::Owned(_) => "other",
+            }),
+            _ => None,
+        }
+    }
+}
+
 pub(crate) fn is_transient_sqlx(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Io(_)

@@ -30,7 +30,13 @@ pub enum Ingested {
     /// Stored for the first time.
     New { id: Uuid, received_at: DateTime<Utc> },
     /// The key was seen before: nothing written, here is the first copy.
-    Duplicate { id: Uuid, received_at: DateTime<Utc> },
+    /// `changed`: this copy's content differs from the first's (its content
+    /// hash does); it was recorded in `message_conflict` for review.
+    Duplicate {
+        id: Uuid,
+        received_at: DateTime<Utc>,
+        changed: bool,
+    },
 }
 
 impl Ingested {
@@ -42,6 +48,58 @@ impl Ingested {
     pub fn is_duplicate(&self) -> bool {
         matches!(self, Ingested::Duplicate { .. })
     }
+    /// A duplicate key with other content.
+    pub fn is_changed_duplicate(&self) -> bool {
+        matches!(self, Ingested::Duplicate { changed: true, .. })
+    }
+}
+
+/// Longest idempotency key stored as it is. A longer one is stored as the
+/// SHA-256 of itself: a btree index row holds at most 2,704 bytes, and a key
+/// the index refuses would make a message impossible to store (hardening item 2).
+const MAX_KEY_BYTES: usize = 512;
+
+/// The key as the `message_key` table holds it.
+pub fn stored_key(source_key: &str) -> std::borrow::Cow<'_, str> {
+    if source_key.len() <= MAX_KEY_BYTES {
+        return std::borrow::Cow::Borrowed(source_key);
+    }
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(source_key.as_bytes());
+    // Keep a readable prefix (the connector and sender), then the hash.
+    let mut cut = 64;
+    while !source_key.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    std::borrow::Cow::Owned(format!("{}…sha256:{}", &source_key[..cut], hex::encode(digest)))
+}
+
+/// Longest metadata value (type, control id) kept in an indexed column.
+const MAX_COLUMN_BYTES: usize = 256;
+
+/// A sender's value made fit for an indexed text column: no NUL (PostgreSQL
+/// text cannot hold it; the raw bytes keep it) and at most
+/// [`MAX_COLUMN_BYTES`] (an index row has a size limit). The raw bytes are
+/// always stored whole; these columns only find them.
+pub fn fit_column(value: &str) -> String {
+    let mut s = if value.contains('\0') {
+        value.replace('\0', "\u{FFFD}")
+    } else {
+        value.to_owned()
+    };
+    if s.len() > MAX_COLUMN_BYTES {
+        let mut cut = MAX_COLUMN_BYTES;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+    s
+}
+
+fn content_hash(raw: &[u8]) -> Vec<u8> {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(raw).to_vec()
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -68,42 +126,13 @@ impl MessageStore {
     /// Stores a message unless its source key was seen before. Run it inside the
     /// transaction whose commit is the point after which the sender is acknowledged.
     pub async fn ingest(conn: &mut PgConnection, msg: &NewMessage<'_>) -> Result<Ingested> {
-        let id = Uuid::now_v7();
-        let received_at = Utc::now();
-        let claimed: Option<(Uuid,)> = sqlx::query_as(
-            "INSERT INTO message_key (source_key, message_id, received_at) VALUES ($1, $2, $3)
-             ON CONFLICT (source_key) DO NOTHING RETURNING message_id",
-        )
-        .bind(msg.source_key)
-        .bind(id)
-        .bind(received_at)
-        .fetch_optional(&mut *conn)
-        .await?;
-        if claimed.is_none() {
-            let (id, received_at): (Uuid, DateTime<Utc>) =
-                sqlx::query_as("SELECT message_id, received_at FROM message_key WHERE source_key = $1")
-                    .bind(msg.source_key)
-                    .fetch_one(&mut *conn)
-                    .await?;
-            return Ok(Ingested::Duplicate { id, received_at });
-        }
-        sqlx::query(
-            "INSERT INTO message (id, received_at, connector, protocol, message_type, control_id,
-                                  source_key, status, origin, raw)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'received', $8, $9)",
-        )
-        .bind(id)
-        .bind(received_at)
-        .bind(msg.connector)
-        .bind(msg.protocol)
-        .bind(msg.message_type)
-        .bind(msg.control_id)
-        .bind(msg.source_key)
-        .bind(msg.origin)
-        .bind(msg.raw)
-        .execute(&mut *conn)
-        .await?;
-        Ok(Ingested::New { id, received_at })
+        Ok(Self::ingest_batch(conn, std::slice::from_ref(msg))
+            .await?
+            .pop()
+            .unwrap_or(Ingested::New {
+                id: Uuid::nil(),
+                received_at: Utc::now(),
+            }))
     }
 
     /// [`ingest`](Self::ingest) for many messages in two statements, for a
@@ -113,58 +142,82 @@ impl MessageStore {
     pub async fn ingest_batch(conn: &mut PgConnection, msgs: &[NewMessage<'_>]) -> Result<Vec<Ingested>> {
         let received_at = Utc::now();
         let ids: Vec<Uuid> = msgs.iter().map(|_| Uuid::now_v7()).collect();
-        let keys: Vec<&str> = msgs.iter().map(|m| m.source_key).collect();
+        let keys: Vec<std::borrow::Cow<'_, str>> = msgs.iter().map(|m| stored_key(m.source_key)).collect();
+        let hashes: Vec<Vec<u8>> = msgs.iter().map(|m| content_hash(m.raw)).collect();
         let claimed: Vec<(String, Uuid)> = sqlx::query_as(
-            "INSERT INTO message_key (source_key, message_id, received_at)
-             SELECT k, i, $3 FROM UNNEST($1::text[], $2::uuid[]) AS t(k, i)
+            "INSERT INTO message_key (source_key, message_id, received_at, content_sha256)
+             SELECT k, i, $3, h FROM UNNEST($1::text[], $2::uuid[], $4::bytea[]) AS t(k, i, h)
              ON CONFLICT (source_key) DO NOTHING RETURNING source_key, message_id",
         )
         .bind(&keys)
         .bind(&ids)
         .bind(received_at)
+        .bind(&hashes)
         .fetch_all(&mut *conn)
         .await?;
         let claimed: std::collections::HashMap<String, Uuid> = claimed.into_iter().collect();
         let mut out = Vec::with_capacity(msgs.len());
         let mut fresh = Vec::new();
         let mut seen = std::collections::HashSet::new();
-        for (i, m) in msgs.iter().enumerate() {
-            match claimed.get(m.source_key) {
-                Some(id) if *id == ids[i] && seen.insert(m.source_key) => {
+        let mut duplicates = Vec::new();
+        for (i, key) in keys.iter().enumerate() {
+            match claimed.get(key.as_ref()) {
+                Some(id) if *id == ids[i] && seen.insert(key.as_ref()) => {
                     out.push(Ingested::New { id: *id, received_at });
                     fresh.push(i);
                 }
-                _ => out.push(Ingested::Duplicate {
-                    id: Uuid::nil(),
-                    received_at,
-                }),
+                _ => {
+                    duplicates.push(i);
+                    out.push(Ingested::Duplicate {
+                        id: Uuid::nil(),
+                        received_at,
+                        changed: false,
+                    });
+                }
             }
         }
-        // Duplicates name the first copy.
-        let dup_keys: Vec<&str> = out
-            .iter()
-            .zip(msgs)
-            .filter(|(o, _)| o.is_duplicate())
-            .map(|(_, m)| m.source_key)
-            .collect();
-        if !dup_keys.is_empty() {
-            let firsts: Vec<(String, Uuid, DateTime<Utc>)> = sqlx::query_as(
-                "SELECT source_key, message_id, received_at FROM message_key WHERE source_key = ANY($1)",
+        if !duplicates.is_empty() {
+            // Duplicates name the first copy; the content hash tells a resend
+            // from a changed message under the same key.
+            let dup_keys: Vec<&str> = duplicates.iter().map(|&i| keys[i].as_ref()).collect();
+            let firsts: Vec<(String, Uuid, DateTime<Utc>, Option<Vec<u8>>)> = sqlx::query_as(
+                "SELECT source_key, message_id, received_at, content_sha256 FROM message_key
+                  WHERE source_key = ANY($1)",
             )
             .bind(&dup_keys)
             .fetch_all(&mut *conn)
             .await?;
-            let firsts: std::collections::HashMap<String, (Uuid, DateTime<Utc>)> =
-                firsts.into_iter().map(|(k, i, t)| (k, (i, t))).collect();
-            for (o, m) in out.iter_mut().zip(msgs) {
-                if o.is_duplicate()
-                    && let Some((id, at)) = firsts.get(m.source_key)
-                {
-                    *o = Ingested::Duplicate {
+            let firsts: std::collections::HashMap<String, (Uuid, DateTime<Utc>, Option<Vec<u8>>)> =
+                firsts.into_iter().map(|(k, i, t, h)| (k, (i, t, h))).collect();
+            let mut conflicts = Vec::new();
+            for &i in &duplicates {
+                if let Some((id, at, hash)) = firsts.get(keys[i].as_ref()) {
+                    // Keys stored before hashes were kept have none: not judged.
+                    let changed = hash.as_ref().is_some_and(|h| *h != hashes[i]);
+                    out[i] = Ingested::Duplicate {
                         id: *id,
                         received_at: *at,
+                        changed,
                     };
+                    if changed {
+                        conflicts.push((i, *id));
+                    }
                 }
+            }
+            for (i, first) in conflicts {
+                let m = &msgs[i];
+                sqlx::query(
+                    "INSERT INTO message_conflict (source_key, message_id, connector, origin, content_sha256, raw)
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(keys[i].as_ref())
+                .bind(first)
+                .bind(m.connector)
+                .bind(m.origin)
+                .bind(&hashes[i])
+                .bind(m.raw)
+                .execute(&mut *conn)
+                .await?;
             }
         }
         if fresh.is_empty() {
@@ -174,6 +227,7 @@ impl MessageStore {
             fresh.iter().map(|&i| f(&msgs[i])).collect()
         };
         let fresh_ids: Vec<Uuid> = fresh.iter().map(|&i| ids[i]).collect();
+        let fresh_keys: Vec<&str> = fresh.iter().map(|&i| keys[i].as_ref()).collect();
         let raws: Vec<&[u8]> = fresh.iter().map(|&i| msgs[i].raw).collect();
         sqlx::query(
             "INSERT INTO message (id, received_at, connector, protocol, message_type, control_id,
@@ -186,9 +240,9 @@ impl MessageStore {
         .bind(received_at)
         .bind(pick(&|m| Some(m.connector.to_owned())))
         .bind(pick(&|m| Some(m.protocol.to_owned())))
-        .bind(pick(&|m| m.message_type.map(str::to_owned)))
-        .bind(pick(&|m| m.control_id.map(str::to_owned)))
-        .bind(pick(&|m| Some(m.source_key.to_owned())))
+        .bind(pick(&|m| m.message_type.map(fit_column)))
+        .bind(pick(&|m| m.control_id.map(fit_column)))
+        .bind(&fresh_keys)
         .bind(pick(&|m| m.origin.map(str::to_owned)))
         .bind(&raws)
         .execute(&mut *conn)
@@ -232,7 +286,7 @@ impl MessageStore {
                ON k.message_id = m.id AND k.received_at = m.received_at
              WHERE k.source_key = $1",
         )
-        .bind(source_key)
+        .bind(stored_key(source_key).as_ref())
         .fetch_optional(pool)
         .await?)
     }

@@ -41,6 +41,37 @@ impl Outbox {
         Ok(id)
     }
 
+    /// [`enqueue`](Self::enqueue) for many events in one statement, ids in
+    /// the order given (the relay publishes them in that order).
+    pub async fn enqueue_batch(conn: &mut PgConnection, topic: &str, events: &[(&str, &Envelope)]) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut ids = Vec::with_capacity(events.len());
+        let mut keys = Vec::with_capacity(events.len());
+        let mut payloads = Vec::with_capacity(events.len());
+        for (key, event) in events {
+            ids.push(
+                Uuid::parse_str(&event.id)
+                    .map_err(|_| crate::Error::Invalid(format!("outbox event id {:?} is not a UUID", event.id)))?,
+            );
+            keys.push(*key);
+            payloads.push(serde_json::to_value(event)?);
+        }
+        sqlx::query(
+            "INSERT INTO outbox (event_id, topic, key, payload)
+             SELECT e, $2, k, p FROM UNNEST($1::uuid[], $3::text[], $4::jsonb[]) WITH ORDINALITY AS x(e, k, p, n)
+              ORDER BY n",
+        )
+        .bind(&ids)
+        .bind(topic)
+        .bind(&keys)
+        .bind(&payloads)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+
     /// The oldest unsent rows, in id order.
     pub async fn unsent(pool: &PgPool, limit: i64) -> Result<Vec<OutboxRow>> {
         Ok(

@@ -165,3 +165,38 @@ impl ConsumerLag<'_> {
         .set(self.lag as f64);
     }
 }
+
+/// A message came again under a key already stored, with other content (its
+/// content hash differs): recorded in `message_conflict` for review, not
+/// applied, never dropped silently.
+#[derive(Debug)]
+pub struct ChangedDuplicate<'a> {
+    pub connector: &'a str,
+    /// The first copy's message-store id.
+    pub message_id: uuid::Uuid,
+}
+
+impl ChangedDuplicate<'_> {
+    pub fn emit(self) {
+        tracing::warn!(
+            connector = self.connector,
+            message_id = %self.message_id,
+            "changed duplicate: same key, other content; kept for review in message_conflict"
+        );
+        counter!(metric::MESSAGES_CHANGED_DUPLICATE, "connector" => self.connector.to_owned()).increment(1);
+    }
+}
+
+/// A pipeline's batch has been retrying (storage failing) for `seconds`;
+/// 0 once it moves again. An alert fires on `carehub_pipeline_stalled_seconds > N`.
+#[derive(Debug)]
+pub struct PipelineStalled<'a> {
+    pub pipeline: &'a str,
+    pub seconds: f64,
+}
+
+impl PipelineStalled<'_> {
+    pub fn emit(self) {
+        gauge!(metric::PIPELINE_STALLED_SECONDS, "pipeline" => self.pipeline.to_owned()).set(self.seconds);
+    }
+}

@@ -13,6 +13,8 @@ pub mod metric {
     pub const MESSAGES_RECEIVED: &str = "carehub_messages_received_total";
     pub const MESSAGES_SENT: &str = "carehub_messages_sent_total";
     pub const MESSAGES_DUPLICATE: &str = "carehub_messages_duplicate_total";
+    pub const MESSAGES_CHANGED_DUPLICATE: &str = "carehub_messages_changed_duplicate_total";
+    pub const PIPELINE_STALLED_SECONDS: &str = "carehub_pipeline_stalled_seconds";
     pub const PROCESSING_SECONDS: &str = "carehub_processing_duration_seconds";
     pub const DEAD_LETTERS: &str = "carehub_dead_letters_total";
     pub const OUTBOX_BACKLOG: &str = "carehub_outbox_backlog_events";

@@ -94,12 +94,14 @@ fn latin1(bytes: &[u8]) -> String {
 
 /// MSH-18's first repetition, read from the raw bytes of the first segment.
 fn declared_charset(bytes: &[u8]) -> Option<String> {
-    if !bytes.starts_with(b"MSH") || bytes.len() < 8 {
-        return None;
-    }
-    let field = bytes[3];
     let end = memchr::memchr2(b'\r', b'\n', bytes).unwrap_or(bytes.len());
     let msh = &bytes[..end];
+    // The lengths of the first segment, not of the whole input: `MSH\r…`
+    // has no field separator to read (hardening item 8).
+    if !msh.starts_with(b"MSH") || msh.len() < 5 {
+        return None;
+    }
+    let field = msh[3];
     let enc_end = msh[4..].iter().position(|&c| c == field).map_or(msh.len(), |p| p + 4);
     let repetition = msh.get(5).copied().filter(|_| enc_end > 5);
     // Fields after "MSH|": index 0 is MSH-2, so MSH-18 is index 16.
@@ -162,6 +164,22 @@ mod tests {
         let mut greek = msh("8859/7");
         greek.push(0xe1);
         assert!(decode(&greek).expect("greek").0.ends_with('α'));
+    }
+
+    /// Hardening item 8 (failed on 305005c: a panic, range 4 out of a slice of 3).
+    #[test]
+    fn a_short_first_segment_is_no_panic() {
+        for input in [
+            &b"MSH\r"[..],
+            b"MSH\n",
+            b"MSH",
+            b"MSH|",
+            b"MSH\rPID|1|2|3|4|5|6|7|8|9",
+            b"MSH|\r",
+        ] {
+            assert_eq!(declared_charset(input), None, "{input:?}");
+            assert!(decode(input).is_ok(), "{input:?}");
+        }
     }
 
     #[test]

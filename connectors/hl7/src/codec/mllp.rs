@@ -57,36 +57,38 @@ impl Decoder for MllpCodec {
                 Some(&byte) => return Err(FrameError::OutsideFrame { byte }),
             }
         }
-        // Look for FS CR after VT, resuming where the last call stopped.
-        let from = self.scanned.max(1);
-        let found = memchr::memchr(END, &buf[from..]).map(|i| from + i);
-        match found {
-            Some(fs) if fs + 1 < buf.len() => {
-                if buf[fs + 1] != CR {
-                    // FS not followed by CR is data (lenient): keep scanning.
-                    self.scanned = fs + 1;
-                    return self.decode(buf);
-                }
-                if fs - 1 > self.max_frame {
-                    return Err(FrameError::TooLarge { max: self.max_frame });
-                }
-                let mut frame = buf.split_to(fs + 2);
-                frame.advance(1);
-                frame.truncate(fs - 1);
-                self.scanned = 0;
-                Ok(Some(frame.freeze()))
-            }
-            Some(fs) => {
+        // Look for FS CR after VT, resuming where the last call stopped. A
+        // loop, not recursion: a frame of many FS bytes without CR is input
+        // the sender controls, and must cost neither stack nor rescans.
+        let mut from = self.scanned.max(1);
+        loop {
+            let Some(fs) = memchr::memchr(END, &buf[from..]).map(|i| from + i) else {
+                self.scanned = buf.len();
+                self.check_size(buf)?;
+                return Ok(None);
+            };
+            if fs + 1 >= buf.len() {
                 // FS is the last byte so far: wait for the CR.
                 self.scanned = fs;
                 self.check_size(buf)?;
-                Ok(None)
+                return Ok(None);
             }
-            None => {
-                self.scanned = buf.len();
-                self.check_size(buf)?;
-                Ok(None)
+            if buf[fs + 1] != CR {
+                // FS not followed by CR is data (lenient): keep scanning.
+                from = fs + 1;
+                if from - 1 > self.max_frame {
+                    return Err(FrameError::TooLarge { max: self.max_frame });
+                }
+                continue;
             }
+            if fs - 1 > self.max_frame {
+                return Err(FrameError::TooLarge { max: self.max_frame });
+            }
+            let mut frame = buf.split_to(fs + 2);
+            frame.advance(1);
+            frame.truncate(fs - 1);
+            self.scanned = 0;
+            return Ok(Some(frame.freeze()));
         }
     }
 
@@ -185,6 +187,35 @@ mod tests {
                 .len(),
             1
         );
+    }
+
+    /// Hardening item 1 (failed on 305005c: stack overflow, the process aborted).
+    #[test]
+    fn many_fs_bytes_without_cr_neither_recurse_nor_rescan() {
+        let mut input = vec![START];
+        input.extend(std::iter::repeat_n(END, 200_000));
+        // On a small stack, as a connection task has: recursion would overflow it.
+        let handle = std::thread::Builder::new()
+            .stack_size(64 * 1024)
+            .spawn(move || {
+                let mut codec = MllpCodec::new(1 << 20);
+                let mut buf = BytesMut::from(&input[..]);
+                let first = codec.decode(&mut buf).map(|f| f.is_none());
+                buf.extend_from_slice(b"MSH|x");
+                buf.extend_from_slice(&[END, CR]);
+                let frame = codec.decode(&mut buf).expect("terminated").expect("a frame");
+                (first.expect("no error yet"), frame.len())
+            })
+            .expect("thread");
+        let (waiting, len) = handle.join().expect("no stack overflow");
+        assert!(waiting, "an unterminated frame waits for more bytes");
+        assert_eq!(len, 200_000 + "MSH|x".len());
+        // And past max_frame, FS bytes without CR are refused as too large.
+        let mut codec = MllpCodec::new(1000);
+        let mut big = vec![START];
+        big.extend(std::iter::repeat_n(END, 5000));
+        big.push(b'x');
+        assert!(matches!(decode_all(&mut codec, &big), Err(FrameError::TooLarge { .. })));
     }
 
     #[test]

@@ -213,3 +213,39 @@ fn timestamps_and_amounts() {
     assert_eq!(minor_units("0.125"), Some(13));
     assert_eq!(minor_units("1,00"), None);
 }
+
+/// Hardening items 4 and 12 (on 305005c a blank MSH-10 mapped, and a NUL
+/// byte reached PostgreSQL after AA).
+#[test]
+fn a_blank_or_overlong_control_id_is_a_rejection_and_a_nul_byte_an_error_naming_only_where() {
+    let text = fixture("adt_a01.hl7");
+    for control_id in ["", "   "] {
+        let bad = text.replace("ADT0001", control_id);
+        let msg = Message::parse(&bad).expect("parses");
+        let e = map(&msg).expect_err("refused");
+        assert!(e.reject, "AR, not AE");
+        assert_eq!((e.code, e.location), (101, Some(ErrorLocation::field("MSH", 1, 10))));
+    }
+    let long = text.replace("ADT0001", &"9".repeat(MAX_CONTROL_ID + 1));
+    let e = map(&Message::parse(&long).expect("parses")).expect_err("refused");
+    assert!(e.reject);
+    assert_eq!(e.code, 102);
+    let fits = text.replace("ADT0001", &"9".repeat(MAX_CONTROL_ID));
+    assert!(map(&Message::parse(&fits).expect("parses")).is_ok());
+
+    let nul = text.replace("Testpatient", "Test\u{0}patient");
+    let e = map(&Message::parse(&nul).expect("parses")).expect_err("refused");
+    assert!(!e.reject, "AE, not AR");
+    assert_eq!(
+        (e.code, e.location.clone()),
+        (102, Some(ErrorLocation::field("PID", 1, 5)))
+    );
+    assert!(
+        !e.reason.contains("Test"),
+        "names the field, not its content: {}",
+        e.reason
+    );
+    let in_msh = text.replace("ADT0001", "ADT\u{0}0001");
+    let e = map(&Message::parse(&in_msh).expect("parses")).expect_err("refused");
+    assert_eq!(e.location, Some(ErrorLocation::field("MSH", 1, 10)));
+}
