@@ -168,6 +168,9 @@ impl Default for LogConfig {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PipelinesConfig {
+    /// How every pipeline retries a failing batch, and when it counts as stalled.
+    #[serde(default)]
+    pub retry: carehub_kafka::RetryConfig,
     #[serde(default)]
     pub intake: IntakeConfig,
     #[serde(default)]
@@ -398,6 +401,29 @@ pub enum ConfigError {
     Missing(PathBuf),
     #[error("invalid configuration: {0}")]
     Invalid(Box<figment::Error>),
+    /// Parsed, but not usable: `serve` would fail on it (hardening item 16).
+    #[error("invalid configuration: {key}: {reason}")]
+    Unusable { key: String, reason: String },
+}
+
+/// A Kafka topic or group name as brokers accept it: 1 to 249 characters of
+/// `[a-zA-Z0-9._-]`, not `.` or `..`.
+fn check_name(key: &str, name: &str) -> Result<(), ConfigError> {
+    let ok = !name.is_empty()
+        && name.len() <= 249
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::Unusable {
+            key: key.to_owned(),
+            reason: format!("{name:?} is not a Kafka topic or group name (1-249 of a-z A-Z 0-9 . _ -)"),
+        })
+    }
 }
 
 impl Config {
@@ -441,7 +467,54 @@ impl Config {
                 .filter(|k| k.as_str().contains("__"))
                 .split("__"),
         );
-        figment.extract().map_err(|e| ConfigError::Invalid(Box::new(e)))
+        let cfg: Config = figment.extract().map_err(|e| ConfigError::Invalid(Box::new(e)))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// What parsing cannot tell: keys that must be readable, names the
+    /// broker must accept, secrets long enough. `config check` and `serve`
+    /// both refuse such a configuration with exit code 2.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let unusable = |key: &str, reason: String| ConfigError::Unusable {
+            key: key.to_owned(),
+            reason,
+        };
+        let p = &self.pipelines;
+        for (key, name) in [
+            ("pipelines.intake.topic", &p.intake.topic),
+            ("pipelines.intake.group", &p.intake.group),
+            ("pipelines.intake.events_topic", &p.intake.events_topic),
+            ("pipelines.hl7.topic", &p.hl7.topic),
+            ("pipelines.hl7.group", &p.hl7.group),
+            ("pipelines.hl7.events_topic", &p.hl7.events_topic),
+            ("pipelines.hl7.outbound_topic", &p.hl7.outbound_topic),
+            ("pipelines.hl7.outbound_group", &p.hl7.outbound_group),
+            ("pipelines.lab.events_topic", &p.lab.events_topic),
+            ("pipelines.lab.dispatch_group", &p.lab.dispatch_group),
+            ("pipelines.lab.orders_topic", &p.lab.orders_topic),
+            ("pipelines.lab.status_topic", &p.lab.status_topic),
+            ("pipelines.lab.status_group", &p.lab.status_group),
+            ("pipelines.lab.results_topic", &p.lab.results_topic),
+            ("pipelines.lab.results_group", &p.lab.results_group),
+            ("pipelines.lab.ehr_events_topic", &p.lab.ehr_events_topic),
+            ("fhir.push_group", &self.fhir.push_group),
+        ] {
+            check_name(key, name)?;
+        }
+        if self.fhir.enabled || self.fhir.auth.hs256_secret.is_some() {
+            carehub_fhir::Authenticator::new(&self.fhir.auth).map_err(|e| unusable("fhir.auth", e.to_string()))?;
+        }
+        if self.fhir.auth.max_token_minutes < 1 {
+            return Err(unusable("fhir.auth.max_token_minutes", "must be at least 1".into()));
+        }
+        if let Some(tls) = &self.hl7.listener.tls {
+            tls.check().map_err(|e| unusable("hl7.listener.tls", e.to_string()))?;
+        }
+        if self.pipelines.retry.max_attempts == 0 {
+            return Err(unusable("pipelines.retry.max_attempts", "must be at least 1".into()));
+        }
+        Ok(())
     }
 }
 

@@ -17,6 +17,9 @@ pub struct OpsState {
     pub pool: PgPool,
     pub producer: FutureProducer,
     pub metrics: PrometheusHandle,
+    /// The listeners and pipelines that must be up (bound, consuming, not stalled).
+    pub health: carehub_core::Health,
+    pub stall_limit: Duration,
 }
 
 pub fn router(state: OpsState) -> Router {
@@ -31,21 +34,25 @@ async fn healthz() -> impl IntoResponse {
     axum::Json(json!({ "status": "ok" }))
 }
 
-/// Ready only when PostgreSQL and the broker both answer now.
+/// Ready only when PostgreSQL and the broker both answer now, every enabled
+/// listener is bound and every pipeline is consuming, none stalled longer
+/// than `[pipelines.retry] stall_after_secs`.
 async fn readyz(State(state): State<OpsState>) -> impl IntoResponse {
     let timeout = Duration::from_secs(1);
     let (postgres, kafka) = tokio::join!(
         crate::db::reachable(&state.pool, timeout),
         carehub_kafka::broker_reachable(&state.producer, timeout)
     );
-    let status = if postgres && kafka {
+    let (components_ready, components) = state.health.report(state.stall_limit);
+    let ready = postgres && kafka && components_ready;
+    let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (
         status,
-        axum::Json(json!({ "ready": postgres && kafka, "postgres": postgres, "kafka": kafka })),
+        axum::Json(json!({ "ready": ready, "postgres": postgres, "kafka": kafka, "components": components })),
     )
 }
 

@@ -29,10 +29,21 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding http.listen = {}", cfg.http.listen))?;
     tracing::info!(listen = %cfg.http.listen, "operations endpoint listening");
+    let health = carehub_core::Health::default();
+    // Not ready until the migrations ran and every component below is up.
+    health.register("startup");
+    if cfg.hl7.enabled {
+        health.register("mllp_listener");
+    }
+    if cfg.fhir.enabled {
+        health.register("fhir_endpoint");
+    }
     let app = crate::http::router(crate::http::OpsState {
         pool: pool.clone(),
         producer: producer.clone(),
         metrics,
+        health: health.clone(),
+        stall_limit: Duration::from_secs(cfg.pipelines.retry.stall_after_secs),
     });
     let mut http_shutdown = shutdown.clone();
     let mut tasks = JoinSet::new();
@@ -76,11 +87,14 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     tasks.spawn(OutboxRelay::new(pool.clone(), producer.clone(), cfg.outbox.clone()).run(shutdown.clone()));
     for spec in crate::pipelines::all(&cfg, &pool).into_iter().filter(|p| p.enabled) {
         let runner = ConsumerRunner::new(&cfg.kafka, &spec.group, &spec.topic, spec.engine, producer.clone())
-            .with_context(|| format!("starting consumer group {}", spec.group))?;
+            .with_context(|| format!("starting consumer group {}", spec.group))?
+            .with_retry(cfg.pipelines.retry.clone(), health.clone());
         tasks.spawn(runner.run(shutdown.clone()));
     }
     if cfg.hl7.enabled {
         let listener = crate::hl7::listener(&cfg, pool.clone()).await?;
+        // Bound: connections are queued by the kernel from here on.
+        health.set_ready("mllp_listener", true);
         tasks.spawn(listener.run(shutdown.clone()));
     }
     if cfg.pipelines.hl7.enabled {
@@ -109,26 +123,29 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         tasks.spawn(push.run(shutdown.clone()));
     }
     if cfg.fhir.enabled {
-        let mut stop = shutdown.clone();
-        let (fhir, pool) = (cfg.fhir.clone(), pool.clone());
+        // `POST /$convert-hl7v2` converts with pipelines/hl7-fhir.
+        let converter: carehub_fhir::Hl7Converter = std::sync::Arc::new(|text: &str| {
+            carehub_hl7_fhir::to_fhir(text)
+                .map(|c| (c.bundle, c.unmapped.iter().map(ToString::to_string).collect()))
+                .map_err(|e| e.to_string())
+        });
         // FHIR writes of Patient and ServiceRequest feed the intake pipeline.
-        let intake_topic = cfg.pipelines.intake.topic.clone();
+        let fhir = carehub_fhir::bind(&cfg.fhir, pool.clone(), &cfg.pipelines.intake.topic, Some(converter))
+            .await
+            .context("starting the FHIR endpoint")?;
+        health.set_ready("fhir_endpoint", true);
+        let mut stop = shutdown.clone();
         tasks.spawn(async move {
             let stopped = async move {
                 let _ = stop.changed().await;
             };
-            // `POST /$convert-hl7v2` converts with pipelines/hl7-fhir.
-            let converter: carehub_fhir::Hl7Converter = std::sync::Arc::new(|text: &str| {
-                carehub_hl7_fhir::to_fhir(text)
-                    .map(|c| (c.bundle, c.unmapped.iter().map(ToString::to_string).collect()))
-                    .map_err(|e| e.to_string())
-            });
-            if let Err(e) = carehub_fhir::serve(&fhir, pool, &intake_topic, Some(converter), stopped).await {
+            if let Err(e) = fhir.run(stopped).await {
                 tracing::error!(error = %e, "the FHIR endpoint stopped");
             }
         });
     }
     tasks.spawn(maintain_partitions(pool.clone(), shutdown.clone()));
+    health.set_ready("startup", true);
     tracing::info!("carehub running");
 
     let result = drain(tasks).await;

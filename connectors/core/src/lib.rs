@@ -3,7 +3,9 @@
 //! where the external test corpus is.
 
 pub mod corpus;
+pub mod health;
 pub mod internal_events;
 pub mod sensitive;
 
+pub use health::Health;
 pub use sensitive::SensitiveString;

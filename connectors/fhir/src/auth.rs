@@ -230,7 +230,17 @@ pub enum AuthError {
     NoKey,
     #[error("cannot read key {path}: {reason}")]
     Key { path: String, reason: String },
+    #[error("fhir.auth.hs256_secret has {0} bytes; at least {MIN_HS256_SECRET_BYTES} are required (RFC 7518 §3.2)")]
+    WeakSecret(usize),
+    #[error("token lifetime of {0} minutes is outside 1..={1} (fhir.auth.max_token_minutes)")]
+    BadLifetime(i64, i64),
 }
+
+/// An HS256 key must be at least as long as the hash (RFC 7518 §3.2).
+pub const MIN_HS256_SECRET_BYTES: usize = 32;
+
+/// Seconds of clock skew tolerated on `exp`, `nbf` and `iat`.
+const LEEWAY_SECS: i64 = 5;
 
 /// Verifies bearer tokens against the configured keys.
 #[derive(Clone)]
@@ -249,6 +259,10 @@ impl Authenticator {
     pub fn new(config: &AuthConfig) -> Result<Self, AuthError> {
         let mut keys = Vec::new();
         if let Some(secret) = &config.hs256_secret {
+            let len = secret.expose().len();
+            if len < MIN_HS256_SECRET_BYTES {
+                return Err(AuthError::WeakSecret(len));
+            }
             keys.push((Algorithm::HS256, DecodingKey::from_secret(secret.expose().as_bytes())));
         }
         let read = |path: &PathBuf| {
@@ -286,7 +300,8 @@ impl Authenticator {
         let mut last = AuthError::Invalid(format!("no key for algorithm {:?}", header.alg));
         for (alg, key) in self.keys.iter().filter(|(alg, _)| *alg == header.alg) {
             let mut v = Validation::new(*alg);
-            v.leeway = 5;
+            v.leeway = LEEWAY_SECS as u64;
+            v.validate_nbf = true;
             v.set_required_spec_claims(&["exp", "iat", "sub"]);
             if !self.config.issuer.is_empty() {
                 v.set_issuer(&[&self.config.issuer]);
@@ -299,9 +314,19 @@ impl Authenticator {
             match jsonwebtoken::decode::<Claims>(token, key, &v) {
                 Ok(data) => {
                     let c = data.claims;
-                    let minutes = (c.exp - c.iat) / 60;
-                    if c.exp - c.iat > self.config.max_token_minutes * 60 {
-                        return Err(AuthError::TooLong(minutes, self.config.max_token_minutes));
+                    // The lifetime left is measured from now, not from the
+                    // token's own `iat`: a token cannot claim to be issued
+                    // in the future to stretch it (hardening item 10).
+                    let now = chrono::Utc::now().timestamp();
+                    if c.iat > now + LEEWAY_SECS {
+                        return Err(AuthError::Invalid("iat is in the future".into()));
+                    }
+                    if c.iat > c.exp {
+                        return Err(AuthError::Invalid("iat is after exp".into()));
+                    }
+                    let left = c.exp - now;
+                    if left > self.config.max_token_minutes * 60 + LEEWAY_SECS {
+                        return Err(AuthError::TooLong(left / 60, self.config.max_token_minutes));
                     }
                     let scopes = c.scope.split_whitespace().filter_map(Scope::parse).collect();
                     return Ok(Principal { claims: c, scopes });
@@ -322,8 +347,16 @@ pub fn issue(
     minutes: Option<i64>,
 ) -> Result<String, AuthError> {
     let secret = config.hs256_secret.as_ref().ok_or(AuthError::NoKey)?;
+    if secret.expose().len() < MIN_HS256_SECRET_BYTES {
+        return Err(AuthError::WeakSecret(secret.expose().len()));
+    }
     let now = chrono::Utc::now().timestamp();
     let minutes = minutes.unwrap_or(config.max_token_minutes);
+    // The server refuses what lives longer: refuse to issue it (item 10).
+    // Negative minutes stay possible: tests issue expired tokens that way.
+    if minutes > config.max_token_minutes || minutes == 0 {
+        return Err(AuthError::BadLifetime(minutes, config.max_token_minutes));
+    }
     let claims = Claims {
         sub: sub.to_owned(),
         iss: config.issuer.clone(),
@@ -390,7 +423,10 @@ mod tests {
         let auth = Authenticator::new(&config()).expect("keys");
         let expired = issue(&config(), "x", "system/*.*", None, Some(-5)).expect("issue");
         assert!(matches!(auth.verify(&expired), Err(AuthError::Invalid(_))));
-        let long = issue(&config(), "x", "system/*.*", None, Some(60)).expect("issue");
+        let now = chrono::Utc::now().timestamp();
+        let long = sign(
+            serde_json::json!({ "sub": "x", "iss": config().issuer, "iat": now, "exp": now + 3600, "scope": "system/*.*" }),
+        );
         assert!(matches!(auth.verify(&long), Err(AuthError::TooLong(60, 15))));
         let other = AuthConfig {
             hs256_secret: Some("another secret, also long enough!!!".into()),
@@ -408,6 +444,65 @@ mod tests {
                 .expect("no keys")
                 .verify(&good),
             Err(AuthError::NoKey)
+        ));
+    }
+
+    fn sign(claims: serde_json::Value) -> String {
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(b"a test secret that is long enough!!"),
+        )
+        .expect("sign")
+    }
+
+    /// Hardening item 10 (on 305005c each of these tokens was accepted, 200).
+    #[test]
+    fn the_lifetime_counts_from_now_and_iat_and_nbf_are_checked() {
+        let auth = Authenticator::new(&config()).expect("keys");
+        let now = chrono::Utc::now().timestamp();
+        let year = 365 * 24 * 3600;
+        let claims = |iat: i64, exp: i64, nbf: Option<i64>| {
+            let mut c = serde_json::json!({ "sub": "x", "iss": config().issuer, "iat": iat, "exp": exp, "scope": "system/*.*" });
+            if let Some(nbf) = nbf {
+                c["nbf"] = nbf.into();
+            }
+            sign(c)
+        };
+        let ahead = claims(now + year, now + year + 600, None);
+        assert!(
+            auth.verify(&ahead).is_err(),
+            "iat a year ahead, exp ten minutes after it"
+        );
+        let inverted = claims(now, now - 60 + 600, None);
+        let control = auth.verify(&inverted);
+        assert!(control.is_ok(), "a plain ten-minute token (control): {control:?}");
+        let backwards = claims(now + 60, now + 30, None);
+        assert!(auth.verify(&backwards).is_err(), "iat after exp");
+        let not_yet = claims(now, now + 600, Some(now + 3600));
+        assert!(auth.verify(&not_yet).is_err(), "nbf in an hour");
+        let stretched = claims(now - 3000, now + 3000, None);
+        assert!(
+            matches!(auth.verify(&stretched), Err(AuthError::TooLong(..))),
+            "exp − iat within bounds is not enough: fifty minutes are left"
+        );
+    }
+
+    /// Hardening items 10 and 11 (on 305005c both were issued / accepted).
+    #[test]
+    fn tokens_the_server_would_refuse_are_not_issued_and_short_secrets_are_refused() {
+        assert!(matches!(
+            issue(&config(), "x", "system/*.*", None, Some(525_600)),
+            Err(AuthError::BadLifetime(525_600, 15))
+        ));
+        let weak = AuthConfig {
+            hs256_secret: Some("12345".into()),
+            ..AuthConfig::default()
+        };
+        assert!(matches!(Authenticator::new(&weak), Err(AuthError::WeakSecret(5))));
+        assert!(matches!(
+            issue(&weak, "x", "system/*.*", None, None),
+            Err(AuthError::WeakSecret(5))
         ));
     }
 }

@@ -22,4 +22,6 @@ pub mod validate;
 pub mod write;
 
 pub use auth::{Access, AuthConfig, AuthError, Authenticator, Claims, Grant, Principal, Role, Scope};
-pub use server::{EhrSubscriber, FhirConfig, Hl7Converter, Outcome, ServeError, capability_statement, router, serve};
+pub use server::{
+    BoundFhir, EhrSubscriber, FhirConfig, Hl7Converter, Outcome, ServeError, bind, capability_statement, router, serve,
+};

@@ -303,15 +303,50 @@ pub async fn serve(
     converter: Option<Hl7Converter>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    bind(config, pool, intake_topic, converter).await?.run(shutdown).await
+}
+
+/// The FHIR endpoint with its keys read and its address bound: from here on
+/// connections are accepted (queued until [`BoundFhir::run`]).
+pub struct BoundFhir {
+    listen: SocketAddr,
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+}
+
+impl std::fmt::Debug for BoundFhir {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BoundFhir").field("listen", &self.listen).finish()
+    }
+}
+
+/// Reads the endpoint's keys and binds its address; a bad key or a taken
+/// address is an error here, before anything is served.
+pub async fn bind(
+    config: &FhirConfig,
+    pool: PgPool,
+    intake_topic: &str,
+    converter: Option<Hl7Converter>,
+) -> Result<BoundFhir, ServeError> {
     let auth = Authenticator::new(&config.auth).map_err(ServeError::Auth)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| ServeError::Bind(config.listen, e))?;
     tracing::info!(listen = %config.listen, "FHIR endpoint listening");
-    axum::serve(listener, router(config, pool, auth, intake_topic, converter))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|e| ServeError::Bind(config.listen, e))
+    Ok(BoundFhir {
+        listen: config.listen,
+        listener,
+        app: router(config, pool, auth, intake_topic, converter),
+    })
+}
+
+impl BoundFhir {
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
+        axum::serve(self.listener, self.app)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(|e| ServeError::Bind(self.listen, e))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

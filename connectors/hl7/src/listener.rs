@@ -74,6 +74,14 @@ const fn default_handshake_timeout_secs() -> u64 {
     10
 }
 
+impl TlsConfig {
+    /// Reads the certificate and key as the listener will: a configuration
+    /// check finds a missing or unreadable file before `serve` does.
+    pub fn check(&self) -> std::io::Result<()> {
+        tls_acceptor(self).map(|_| ())
+    }
+}
+
 fn tls_acceptor(tls: &TlsConfig) -> std::io::Result<tokio_rustls::TlsAcceptor> {
     use tokio_rustls::rustls;
     use tokio_rustls::rustls::pki_types::pem::PemObject;

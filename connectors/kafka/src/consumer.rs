@@ -1,13 +1,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use carehub_core::internal_events::{ComponentError, ConsumerLag, Stage};
+use carehub_core::Health;
+use carehub_core::internal_events::{ComponentError, ConsumerLag, PipelineStalled, Stage};
 use carehub_pipeline::{Engine, InboundRecord, Processed};
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::relay::{backoff, next_delay, wait};
@@ -90,6 +92,59 @@ pub async fn forward_dead_letter(
         .map_err(|(e, _)| Error::Kafka(e))
 }
 
+/// `[pipelines.retry]`: how a pipeline retries a batch that fails.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Attempts for a record the store refuses (not because it is down)
+    /// before it is dead-lettered (`store_error`). A failing batch is split
+    /// into single records first, so only the failing one is dead-lettered.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// Longest wait between two attempts, in milliseconds (backoff starts at
+    /// 100 ms and doubles). One record that keeps failing delays the others
+    /// by at most `max_attempts × max_backoff_ms` (+ the attempts' own time).
+    #[serde(default = "default_max_backoff_ms")]
+    pub max_backoff_ms: u64,
+    /// Seconds a pipeline may retry without progress (PostgreSQL down, say)
+    /// before `/readyz` answers 503; `carehub_pipeline_stalled_seconds` shows
+    /// the same for alerts.
+    #[serde(default = "default_stall_after_secs")]
+    pub stall_after_secs: u64,
+}
+
+const fn default_max_attempts() -> u32 {
+    5
+}
+const fn default_max_backoff_ms() -> u64 {
+    2_000
+}
+const fn default_stall_after_secs() -> u64 {
+    60
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            max_attempts: default_max_attempts(),
+            max_backoff_ms: default_max_backoff_ms(),
+            stall_after_secs: default_stall_after_secs(),
+        }
+    }
+}
+
+impl RetryConfig {
+    fn delays(&self) -> backon::ExponentialBackoff {
+        use backon::BackoffBuilder;
+        backon::ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(100))
+            .with_max_delay(Duration::from_millis(self.max_backoff_ms.max(100)))
+            .with_jitter()
+            .without_max_times()
+            .build()
+    }
+}
+
 /// Silence after which a consumer checks that it holds partitions.
 const REJOIN_AFTER: Duration = Duration::from_secs(30);
 
@@ -113,6 +168,15 @@ impl KafkaRecord {
     pub fn payload(&self) -> &[u8] {
         self.0.payload().unwrap_or_default()
     }
+    fn inbound(&self) -> InboundRecord<'_> {
+        InboundRecord {
+            topic: self.topic(),
+            partition: Some(self.partition()),
+            offset: Some(self.offset()),
+            key: self.0.key(),
+            payload: self.payload(),
+        }
+    }
 }
 
 /// Feeds one consumer group into one pipeline.
@@ -132,6 +196,8 @@ pub struct ConsumerRunner {
     engine: Engine,
     group: String,
     topic: String,
+    retry: RetryConfig,
+    health: Health,
 }
 
 impl std::fmt::Debug for ConsumerRunner {
@@ -153,7 +219,22 @@ impl ConsumerRunner {
             engine,
             group: group.to_owned(),
             topic: topic.to_owned(),
+            retry: RetryConfig::default(),
+            health: Health::default(),
         })
+    }
+
+    /// Retries bounded by `retry`; readiness and stalls reported to `health`
+    /// as `pipeline:<name>`.
+    pub fn with_retry(mut self, retry: RetryConfig, health: Health) -> Self {
+        self.retry = retry;
+        self.health = health;
+        self.health.register(&self.component());
+        self
+    }
+
+    fn component(&self) -> String {
+        format!("pipeline:{}", self.engine.name())
     }
 
     pub async fn receive(&self) -> Result<KafkaRecord> {
@@ -226,28 +307,25 @@ impl ConsumerRunner {
         out
     }
 
-    /// Runs the records through the pipeline in one transaction, retrying
-    /// while storage is down. `None`: shutdown came first.
+    /// Runs the records through the pipeline in one transaction. While
+    /// storage is down (a transient failure) it retries, never skipping a
+    /// record, and reports the stall. A failure that is not transient is the
+    /// records' own: the batch is split into single records, each retried
+    /// at most `max_attempts` times and then dead-lettered (`store_error`),
+    /// so one poison record never holds its partition, or the others, for
+    /// longer than its bounded retries. `None`: shutdown came first.
     pub async fn handle_batch(
         &self,
         recs: &[KafkaRecord],
         shutdown: &mut watch::Receiver<bool>,
     ) -> Option<Vec<Processed>> {
-        let inbound: Vec<InboundRecord<'_>> = recs
-            .iter()
-            .map(|rec| InboundRecord {
-                topic: rec.topic(),
-                partition: Some(rec.partition()),
-                offset: Some(rec.offset()),
-                key: rec.0.key(),
-                payload: rec.payload(),
-            })
-            .collect();
-        let mut delays = backoff();
+        let inbound: Vec<InboundRecord<'_>> = recs.iter().map(KafkaRecord::inbound).collect();
+        let mut delays = self.retry.delays();
         loop {
             let started = std::time::Instant::now();
             match self.engine.process_batch(&inbound).await {
                 Ok(processed) => {
+                    self.moving();
                     tracing::debug!(
                         group = %self.group,
                         records = inbound.len(),
@@ -256,19 +334,88 @@ impl ConsumerRunner {
                     );
                     return Some(processed);
                 }
-                Err(e) => {
-                    ComponentError {
-                        component: "kafka_consumer",
-                        stage: Stage::Processing,
-                        error_code: "store_unavailable",
-                        error: &e,
+                Err(e) if !e.is_transient() && inbound.len() > 1 => {
+                    self.failed(&e);
+                    let mut out = Vec::with_capacity(inbound.len());
+                    for rec in &inbound {
+                        out.push(self.handle_alone(rec, shutdown).await?);
                     }
-                    .emit();
+                    return Some(out);
+                }
+                Err(e) if !e.is_transient() => return self.handle_alone(&inbound[0], shutdown).await.map(|p| vec![p]),
+                Err(e) => {
+                    self.failed(&e);
                     if wait(shutdown, next_delay(&mut delays)).await {
                         return None;
                     }
                 }
             }
+        }
+    }
+
+    /// One record whose batch failed for a reason of its own: retried at
+    /// most `max_attempts` times, then dead-lettered. Transient failures in
+    /// between are waited out (they are not the record's fault).
+    async fn handle_alone(&self, rec: &InboundRecord<'_>, shutdown: &mut watch::Receiver<bool>) -> Option<Processed> {
+        let mut delays = self.retry.delays();
+        let mut refused = 0;
+        loop {
+            let outcome = if refused >= self.retry.max_attempts {
+                match self.engine.process(rec).await {
+                    Err(e) if !e.is_transient() => self.engine.dead_letter_unprocessable(rec, &e).await,
+                    other => other,
+                }
+            } else {
+                self.engine.process(rec).await
+            };
+            match outcome {
+                Ok(processed) => {
+                    self.moving();
+                    return Some(processed);
+                }
+                Err(e) => {
+                    if !e.is_transient() {
+                        refused += 1;
+                    }
+                    self.failed(&e);
+                    if wait(shutdown, next_delay(&mut delays)).await {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    fn failed(&self, e: &carehub_pipeline::Error) {
+        ComponentError {
+            component: "kafka_consumer",
+            stage: Stage::Processing,
+            error_code: if e.is_transient() {
+                "store_unavailable"
+            } else {
+                "store_refused"
+            },
+            error: e,
+        }
+        .emit();
+        let component = self.component();
+        self.health.set_stalled(&component, true);
+        PipelineStalled {
+            pipeline: self.engine.name(),
+            seconds: self.health.stalled_for(&component).map_or(0.0, |d| d.as_secs_f64()),
+        }
+        .emit();
+    }
+
+    fn moving(&self) {
+        let component = self.component();
+        if self.health.stalled_for(&component).is_some() {
+            self.health.set_stalled(&component, false);
+            PipelineStalled {
+                pipeline: self.engine.name(),
+                seconds: 0.0,
+            }
+            .emit();
         }
     }
 
@@ -340,6 +487,7 @@ impl ConsumerRunner {
     /// Receives, handles and acknowledges records until `shutdown`.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         tracing::info!(group = %self.group, topic = %self.topic, "consumer started");
+        self.health.set_ready(&self.component(), true);
         let lag = tokio::spawn(report_lag(self.consumer.clone(), self.group.clone(), shutdown.clone()));
         let mut watched = None;
         while !*shutdown.borrow() {

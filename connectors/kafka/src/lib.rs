@@ -15,7 +15,7 @@ mod relay;
 
 pub use admin::{TopicSpec, broker_reachable, ensure_topics};
 pub use config::KafkaConfig;
-pub use consumer::{ConsumerRunner, KafkaRecord, dlq_topic, forward_dead_letter, group_consumer};
+pub use consumer::{ConsumerRunner, KafkaRecord, RetryConfig, dlq_topic, forward_dead_letter, group_consumer};
 pub use producer::{idempotent_producer, idempotent_producer_with_linger};
 pub use relay::{OutboxRelay, RelayConfig, wait};
 

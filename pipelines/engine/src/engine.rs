@@ -413,6 +413,64 @@ impl Engine {
         result.map(Some)
     }
 
+    /// Dead-letters a record that cannot be applied because the store keeps
+    /// refusing it (not because the store is down), in a transaction of its
+    /// own that writes only the dead letter, the referred message's status
+    /// and an audit entry: what failed before cannot fail it again.
+    pub async fn dead_letter_unprocessable(&self, rec: &InboundRecord<'_>, failure: &Error) -> Result<Processed> {
+        let name = self.handler.name();
+        let env = Envelope::from_slice(rec.payload).ok();
+        let message_id = env.as_ref().and_then(|e| self.handler.stored(e)).map(|s| s.message_id);
+        // The error's class and code, never the data it may quote.
+        let reason = match failure {
+            Error::Store(e) => format!(
+                "the store refused the record repeatedly ({})",
+                e.code().unwrap_or("no SQLSTATE")
+            ),
+            other => format!("the record could not be applied: {other}"),
+        };
+        let code = "store_error";
+        let mut tx = self.pool.begin().await?;
+        if let Some(id) = message_id {
+            MessageStore::mark_failed(&mut tx, id, &reason).await?;
+        }
+        let id = DeadLetters::insert(
+            &mut tx,
+            &NewDeadLetter {
+                consumer: name,
+                topic: rec.topic,
+                partition: rec.partition,
+                offset: rec.offset,
+                key: rec.key,
+                payload: rec.payload,
+                event_id: env.as_ref().map(|e| e.id.as_str()),
+                message_id,
+                error_code: code,
+                reason: &reason,
+            },
+        )
+        .await?;
+        let entry = AuditEntry::new(ActorKind::Connector, CONNECTOR, Action::Ingest, "dead_letter")
+            .entity(id)
+            .message(message_id)
+            .origin(format!("kafka:{}", rec.topic))
+            .detail(serde_json::json!({ "error_code": code }));
+        AuditLog::append(&mut tx, &[entry]).await?;
+        tx.commit().await?;
+        DeadLettered {
+            pipeline: name,
+            error_code: code,
+            dead_letter_id: id,
+        }
+        .emit();
+        Ok(Processed::DeadLettered {
+            id,
+            code,
+            reason,
+            new: true,
+        })
+    }
+
     /// Files a record in the message store under its own key (topic and event id).
     async fn file_record(
         &self,

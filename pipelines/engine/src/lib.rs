@@ -31,6 +31,19 @@ pub enum Error {
     },
 }
 
+impl Error {
+    /// True when the same record may go through later unchanged (database
+    /// unreachable, restarting, a serialization conflict). A failure that is
+    /// not transient is the record's own: it is retried a bounded number of
+    /// times, then dead-lettered, and never holds its partition.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Store(e) => e.is_transient(),
+            _ => false,
+        }
+    }
+}
+
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
         Error::Store(e.into())
