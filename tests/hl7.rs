@@ -4,12 +4,12 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use carehub_hl7::codec::{Message, ReceivedAck, mllp};
+use carehub_hl7::codec::{Message, mllp};
 use carehub_hl7::{MllpSender, SendError, SenderConfig};
 use common::*;
 
@@ -21,49 +21,6 @@ fn dlq_replay(hub: &Hub, id: i64) {
         .output()
         .expect("replay");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-}
-
-/// One frame out, one frame back, on a fresh connection.
-fn exchange(addr: &str, frame: &[u8]) -> Option<Vec<u8>> {
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(15))).expect("timeout");
-    s.write_all(frame).expect("write");
-    read_frame(&mut s)
-}
-
-fn read_frame(s: &mut TcpStream) -> Option<Vec<u8>> {
-    let mut buf = Vec::new();
-    let mut byte = [0u8; 1];
-    loop {
-        match s.read(&mut byte) {
-            Ok(0) | Err(_) => return None,
-            Ok(_) => buf.push(byte[0]),
-        }
-        if buf.ends_with(&[mllp::END, mllp::CR]) {
-            let start = buf.iter().position(|&b| b == mllp::START)?;
-            return Some(buf[start + 1..buf.len() - 2].to_vec());
-        }
-    }
-}
-
-fn ack_of(frame: &[u8]) -> (ReceivedAck, String) {
-    let text = String::from_utf8(frame.to_vec()).expect("utf8 ack");
-    let msg = Message::parse(&text).expect("the ACK parses");
-    (ReceivedAck::read(&msg).expect("an MSA"), text)
-}
-
-async fn processed(pool: &sqlx::PgPool, control_id: &str) -> bool {
-    eventually(Duration::from_secs(30), || async {
-        let (n,): (i64,) =
-            sqlx::query_as("SELECT count(*) FROM message WHERE control_id = $1 AND status <> 'received'")
-                .bind(control_id)
-                .fetch_one(pool)
-                .await
-                .ok()?;
-        (n > 0).then_some(())
-    })
-    .await
-    .is_some()
 }
 
 async fn scalar<T>(pool: &sqlx::PgPool, sql: &str) -> T

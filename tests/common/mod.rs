@@ -567,3 +567,46 @@ pub async fn stored_hl7(pool: &PgPool, raw: &[u8]) -> Envelope {
     .expect("stored");
     carehub_pipeline_hl7::Received::new(stored.id(), "127.0.0.1:1", "127.0.0.1:2575").into_envelope(Some(&key))
 }
+
+/// One frame out, one frame back, on a fresh connection.
+pub fn exchange(addr: &str, frame: &[u8]) -> Option<Vec<u8>> {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(15))).expect("timeout");
+    s.write_all(frame).expect("write");
+    read_frame(&mut s)
+}
+
+pub fn read_frame(s: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        match s.read(&mut byte) {
+            Ok(0) | Err(_) => return None,
+            Ok(_) => buf.push(byte[0]),
+        }
+        if buf.ends_with(&[carehub_hl7::codec::mllp::END, carehub_hl7::codec::mllp::CR]) {
+            let start = buf.iter().position(|&b| b == carehub_hl7::codec::mllp::START)?;
+            return Some(buf[start + 1..buf.len() - 2].to_vec());
+        }
+    }
+}
+
+pub fn ack_of(frame: &[u8]) -> (ReceivedAck, String) {
+    let text = String::from_utf8(frame.to_vec()).expect("utf8 ack");
+    let msg = carehub_hl7::codec::Message::parse(&text).expect("the ACK parses");
+    (ReceivedAck::read(&msg).expect("an MSA"), text)
+}
+
+pub async fn processed(pool: &sqlx::PgPool, control_id: &str) -> bool {
+    eventually(Duration::from_secs(30), || async {
+        let (n,): (i64,) =
+            sqlx::query_as("SELECT count(*) FROM message WHERE control_id = $1 AND status <> 'received'")
+                .bind(control_id)
+                .fetch_one(pool)
+                .await
+                .ok()?;
+        (n > 0).then_some(())
+    })
+    .await
+    .is_some()
+}

@@ -43,12 +43,23 @@ pub struct ListenerConfig {
     /// Largest message accepted, in bytes; a larger frame closes the connection.
     #[serde(default = "default_max_frame_bytes")]
     pub max_frame_bytes: usize,
-    /// Seconds a connection may stay silent (or take to send one frame) before it is closed.
+    /// Seconds a connection may stay silent between two frames before it is closed.
     #[serde(default = "default_idle_timeout_secs")]
     pub idle_timeout_secs: u64,
+    /// Seconds a new connection has to deliver its first complete frame: a
+    /// socket that connects and says nothing holds a slot only this long.
+    #[serde(default = "default_first_frame_timeout_secs")]
+    pub first_frame_timeout_secs: u64,
+    /// Seconds a frame may take from its first byte to its last (a slow sender).
+    #[serde(default = "default_frame_timeout_secs")]
+    pub frame_timeout_secs: u64,
     /// Most connections served at once; more wait to be accepted.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Most connections served at once from one source address; more are
+    /// closed at once, so one host cannot take every slot.
+    #[serde(default = "default_max_connections_per_address")]
+    pub max_connections_per_address: usize,
     /// MSH-3 of the ACKs carehub sends for input without a readable MSH.
     #[serde(default = "default_application")]
     pub application: String,
@@ -121,6 +132,15 @@ const fn default_idle_timeout_secs() -> u64 {
 const fn default_max_connections() -> usize {
     256
 }
+const fn default_first_frame_timeout_secs() -> u64 {
+    10
+}
+const fn default_frame_timeout_secs() -> u64 {
+    30
+}
+const fn default_max_connections_per_address() -> usize {
+    64
+}
 fn default_application() -> String {
     "CAREHUB".to_owned()
 }
@@ -131,7 +151,10 @@ impl Default for ListenerConfig {
             listen: default_listen(),
             max_frame_bytes: default_max_frame_bytes(),
             idle_timeout_secs: default_idle_timeout_secs(),
+            first_frame_timeout_secs: default_first_frame_timeout_secs(),
+            frame_timeout_secs: default_frame_timeout_secs(),
             max_connections: default_max_connections(),
+            max_connections_per_address: default_max_connections_per_address(),
             application: default_application(),
             tls: None,
         }
@@ -205,6 +228,7 @@ impl MllpListener {
     /// Serves until `shutdown` turns true; connections finish the message in hand.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let limit = Arc::new(Semaphore::new(self.config.max_connections.max(1)));
+        let per_address: PerAddress = Default::default();
         let handler = Arc::new(ConnectionHandler {
             config: self.config.clone(),
             sink: self.sink.clone(),
@@ -225,6 +249,20 @@ impl MllpListener {
                     }
                 },
                 _ = shutdown.changed() => return,
+            };
+            let Some(slot) = AddressSlot::take(&per_address, peer.ip(), self.config.max_connections_per_address) else {
+                ComponentError {
+                    component: CONNECTOR,
+                    stage: Stage::Receiving,
+                    error_code: "too_many_connections_from_address",
+                    error: &format!(
+                        "more than {} connections from one address",
+                        self.config.max_connections_per_address
+                    ),
+                }
+                .emit();
+                drop(stream);
+                continue;
             };
             let _ = stream.set_nodelay(true);
             let handler = handler.clone();
@@ -249,8 +287,44 @@ impl MllpListener {
                         Err(_) => tracing::info!(%peer, "MLLP connection closed: TLS handshake timed out"),
                     },
                 }
+                drop(slot);
                 drop(permit);
             });
+        }
+    }
+}
+
+type PerAddress = Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>;
+
+/// One of an address's connection slots, given back on drop.
+struct AddressSlot {
+    counts: PerAddress,
+    ip: std::net::IpAddr,
+}
+
+impl AddressSlot {
+    fn take(counts: &PerAddress, ip: std::net::IpAddr, max: usize) -> Option<Self> {
+        let mut map = counts.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(ip).or_insert(0);
+        if *n >= max.max(1) {
+            return None;
+        }
+        *n += 1;
+        Some(AddressSlot {
+            counts: counts.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut map = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
         }
     }
 }
@@ -282,6 +356,26 @@ impl Drop for OpenConnection {
 struct ConnectionHandler {
     config: ListenerConfig,
     sink: Arc<dyn InboundSink>,
+}
+
+/// A connection's deadlines, from [`ListenerConfig`].
+struct Timeouts {
+    first_frame: Duration,
+    idle: Duration,
+    frame: Duration,
+    tick: Duration,
+}
+
+impl Timeouts {
+    fn of(c: &ListenerConfig) -> Self {
+        let first_frame = Duration::from_secs(c.first_frame_timeout_secs.max(1));
+        Timeouts {
+            first_frame,
+            idle: Duration::from_secs(c.idle_timeout_secs.max(1)),
+            frame: Duration::from_secs(c.frame_timeout_secs.max(1)),
+            tick: Duration::from_millis(250),
+        }
+    }
 }
 
 static ACK_SEQ: AtomicU64 = AtomicU64::new(0);
@@ -317,16 +411,21 @@ impl ConnectionHandler {
         mut shutdown: watch::Receiver<bool>,
     ) -> String {
         let mut framed = Framed::new(stream, MllpCodec::new(self.config.max_frame_bytes));
-        let idle = Duration::from_secs(self.config.idle_timeout_secs.max(1));
+        let timeouts = Timeouts::of(&self.config);
+        let opened = std::time::Instant::now();
+        let mut first = true;
         loop {
-            let next = tokio::select! {
-                n = tokio::time::timeout(idle, framed.next()) => n,
-                _ = shutdown.changed() => return "shutting down".into(),
+            let next = match self
+                .next_frame(&mut framed, &timeouts, first, opened, &mut shutdown)
+                .await
+            {
+                Ok(next) => next,
+                Err(reason) => return reason,
             };
+            first = false;
             let frame = match next {
-                Err(_) => return format!("idle for {}s", idle.as_secs()),
-                Ok(None) => return "closed by peer".into(),
-                Ok(Some(Err(e))) => {
+                None => return "closed by peer".into(),
+                Some(Err(e)) => {
                     let code = match &e {
                         FrameError::TooLarge { .. } => "frame_too_large",
                         FrameError::OutsideFrame { .. } => "bytes_outside_frame",
@@ -342,12 +441,52 @@ impl ConnectionHandler {
                     .emit();
                     return format!("protocol error: {e}");
                 }
-                Ok(Some(Ok(frame))) => frame,
+                Some(Ok(frame)) => frame,
             };
             if let Some(reply) = self.handle_frame(&frame, peer).await
                 && let Err(e) = framed.send(reply.as_bytes()).await
             {
                 return format!("writing the ACK failed: {e}");
+            }
+        }
+    }
+
+    /// Waits for the next frame within the connection's deadlines; `Err`
+    /// says why the connection ends instead. Before the first frame the
+    /// whole wait is bounded by `first_frame_timeout_secs`; later, silence
+    /// between frames by `idle_timeout_secs` and one frame's bytes by
+    /// `frame_timeout_secs`. Checked once a second: the read itself is
+    /// cancel-safe (the codec's buffer lives in `framed`).
+    async fn next_frame<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        framed: &mut Framed<S, MllpCodec>,
+        t: &Timeouts,
+        first: bool,
+        opened: std::time::Instant,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<Option<Result<Bytes, FrameError>>, String> {
+        let waiting = std::time::Instant::now();
+        let mut partial_since: Option<std::time::Instant> = None;
+        loop {
+            tokio::select! {
+                n = framed.next() => return Ok(n),
+                _ = shutdown.changed() => return Err("shutting down".into()),
+                _ = tokio::time::sleep(t.tick) => {}
+            }
+            let partial = !framed.read_buffer().iter().all(u8::is_ascii_whitespace);
+            if partial && partial_since.is_none() {
+                partial_since = Some(std::time::Instant::now());
+            }
+            if first && opened.elapsed() >= t.first_frame {
+                return Err(format!("no complete first frame within {}s", t.first_frame.as_secs()));
+            }
+            if let Some(since) = partial_since
+                && since.elapsed() >= t.frame
+            {
+                return Err(format!("slow sender: a frame incomplete after {}s", t.frame.as_secs()));
+            }
+            if !partial && waiting.elapsed() >= t.idle {
+                return Err(format!("idle for {}s between frames", t.idle.as_secs()));
             }
         }
     }

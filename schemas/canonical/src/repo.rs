@@ -203,17 +203,69 @@ pub async fn upsert_patient_as(
             }
         },
     };
-    let matches = lock_patients_holding(conn, &data.identifiers).await?;
-    if matches.len() > 1 {
-        return Ok(Err(PatientRejected::AmbiguousIdentifiers(matches.len())));
+    // The same identifier twice in one resource or PID-3 is one identifier
+    // (hardening item 7): merged, the first type code kept. Sorted, so that
+    // concurrent writers claim identifiers in one order and cannot deadlock.
+    let mut identifiers: Vec<&Identifier> = Vec::with_capacity(data.identifiers.len());
+    for i in &data.identifiers {
+        if !identifiers.iter().any(|k| k.system == i.system && k.value == i.value) {
+            identifiers.push(i);
+        }
     }
+    identifiers.sort_by(|a, b| (&a.system, &a.value).cmp(&(&b.system, &b.value)));
+    let owned: Vec<Identifier> = identifiers.into_iter().cloned().collect();
+
+    // The identifier is the arbiter (hardening item 3): a new patient exists
+    // only once it holds all its identifiers. Two first messages for the same
+    // new patient in concurrent transactions both find nobody; the second to
+    // claim an identifier waits for the first to commit, finds it taken, and
+    // starts again, this time finding the patient the first one created.
+    for _ in 0..3 {
+        let matches = lock_patients_holding(conn, &owned).await?;
+        if matches.len() > 1 {
+            return Ok(Err(PatientRejected::AmbiguousIdentifiers(matches.len())));
+        }
+        let existing = matches.first().copied();
+        let id = existing.or(new_id).unwrap_or_else(Uuid::now_v7);
+        let upserted = write_patient_row(conn, id, data, org_id, source_message_id).await?;
+        let taken = claim_identifiers(conn, id, &owned).await?;
+        if taken.is_empty() {
+            return Ok(Ok(upserted));
+        }
+        if existing.is_none() {
+            // Another transaction created this patient meanwhile: give up the
+            // row just written and the identifiers it took, and match again.
+            sqlx::query("DELETE FROM patient_identifier WHERE patient_id = $1")
+                .bind(id)
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query("DELETE FROM patient WHERE id = $1")
+                .bind(id)
+                .execute(&mut *conn)
+                .await?;
+            continue;
+        }
+        // The matched patient could not take an identifier another patient holds.
+        return Ok(Err(PatientRejected::AmbiguousIdentifiers(2)));
+    }
+    Err(Error::Unavailable(
+        "patient identifiers kept changing under concurrent writers".into(),
+    ))
+}
+
+/// Inserts or updates the patient row `id`.
+async fn write_patient_row(
+    conn: &mut PgConnection,
+    id: Uuid,
+    data: &PatientData,
+    org_id: Option<Uuid>,
+    source_message_id: Option<Uuid>,
+) -> Result<Upserted> {
     let name = data.name.clone().unwrap_or(HumanName {
         family: None,
         given: vec![],
     });
     let sex = data.sex.map(Sex::as_str);
-    // The matched patient (locked above) is updated, or a new one created.
-    let id = matches.first().copied().or(new_id).unwrap_or_else(Uuid::now_v7);
     let (version, created): (i32, bool) = sqlx::query_as(
         "INSERT INTO patient (id, family_name, given_names, birth_date, sex, phone, email, address,
                               managing_organization_id, source_message_id)
@@ -240,22 +292,35 @@ pub async fn upsert_patient_as(
     .bind(source_message_id)
     .fetch_one(&mut *conn)
     .await?;
-    let upserted = Upserted { id, created, version };
-    let systems: Vec<&str> = data.identifiers.iter().map(|i| i.system.as_str()).collect();
-    let values: Vec<&str> = data.identifiers.iter().map(|i| i.value.as_str()).collect();
-    let types: Vec<Option<&str>> = data.identifiers.iter().map(|i| i.type_code.as_deref()).collect();
-    sqlx::query(
+    Ok(Upserted { id, created, version })
+}
+
+/// Gives `identifiers` (distinct, sorted) to patient `id`: the ones nobody
+/// holds are inserted, the ones `id` holds get their type code updated.
+/// Returns those another patient holds (nothing is taken from it).
+async fn claim_identifiers(conn: &mut PgConnection, id: Uuid, identifiers: &[Identifier]) -> Result<Vec<Identifier>> {
+    let systems: Vec<&str> = identifiers.iter().map(|i| i.system.as_str()).collect();
+    let values: Vec<&str> = identifiers.iter().map(|i| i.value.as_str()).collect();
+    let types: Vec<Option<&str>> = identifiers.iter().map(|i| i.type_code.as_deref()).collect();
+    let mine: Vec<(String, String)> = sqlx::query_as(
         "INSERT INTO patient_identifier (patient_id, system, value, type_code)
-         SELECT $1, * FROM UNNEST($2::text[], $3::text[], $4::text[])
-         ON CONFLICT (system, value) DO UPDATE SET type_code = EXCLUDED.type_code",
+         SELECT $1, s, v, t FROM UNNEST($2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS k(s, v, t, n)
+          ORDER BY n
+         ON CONFLICT (system, value) DO UPDATE SET type_code = EXCLUDED.type_code
+          WHERE patient_identifier.patient_id = EXCLUDED.patient_id
+         RETURNING system, value",
     )
-    .bind(upserted.id)
+    .bind(id)
     .bind(&systems)
     .bind(&values)
     .bind(&types)
-    .execute(&mut *conn)
+    .fetch_all(&mut *conn)
     .await?;
-    Ok(Ok(upserted))
+    Ok(identifiers
+        .iter()
+        .filter(|i| !mine.iter().any(|(s, v)| *s == i.system && *v == i.value))
+        .cloned()
+        .collect())
 }
 
 /// The patients holding any of `identifiers`, locked in id order (the
