@@ -469,7 +469,7 @@ impl Drop for PrivateBroker {
 }
 
 #[tokio::test]
-async fn with_the_broker_down_nothing_is_accepted_and_nothing_is_lost() {
+async fn with_the_broker_down_a_message_is_accepted_once_stored_and_applied_once_the_broker_is_back() {
     let port = free_port();
     let dir = std::env::temp_dir().join(format!("carehub-broker-{}", uuid::Uuid::new_v4().simple()));
     let mut broker = PrivateBroker::start(port, &dir);
@@ -490,24 +490,29 @@ async fn with_the_broker_down_nothing_is_accepted_and_nothing_is_lost() {
     assert_eq!(ack.code.as_str(), "AA");
     assert!(processed(pool, "ADT0001").await);
 
+    // The broker is out of the acknowledgement path: PostgreSQL stores the
+    // message and its onward record (outbox) together, and that is enough.
     broker.stop();
     let during = wire(&fixture("adt_a08.hl7"));
-    match sender(&hub.mllp).send(&during).await {
-        Err(SendError::Rejected { code, .. }) => assert_eq!(code.as_str(), "AR"),
-        other => panic!("never AA while the broker is down: {other:?}"),
-    }
+    let ack = sender(&hub.mllp).send(&during).await.expect("AA once stored");
+    assert_eq!(ack.code.as_str(), "AA");
+    let status: String = scalar(pool, "SELECT status FROM message WHERE control_id = 'ADT0002'").await;
+    assert_eq!(status, "received", "stored, waiting for the broker");
     assert_eq!(
-        count(pool, "SELECT count(*) FROM message WHERE control_id = 'ADT0002'").await,
-        0,
-        "the store was rolled back with the refusal"
+        count(
+            pool,
+            "SELECT count(*) FROM outbox WHERE sent_at IS NULL AND payload->>'type' = 'carehub.hl7v2.received.v1'"
+        )
+        .await,
+        1,
+        "its record waits in the outbox"
     );
 
     let _broker = PrivateBroker::start(broker.port, &broker.dir.clone());
-    let ack = send_until_accepted(&hub.mllp, &during, Duration::from_secs(60))
-        .await
-        .expect("accepted after the broker is back");
+    assert!(processed(pool, "ADT0002").await, "applied once the broker is back");
+    // The sender resends (it may not have seen the AA): no second effect.
+    let ack = sender(&hub.mllp).send(&during).await.expect("AA again");
     assert_eq!(ack.code.as_str(), "AA");
-    assert!(processed(pool, "ADT0002").await, "applied after recovery");
     assert_eq!(count(pool, "SELECT count(*) FROM message").await, 2);
     let version: i32 = scalar(pool, "SELECT version FROM patient").await;
     assert_eq!(version, 2, "A01 then A08, each once");
@@ -659,9 +664,22 @@ async fn killed_with_sigkill_during_a_stream_of_10000_every_message_is_stored_an
         "no patient written twice"
     );
     assert_eq!(
-        count(&db.pool, "SELECT count(*) FROM outbox").await,
+        count(
+            &db.pool,
+            "SELECT count(*) FROM outbox WHERE payload->>'type' <> 'carehub.hl7v2.received.v1'"
+        )
+        .await,
         N as i64,
         "one event per message"
+    );
+    assert_eq!(
+        count(
+            &db.pool,
+            "SELECT count(*) FROM outbox WHERE payload->>'type' = 'carehub.hl7v2.received.v1'"
+        )
+        .await,
+        N as i64,
+        "one inbound record per stored message"
     );
     assert_eq!(
         count(
@@ -738,25 +756,29 @@ async fn mllp_over_tls_is_acknowledged_and_plain_connections_are_refused() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A NUL byte is refused AE 102 before the ACK (hardening item 12: it used
+/// to be answered AA and applied with the NUL replaced), and is stored
+/// verbatim as failed without blocking other messages.
 #[tokio::test]
-async fn a_nul_byte_in_the_header_is_stored_verbatim_and_does_not_block_other_messages() {
+async fn a_nul_byte_in_the_header_is_refused_stored_verbatim_and_does_not_block_other_messages() {
     let hub = start_hub().await;
     let odd = fixture("adt_a08.hl7").replace("ADT0002", "ODD\u{0}ID");
-    let ack = sender(&hub.mllp).send(&wire(&odd)).await.expect("accepted");
-    assert_eq!(ack.code.as_str(), "AA");
+    let reply = exchange(&hub.mllp, &mllp::frame(&wire(&odd))).expect("answered");
+    let (ack, text) = ack_of(&reply);
+    assert_eq!((ack.code.as_str(), ack.error_code), ("AE", Some(102)), "{text}");
     let ack = sender(&hub.mllp)
         .send(&wire(&fixture("adt_a01.hl7")))
         .await
         .expect("accepted");
     assert_eq!(ack.code.as_str(), "AA");
     assert!(processed(&hub.db.pool, "ADT0001").await);
-    let raw: Vec<u8> = scalar(
-        &hub.db.pool,
-        "SELECT raw FROM message WHERE control_id = 'ODD\u{FFFD}ID'",
-    )
-    .await;
+    let (raw, status): (Vec<u8>, String) =
+        sqlx::query_as("SELECT raw, status FROM message WHERE control_id = 'ODD\u{FFFD}ID'")
+            .fetch_one(&hub.db.pool)
+            .await
+            .expect("stored");
     assert_eq!(raw, wire(&odd), "the raw bytes keep the NUL");
-    assert!(processed(&hub.db.pool, "ODD\u{FFFD}ID").await);
+    assert_eq!(status, "failed");
 }
 
 #[tokio::test]

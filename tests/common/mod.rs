@@ -598,7 +598,7 @@ pub fn ack_of(frame: &[u8]) -> (ReceivedAck, String) {
 }
 
 pub async fn processed(pool: &sqlx::PgPool, control_id: &str) -> bool {
-    eventually(Duration::from_secs(30), || async {
+    eventually(Duration::from_secs(90), || async {
         let (n,): (i64,) =
             sqlx::query_as("SELECT count(*) FROM message WHERE control_id = $1 AND status <> 'received'")
                 .bind(control_id)

@@ -270,7 +270,7 @@ impl Handler for Hl7Pipeline {
     async fn handle(&self, conn: &mut PgConnection, ctx: &Context, event: &Envelope) -> Result<Handled, HandlerError> {
         let raw = stored_bytes(ctx, event)?;
         let (text, _) =
-            carehub_hl7::codec::decode_text(&raw).map_err(|e| HandlerError::rejected("invalid_data", e.to_string()))?;
+            carehub_hl7::codec::decode_text(raw).map_err(|e| HandlerError::rejected("invalid_data", e.to_string()))?;
         let msg = Message::parse(&text).map_err(|e| HandlerError::rejected("invalid_data", e.to_string()))?;
         let mapped = map(&msg).map_err(|e| HandlerError::rejected(e.dead_letter_code(), e.reason))?;
         let label = msg.type_label();
@@ -471,7 +471,7 @@ impl Handler for Hl7Pipeline {
         let Ok(raw) = stored_bytes(ctx, event) else {
             return Ok(());
         };
-        let Ok((text, _)) = carehub_hl7::codec::decode_text(&raw) else {
+        let Ok((text, _)) = carehub_hl7::codec::decode_text(raw) else {
             return Ok(());
         };
         let Ok(msg) = Message::parse(&text) else { return Ok(()) };

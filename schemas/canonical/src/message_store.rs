@@ -74,6 +74,9 @@ pub fn stored_key(source_key: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(format!("{}…sha256:{}", &source_key[..cut], hex::encode(digest)))
 }
 
+/// The first copy under a key: its id, when it came, its content hash.
+type FirstCopy = (Uuid, DateTime<Utc>, Option<Vec<u8>>);
+
 /// Longest metadata value (type, control id) kept in an indexed column.
 const MAX_COLUMN_BYTES: usize = 256;
 
@@ -180,15 +183,17 @@ impl MessageStore {
             // Duplicates name the first copy; the content hash tells a resend
             // from a changed message under the same key.
             let dup_keys: Vec<&str> = duplicates.iter().map(|&i| keys[i].as_ref()).collect();
-            let firsts: Vec<(String, Uuid, DateTime<Utc>, Option<Vec<u8>>)> = sqlx::query_as(
+            let firsts: Vec<(String, FirstCopy)> = sqlx::query_as::<_, (String, Uuid, DateTime<Utc>, Option<Vec<u8>>)>(
                 "SELECT source_key, message_id, received_at, content_sha256 FROM message_key
                   WHERE source_key = ANY($1)",
             )
             .bind(&dup_keys)
             .fetch_all(&mut *conn)
-            .await?;
-            let firsts: std::collections::HashMap<String, (Uuid, DateTime<Utc>, Option<Vec<u8>>)> =
-                firsts.into_iter().map(|(k, i, t, h)| (k, (i, t, h))).collect();
+            .await?
+            .into_iter()
+            .map(|(k, i, t, h)| (k, (i, t, h)))
+            .collect();
+            let firsts: std::collections::HashMap<String, FirstCopy> = firsts.into_iter().collect();
             let mut conflicts = Vec::new();
             for &i in &duplicates {
                 if let Some((id, at, hash)) = firsts.get(keys[i].as_ref()) {

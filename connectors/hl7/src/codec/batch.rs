@@ -1,10 +1,16 @@
 //! Several messages in one text: HL7 batches (FHS/BHS … BTS/FTS, v2.5.1
 //! §2.10.3) and plain files of messages one after another.
 //!
-//! Each message of a batch is handled on its own; a batch whose envelope is
-//! malformed (a BHS without BTS, counts in BTS-1 or FTS-1 that do not match,
-//! segments outside any message) is refused as a whole with the reason, so a
-//! half-read batch is never taken for a complete one.
+//! Each message of a batch is handled on its own. The envelope is read as
+//! leniently as the standard's grammar allows (v2.5 §2.10.3:
+//! `[FHS] {[BHS] {MSH …} [BTS]} [FTS]`): the file and batch headers and
+//! trailers are each optional, so an FHS file whose messages are not wrapped
+//! in BHS/BTS, or a batch whose BTS is missing at the end of the input, is
+//! read as written. Counts are checked only where a trailer gives them
+//! (BTS-1, FTS-1); a mismatch, a segment outside any message, anything after
+//! FTS or an FHS that is not first refuses the whole text with the reason,
+//! so a half-read batch is never taken for a complete one. Error texts name
+//! segments, never their content.
 
 use std::borrow::Cow;
 
@@ -35,8 +41,13 @@ fn lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
     })
 }
 
+/// A line's segment name, or `"?"` when it does not start with one: never
+/// the line itself, which may hold patient data (hardening item 9).
 fn name(line: &str) -> &str {
-    line.get(..3).unwrap_or(line)
+    match line.as_bytes().get(..3) {
+        Some(b) if b.iter().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit()) => &line[..3],
+        _ => "?",
+    }
 }
 
 /// Field `n` (1-based) of a non-header batch segment (BTS, FTS).
@@ -51,10 +62,10 @@ pub fn split(text: &str) -> Result<Split<'_>, ParseError> {
     let mut messages: Vec<&str> = Vec::new();
     let mut current: Option<(usize, usize)> = None;
     let mut batch = false;
-    let mut in_file = false;
     let mut file_done = false;
-    let mut in_batch = false;
+    // Messages of the batch being read, and batches ended so far (for FTS-1).
     let mut batch_messages = 0usize;
+    let mut batch_open = false;
     let mut batches = 0usize;
 
     fn close<'t>(text: &'t str, current: &mut Option<(usize, usize)>, messages: &mut Vec<&'t str>) {
@@ -74,23 +85,18 @@ pub fn split(text: &str) -> Result<Split<'_>, ParseError> {
                     return Err(ParseError::BadBatch("FHS must come first".into()));
                 }
                 batch = true;
-                in_file = true;
             }
             "BHS" => {
-                if in_batch {
-                    return Err(ParseError::BadBatch("BHS inside a batch (missing BTS)".into()));
-                }
-                if !batch && (!messages.is_empty() || current.is_some()) {
-                    return Err(ParseError::BadBatch("BHS after messages".into()));
+                close(text, &mut current, &mut messages);
+                // A BHS ends the batch before it, whose BTS is optional.
+                if batch_open || batch_messages > 0 {
+                    batches += 1;
                 }
                 batch = true;
-                in_batch = true;
+                batch_open = true;
                 batch_messages = 0;
             }
             "BTS" => {
-                if !in_batch {
-                    return Err(ParseError::BadBatch("BTS without BHS".into()));
-                }
                 close(text, &mut current, &mut messages);
                 let declared = field(line, 1);
                 if !declared.is_empty() && declared.trim().parse::<usize>().ok() != Some(batch_messages) {
@@ -98,28 +104,26 @@ pub fn split(text: &str) -> Result<Split<'_>, ParseError> {
                         "BTS-1 says {declared} messages, the batch holds {batch_messages}"
                     )));
                 }
-                in_batch = false;
+                batch = true;
+                batch_open = false;
+                batch_messages = 0;
                 batches += 1;
             }
             "FTS" => {
-                if !in_file || in_batch {
-                    return Err(ParseError::BadBatch(
-                        if in_batch { "FTS before BTS" } else { "FTS without FHS" }.into(),
-                    ));
-                }
                 close(text, &mut current, &mut messages);
+                if batch_open || batch_messages > 0 {
+                    batches += 1;
+                }
                 let declared = field(line, 1);
                 if !declared.is_empty() && declared.trim().parse::<usize>().ok() != Some(batches) {
                     return Err(ParseError::BadBatch(format!(
                         "FTS-1 says {declared} batches, the file holds {batches}"
                     )));
                 }
+                batch = true;
                 file_done = true;
             }
             "MSH" => {
-                if batch && !in_batch {
-                    return Err(ParseError::BadBatch("MSH outside BHS … BTS".into()));
-                }
                 close(text, &mut current, &mut messages);
                 current = Some((at, end));
                 batch_messages += 1;
@@ -132,12 +136,6 @@ pub fn split(text: &str) -> Result<Split<'_>, ParseError> {
                 None => return Err(ParseError::NoMsh(other.to_owned())),
             },
         }
-    }
-    if in_batch {
-        return Err(ParseError::BadBatch("batch not closed by BTS".into()));
-    }
-    if in_file && !file_done {
-        return Err(ParseError::BadBatch("file not closed by FTS".into()));
     }
     close(text, &mut current, &mut messages);
     if messages.is_empty() && !batch {
@@ -209,18 +207,47 @@ mod tests {
     #[test]
     fn malformed_batches_are_refused_with_the_reason() {
         for (text, why) in [
-            (format!("BHS|^~\\&|A\r{M1}\r"), "not closed by BTS"),
             (format!("BHS|^~\\&|A\r{M1}\r{M2}\rBTS|3\r"), "BTS-1 says 3"),
-            (format!("FHS|^~\\&|A\rBHS|^~\\&\r{M1}\rBTS|1\r"), "not closed by FTS"),
             (format!("FHS|^~\\&|A\rBHS|^~\\&\r{M1}\rBTS|1\rFTS|2\r"), "FTS-1 says 2"),
             (format!("BHS|^~\\&|A\rPID|1\r{M1}\rBTS|1\r"), "outside a message"),
-            (format!("{M1}\rBHS|^~\\&|A\r"), "BHS after messages"),
-            (format!("FHS|^~\\&|A\r{M1}\rFTS|1\r"), "MSH outside"),
+            (format!("{M1}\rFHS|^~\\&|A\r"), "FHS must come first"),
             ("FHS|^~\\&\rBHS|^~\\&\rBTS|0\rFTS|1\rMSH|x".to_string(), "after FTS"),
         ] {
             let err = split(&text).expect_err(why).to_string();
             assert!(err.contains(why), "{err} should say {why}");
         }
+    }
+
+    /// Hardening item 18 (each was refused as "bad batch" on 305005c): the
+    /// headers and trailers the grammar makes optional may be left out.
+    #[test]
+    fn optional_envelope_segments_may_be_left_out() {
+        for (text, n) in [
+            (format!("FHS|^~\\&|A\r{M1}\r{M2}\rFTS|1\r"), 2),
+            (format!("FHS|^~\\&|A\r{M1}\r"), 1),
+            (format!("BHS|^~\\&|A\r{M1}\r{M2}\r"), 2),
+            (format!("FHS|^~\\&|A\rBHS|^~\\&\r{M1}\rBTS|1\r"), 1),
+            (format!("{M1}\r{M2}\rBTS|2\r"), 2),
+            (
+                format!("FHS|^~\\&\rBHS|^~\\&\r{M1}\rBHS|^~\\&\r{M2}\rBTS|1\rFTS|2\r"),
+                2,
+            ),
+        ] {
+            let s = split(&text).unwrap_or_else(|e| panic!("{text:?}: {e}"));
+            assert_eq!(s.messages.len(), n, "{text:?}");
+            assert!(s.batch);
+        }
+    }
+
+    /// Hardening item 9: an error names a segment, never a line's content.
+    #[test]
+    fn errors_never_quote_a_line() {
+        let text = "FHS|^~\\&|A\rSmith^Jane^19700101|x\r";
+        let err = split(text).expect_err("outside a message").to_string();
+        assert!(!err.contains("Smith") && !err.contains("1970"), "{err}");
+        let text = "BHS|^~\\&\r\u{e9}ric|x\r";
+        let err = split(text).expect_err("refused").to_string();
+        assert!(!err.contains("ric"), "{err}");
     }
 
     #[test]

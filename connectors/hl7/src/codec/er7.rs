@@ -171,7 +171,7 @@ impl<'a> Message<'a> {
             return Err(ParseError::Empty);
         };
         if !first.starts_with("MSH") {
-            return Err(ParseError::NoMsh(first.chars().take(3).collect()));
+            return Err(ParseError::NoMsh(segment_name_of(first)));
         }
         let delimiters = Delimiters::from_header(first)?;
         Self::from_segments(delimiters, &segments)
@@ -186,7 +186,7 @@ impl<'a> Message<'a> {
             Some(first) if first.starts_with("MSH") => {
                 Self::from_segments(Delimiters::from_header(first)?, &segments[..1])
             }
-            Some(first) => Err(ParseError::NoMsh(first.chars().take(3).collect())),
+            Some(first) => Err(ParseError::NoMsh(segment_name_of(first))),
             None => Err(ParseError::Empty),
         }
     }
@@ -283,6 +283,15 @@ impl<'a> Message<'a> {
             (Some(c), None) => rep.component(c),
             (Some(c), Some(s)) => rep.component(c).subcomponent(s),
         }
+    }
+}
+
+/// What an error may say a line starts with: its segment name, or `?` when
+/// it has none (the line may be patient data; hardening item 9).
+fn segment_name_of(line: &str) -> String {
+    match line.as_bytes().get(..3) {
+        Some(b) if b.iter().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit()) => line[..3].to_owned(),
+        _ => "?".to_owned(),
     }
 }
 
