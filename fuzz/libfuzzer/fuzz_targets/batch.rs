@@ -1,0 +1,4 @@
+#![no_main]
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    carehub_fuzz_harness::on_task_stack(data, carehub_fuzz_harness::batch);
+});
