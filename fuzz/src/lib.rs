@@ -15,8 +15,11 @@ use tokio_util::codec::Decoder;
 /// Largest frame the MLLP target's codec accepts (the listener's default).
 pub const MAX_FRAME: usize = 1024 * 1024;
 
+/// A target's body.
+pub type Target = fn(&[u8]);
+
 /// The fuzz targets, by name (the `fuzz/corpus/<name>` directories).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("mllp", mllp),
     ("er7", er7),
     ("batch", batch),
@@ -27,7 +30,7 @@ pub const TARGETS: &[(&str, fn(&[u8]))] = &[
 ];
 
 /// Runs `f` on a thread with tokio's default worker stack (2 MiB).
-pub fn on_task_stack(data: &[u8], f: fn(&[u8])) {
+pub fn on_task_stack(data: &[u8], f: Target) {
     let data = data.to_vec();
     let handle = std::thread::Builder::new()
         .stack_size(2 * 1024 * 1024)
