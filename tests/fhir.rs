@@ -230,8 +230,16 @@ async fn the_record_reads_as_fhir_with_tokens_scopes_and_an_audit_entry_per_read
         &hub,
         &["--sub", "pat-9", "--scope", "patient/*.read", "--patient", &other],
     );
-    let (status, _, _) = get(&fhir, &format!("/Patient/{patient}"), Some(&portal), "*/*");
-    assert_eq!(status, 403, "outside the compartment");
+    // Outside the compartment the answer is an unknown id's (hardening item
+    // 13: it was 403, which told the token that the id exists).
+    let (status, outside, _) = get(&fhir, &format!("/Patient/{patient}"), Some(&portal), "*/*");
+    let (unknown_status, unknown, _) = get(&fhir, &format!("/Patient/{other}"), Some(&portal), "*/*");
+    assert_eq!(
+        (status, unknown_status),
+        (404, 404),
+        "outside the compartment, as unknown"
+    );
+    assert_eq!(issue_code(&outside), issue_code(&unknown));
     let own = token(
         &hub,
         &[
@@ -247,11 +255,28 @@ async fn the_record_reads_as_fhir_with_tokens_scopes_and_an_audit_entry_per_read
     assert_eq!(status, 200, "inside the compartment");
 
     // Every successful read left an audit entry naming the reader.
-    let reads: Vec<(String, String, String)> =
-        sqlx::query_as("SELECT actor_id, entity_type, entity_id FROM audit_log WHERE action = 'read' ORDER BY seq")
-            .fetch_all(pool)
-            .await
-            .expect("audit");
+    let reads: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT actor_id, entity_type, entity_id FROM audit_log
+          WHERE action = 'read' AND coalesce(detail, '') NOT LIKE '%\"refused\"%' ORDER BY seq",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("audit");
+    // The refused reads are on the trail too, marked refused (hardening item 13).
+    let refused: Vec<(String, String)> = sqlx::query_as(
+        "SELECT actor_id, entity_id FROM audit_log WHERE action = 'read' AND detail LIKE '%\"refused\"%' ORDER BY seq",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("audit");
+    assert!(
+        refused.contains(&("tech-1".to_owned(), patient.to_string())),
+        "{refused:?}"
+    );
+    assert!(
+        refused.contains(&("pat-9".to_owned(), patient.to_string())),
+        "{refused:?}"
+    );
     let expect = |actor: &str, entity: &str, id: &str| (actor.to_owned(), entity.to_owned(), id.to_owned());
     assert!(
         reads.contains(&expect("dr-77", "patient", &patient.to_string())),

@@ -393,3 +393,109 @@ fn configurations_serve_cannot_run_are_refused_with_exit_code_2() {
         }
     }
 }
+
+const FHIR_SECRET: &str = "hostile-test-secret-at-least-32-bytes!";
+
+/// Raw bytes out, the status and body back, on a fresh connection.
+fn raw_http(addr: &str, request: &[u8]) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    s.write_all(request).expect("write");
+    let mut buf = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut s, &mut buf);
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn outcome(body: &str) -> serde_json::Value {
+    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
+    assert_eq!(v["resourceType"], "OperationOutcome", "{v}");
+    v
+}
+
+/// Items 12, 13 and 17 on the FHIR endpoint: every refusal is an
+/// OperationOutcome with the right status (on 305005c: 413, 414, 431 and
+/// bad UTF-8 answered in plain text, NUL in a search 503, `_format=xml`
+/// answered JSON with 200, `_count=-1` 200, validation quoting the value).
+#[tokio::test]
+async fn fhir_refusals_are_operation_outcomes_with_the_right_status() {
+    let db = fresh_db().await;
+    let hub = start_hub_with(
+        db,
+        vec![
+            ("CAREHUB_FHIR__AUTH__HS256_SECRET", FHIR_SECRET.to_owned()),
+            ("CAREHUB_FHIR__HTTP__HEADER_TIMEOUT_SECS", "2".to_owned()),
+        ],
+    )
+    .await;
+    let fhir = env_value(&hub.envs, "CAREHUB_FHIR__LISTEN");
+    assert!(wait_listening(&fhir, Duration::from_secs(30)).await);
+    let token = fhir_token(&hub, &["--sub", "dr-h", "--role", "clinician"]);
+    let auth = format!("Authorization: Bearer {token}\r\n");
+    let get = |path: &str, extra: &str| {
+        raw_http(
+            &fhir,
+            format!("GET {path} HTTP/1.0\r\nHost: x\r\n{auth}{extra}\r\n").as_bytes(),
+        )
+    };
+    for (path, want) in [
+        ("/Patient?identifier=urn:x%7CMRN%001", 400),
+        ("/Patient/ab%00c", 404),
+        ("/Patient?_format=xml", 406),
+        ("/Patient/abc?_format=application/fhir%2Bxml", 406),
+        ("/Patient?_count=-1", 400),
+    ] {
+        let (status, body) = get(path, "");
+        assert_eq!(status, want, "{path}: {body}");
+        let v = outcome(&body);
+        assert!(!body.contains("MRN"), "{path}: the value is not quoted: {v}");
+    }
+    let long = format!("/Patient?_id={}", "a".repeat(9000));
+    let (status, body) = get(&long, "");
+    assert_eq!(status, 414);
+    outcome(&body);
+    let (status, body) = get("/metadata", &format!("X-Pad: {}\r\n", "p".repeat(20_000)));
+    assert_eq!(status, 431);
+    outcome(&body);
+
+    let post = |body: &[u8]| {
+        let mut req = format!(
+            "POST /Patient HTTP/1.0\r\nHost: x\r\n{auth}Content-Type: application/fhir+json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        req.extend_from_slice(body);
+        raw_http(&fhir, &req)
+    };
+    let (status, body) = post(&vec![b' '; 3 * 1024 * 1024]);
+    assert_eq!(status, 413);
+    outcome(&body);
+    let (status, body) = post(b"{\"resourceType\":\"Patient\",\"name\":[{\"family\":\"\xff\xfe\"}]}");
+    assert_eq!(status, 400, "{body}");
+    outcome(&body);
+    let (status, body) = post(br#"{"resourceType":"Patient","birthDate":"1980-13-45","gender":"sometimes"}"#);
+    assert_eq!(status, 400, "{body}");
+    outcome(&body);
+    assert!(
+        !body.contains("1980-13-45") && !body.contains("sometimes"),
+        "names the element, not its content: {body}"
+    );
+    assert!(body.contains("Patient.birthDate"), "{body}");
+
+    // A request head that never ends holds its connection only for the header timeout.
+    let mut slow = TcpStream::connect(&fhir).expect("connect");
+    slow.set_read_timeout(Some(Duration::from_secs(8))).expect("timeout");
+    slow.write_all(b"GET /metadata HTTP/1.1\r\nHost: x\r\n").expect("write");
+    let started = Instant::now();
+    let mut buf = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut slow, &mut buf);
+    assert!(
+        started.elapsed() < Duration::from_secs(7),
+        "closed after the header timeout"
+    );
+}

@@ -13,6 +13,7 @@
 pub mod auth;
 pub mod bundle;
 pub mod commit;
+pub mod guard;
 pub mod raw;
 pub mod resources;
 pub mod search;

@@ -39,7 +39,7 @@ pub const MAX_COUNT: i64 = 100;
 fn reference(v: &str, ty: &str) -> Result<String, String> {
     let id = v.strip_prefix(&format!("{ty}/")).unwrap_or(v);
     if id.is_empty() || id.contains('/') {
-        return Err(format!("{v:?} is not a {ty} reference"));
+        return Err(format!("the value is not a {ty} reference"));
     }
     Ok(format!("{ty}/{id}"))
 }
@@ -97,7 +97,17 @@ fn date(v: &str) -> Result<(&'static str, DateTime<Utc>), String> {
         .ok()
         .and_then(|d| d.and_hms_opt(0, 0, 0))
         .map(|t| (op, t.and_utc()))
-        .ok_or_else(|| format!("_lastUpdated {v:?} is not a date or instant"))
+        .ok_or_else(|| "the value is not a date or instant".to_owned())
+}
+
+/// A parameter name fit for a diagnostic: FHIR's search names are short
+/// and printable; anything else is not quoted.
+fn safe_name(name: &str) -> String {
+    if !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_graphic()) {
+        format!("{name:?}")
+    } else {
+        "(unreadable name)".to_owned()
+    }
 }
 
 impl Search {
@@ -118,6 +128,14 @@ impl Search {
             descending: false,
         };
         for (name, value) in params {
+            // A value no resource can hold never reaches the database
+            // (hardening item 12: a NUL was answered 503 "try again").
+            if value.chars().any(|c| c == '\0') || name.chars().any(char::is_control) {
+                return Err(format!(
+                    "search parameter {} holds a NUL or control character",
+                    safe_name(name)
+                ));
+            }
             match (resource_type, name.as_str()) {
                 (_, "_id") => {
                     for v in value.split(',').map(str::trim) {
@@ -125,24 +143,31 @@ impl Search {
                             || v.len() > 64
                             || !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
                         {
-                            return Err(format!("_id {v:?} is not an id"));
+                            return Err("_id holds a value that is not an id".to_owned());
                         }
                         s.ids.push(v.to_owned());
                     }
                 }
+                // Checked by the endpoint before any handler: JSON only (else 406).
+                (_, "_format") => {}
                 (_, "_lastUpdated") => s.last_updated.push(date(value)?),
                 ("Observation", "date") => s.date.push(date(value)?),
                 (_, "_include") => s.include.push(include(resource_type, value)?),
                 (_, "_count") => {
-                    let n: i64 = value.parse().map_err(|_| format!("_count {value:?} is not a number"))?;
-                    s.count = n.clamp(0, MAX_COUNT);
+                    // A negative page size is an error, not an empty page (item 17).
+                    let n: i64 = value
+                        .parse()
+                        .ok()
+                        .filter(|n| *n >= 0)
+                        .ok_or_else(|| "_count is not a number of entries (0 or more)".to_owned())?;
+                    s.count = n.min(MAX_COUNT);
                 }
                 (_, "_offset") => {
                     s.offset = value
                         .parse::<i64>()
                         .ok()
                         .filter(|n| *n >= 0)
-                        .ok_or_else(|| format!("_offset {value:?} is not a position"))?;
+                        .ok_or_else(|| "_offset is not a position (0 or more)".to_owned())?;
                 }
                 (_, "_sort") => match value.as_str() {
                     "_lastUpdated" => s.descending = false,
@@ -170,7 +195,8 @@ impl Search {
                 }
                 (_, other) => {
                     return Err(format!(
-                        "search parameter {other:?} is not supported on {resource_type}"
+                        "search parameter {} is not supported on {resource_type}",
+                        safe_name(other)
                     ));
                 }
             }
@@ -391,5 +417,18 @@ mod tests {
             sr.page_link(&p(&[("subject", "Patient/x y")]), 20),
             "ServiceRequest?subject=Patient%2Fx%20y&_offset=20"
         );
+    }
+
+    /// Hardening items 12, 13 and 17 (on 305005c: a NUL reached PostgreSQL
+    /// and was answered 503, `_count=-1` gave 200, errors quoted the value).
+    #[test]
+    fn nul_and_negative_counts_are_refused_without_quoting_the_value() {
+        for (name, value) in [("identifier", "urn:x|MRN\u{0}1"), ("_count", "-1"), ("_id", "a\u{0}")] {
+            let err = Search::parse("Patient", &p(&[(name, value)])).expect_err(name);
+            assert!(!err.contains("MRN") && !err.contains("-1"), "{err}");
+        }
+        let err = Search::parse("Patient", &p(&[("_lastUpdated", "1980-13-45T99")])).expect_err("date");
+        assert!(!err.contains("1980"), "{err}");
+        assert!(Search::parse("Patient", &p(&[("_count", "0")])).is_ok());
     }
 }

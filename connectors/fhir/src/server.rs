@@ -51,6 +51,9 @@ pub struct FhirConfig {
     /// Consumer group of the push (reads the lab's `ehr_events_topic`).
     #[serde(default = "default_push_group")]
     pub push_group: String,
+    /// The HTTP listener's limits: connections, deadlines, sizes.
+    #[serde(default)]
+    pub http: crate::guard::HttpLimits,
 }
 
 /// One EHR that follows a clinic's orders.
@@ -116,6 +119,7 @@ impl Default for FhirConfig {
             rate_limit_burst: default_burst(),
             push: Default::default(),
             push_group: default_push_group(),
+            http: Default::default(),
         }
     }
 }
@@ -225,12 +229,38 @@ impl From<sqlx::Error> for Outcome {
 
 impl From<carehub_schema::Error> for Outcome {
     fn from(e: carehub_schema::Error) -> Self {
-        tracing::error!(error = %e, "FHIR request failed on the database");
-        Outcome::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "transient",
-            "the record is unavailable; try again",
-        )
+        match e.code() {
+            // Class 22, data exception: the request carried a value the
+            // store cannot take. The client's error, not an outage: 400,
+            // and no ERROR line (the value is never quoted).
+            Some(code) if code.starts_with("22") => {
+                tracing::info!(sqlstate = code, "FHIR request refused: a value the store cannot take");
+                Outcome::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid",
+                    format!("a value in the request cannot be stored or searched (SQLSTATE {code})"),
+                )
+            }
+            _ if e.is_transient() => {
+                tracing::error!(error = %e, "FHIR request failed on the database");
+                Outcome::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "transient",
+                    "the record is unavailable; try again",
+                )
+            }
+            _ => {
+                tracing::error!(
+                    sqlstate = e.code().unwrap_or("none"),
+                    "FHIR request failed on the database"
+                );
+                Outcome::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "exception",
+                    "the request could not be completed",
+                )
+            }
+        }
     }
 }
 
@@ -312,6 +342,7 @@ pub struct BoundFhir {
     listen: SocketAddr,
     listener: tokio::net::TcpListener,
     app: axum::Router,
+    limits: crate::guard::HttpLimits,
 }
 
 impl std::fmt::Debug for BoundFhir {
@@ -336,14 +367,14 @@ pub async fn bind(
     Ok(BoundFhir {
         listen: config.listen,
         listener,
-        app: router(config, pool, auth, intake_topic, converter),
+        app: crate::guard::protect(router(config, pool, auth, intake_topic, converter), &config.http),
+        limits: config.http.clone(),
     })
 }
 
 impl BoundFhir {
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
-        axum::serve(self.listener, self.app)
-            .with_graceful_shutdown(shutdown)
+        crate::guard::serve(self.listener, self.app, &self.limits, shutdown)
             .await
             .map_err(|e| ServeError::Bind(self.listen, e))
     }
@@ -519,7 +550,26 @@ async fn read(
     negotiate(&headers)?;
     let principal = authenticate(&state, &headers)?;
     served_type(&resource_type)?;
-    let grant = read_grant(&principal, &resource_type)?;
+    let origin = format!("fhir:GET {resource_type}/{}", crate::store::safe_id(&id));
+    let grant = match read_grant(&principal, &resource_type) {
+        Ok(g) => g,
+        Err(refused) => {
+            let entry = refused_read_entry(
+                &principal,
+                &resource_type,
+                &crate::store::safe_id(&id),
+                origin,
+                &refused,
+            );
+            state.audit.append(vec![entry]).await?;
+            return Err(refused);
+        }
+    };
+    // An id no resource can have (not FHIR's id grammar, a NUL byte) is
+    // unknown: it never reaches the database (hardening item 12).
+    if !crate::store::is_fhir_id(&id) {
+        return Err(not_found(&resource_type, &crate::store::safe_id(&id)));
+    }
     let mut conn = state.pool.acquire().await?;
     let served = match store::lookup(&mut conn, &resource_type, &id).await? {
         Lookup::Found(s) => s,
@@ -527,7 +577,6 @@ async fn read(
         Lookup::Missing => return Err(not_found(&resource_type, &id)),
     };
     drop(conn);
-    let origin = format!("fhir:GET {resource_type}/{id}");
     answer_read(&state, &principal, &grant, served, &resource_type, &id, origin).await
 }
 
@@ -541,7 +590,11 @@ pub(crate) async fn answer_read(
     id: &str,
     origin: String,
 ) -> Result<Response, Outcome> {
-    in_reach(grant, &served, resource_type, id)?;
+    if let Err(refused) = in_reach(grant, &served, resource_type, id) {
+        let entry = refused_read_entry(principal, resource_type, id, origin, &refused);
+        state.audit.append(vec![entry]).await?;
+        return Err(refused);
+    }
     state
         .audit
         .append(vec![read_entry(principal, resource_type, id, origin)])
@@ -567,16 +620,27 @@ pub(crate) fn gone(resource_type: &str, id: &str) -> Outcome {
     Outcome::new(StatusCode::GONE, "deleted", format!("{resource_type}/{id} was deleted"))
 }
 
-/// A patient-scoped token reaches only its patient's compartment.
+/// A patient-scoped token reaches only its patient's compartment. Outside
+/// it the answer is the one an unknown id gets (404), so the token cannot
+/// tell which ids exist (hardening item 13).
 pub(crate) fn in_reach(grant: &Grant, served: &Served, resource_type: &str, id: &str) -> Result<(), Outcome> {
     match grant {
-        Grant::Patient(p) if !served.in_compartment(*p) => Err(Outcome::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            format!("{resource_type}/{id} is outside the token's patient compartment"),
-        )),
+        Grant::Patient(p) if !served.in_compartment(*p) => Err(not_found(resource_type, id)),
         _ => Ok(()),
     }
+}
+
+/// The audit entry of a read that was refused (scope, compartment): the
+/// attempt is on the trail as well as the reads that were served.
+pub(crate) fn refused_read_entry(
+    principal: &Principal,
+    resource_type: &str,
+    id: &str,
+    origin: String,
+    why: &Outcome,
+) -> AuditEntry {
+    read_entry(principal, resource_type, id, origin)
+        .detail(json!({ "outcome": "refused", "status": why.status().as_u16() }))
 }
 
 pub(crate) fn read_entry(principal: &Principal, resource_type: &str, id: &str, origin: String) -> AuditEntry {

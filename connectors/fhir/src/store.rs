@@ -661,3 +661,18 @@ fn audit_entry(w: &Writer, action: Action, resource_type: &str, id: &str, versio
         .origin(w.origin.clone())
         .detail(json!({ "version_id": version_id }))
 }
+
+/// FHIR's id grammar: 1 to 64 of `A-Z a-z 0-9 - .` (R4 §2.24.0.1, type id).
+pub fn is_fhir_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+}
+
+/// An id fit to be named in a diagnostic or the audit trail: itself when it
+/// is one, else a placeholder (it may be anything a client sent).
+pub fn safe_id(id: &str) -> std::borrow::Cow<'_, str> {
+    if is_fhir_id(id) {
+        std::borrow::Cow::Borrowed(id)
+    } else {
+        std::borrow::Cow::Borrowed("(not an id)")
+    }
+}

@@ -218,7 +218,7 @@ fn rules(type_name: &str, obj: &serde_json::Map<String, Value>, path: &str, issu
                     issue(
                         issues,
                         &format!("{path}.entry[{i}].fullUrl"),
-                        format!("the fullUrl must be an absolute URL, not {url:?}"),
+                        "the fullUrl must be an absolute URL".to_owned(),
                     );
                 }
                 if text("type") == Some("searchset")
@@ -281,7 +281,7 @@ fn rules(type_name: &str, obj: &serde_json::Map<String, Value>, path: &str, issu
                 issue(
                     issues,
                     &format!("{path}.system"),
-                    format!("Coding.system must be an absolute URI, not {system:?}"),
+                    "Coding.system must be an absolute URI".to_owned(),
                 );
             }
         }
@@ -392,13 +392,15 @@ fn primitive(type_name: &str, binding: Option<&str>, v: &Value, path: &str, issu
         },
     };
     if !ok {
-        return issue(issues, path, format!("{v} is not a valid {type_name}"));
+        // The element is named, its value never quoted: it may be a birth
+        // date or a name (hardening item 13).
+        return issue(issues, path, format!("the value is not a valid {type_name}"));
     }
     if let (Some(url), Some(code)) = (binding, v.as_str())
         && let Some(codes) = STRUCTURE.valuesets.get(url)
         && codes.binary_search_by(|c| c.as_str().cmp(code)).is_err()
     {
-        issue(issues, path, format!("{code:?} is not in the required value set {url}"));
+        issue(issues, path, format!("the code is not in the required value set {url}"));
     }
 }
 
