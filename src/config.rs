@@ -31,6 +31,31 @@ pub struct Config {
     pub pipelines: PipelinesConfig,
     #[serde(default)]
     pub fhir: carehub_fhir::FhirConfig,
+    #[serde(default)]
+    pub shutdown: ShutdownConfig,
+}
+
+/// How `carehub serve` stops on SIGTERM or Ctrl-C.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// Seconds the running work has to finish (connections answer the
+    /// message in hand, pipelines commit their batch) before the process
+    /// exits anyway, whatever is unreachable.
+    #[serde(default = "default_grace_secs")]
+    pub grace_secs: u64,
+}
+
+const fn default_grace_secs() -> u64 {
+    10
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig {
+            grace_secs: default_grace_secs(),
+        }
+    }
 }
 
 /// The HL7 v2 MLLP listener.

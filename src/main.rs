@@ -386,15 +386,39 @@ fn actor_or_user(actor: Option<String>) -> String {
 }
 
 fn init_tracing(cfg: &Config) {
-    use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::{EnvFilter, Layer as _};
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&cfg.log.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let noise = tracing_subscriber::filter::DynFilterFn::new(|meta, _| library_line_allowed(meta))
+        .with_callsite_filter(|_| tracing::subscriber::Interest::sometimes());
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry();
     match cfg.log.format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+        LogFormat::Json => registry.with(fmt.json().with_filter(filter).with_filter(noise)).init(),
+        LogFormat::Text => registry.with(fmt.with_filter(filter).with_filter(noise)).init(),
     }
+}
+
+/// librdkafka repeats each connection failure several times a second while
+/// the broker is away (hundreds of lines a minute): at most one of its lines
+/// per ten seconds reaches the log. carehub's own line says what is wrong
+/// and what it does about it (hardening item 14).
+fn library_line_allowed(meta: &tracing::Metadata<'_>) -> bool {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let target = meta.target();
+    if !(target == "librdkafka" || target.starts_with("rdkafka")) || *meta.level() > tracing::Level::WARN {
+        return true;
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let last = LAST.load(Ordering::Relaxed);
+    now >= last + 10
+        && LAST
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
 }

@@ -55,10 +55,21 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             .await;
     });
 
+    let grace = Duration::from_secs(cfg.shutdown.grace_secs);
     let stop = tokio::spawn(async move {
         wait_for_signal().await;
-        tracing::info!("shutting down");
+        tracing::info!(grace_secs = grace.as_secs(), "shutting down");
         let _ = shutdown_tx.send(true);
+        // Whatever is down (a broker that never answers a consumer's close,
+        // a producer that cannot flush), the process ends within the grace:
+        // what was acknowledged is stored, and what was applied but not yet
+        // committed to the broker is redelivered and found applied. A plain
+        // thread, so that a runtime stuck in a blocking call cannot hold it.
+        std::thread::spawn(move || {
+            std::thread::sleep(grace);
+            eprintln!("carehub: shutdown grace of {}s passed; exiting now", grace.as_secs());
+            std::process::exit(0);
+        });
     });
 
     // Dependencies may come up after carehub: wait for them, loudly, with backoff.

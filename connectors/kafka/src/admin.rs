@@ -26,6 +26,23 @@ impl TopicSpec {
 /// Creates the topics that do not exist yet. Existing topics are left as they are.
 pub async fn ensure_topics(cfg: &KafkaConfig, topics: &[TopicSpec]) -> Result<()> {
     let admin: AdminClient<DefaultClientContext> = cfg.client_config().create()?;
+    // A broker that does not answer is said so within seconds, not after
+    // the admin request's own minute-long timeout (hardening item 14).
+    let admin = std::sync::Arc::new(admin);
+    let probe = admin.clone();
+    let reachable = tokio::task::spawn_blocking(move || {
+        probe
+            .inner()
+            .fetch_metadata(None, Duration::from_secs(3))
+            .map(|m| !m.brokers().is_empty())
+    })
+    .await
+    .unwrap_or(Ok(false));
+    match reachable {
+        Ok(true) => {}
+        Ok(false) => return Err(Error::Unreachable("no broker in the cluster's metadata".into())),
+        Err(e) => return Err(Error::Unreachable(e.to_string())),
+    }
     let new: Vec<NewTopic<'_>> = topics
         .iter()
         .map(|t| {
@@ -36,7 +53,9 @@ pub async fn ensure_topics(cfg: &KafkaConfig, topics: &[TopicSpec]) -> Result<()
             )
         })
         .collect();
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let opts = AdminOptions::new()
+        .operation_timeout(Some(Duration::from_secs(10)))
+        .request_timeout(Some(Duration::from_secs(15)));
     for result in admin.create_topics(&new, &opts).await? {
         match result {
             Ok(topic) => tracing::info!(topic, "topic created"),

@@ -31,6 +31,8 @@ pub enum Error {
     Store(#[from] carehub_schema::Error),
     #[error(transparent)]
     Pipeline(#[from] carehub_pipeline::Error),
+    #[error("broker not reachable within 3 s: {0}")]
+    Unreachable(String),
     #[error("kafka consumer stream ended")]
     StreamEnded,
 }
