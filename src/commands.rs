@@ -57,9 +57,25 @@ pub async fn audit_verify(cfg: &Config) -> anyhow::Result<ExitCode> {
     }
 }
 
-pub async fn dlq_list(cfg: &Config, status: Option<&str>, limit: i64) -> anyhow::Result<ExitCode> {
+pub async fn dlq_list(cfg: &Config, status: Option<&str>, limit: i64, actor: &str) -> anyhow::Result<ExitCode> {
     let pool = connect(cfg).await?;
     let rows = DeadLetters::list(&pool, status, limit).await?;
+    // Dead letters hold messages' bytes: reading them is on the trail
+    // (hardening item 9), one entry per dead letter shown.
+    if !rows.is_empty() {
+        let entries: Vec<AuditEntry> = rows
+            .iter()
+            .map(|d| {
+                AuditEntry::new(ActorKind::User, actor, Action::Read, "dead_letter")
+                    .entity(d.id)
+                    .message(d.message_id)
+                    .origin("cli:dlq list")
+            })
+            .collect();
+        let mut tx = pool.begin().await?;
+        AuditLog::append(&mut tx, &entries).await?;
+        tx.commit().await?;
+    }
     if rows.is_empty() {
         println!("no dead letters");
         return Ok(ExitCode::SUCCESS);

@@ -121,6 +121,9 @@ enum DlqCommand {
         status: Option<String>,
         #[arg(long, default_value_t = 50)]
         limit: i64,
+        /// Who reads them, for the audit trail (default: $USER).
+        #[arg(long)]
+        actor: Option<String>,
     },
     /// Run a dead letter through its pipeline again, now.
     Replay {
@@ -308,8 +311,8 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<ExitCode> {
             command: AuditCommand::Verify,
         } => commands::audit_verify(&cfg).await,
         Command::Dlq {
-            command: DlqCommand::List { status, limit },
-        } => commands::dlq_list(&cfg, status.as_deref(), limit).await,
+            command: DlqCommand::List { status, limit, actor },
+        } => commands::dlq_list(&cfg, status.as_deref(), limit, &actor_or_user(actor)).await,
         Command::Dlq {
             command: DlqCommand::Replay { id, actor },
         } => commands::dlq_replay(&cfg, id, &actor_or_user(actor)).await,

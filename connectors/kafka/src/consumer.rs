@@ -387,6 +387,17 @@ impl ConsumerRunner {
     }
 
     fn failed(&self, e: &carehub_pipeline::Error) {
+        // A refusal's own text may quote the refused value (patient data):
+        // only its SQLSTATE is logged. An outage's text is about the
+        // connection and is logged whole.
+        let refused;
+        let error: &dyn std::fmt::Display = match e {
+            carehub_pipeline::Error::Store(s) if !e.is_transient() => {
+                refused = format!("the store refused the batch (SQLSTATE {})", s.code().unwrap_or("none"));
+                &refused
+            }
+            other => other,
+        };
         ComponentError {
             component: "kafka_consumer",
             stage: Stage::Processing,
@@ -395,7 +406,7 @@ impl ConsumerRunner {
             } else {
                 "store_refused"
             },
-            error: e,
+            error,
         }
         .emit();
         let component = self.component();

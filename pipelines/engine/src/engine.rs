@@ -580,7 +580,12 @@ impl Engine {
 fn rejection_of(err: HandlerError) -> (&'static str, String) {
     match err {
         HandlerError::Rejected { code, reason } => (code, reason),
-        HandlerError::Store(e) => ("store_error", e.to_string()),
+        // The database's own message may quote the value it refused (a name,
+        // a date): the reason keeps its SQLSTATE only (hardening item 9).
+        HandlerError::Store(e) => (
+            "store_error",
+            format!("the store refused the record (SQLSTATE {})", e.code().unwrap_or("none")),
+        ),
     }
 }
 
