@@ -93,6 +93,41 @@ pub async fn dlq_list(cfg: &Config, status: Option<&str>, limit: i64, actor: &st
     Ok(ExitCode::SUCCESS)
 }
 
+/// `carehub patient repair-splits [--apply]`: one JSON line per patient
+/// found; with `--apply` each that has a survivor is merged into it (one
+/// transaction each, audited). Exit 1 when some could not be resolved.
+pub async fn repair_splits(cfg: &Config, apply: bool, actor: &str) -> anyhow::Result<ExitCode> {
+    use carehub_pipeline_hl7::repair;
+    let pool = connect(cfg).await?;
+    let mut conn = pool.acquire().await?;
+    let splits = repair::find_split_patients(&mut conn).await?;
+    drop(conn);
+    let mut unresolved = 0;
+    for split in &splits {
+        let merged = if apply && split.survivor_id.is_some() {
+            let mut tx = pool.begin().await?;
+            let done = repair::repair(&mut tx, split, actor).await?;
+            tx.commit().await?;
+            done
+        } else {
+            false
+        };
+        unresolved += usize::from(split.survivor_id.is_none());
+        println!("{}", serde_json::json!({ "split": split, "merged": merged }));
+    }
+    eprintln!(
+        "{} split patient(s), {} without a survivor{}",
+        splits.len(),
+        unresolved,
+        if apply { "" } else { " (dry run: --apply merges)" }
+    );
+    Ok(if unresolved == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
 pub async fn dlq_replay(cfg: &Config, id: i64, actor: &str) -> anyhow::Result<ExitCode> {
     let pool = connect(cfg).await?;
     let (consumer,): (String,) = sqlx::query_as("SELECT consumer FROM dead_letter WHERE id = $1")

@@ -68,6 +68,11 @@ enum Command {
         #[command(subcommand)]
         command: Hl7Command,
     },
+    /// The canonical patients: repairs.
+    Patient {
+        #[command(subcommand)]
+        command: PatientCommand,
+    },
     /// The lab's manufacturing: a stand-in lab, an order's timeline.
     Lab {
         #[command(subcommand)]
@@ -245,6 +250,20 @@ enum TokenCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum PatientCommand {
+    /// List patients split in two by concurrent first messages (before the
+    /// fix of 2026-12): a patient without identifiers, and the one its
+    /// message names. With --apply, merge each into that one as A40 does.
+    RepairSplits {
+        #[arg(long)]
+        apply: bool,
+        /// Who repairs, for the audit trail (default: $USER).
+        #[arg(long)]
+        actor: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum LabCommand {
     /// A stand-in lab: read new orders from the lab orders topic and report
     /// accepted, in_production, qc_failed, in_production, qc_passed,
@@ -343,6 +362,9 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<ExitCode> {
         Command::Hl7 {
             command: Hl7Command::Receive { listen, count },
         } => hl7::receive(&listen, count).await,
+        Command::Patient {
+            command: PatientCommand::RepairSplits { apply, actor },
+        } => commands::repair_splits(&cfg, apply, &actor_or_user(actor)).await,
         Command::Lab {
             command: LabCommand::Simulate { group, orders, step_ms },
         } => lab::simulate(&cfg, &group, orders, step_ms).await,

@@ -562,3 +562,106 @@ async fn with_the_broker_unreachable_the_log_says_so_at_once_and_sigterm_is_boun
         "{library} librdkafka lines in {secs} s: {log}"
     );
 }
+
+/// The repair path for patients split before item 3 was fixed: a patient
+/// without identifiers (what the race left), whose message names the
+/// identifiers of another, is found and merged into it as A40 does, audited.
+#[tokio::test]
+async fn patients_split_before_the_fix_are_found_and_merged() {
+    use carehub_pipeline::{Engine, InboundRecord};
+    let db = fresh_db().await;
+    let engine = Engine::new(
+        db.pool.clone(),
+        std::sync::Arc::new(carehub_pipeline_hl7::Hl7Pipeline::new("events")),
+    );
+    let adt = stored_hl7(&db.pool, &wire(&fixture("adt_a01.hl7"))).await;
+    let payload = serde_json::to_vec(&adt).expect("json");
+    let rec = InboundRecord {
+        topic: "hl7",
+        partition: Some(0),
+        offset: Some(0),
+        key: None,
+        payload: &payload,
+    };
+    engine.process(&rec).await.expect("applied");
+    let (survivor,): (uuid::Uuid,) = sqlx::query_as("SELECT id FROM patient")
+        .fetch_one(&db.pool)
+        .await
+        .expect("p");
+    // What the race left: the ORU's patient row without identifiers, its
+    // observation on it.
+    let oru = stored_hl7(&db.pool, &wire(&fixture("oru_r01.hl7"))).await;
+    let oru_message: uuid::Uuid = serde_json::from_value(oru.data["message_id"].clone()).expect("id");
+    let ghost = uuid::Uuid::now_v7();
+    sqlx::query("INSERT INTO patient (id, source_message_id) VALUES ($1, $2)")
+        .bind(ghost)
+        .bind(oru_message)
+        .execute(&db.pool)
+        .await
+        .expect("ghost");
+    sqlx::query(
+        "INSERT INTO observation (id, patient_id, code_system, code, status, value_type, source_message_id)
+         VALUES ($1, $2, 'http://loinc.org', '1-8', 'final', 'none', $3)",
+    )
+    .bind(uuid::Uuid::now_v7())
+    .bind(ghost)
+    .bind(oru_message)
+    .execute(&db.pool)
+    .await
+    .expect("its observation");
+    let run = |apply: bool| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["patient", "repair-splits", "--actor", "ops-1"]);
+        if apply {
+            cmd.arg("--apply");
+        }
+        cmd.env("CAREHUB_DATABASE__URL", &db.url).output().expect("run")
+    };
+    let dry = run(false);
+    assert!(dry.status.success(), "{}", String::from_utf8_lossy(&dry.stderr));
+    let listed = String::from_utf8_lossy(&dry.stdout).into_owned();
+    assert!(
+        listed.contains(&ghost.to_string()) && listed.contains(&survivor.to_string()),
+        "{listed}"
+    );
+    assert_eq!(
+        count(
+            &db.pool,
+            "SELECT count(*) FROM patient WHERE merged_into_id IS NOT NULL"
+        )
+        .await,
+        0,
+        "dry run"
+    );
+    let applied = run(true);
+    assert!(applied.status.success(), "{}", String::from_utf8_lossy(&applied.stderr));
+    let (merged_into, active): (Option<uuid::Uuid>, bool) =
+        sqlx::query_as("SELECT merged_into_id, active FROM patient WHERE id = $1")
+            .bind(ghost)
+            .fetch_one(&db.pool)
+            .await
+            .expect("ghost");
+    assert_eq!((merged_into, active), (Some(survivor), false));
+    assert_eq!(
+        count(
+            &db.pool,
+            &format!("SELECT count(*) FROM observation WHERE patient_id = '{survivor}'")
+        )
+        .await,
+        1,
+        "the observation is the patient's now"
+    );
+    assert_eq!(
+        count(
+            &db.pool,
+            &format!("SELECT count(*) FROM audit_log WHERE actor_id = 'ops-1' AND entity_id = '{ghost}'")
+        )
+        .await,
+        1
+    );
+    let again = run(true);
+    assert!(
+        String::from_utf8_lossy(&again.stderr).starts_with("0 split"),
+        "nothing left"
+    );
+}

@@ -15,6 +15,7 @@
 pub mod app_ack;
 pub mod fhir_load;
 pub mod map;
+pub mod repair;
 
 use async_trait::async_trait;
 use base64::Engine as _;

@@ -243,6 +243,18 @@ pub async fn merge_patient(
     let Some(prior_id) = holders.into_iter().find(|id| *id != survivor_id) else {
         return Ok(None);
     };
+    merge_patient_into(conn, survivor_id, prior_id, source_message_id).await?;
+    Ok(Some(prior_id))
+}
+
+/// [`merge_patient`] of the patient `prior_id` itself (a patient split in
+/// two, found by `carehub patient repair-splits`).
+pub async fn merge_patient_into(
+    conn: &mut PgConnection,
+    survivor_id: Uuid,
+    prior_id: Uuid,
+    source_message_id: Option<Uuid>,
+) -> Result<()> {
     sqlx::query(
         "UPDATE patient SET merged_into_id = $2, active = false, source_message_id = $3,
                 version = version + 1, updated_at = now()
@@ -270,7 +282,7 @@ pub async fn merge_patient(
         .execute(&mut *conn)
         .await?;
     }
-    Ok(Some(prior_id))
+    Ok(())
 }
 
 /// An order by placer or filler number.
