@@ -665,3 +665,69 @@ async fn patients_split_before_the_fix_are_found_and_merged() {
         "nothing left"
     );
 }
+
+/// Item 2, the pipeline side: a record the store keeps refusing (a fault
+/// injected with a trigger on the message store, refusing one event with
+/// SQLSTATE 54000, the class of the index-row-size error) is retried at most
+/// `max_attempts` times and dead-lettered (`store_error`); the records
+/// beside it, on its partition and the others, are applied meanwhile (on
+/// 305005c it was retried forever and held every partition).
+#[tokio::test]
+async fn a_record_the_store_keeps_refusing_is_dead_lettered_after_bounded_retries() {
+    let db = fresh_db().await;
+    let poison = patient_event("POISON-1", None);
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+           IF NEW.control_id = '{}' THEN
+             RAISE EXCEPTION 'refused by the test' USING ERRCODE = '54000';
+           END IF;
+           RETURN NEW;
+         END $$",
+        poison.id
+    )))
+    .execute(&db.pool)
+    .await
+    .expect("function");
+    sqlx::query("CREATE TRIGGER refuse_poison BEFORE INSERT ON message FOR EACH ROW EXECUTE FUNCTION refuse_poison()")
+        .execute(&db.pool)
+        .await
+        .expect("trigger");
+    let hub = start_hub_with(
+        db,
+        vec![
+            ("CAREHUB_PIPELINES__RETRY__MAX_ATTEMPTS", "3".to_owned()),
+            ("CAREHUB_PIPELINES__RETRY__MAX_BACKOFF_MS", "500".to_owned()),
+        ],
+    )
+    .await;
+    let topic = env_value(&hub.envs, "CAREHUB_PIPELINES__INTAKE__TOPIC");
+    let producer = producer();
+    produce(&producer, &topic, "k-poison", &bytes(&poison)).await;
+    let started = Instant::now();
+    for i in 0..30 {
+        let e = patient_event(&format!("FINE-{i}"), None);
+        produce(&producer, &topic, &format!("k-{i}"), &bytes(&e)).await;
+    }
+    let applied = eventually(Duration::from_secs(30), || async {
+        let n = count(&hub.db.pool, "SELECT count(*) FROM patient_identifier WHERE value LIKE 'FINE-%'").await;
+        (n == 30).then_some(())
+    })
+    .await;
+    assert!(applied.is_some(), "the others were applied");
+    // Bounded: max_attempts × max_backoff + 5 s, plus the time to consume.
+    assert!(started.elapsed() < Duration::from_secs(3 + 5 + 10), "{:?}", started.elapsed());
+    let dead = eventually(Duration::from_secs(20), || async {
+        let rows: Vec<(String, String)> = sqlx::query_as("SELECT error_code, reason FROM dead_letter")
+            .fetch_all(&hub.db.pool)
+            .await
+            .ok()?;
+        (!rows.is_empty()).then_some(rows)
+    })
+    .await
+    .expect("the poison record is a dead letter");
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].0, "store_error");
+    assert!(dead[0].1.contains("54000"), "{dead:?}");
+    assert_eq!(count(&hub.db.pool, "SELECT count(*) FROM patient_identifier WHERE value = 'POISON-1'").await, 0);
+}
