@@ -710,13 +710,21 @@ async fn a_record_the_store_keeps_refusing_is_dead_lettered_after_bounded_retrie
         produce(&producer, &topic, &format!("k-{i}"), &bytes(&e)).await;
     }
     let applied = eventually(Duration::from_secs(30), || async {
-        let n = count(&hub.db.pool, "SELECT count(*) FROM patient_identifier WHERE value LIKE 'FINE-%'").await;
+        let n = count(
+            &hub.db.pool,
+            "SELECT count(*) FROM patient_identifier WHERE value LIKE 'FINE-%'",
+        )
+        .await;
         (n == 30).then_some(())
     })
     .await;
     assert!(applied.is_some(), "the others were applied");
     // Bounded: max_attempts × max_backoff + 5 s, plus the time to consume.
-    assert!(started.elapsed() < Duration::from_secs(3 + 5 + 10), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3 + 5 + 10),
+        "{:?}",
+        started.elapsed()
+    );
     let dead = eventually(Duration::from_secs(20), || async {
         let rows: Vec<(String, String)> = sqlx::query_as("SELECT error_code, reason FROM dead_letter")
             .fetch_all(&hub.db.pool)
@@ -729,5 +737,12 @@ async fn a_record_the_store_keeps_refusing_is_dead_lettered_after_bounded_retrie
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert_eq!(dead[0].0, "store_error");
     assert!(dead[0].1.contains("54000"), "{dead:?}");
-    assert_eq!(count(&hub.db.pool, "SELECT count(*) FROM patient_identifier WHERE value = 'POISON-1'").await, 0);
+    assert_eq!(
+        count(
+            &hub.db.pool,
+            "SELECT count(*) FROM patient_identifier WHERE value = 'POISON-1'"
+        )
+        .await,
+        0
+    );
 }

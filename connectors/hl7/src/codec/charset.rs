@@ -59,11 +59,7 @@ pub fn decode(bytes: &[u8]) -> Result<(Cow<'_, str>, Charset), ParseError> {
                 "BIG-5" => "big5",
                 "KS X 1001" => "euc-kr",
                 "ISO IR87" | "ISO IR159" => "euc-jp",
-                _ => {
-                    return Err(ParseError::Charset(format!(
-                        "MSH-18 character set {other:?} is not supported"
-                    )));
-                }
+                _ => return Err(ParseError::UnsupportedCharset),
             };
             let enc = Encoding::for_label(label.as_bytes())
                 .ok_or_else(|| ParseError::Charset(format!("no decoder for {label}")))?;
@@ -160,7 +156,15 @@ mod tests {
         let mut bytes = msh("UNICODE UTF-8");
         bytes.push(0xff);
         assert!(matches!(decode(&bytes), Err(ParseError::Charset(_))));
-        assert!(matches!(decode(&msh("KLINGON")), Err(ParseError::Charset(_))));
+        assert!(matches!(decode(&msh("KLINGON")), Err(ParseError::UnsupportedCharset)));
+        // Hardening item 17: not 100 (segment sequence error), as on 305005c.
+        let klingon = msh("KLINGON");
+        assert_eq!(decode(&klingon).map(|_| ()).map_err(|e| e.hl7_error().0), Err(103));
+        assert_eq!(decode(&bytes).map(|_| ()).map_err(|e| e.hl7_error().0), Err(102));
+        assert_eq!(
+            super::super::xml::to_er7("<ADT_A01><MSH>").map_err(|e| e.hl7_error().0),
+            Err(102)
+        );
         let mut greek = msh("8859/7");
         greek.push(0xe1);
         assert!(decode(&greek).expect("greek").0.ends_with('α'));

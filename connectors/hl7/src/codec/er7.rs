@@ -114,6 +114,11 @@ pub enum ParseError {
     BadBatch(String),
     #[error("character set: {0}")]
     Charset(String),
+    /// MSH-18 names a set carehub does not decode (HL7 table 0211).
+    #[error("character set: MSH-18 names a set that is not supported")]
+    UnsupportedCharset,
+    #[error("v2.xml: {0}")]
+    Xml(String),
 }
 
 impl ParseError {
@@ -130,6 +135,12 @@ impl ParseError {
             ),
             ParseError::MissingHeaderField { field } => (101, Some(ErrorLocation::field("MSH", 1, *field))),
             ParseError::BadHeader(_) => (102, Some(ErrorLocation::field("MSH", 1, 2))),
+            // A table 0211 value not supported: 103; bytes that are not the
+            // declared set: a data type error, 102; malformed v2.xml: 102.
+            // Not 100 (segment sequence), which they are not (item 17).
+            ParseError::UnsupportedCharset => (103, Some(ErrorLocation::field("MSH", 1, 18))),
+            ParseError::Charset(_) => (102, Some(ErrorLocation::field("MSH", 1, 18))),
+            ParseError::Xml(_) => (102, None),
             _ => (100, None),
         }
     }

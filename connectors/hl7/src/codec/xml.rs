@@ -37,7 +37,7 @@ struct Segment {
 
 /// Converts a v2.xml message to ER7 (segments separated by CR).
 pub fn to_er7(xml: &str) -> Result<String, ParseError> {
-    let err = |m: String| ParseError::Charset(format!("XML: {m}"));
+    let err = |m: String| ParseError::Xml(m);
     let mut reader = Reader::from_str(xml);
     let mut segments: Vec<Segment> = Vec::new();
     // Where text goes: (segment index, field, component, subcomponent), by depth.
