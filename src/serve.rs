@@ -47,12 +47,19 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     });
     let mut http_shutdown = shutdown.clone();
     let mut tasks = JoinSet::new();
+    // The same accept loop and limits as the FHIR listener: a connection cap
+    // and a request-head deadline (the probes and scrapers are few).
+    let ops_limits = carehub_fhir::guard::HttpLimits {
+        max_connections: 64,
+        ..Default::default()
+    };
     tasks.spawn(async move {
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = http_shutdown.changed().await;
-            })
-            .await;
+        let stopped = async move {
+            let _ = http_shutdown.changed().await;
+        };
+        if let Err(e) = carehub_fhir::guard::serve(listener, app, &ops_limits, stopped).await {
+            tracing::error!(error = %e, "the operations endpoint stopped");
+        }
     });
 
     let grace = Duration::from_secs(cfg.shutdown.grace_secs);

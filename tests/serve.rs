@@ -272,3 +272,78 @@ async fn killed_with_sigkill_mid_stream_and_restarted_nothing_is_lost_or_repeate
         .collect();
     assert_eq!(ids.len(), N);
 }
+
+/// Hardening item 19: hubs killed with SIGKILL while their consumer groups
+/// join, again and again; the hub started after them consumes everything
+/// (the stall seen once with Tansu: a restarted member that applied a few
+/// hundred records, then nothing).
+#[tokio::test]
+async fn killed_repeatedly_while_joining_the_group_the_next_hub_applies_everything() {
+    const N: usize = 600;
+    let db = fresh_db().await;
+    let intake = unique_topic("intake");
+    let events = unique_topic("events");
+    create_topics(&[&intake, &carehub_kafka::dlq_topic(&intake), &events]).await;
+    let p = producer();
+    let sends: Vec<_> = (0..N)
+        .map(|i| {
+            let payload = bytes(&patient_event(&format!("MRN-J{i:05}"), None));
+            let (p, topic) = (p.clone(), intake.clone());
+            async move { produce(&p, &topic, &format!("k{i}"), &payload).await }
+        })
+        .collect();
+    futures::future::join_all(sends).await;
+    let port = free_port();
+    let envs = hub_env(&db, &intake, &events, port);
+    let log_dir = std::env::temp_dir().join(format!("carehub-join-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&log_dir).expect("log dir");
+    let spawn = |n: usize| {
+        let log = std::fs::File::create(log_dir.join(format!("hub-{n}.log"))).expect("log");
+        Server(
+            Command::new(BIN)
+                .arg("serve")
+                .envs(envs.iter().cloned())
+                .env("CAREHUB_LOG__LEVEL", "info")
+                .stderr(log)
+                .spawn()
+                .expect("serve"),
+        )
+    };
+    // Killed at different moments of start-up: before, during and just after
+    // the consumer groups join.
+    for (n, ms) in [700u64, 1100, 1500, 1900, 2300, 2700, 3100, 900]
+        .into_iter()
+        .enumerate()
+    {
+        let mut hub = spawn(n);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        hub.0.kill().expect("SIGKILL");
+        hub.0.wait().expect("reaped");
+    }
+    let _last = spawn(99);
+    let pool = db.pool.clone();
+    let done = eventually(Duration::from_secs(150), || async {
+        (count(&pool, "SELECT count(*) FROM patient").await == N as i64).then_some(())
+    })
+    .await;
+    let logs = || {
+        let mut out = String::new();
+        for entry in std::fs::read_dir(&log_dir).expect("logs").flatten() {
+            out.push_str(&format!("---- {} ----\n", entry.path().display()));
+            out.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
+        }
+        out
+    };
+    assert!(
+        done.is_some(),
+        "{} of {N} applied after the kills; logs:\n{}",
+        count(&db.pool, "SELECT count(*) FROM patient").await,
+        logs()
+    );
+    assert_eq!(
+        count(&db.pool, "SELECT count(*) FROM consumed_event").await,
+        N as i64,
+        "each once"
+    );
+    let _ = std::fs::remove_dir_all(&log_dir);
+}
