@@ -13,7 +13,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use carehub_core::internal_events::{ComponentError, DeadLettered, DuplicateSkipped, Stage};
 use carehub_schema::{Action, ActorKind, AuditEntry, AuditLog, DeadLetters, Envelope, NewDeadLetter, consumed};
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Message as _, Offset, TopicPartitionList};
 use sqlx::PgPool;
@@ -47,7 +47,7 @@ pub trait Deliver: Send {
 }
 
 pub struct DeliveryRunner<D> {
-    consumer: StreamConsumer,
+    consumer: carehub_kafka::GroupConsumer,
     producer: FutureProducer,
     pool: PgPool,
     topic: String,
@@ -73,7 +73,7 @@ impl<D: Deliver> DeliveryRunner<D> {
         deliverer: D,
     ) -> anyhow::Result<Self> {
         Ok(DeliveryRunner {
-            consumer: carehub_kafka::group_consumer(kafka, group, topic)?,
+            consumer: carehub_kafka::group_consumer(kafka, group, topic, Some(pool.clone()))?,
             producer,
             pool,
             topic: topic.to_owned(),

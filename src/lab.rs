@@ -34,7 +34,8 @@ const JOURNEY: [LabStatus; 8] = [
 /// every `step_ms`. Stops after `orders` orders when given.
 pub async fn simulate(cfg: &Config, group: &str, orders: Option<usize>, step_ms: u64) -> anyhow::Result<ExitCode> {
     let lab = &cfg.pipelines.lab;
-    let consumer = carehub_kafka::group_consumer(&cfg.kafka, group, &lab.orders_topic)
+    // The stand-in lab is the lab's own consumer: the broker's groups, no leases.
+    let consumer = carehub_kafka::group_consumer(&cfg.kafka, group, &lab.orders_topic, None)
         .with_context(|| format!("consuming {}", lab.orders_topic))?;
     let producer = carehub_kafka::idempotent_producer(&cfg.kafka)?;
     eprintln!("lab simulate: waiting for orders on {}", lab.orders_topic);

@@ -28,9 +28,24 @@ pub struct KafkaConfig {
     /// Default: the host name.
     #[serde(default = "default_instance_id")]
     pub instance_id: String,
+    /// Who decides which instance consumes which partition: `leases`
+    /// (PostgreSQL advisory locks; the default: a killed instance's
+    /// partitions are free at once, whatever the broker's coordinator does)
+    /// or `broker` (Kafka consumer-group rebalancing, static membership).
+    #[serde(default)]
+    pub assignment: Assignment,
     /// Extra librdkafka properties (TLS, SASL, tuning) passed as they are.
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+}
+
+/// `[kafka] assignment`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Assignment {
+    #[default]
+    Leases,
+    Broker,
 }
 
 fn default_brokers() -> String {
@@ -66,6 +81,7 @@ impl Default for KafkaConfig {
             replication_factor: default_replication(),
             message_timeout_ms: default_message_timeout_ms(),
             instance_id: default_instance_id(),
+            assignment: Assignment::default(),
             properties: BTreeMap::new(),
         }
     }

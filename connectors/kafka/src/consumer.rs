@@ -10,8 +10,10 @@ use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
 use tokio::sync::watch;
 
+use crate::leases::GroupConsumer;
 use crate::relay::{backoff, next_delay, wait};
 use crate::{Error, KafkaConfig, Result};
 
@@ -20,10 +22,14 @@ pub fn dlq_topic(topic: &str) -> String {
     format!("{topic}.dlq")
 }
 
-/// A consumer in `group` subscribed to `topic` that stores offsets only when
-/// told to (`store_offsets` after the work is done) and commits stored
-/// offsets every second, with static membership when `instance_id` is set.
-pub fn group_consumer(cfg: &KafkaConfig, group: &str, topic: &str) -> Result<StreamConsumer> {
+/// A consumer of `topic` in `group` that stores offsets only when told to
+/// (`store_offsets` after the work is done) and commits stored offsets every
+/// second. With `leases` (a PostgreSQL pool, and `[kafka] assignment =
+/// "leases"`, the default) its partitions are leased in PostgreSQL
+/// ([`PartitionLeases`](crate::PartitionLeases)); otherwise it subscribes and
+/// the broker's coordinator assigns them, with static membership when
+/// `instance_id` is set.
+pub fn group_consumer(cfg: &KafkaConfig, group: &str, topic: &str, leases: Option<PgPool>) -> Result<GroupConsumer> {
     let mut client = cfg.client_config();
     client
         .set("group.id", group)
@@ -36,7 +42,8 @@ pub fn group_consumer(cfg: &KafkaConfig, group: &str, topic: &str) -> Result<Str
         // The group waits this long for a member that died without leaving
         // (kill -9) before it rebalances: 30 s instead of librdkafka's 5 min.
         .set("max.poll.interval.ms", "30000");
-    if !cfg.instance_id.is_empty() {
+    let leased = leases.filter(|_| cfg.assignment == crate::Assignment::Leases);
+    if leased.is_none() && !cfg.instance_id.is_empty() {
         // Static membership (KIP-345): a restarted instance takes its old
         // place in the group at once. Tansu never expires a member that died
         // without leaving, so without this a kill -9 stalls its partitions.
@@ -47,8 +54,14 @@ pub fn group_consumer(cfg: &KafkaConfig, group: &str, topic: &str) -> Result<Str
         client.set(k, v);
     }
     let consumer: StreamConsumer = client.create()?;
-    consumer.subscribe(&[topic])?;
-    Ok(consumer)
+    let leases = match leased {
+        Some(pool) => Some(crate::PartitionLeases::new(pool, group, topic)),
+        None => {
+            consumer.subscribe(&[topic])?;
+            None
+        }
+    };
+    Ok(GroupConsumer::new(consumer, leases))
 }
 
 /// Forwards the original bytes of a record to `<topic>.dlq`, with the dead
@@ -191,7 +204,7 @@ impl KafkaRecord {
 /// never skip a record. When the topic is quiet a batch is one record: no
 /// record waits for others.
 pub struct ConsumerRunner {
-    consumer: Arc<StreamConsumer>,
+    consumer: Arc<GroupConsumer>,
     producer: FutureProducer,
     engine: Engine,
     group: String,
@@ -212,7 +225,7 @@ impl std::fmt::Debug for ConsumerRunner {
 impl ConsumerRunner {
     /// Joins `group` on `topic`. `producer` forwards dead letters to `<topic>.dlq`.
     pub fn new(cfg: &KafkaConfig, group: &str, topic: &str, engine: Engine, producer: FutureProducer) -> Result<Self> {
-        let consumer = group_consumer(cfg, group, topic)?;
+        let consumer = group_consumer(cfg, group, topic, Some(engine.pool().clone()))?;
         Ok(ConsumerRunner {
             consumer: Arc::new(consumer),
             producer,
@@ -251,8 +264,12 @@ impl ConsumerRunner {
     /// merely spare or idle sees the others' offsets move and stays put.
     /// Returns the committed total for the next look.
     async fn rejoin_if_stuck(&self, previous: Option<i64>) -> Option<i64> {
+        if !self.consumer.broker_assigned() {
+            // Leased partitions do not depend on the coordinator.
+            return None;
+        }
         let assigned = self.consumer.assignment().map(|a| a.count()).unwrap_or(0);
-        let (consumer, topic) = (self.consumer.clone(), self.topic.clone());
+        let (consumer, topic) = (self.consumer.inner().clone(), self.topic.clone());
         let progress = tokio::task::spawn_blocking(move || -> Option<(i64, i64)> {
             let timeout = Duration::from_secs(5);
             let md = consumer.fetch_metadata(Some(&topic), timeout).ok()?;
@@ -299,7 +316,8 @@ impl ConsumerRunner {
     async fn waiting(&self, max: usize) -> Vec<KafkaRecord> {
         let mut out = Vec::new();
         while out.len() < max {
-            match tokio::time::timeout(Duration::ZERO, self.consumer.recv()).await {
+            // The inner consumer: no lease round in the middle of a batch.
+            match tokio::time::timeout(Duration::ZERO, self.consumer.inner().recv()).await {
                 Ok(Ok(msg)) => out.push(KafkaRecord(msg.detach())),
                 _ => break,
             }
@@ -499,7 +517,11 @@ impl ConsumerRunner {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         tracing::info!(group = %self.group, topic = %self.topic, "consumer started");
         self.health.set_ready(&self.component(), true);
-        let lag = tokio::spawn(report_lag(self.consumer.clone(), self.group.clone(), shutdown.clone()));
+        let lag = tokio::spawn(report_lag(
+            self.consumer.inner().clone(),
+            self.group.clone(),
+            shutdown.clone(),
+        ));
         let mut watched = None;
         while !*shutdown.borrow() {
             let rec = tokio::select! {

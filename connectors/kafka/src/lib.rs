@@ -10,12 +10,14 @@
 mod admin;
 mod config;
 mod consumer;
+mod leases;
 mod producer;
 mod relay;
 
 pub use admin::{TopicSpec, broker_reachable, ensure_topics};
-pub use config::KafkaConfig;
+pub use config::{Assignment, KafkaConfig};
 pub use consumer::{ConsumerRunner, KafkaRecord, RetryConfig, dlq_topic, forward_dead_letter, group_consumer};
+pub use leases::{GroupConsumer, PartitionLeases};
 pub use producer::{idempotent_producer, idempotent_producer_with_linger};
 pub use relay::{OutboxRelay, RelayConfig, wait};
 
