@@ -746,3 +746,44 @@ async fn a_record_the_store_keeps_refusing_is_dead_lettered_after_bounded_retrie
         0
     );
 }
+
+/// Item 15: ready means every enabled listener is bound and the pipelines
+/// consume; right after the first 200 from /readyz, the MLLP and FHIR
+/// listeners accept (on 305005c /readyz said ready before they were bound).
+#[tokio::test]
+async fn ready_means_the_listeners_accept_at_once() {
+    let db = fresh_db().await;
+    let intake = unique_topic("intake");
+    let events = unique_topic("events");
+    let port = free_port();
+    let envs = hub_env(&db, &intake, &events, port);
+    let _hub = serve(&envs);
+    let body = tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        // Poll as fast as a load balancer would.
+        while Instant::now() < deadline {
+            if let Some((200, body)) = http_get(port, "/readyz") {
+                return Some(body);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    })
+    .await
+    .expect("join")
+    .expect("ready");
+    for key in ["CAREHUB_HL7__LISTENER__LISTEN", "CAREHUB_FHIR__LISTEN"] {
+        let addr = env_value(&envs, key);
+        assert!(TcpStream::connect(&addr).is_ok(), "{key} accepts right after ready: {body}");
+    }
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let components: Vec<&str> = v["components"]
+        .as_array()
+        .expect("components")
+        .iter()
+        .filter_map(|c| c["component"].as_str())
+        .collect();
+    for want in ["mllp_listener", "fhir_endpoint", "pipeline:hl7", "pipeline:intake"] {
+        assert!(components.contains(&want), "{want} in {components:?}");
+    }
+}
