@@ -283,23 +283,10 @@ impl StoreTarget {
                     .begin()
                     .await
                     .map_err(|e| Unavailable(format!("PostgreSQL: {e}")))?;
-                let id = DeadLetters::insert(
-                    &mut tx,
-                    &NewDeadLetter {
-                        consumer: &self.pipeline,
-                        topic: &self.topic,
-                        partition: None,
-                        offset: None,
-                        key: Some(item.partition_key.as_bytes()),
-                        payload: &item.raw,
-                        event_id: None,
-                        message_id: None,
-                        error_code: "store_error",
-                        reason: &reason,
-                    },
-                )
-                .await
-                .map_err(|e| Unavailable(format!("dead letters: {e}")))?;
+                let id = self
+                    .dead_letter(&mut tx, item, &item.raw, None, None, "store_error", &reason)
+                    .await
+                    .map_err(|e| Unavailable(format!("dead letters: {e}")))?;
                 let audit = AuditEntry::new(ActorKind::Connector, CONNECTOR, Action::Ingest, "dead_letter")
                     .entity(id)
                     .origin(item.origin.clone())
@@ -317,6 +304,36 @@ impl StoreTarget {
                 )))
             }
         }
+    }
+
+    /// A dead letter of the HL7 pipeline for a message the listener took.
+    #[allow(clippy::too_many_arguments)]
+    async fn dead_letter(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        item: &Prepared,
+        payload: &[u8],
+        event_id: Option<&str>,
+        message_id: Option<uuid::Uuid>,
+        code: &str,
+        reason: &str,
+    ) -> Result<i64, carehub_schema::Error> {
+        DeadLetters::insert(
+            conn,
+            &NewDeadLetter {
+                consumer: &self.pipeline,
+                topic: &self.topic,
+                partition: None,
+                offset: None,
+                key: Some(item.partition_key.as_bytes()),
+                payload,
+                event_id,
+                message_id,
+                error_code: code,
+                reason,
+            },
+        )
+        .await
     }
 
     fn announce(&self, dead_letters: Vec<(&'static str, i64)>) {
@@ -390,23 +407,18 @@ impl StoreTarget {
                 .await
                 .map_err(unavailable("message store"))?;
             let payload = serde_json::to_vec(&envelope).map_err(|e| Unavailable(e.to_string()))?;
-            let id = DeadLetters::insert(
-                &mut tx,
-                &NewDeadLetter {
-                    consumer: &self.pipeline,
-                    topic: &self.topic,
-                    partition: None,
-                    offset: None,
-                    key: Some(p.partition_key.as_bytes()),
-                    payload: &payload,
-                    event_id: Some(&envelope.id),
-                    message_id: Some(message_id),
-                    error_code: code,
-                    reason: &e.text,
-                },
-            )
-            .await
-            .map_err(unavailable("dead letters"))?;
+            let id = self
+                .dead_letter(
+                    &mut tx,
+                    p,
+                    &payload,
+                    Some(&envelope.id),
+                    Some(message_id),
+                    code,
+                    &e.text,
+                )
+                .await
+                .map_err(unavailable("dead letters"))?;
             audit.push(
                 AuditEntry::new(ActorKind::Connector, CONNECTOR, Action::Ingest, "message")
                     .entity(message_id)

@@ -257,7 +257,7 @@ async fn a_changed_resend_is_kept_for_review() {
 #[tokio::test]
 async fn concurrent_first_messages_for_one_new_patient_make_one_patient() {
     use carehub_schema::model::Identifier;
-    use carehub_schema::repo::{PatientData, upsert_patient};
+    use carehub_schema::repo::upsert_patient;
     let db = fresh_db().await;
     for round in 0..20 {
         let mrn = Identifier {
@@ -280,16 +280,7 @@ async fn concurrent_first_messages_for_one_new_patient_make_one_patient() {
                 );
             }
             async move {
-                let data = PatientData {
-                    identifiers,
-                    name: None,
-                    birth_date: None,
-                    sex: None,
-                    phone: None,
-                    email: None,
-                    address: None,
-                    managing_organization: None,
-                };
+                let data = patient_named_by(identifiers);
                 loop {
                     let mut tx = pool.begin().await.expect("tx");
                     match upsert_patient(&mut tx, &data, None).await {
@@ -328,23 +319,14 @@ async fn concurrent_first_messages_for_one_new_patient_make_one_patient() {
 #[tokio::test]
 async fn a_patient_naming_one_identifier_twice_is_stored() {
     use carehub_schema::model::Identifier;
-    use carehub_schema::repo::{PatientData, upsert_patient};
+    use carehub_schema::repo::upsert_patient;
     let db = fresh_db().await;
     let mrn = Identifier {
         system: "urn:oid:2.999.1.1.2".into(),
         value: "TWICE".into(),
         type_code: Some("MR".into()),
     };
-    let data = PatientData {
-        identifiers: vec![mrn.clone(), mrn.clone()],
-        name: None,
-        birth_date: None,
-        sex: None,
-        phone: None,
-        email: None,
-        address: None,
-        managing_organization: None,
-    };
+    let data = patient_named_by(vec![mrn.clone(), mrn.clone()]);
     let mut tx = db.pool.begin().await.expect("tx");
     let up = upsert_patient(&mut tx, &data, None)
         .await
@@ -353,6 +335,20 @@ async fn a_patient_naming_one_identifier_twice_is_stored() {
     tx.commit().await.expect("commit");
     assert!(up.created);
     assert_eq!(count(&db.pool, "SELECT count(*) FROM patient_identifier").await, 1);
+}
+
+/// A patient known only by `identifiers`.
+fn patient_named_by(identifiers: Vec<carehub_schema::model::Identifier>) -> carehub_schema::repo::PatientData {
+    carehub_schema::repo::PatientData {
+        identifiers,
+        name: None,
+        birth_date: None,
+        sex: None,
+        phone: None,
+        email: None,
+        address: None,
+        managing_organization: None,
+    }
 }
 
 /// Items 11 and 16: what `serve` would fail on, `config check` refuses too,
@@ -774,7 +770,10 @@ async fn ready_means_the_listeners_accept_at_once() {
     .expect("ready");
     for key in ["CAREHUB_HL7__LISTENER__LISTEN", "CAREHUB_FHIR__LISTEN"] {
         let addr = env_value(&envs, key);
-        assert!(TcpStream::connect(&addr).is_ok(), "{key} accepts right after ready: {body}");
+        assert!(
+            TcpStream::connect(&addr).is_ok(),
+            "{key} accepts right after ready: {body}"
+        );
     }
     let v: serde_json::Value = serde_json::from_str(&body).expect("json");
     let components: Vec<&str> = v["components"]

@@ -171,15 +171,7 @@ async fn killed_with_sigkill_mid_stream_and_restarted_nothing_is_lost_or_repeate
     let intake = unique_topic("intake");
     let events = unique_topic("events");
     create_topics(&[&intake, &carehub_kafka::dlq_topic(&intake), &events]).await;
-    let p = producer();
-    let sends: Vec<_> = (0..N)
-        .map(|i| {
-            let payload = bytes(&patient_event(&format!("MRN-K{i:05}"), None));
-            let (p, topic) = (p.clone(), intake.clone());
-            async move { produce(&p, &topic, &format!("k{i}"), &payload).await }
-        })
-        .collect();
-    futures::future::join_all(sends).await;
+    produce_patient_events(&intake, N, "MRN-K").await;
 
     let port = free_port();
     let envs = hub_env(&db, &intake, &events, port);
@@ -284,15 +276,7 @@ async fn killed_repeatedly_while_joining_the_group_the_next_hub_applies_everythi
     let intake = unique_topic("intake");
     let events = unique_topic("events");
     create_topics(&[&intake, &carehub_kafka::dlq_topic(&intake), &events]).await;
-    let p = producer();
-    let sends: Vec<_> = (0..N)
-        .map(|i| {
-            let payload = bytes(&patient_event(&format!("MRN-J{i:05}"), None));
-            let (p, topic) = (p.clone(), intake.clone());
-            async move { produce(&p, &topic, &format!("k{i}"), &payload).await }
-        })
-        .collect();
-    futures::future::join_all(sends).await;
+    produce_patient_events(&intake, N, "MRN-J").await;
     let port = free_port();
     let envs = hub_env(&db, &intake, &events, port);
     let log_dir = std::env::temp_dir().join(format!("carehub-join-{}", uuid::Uuid::new_v4().simple()));

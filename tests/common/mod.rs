@@ -210,6 +210,19 @@ pub fn patient_event(mrn: &str, org: Option<&str>) -> Envelope {
     Envelope::new(PATIENT_UPSERT, "/test", data)
 }
 
+/// `n` patient commands on `topic`, MRNs `<prefix>00000`, `<prefix>00001`, …
+pub async fn produce_patient_events(topic: &str, n: usize, prefix: &str) {
+    let p = producer();
+    let sends: Vec<_> = (0..n)
+        .map(|i| {
+            let payload = bytes(&patient_event(&format!("{prefix}{i:05}"), None));
+            let (p, topic) = (p.clone(), topic.to_owned());
+            async move { produce(&p, &topic, &format!("k{i}"), &payload).await }
+        })
+        .collect();
+    futures::future::join_all(sends).await;
+}
+
 /// A synthetic clinic command.
 pub fn organization_event(value: &str) -> Envelope {
     Envelope::new(

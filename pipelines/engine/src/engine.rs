@@ -333,23 +333,7 @@ impl Engine {
             Err(HandlerError::Store(e)) if e.is_transient() => Err(Error::Store(e)),
             Err(err) => {
                 let (code, reason) = rejection_of(err);
-                MessageStore::mark_failed(&mut *tx, message_id, &reason).await?;
-                let id = DeadLetters::insert(
-                    &mut *tx,
-                    &NewDeadLetter {
-                        consumer: name,
-                        topic: rec.topic,
-                        partition: rec.partition,
-                        offset: rec.offset,
-                        key: rec.key,
-                        payload: rec.payload,
-                        event_id: env.as_ref().map(|e| e.id.as_str()),
-                        message_id: Some(message_id),
-                        error_code: code,
-                        reason: &reason,
-                    },
-                )
-                .await?;
+                let id = dead_letter(&mut *tx, name, rec, env.as_ref(), Some(message_id), code, &reason).await?;
                 if let Some(env) = &env {
                     let ctx = Context {
                         message_id,
@@ -431,25 +415,7 @@ impl Engine {
         };
         let code = "store_error";
         let mut tx = self.pool.begin().await?;
-        if let Some(id) = message_id {
-            MessageStore::mark_failed(&mut tx, id, &reason).await?;
-        }
-        let id = DeadLetters::insert(
-            &mut tx,
-            &NewDeadLetter {
-                consumer: name,
-                topic: rec.topic,
-                partition: rec.partition,
-                offset: rec.offset,
-                key: rec.key,
-                payload: rec.payload,
-                event_id: env.as_ref().map(|e| e.id.as_str()),
-                message_id,
-                error_code: code,
-                reason: &reason,
-            },
-        )
-        .await?;
+        let id = dead_letter(&mut tx, name, rec, env.as_ref(), message_id, code, &reason).await?;
         let entry = AuditEntry::new(ActorKind::Connector, CONNECTOR, Action::Ingest, "dead_letter")
             .entity(id)
             .message(message_id)
@@ -575,6 +541,37 @@ impl Engine {
             }
         }
     }
+}
+
+/// Marks the record's stored message failed and opens its dead letter.
+async fn dead_letter(
+    conn: &mut PgConnection,
+    consumer: &str,
+    rec: &InboundRecord<'_>,
+    env: Option<&Envelope>,
+    message_id: Option<Uuid>,
+    code: &str,
+    reason: &str,
+) -> Result<i64> {
+    if let Some(id) = message_id {
+        MessageStore::mark_failed(&mut *conn, id, reason).await?;
+    }
+    Ok(DeadLetters::insert(
+        conn,
+        &NewDeadLetter {
+            consumer,
+            topic: rec.topic,
+            partition: rec.partition,
+            offset: rec.offset,
+            key: rec.key,
+            payload: rec.payload,
+            event_id: env.map(|e| e.id.as_str()),
+            message_id,
+            error_code: code,
+            reason,
+        },
+    )
+    .await?)
 }
 
 fn rejection_of(err: HandlerError) -> (&'static str, String) {
