@@ -786,3 +786,79 @@ async fn ready_means_the_listeners_accept_at_once() {
         assert!(components.contains(&want), "{want} in {components:?}");
     }
 }
+
+/// Item 2, readiness: a pipeline whose batch keeps failing for a reason
+/// that looks transient (here a trigger answering SQLSTATE 40001 for one
+/// record, as a serialization failure would) is retried, never dead-lettered,
+/// and reported: `/readyz` turns 503 past `stall_after_secs` and
+/// `carehub_pipeline_stalled_seconds` says for how long (on 305005c /readyz
+/// stayed ready throughout).
+#[tokio::test]
+async fn a_pipeline_stuck_past_the_stall_limit_turns_readyz_to_503() {
+    let db = fresh_db().await;
+    let stuck = patient_event("STUCK-1", None);
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "CREATE FUNCTION hold_stuck() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+           IF NEW.control_id = '{}' THEN
+             RAISE EXCEPTION 'held by the test' USING ERRCODE = '40001';
+           END IF;
+           RETURN NEW;
+         END $$",
+        stuck.id
+    )))
+    .execute(&db.pool)
+    .await
+    .expect("function");
+    sqlx::query("CREATE TRIGGER hold_stuck BEFORE INSERT ON message FOR EACH ROW EXECUTE FUNCTION hold_stuck()")
+        .execute(&db.pool)
+        .await
+        .expect("trigger");
+    let hub = start_hub_with(
+        db,
+        vec![
+            ("CAREHUB_PIPELINES__RETRY__STALL_AFTER_SECS", "3".to_owned()),
+            ("CAREHUB_PIPELINES__RETRY__MAX_BACKOFF_MS", "500".to_owned()),
+        ],
+    )
+    .await;
+    let port: u16 = env_value(&hub.envs, "CAREHUB_HTTP__LISTEN")
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    let topic = env_value(&hub.envs, "CAREHUB_PIPELINES__INTAKE__TOPIC");
+    produce(&producer(), &topic, "k-stuck", &bytes(&stuck)).await;
+    let body = tokio::task::spawn_blocking(move || wait_http(port, "/readyz", 503, Duration::from_secs(30)))
+        .await
+        .expect("join")
+        .expect("not ready once stalled");
+    assert!(
+        body.contains("pipeline:intake") && body.contains("stalled_seconds"),
+        "{body}"
+    );
+    let stalled = metric(&hub, "carehub_pipeline_stalled_seconds{pipeline=\"intake\"}").unwrap_or(0.0);
+    assert!(stalled > 0.0, "the metric says so too");
+    assert_eq!(
+        count(&hub.db.pool, "SELECT count(*) FROM dead_letter").await,
+        0,
+        "an outage is never dead-lettered"
+    );
+    // Once the cause is gone the record goes through and the hub is ready again.
+    sqlx::query("DROP TRIGGER hold_stuck ON message")
+        .execute(&hub.db.pool)
+        .await
+        .expect("drop");
+    let ready = tokio::task::spawn_blocking(move || wait_http(port, "/readyz", 200, Duration::from_secs(30)))
+        .await
+        .expect("join");
+    assert!(ready.is_some(), "ready again");
+    assert_eq!(
+        count(
+            &hub.db.pool,
+            "SELECT count(*) FROM patient_identifier WHERE value = 'STUCK-1'"
+        )
+        .await,
+        1
+    );
+}

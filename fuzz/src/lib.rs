@@ -48,7 +48,11 @@ pub fn mllp(data: &[u8]) {
     // How the bytes arrive, chosen without constraining what they are: an
     // even length in one read (a socket read can fill a large buffer at
     // once), an odd one in reads of 61 bytes (a slow sender).
-    let step = if data.len().is_multiple_of(2) { data.len().max(1) } else { 61 };
+    let step = if data.len().is_multiple_of(2) {
+        data.len().max(1)
+    } else {
+        61
+    };
     for chunk in data.chunks(step) {
         buf.extend_from_slice(chunk);
         loop {
