@@ -862,3 +862,46 @@ async fn a_pipeline_stuck_past_the_stall_limit_turns_readyz_to_503() {
         1
     );
 }
+
+/// Item 5: a sender that starts a frame and trickles it is closed after
+/// `frame_timeout_secs`, although it is never silent for long (its log line
+/// says "slow sender", no longer "idle": item 17).
+#[tokio::test]
+async fn a_slow_sender_is_closed_after_the_frame_timeout() {
+    let db = fresh_db().await;
+    let hub = start_hub_with(
+        db,
+        vec![
+            ("CAREHUB_HL7__LISTENER__FRAME_TIMEOUT_SECS", "2".to_owned()),
+            ("CAREHUB_HL7__LISTENER__IDLE_TIMEOUT_SECS", "60".to_owned()),
+        ],
+    )
+    .await;
+    let mut s = TcpStream::connect(&hub.mllp).expect("connect");
+    s.write_all(&frame(&wire(&fixture("adt_a01.hl7"))))
+        .expect("first frame");
+    let (ack, _) = ack_of(&read_frame(&mut s).expect("ACK"));
+    assert_eq!(ack.code.as_str(), "AA");
+    let started = Instant::now();
+    let trickle = wire(&fixture("adt_a08.hl7"));
+    let mut closed = false;
+    s.write_all(&[mllp::START]).expect("start a frame");
+    for b in trickle.iter().take(40) {
+        std::thread::sleep(Duration::from_millis(250));
+        if s.write_all(&[*b]).is_err() {
+            closed = true;
+            break;
+        }
+    }
+    if !closed {
+        s.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
+        let mut buf = [0u8; 8];
+        closed = matches!(std::io::Read::read(&mut s, &mut buf), Ok(0) | Err(_));
+    }
+    assert!(closed, "closed mid-frame");
+    assert!(
+        started.elapsed() < Duration::from_secs(9),
+        "after the frame timeout: {:?}",
+        started.elapsed()
+    );
+}
