@@ -44,18 +44,7 @@ pub fn code_system(name: &str) -> String {
     }
 }
 
-/// A name as part of a URN: characters outside RFC 3986's unreserved set
-/// percent-encoded (a URI has no spaces).
-pub fn urn_part(name: &str) -> String {
-    percent_encoding::utf8_percent_encode(name, UNRESERVED_ONLY).to_string()
-}
-
-/// Everything but RFC 3986's unreserved characters is encoded.
-const UNRESERVED_ONLY: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
+pub use carehub_hl7::codec::identity::{assigner_system, urn_part};
 
 /// One coding from a triplet (code, text, system) of a CWE.
 fn coding(code: Option<String>, display: Option<String>, system: Option<String>) -> Option<Value> {
@@ -87,23 +76,6 @@ pub fn codeable(v: &V2<'_>) -> Option<Value> {
         None => {}
     }
     Some(Value::Object(out))
-}
-
-/// The assigning authority of a CX.4 / XCN.9 / EI.2-4 as an identifier
-/// system: ISO OIDs as `urn:oid:`, other universal ids as they are, a
-/// namespace as `urn:carehub:hl7-aa:<namespace>`.
-pub fn assigner_system(
-    namespace: Option<String>,
-    universal: Option<String>,
-    universal_type: Option<String>,
-) -> Option<String> {
-    match (universal, universal_type.as_deref()) {
-        (Some(u), Some("ISO")) if !u.starts_with("urn:") => Some(format!("urn:oid:{u}")),
-        // A universal id that is a URI already (`http://…`, `urn:…`) is the system.
-        (Some(u), _) if u.contains(':') && !u.chars().any(char::is_whitespace) => Some(u),
-        (Some(u), _) => Some(format!("urn:carehub:hl7-aa:{}", urn_part(&u))),
-        (None, _) => namespace.map(|n| format!("urn:carehub:hl7-aa:{}", urn_part(&n))),
-    }
 }
 
 /// CX → Identifier (value, system from CX.4, type from CX.5, period CX.7/8).

@@ -315,13 +315,10 @@ impl<'m, 'a> Ctx<'m, 'a> {
 
 /// An assigning authority (HD: namespace, universal id, universal id type)
 /// as an identifier system URI; the one rule for CX.4, EI.2-4, XCN.9 and MSH-4.
+/// The one rule of `carehub_hl7::codec::identity`, shared with the FHIR
+/// conversion (they used to disagree on a bare universal id).
 fn authority_system(namespace: Option<String>, universal: Option<String>, kind: Option<String>) -> Option<String> {
-    match (universal, kind.as_deref(), namespace) {
-        (Some(u), Some("ISO"), _) => Some(format!("urn:oid:{u}")),
-        (Some(u), _, _) => Some(u),
-        (None, _, Some(ns)) => Some(format!("urn:carehub:hl7-aa:{ns}")),
-        _ => None,
-    }
+    carehub_hl7::codec::identity::assigner_system(namespace, universal, kind)
 }
 
 /// HD as the components of a field (MSH-4).

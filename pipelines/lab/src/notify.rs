@@ -161,8 +161,8 @@ fn assigning_authority(system: &str, d: &Delimiters) -> String {
     let s = d.subcomponent.map_or('&', char::from);
     if let Some(oid) = system.strip_prefix("urn:oid:") {
         format!("{s}{}{s}ISO", encode(oid, d))
-    } else if let Some(ns) = system.strip_prefix("urn:carehub:hl7-aa:") {
-        encode(ns, d).into_owned()
+    } else if let Some(ns) = carehub_hl7::codec::identity::namespace_of(system) {
+        encode(&ns, d).into_owned()
     } else {
         format!("{s}{}{s}URI", encode(system, d))
     }

@@ -6,6 +6,7 @@ pub mod batch;
 pub mod charset;
 pub mod er7;
 pub mod escape;
+pub mod identity;
 pub mod mllp;
 pub mod xml;
 

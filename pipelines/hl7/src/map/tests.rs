@@ -249,3 +249,37 @@ fn a_blank_or_overlong_control_id_is_a_rejection_and_a_nul_byte_an_error_naming_
     let e = map(&Message::parse(&in_msh).expect("parses")).expect_err("refused");
     assert_eq!(e.location, Some(ErrorLocation::field("MSH", 1, 10)));
 }
+
+/// #14's bug: one rule for assigning authorities. A PID-3 whose CX.4 is a
+/// bare universal id (`&ABC`, no type) was `ABC` in the canonical record and
+/// `urn:carehub:hl7-aa:ABC` in the FHIR conversion (so, with load_fhir, one
+/// identifier under two systems). Now both are the latter.
+#[test]
+fn a_bare_universal_id_gets_one_system_in_the_record_and_in_fhir() {
+    let text = fixture("adt_a01.hl7").replace("P-1001^^^NORTHCLINIC&1.2.826.0.1.9999.1&ISO^MR", "P-1001^^^&ABC^MR");
+    let msg = Message::parse(&text).expect("parses");
+    let Command::UpsertPatient { patient, .. } = map(&msg).expect("maps").command else {
+        panic!("an ADT")
+    };
+    let canonical = patient
+        .identifiers
+        .iter()
+        .find(|i| i.value == "P-1001")
+        .expect("PID-3")
+        .system
+        .clone();
+    let converted = carehub_hl7_fhir::to_fhir(&text).expect("converts").bundle;
+    let fhir_system = converted["entry"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| &e["resource"])
+        .find(|r| r["resourceType"] == "Patient")
+        .and_then(|p| p["identifier"].as_array())
+        .and_then(|ids| ids.iter().find(|i| i["value"] == "P-1001"))
+        .and_then(|i| i["system"].as_str())
+        .expect("the Patient's PID-3")
+        .to_owned();
+    assert_eq!(canonical, "urn:carehub:hl7-aa:ABC");
+    assert_eq!(fhir_system, canonical);
+}

@@ -1,0 +1,85 @@
+//! The one rule for turning an HL7 assigning authority (HD: namespace,
+//! universal id, universal id type — CX.4, XCN.9, EI.2-4, MSH-4) into an
+//! identifier system, used by the canonical mapping (`pipelines/hl7`) and the
+//! FHIR conversion (`pipelines/hl7-fhir`) alike, so one PID-3 gets one system
+//! wherever it is stored.
+//!
+//! - an ISO universal id: `urn:oid:<oid>` (unless it is a URN already);
+//! - a universal id that is a URI (`http://…`, `urn:…`): itself;
+//! - any other universal id, else the namespace: `urn:carehub:hl7-aa:<it>`,
+//!   percent-encoded (a system must be a URI: a bare `ABC` is not one).
+
+/// The identifier system of an assigning authority, if it names one.
+pub fn assigner_system(
+    namespace: Option<String>,
+    universal: Option<String>,
+    universal_type: Option<String>,
+) -> Option<String> {
+    match (universal, universal_type.as_deref()) {
+        (Some(u), Some("ISO")) if !u.starts_with("urn:") => Some(format!("urn:oid:{u}")),
+        (Some(u), _) if u.contains(':') && !u.chars().any(char::is_whitespace) => Some(u),
+        (Some(u), _) => Some(format!("urn:carehub:hl7-aa:{}", urn_part(&u))),
+        (None, _) => namespace.map(|n| format!("urn:carehub:hl7-aa:{}", urn_part(&n))),
+    }
+}
+
+/// The reverse for a namespace: the HD namespace a system made by
+/// [`assigner_system`] from one stands for, decoded.
+pub fn namespace_of(system: &str) -> Option<String> {
+    let part = system.strip_prefix("urn:carehub:hl7-aa:")?;
+    Some(
+        percent_encoding::percent_decode_str(part)
+            .decode_utf8_lossy()
+            .into_owned(),
+    )
+}
+
+/// A name as one segment of a URN: everything but RFC 3986's unreserved
+/// characters percent-encoded.
+pub fn urn_part(name: &str) -> String {
+    percent_encoding::utf8_percent_encode(name, UNRESERVED_ONLY).to_string()
+}
+
+const UNRESERVED_ONLY: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sys(ns: Option<&str>, u: Option<&str>, t: Option<&str>) -> Option<String> {
+        assigner_system(ns.map(str::to_owned), u.map(str::to_owned), t.map(str::to_owned))
+    }
+
+    #[test]
+    fn every_shape_of_assigning_authority_gives_a_uri() {
+        assert_eq!(
+            sys(Some("N"), Some("1.2.3"), Some("ISO")).as_deref(),
+            Some("urn:oid:1.2.3")
+        );
+        assert_eq!(
+            sys(None, Some("urn:oid:1.2.3"), Some("ISO")).as_deref(),
+            Some("urn:oid:1.2.3")
+        );
+        assert_eq!(
+            sys(None, Some("http://x.example/ids"), Some("URI")).as_deref(),
+            Some("http://x.example/ids")
+        );
+        // The case #14 found the two copies disagreeing on.
+        assert_eq!(sys(None, Some("ABC"), None).as_deref(), Some("urn:carehub:hl7-aa:ABC"));
+        assert_eq!(
+            sys(Some("NATION"), None, None).as_deref(),
+            Some("urn:carehub:hl7-aa:NATION")
+        );
+        assert_eq!(
+            sys(Some("A B/C"), None, None).as_deref(),
+            Some("urn:carehub:hl7-aa:A%20B%2FC")
+        );
+        assert_eq!(sys(None, None, None), None);
+        assert_eq!(namespace_of("urn:carehub:hl7-aa:A%20B%2FC").as_deref(), Some("A B/C"));
+        assert_eq!(namespace_of("urn:oid:1.2"), None);
+    }
+}
