@@ -69,6 +69,12 @@ pub fn to_er7(xml: &str) -> Result<String, ParseError> {
                     continue; // root or group element
                 };
                 let Some(n) = position(&name) else { continue };
+                // The ER7 written repeats a separator up to the highest
+                // position named: `<XPN.999999999>` in 500 bytes of XML
+                // would be a gigabyte of `^` (found by the v2xml fuzz target).
+                if n == 0 || n > MAX_POSITION {
+                    return Err(err(format!("an element's position is outside 1 to {MAX_POSITION}")));
+                }
                 match (field, component) {
                     (None, _) if name.starts_with(&format!("{}.", seg.name)) => {
                         let f = seg.fields.entry(n).or_default();
@@ -209,6 +215,10 @@ fn is_segment_name(name: &str) -> bool {
     name.len() == 3 && name.bytes().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
 }
 
+/// Highest field, component or subcomponent number accepted (HL7 v2
+/// segments define fewer than 100 fields; Z-segments get room to spare).
+const MAX_POSITION: usize = 999;
+
 /// `PID.5` → 5, `XPN.1` → 1; `ORU_R01.PATIENT` → None.
 fn position(name: &str) -> Option<usize> {
     name.rsplit_once('.')?.1.parse().ok()
@@ -254,5 +264,16 @@ mod tests {
 <ADT_A01><MSH><MSH.1>|</MSH.1><MSH.2>^~\&amp;</MSH.2><MSH.10>&xxe;</MSH.10></MSH></ADT_A01>"#;
         let e = to_er7(xxe).expect_err("refused").to_string();
         assert!(e.contains("&xxe;"), "{e}");
+    }
+
+    /// Found by the v2xml fuzz target: a huge position number made the ER7
+    /// writer allocate gigabytes of separators.
+    #[test]
+    fn a_position_beyond_999_is_refused_not_expanded() {
+        let xml = XML.replace("<CX.1>ID1</CX.1>", "<CX.999999999>ID1</CX.999999999>");
+        let err = to_er7(&xml).expect_err("refused");
+        assert!(err.to_string().contains("position"), "{err}");
+        let fits = XML.replace("<CX.1>ID1</CX.1>", "<CX.999>ID1</CX.999>");
+        assert!(to_er7(&fits).is_ok());
     }
 }
