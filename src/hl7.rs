@@ -139,13 +139,12 @@ impl Hl7Store {
     fn prepare(&self, inbound: &Inbound<'_>) -> Prepared {
         let origin = format!("mllp:{}", inbound.peer);
         let unparsed_key = || format!("hl7:unparsed:{}", uuid::Uuid::now_v7());
-        let (verdict, key, partition_key, message_type, control_id) = match inbound.parsed {
+        let identity = inbound.parsed.ok().and_then(|msg| identity_error(msg));
+        let (verdict, key, partition_key, message_type, control_id) = match (inbound.parsed, identity) {
             // A message without a usable MSH-10 has no identity: it is kept
             // under a key of its own, never taken for another's duplicate.
-            Ok(msg) if identity_error(msg).is_some() => {
-                let e = identity_error(msg)
-                    .map(|e| e.ack_error())
-                    .unwrap_or_else(|| AckError::new(101, ""));
+            (Ok(msg), Some(e)) => {
+                let e = e.ack_error();
                 let msh = msg.msh();
                 (
                     Verdict::Rejected(e),
@@ -155,7 +154,7 @@ impl Hl7Store {
                     None,
                 )
             }
-            Ok(msg) => {
+            (Ok(msg), None) => {
                 let verdict = match validate(msg) {
                     Ok(()) => Verdict::Accepted,
                     Err(e) if self.answered_later(msg, &e) => Verdict::Accepted,
@@ -173,7 +172,7 @@ impl Hl7Store {
                     Some(msg.control_id().to_owned()),
                 )
             }
-            Err(e) => {
+            (Err(e), _) => {
                 let (code, location) = e.hl7_error();
                 let mut err = AckError::new(code, e.to_string());
                 err.location = location;

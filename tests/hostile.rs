@@ -662,6 +662,29 @@ async fn patients_split_before_the_fix_are_found_and_merged() {
     );
 }
 
+/// A fault injected into the real store: a trigger named `name` makes every
+/// insert into the message store of the record `control_id` fail with `sqlstate`.
+async fn refuse_in_message_store(pool: &sqlx::PgPool, name: &str, control_id: &str, sqlstate: &str) {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+           IF NEW.control_id = '{control_id}' THEN
+             RAISE EXCEPTION 'refused by the test' USING ERRCODE = '{sqlstate}';
+           END IF;
+           RETURN NEW;
+         END $$"
+    )))
+    .execute(pool)
+    .await
+    .expect("function");
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "CREATE TRIGGER {name} BEFORE INSERT ON message FOR EACH ROW EXECUTE FUNCTION {name}()"
+    )))
+    .execute(pool)
+    .await
+    .expect("trigger");
+}
+
 /// Item 2, the pipeline side: a record the store keeps refusing (a fault
 /// injected with a trigger on the message store, refusing one event with
 /// SQLSTATE 54000, the class of the index-row-size error) is retried at most
@@ -672,23 +695,7 @@ async fn patients_split_before_the_fix_are_found_and_merged() {
 async fn a_record_the_store_keeps_refusing_is_dead_lettered_after_bounded_retries() {
     let db = fresh_db().await;
     let poison = patient_event("POISON-1", None);
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
-         BEGIN
-           IF NEW.control_id = '{}' THEN
-             RAISE EXCEPTION 'refused by the test' USING ERRCODE = '54000';
-           END IF;
-           RETURN NEW;
-         END $$",
-        poison.id
-    )))
-    .execute(&db.pool)
-    .await
-    .expect("function");
-    sqlx::query("CREATE TRIGGER refuse_poison BEFORE INSERT ON message FOR EACH ROW EXECUTE FUNCTION refuse_poison()")
-        .execute(&db.pool)
-        .await
-        .expect("trigger");
+    refuse_in_message_store(&db.pool, "refuse_poison", &poison.id, "54000").await;
     let hub = start_hub_with(
         db,
         vec![
@@ -797,23 +804,7 @@ async fn ready_means_the_listeners_accept_at_once() {
 async fn a_pipeline_stuck_past_the_stall_limit_turns_readyz_to_503() {
     let db = fresh_db().await;
     let stuck = patient_event("STUCK-1", None);
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "CREATE FUNCTION hold_stuck() RETURNS trigger LANGUAGE plpgsql AS $$
-         BEGIN
-           IF NEW.control_id = '{}' THEN
-             RAISE EXCEPTION 'held by the test' USING ERRCODE = '40001';
-           END IF;
-           RETURN NEW;
-         END $$",
-        stuck.id
-    )))
-    .execute(&db.pool)
-    .await
-    .expect("function");
-    sqlx::query("CREATE TRIGGER hold_stuck BEFORE INSERT ON message FOR EACH ROW EXECUTE FUNCTION hold_stuck()")
-        .execute(&db.pool)
-        .await
-        .expect("trigger");
+    refuse_in_message_store(&db.pool, "hold_stuck", &stuck.id, "40001").await;
     let hub = start_hub_with(
         db,
         vec![

@@ -180,16 +180,7 @@ async fn killed_with_sigkill_mid_stream_and_restarted_nothing_is_lost_or_repeate
     let spawn_n = std::cell::Cell::new(0);
     let spawn = || {
         spawn_n.set(spawn_n.get() + 1);
-        let log = std::fs::File::create(log_dir.join(format!("hub-{}.log", spawn_n.get()))).expect("log");
-        Server(
-            Command::new(BIN)
-                .arg("serve")
-                .envs(envs.iter().cloned())
-                .env("CAREHUB_LOG__LEVEL", "info")
-                .stderr(log)
-                .spawn()
-                .expect("serve"),
-        )
+        serve_logged(&envs, &log_dir.join(format!("hub-{}.log", spawn_n.get())))
     };
     let logs = || {
         (1..=spawn_n.get())
@@ -281,18 +272,7 @@ async fn killed_repeatedly_while_joining_the_group_the_next_hub_applies_everythi
     let envs = hub_env(&db, &intake, &events, port);
     let log_dir = std::env::temp_dir().join(format!("carehub-join-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&log_dir).expect("log dir");
-    let spawn = |n: usize| {
-        let log = std::fs::File::create(log_dir.join(format!("hub-{n}.log"))).expect("log");
-        Server(
-            Command::new(BIN)
-                .arg("serve")
-                .envs(envs.iter().cloned())
-                .env("CAREHUB_LOG__LEVEL", "info")
-                .stderr(log)
-                .spawn()
-                .expect("serve"),
-        )
-    };
+    let spawn = |n: usize| serve_logged(&envs, &log_dir.join(format!("hub-{n}.log")));
     // Killed at different moments of start-up: before, during and just after
     // the consumer groups join.
     for (n, ms) in [700u64, 1100, 1500, 1900, 2300, 2700, 3100, 900]
@@ -330,4 +310,18 @@ async fn killed_repeatedly_while_joining_the_group_the_next_hub_applies_everythi
         "each once"
     );
     let _ = std::fs::remove_dir_all(&log_dir);
+}
+
+/// `carehub serve` with `envs`, its info-level log in the file `log`.
+fn serve_logged(envs: &[(&'static str, String)], log: &std::path::Path) -> Server {
+    let log = std::fs::File::create(log).expect("log");
+    Server(
+        Command::new(BIN)
+            .arg("serve")
+            .envs(envs.iter().cloned())
+            .env("CAREHUB_LOG__LEVEL", "info")
+            .stderr(log)
+            .spawn()
+            .expect("serve"),
+    )
 }

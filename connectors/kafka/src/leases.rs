@@ -129,7 +129,7 @@ impl PartitionLeases {
         self.state.lock().await.next
     }
 
-    async fn rebalance(&self, state: &mut State, consumer: &Arc<StreamConsumer>) -> anyhow_free::Result<()> {
+    async fn rebalance(&self, state: &mut State, consumer: &Arc<StreamConsumer>) -> lease_error::Result<()> {
         if state.conn.is_none() {
             state.conn = Some(self.pool.acquire().await?.detach());
         }
@@ -141,7 +141,7 @@ impl PartitionLeases {
             owned,
             ..
         } = state;
-        let conn = conn.as_mut().ok_or(anyhow_free::Error::Gone)?;
+        let conn = conn.as_mut().ok_or(lease_error::Error::Gone)?;
         if member_slot.is_none() {
             for slot in 0..MAX_MEMBERS {
                 if try_lock(conn, member_class, slot).await? {
@@ -214,7 +214,7 @@ async fn unlock(conn: &mut PgConnection, class: i32, object: i32) -> Result<(), 
     Ok(())
 }
 
-async fn partition_count(consumer: &Arc<StreamConsumer>, topic: &str) -> anyhow_free::Result<usize> {
+async fn partition_count(consumer: &Arc<StreamConsumer>, topic: &str) -> lease_error::Result<usize> {
     // Metadata is a blocking call in librdkafka: off the async threads.
     let (consumer, name) = (consumer.clone(), topic.to_owned());
     let n = tokio::task::spawn_blocking(move || {
@@ -223,15 +223,15 @@ async fn partition_count(consumer: &Arc<StreamConsumer>, topic: &str) -> anyhow_
             .map(|md| md.topics().first().map_or(0, |t| t.partitions().len()))
     })
     .await
-    .map_err(|_| anyhow_free::Error::Gone)??;
+    .map_err(|_| lease_error::Error::Gone)??;
     if n == 0 {
-        return Err(anyhow_free::Error::NoPartitions(topic.to_owned()));
+        return Err(lease_error::Error::NoPartitions(topic.to_owned()));
     }
     Ok(n)
 }
 
 /// The errors of a lease round (kept local: none leaves this module).
-mod anyhow_free {
+mod lease_error {
     #[derive(Debug, thiserror::Error)]
     pub enum Error {
         #[error("PostgreSQL: {0}")]
