@@ -13,7 +13,8 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use carehub_kafka::{ConsumerRunner, OutboxRelay, RelayConfig, dlq_topic};
+use carehub_kafka::{OutboxRelay, RelayConfig, dlq_topic};
+use carehub_pipeline::ConsumerRunner;
 use carehub_pipeline::Engine;
 use carehub_pipeline_intake::IntakePipeline;
 use carehub_schema::{Action, ActorKind, AuditEntry, AuditLog, Envelope, Outbox};

@@ -15,8 +15,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use carehub_pipeline_lab::LAB_STATUS;
 use carehub_schema::Envelope;
+use carehub_schema::contracts::LAB_STATUS;
 use common::*;
 use rdkafka::producer::FutureRecord;
 use uuid::Uuid;

@@ -135,9 +135,9 @@ pub async fn dlq_replay(cfg: &Config, id: i64, actor: &str) -> anyhow::Result<Ex
         .fetch_optional(&pool)
         .await?
         .with_context(|| format!("dead letter {id} does not exist"))?;
-    if consumer == crate::hl7_out::CONSUMER || consumer == crate::ehr_push::CONSUMER {
+    if consumer == carehub_hl7::outbound::CONSUMER || consumer == carehub_fhir::push::CONSUMER {
         let producer = carehub_kafka::idempotent_producer(&cfg.kafka)?;
-        crate::delivery::replay(&pool, &producer, id, actor).await?;
+        carehub_connector_kit::replay(&pool, &producer, id, actor).await?;
         println!("dead letter {id} replayed: its message is back on the outbound topic for delivery");
         return Ok(ExitCode::SUCCESS);
     }

@@ -31,7 +31,8 @@ use carehub_core::internal_events::{ChangedDuplicate, DeadLettered};
 use carehub_hl7::codec::{AckError, Message, batch, charset};
 use carehub_hl7::listener::{CONNECTOR, Inbound, InboundSink, Unavailable, Verdict};
 use carehub_hl7::{MllpSender, SendError, SenderConfig};
-use carehub_pipeline_hl7::{Received, identity_error, map, source_key, validate};
+use carehub_pipeline_hl7::{identity_error, map, source_key, validate};
+use carehub_schema::contracts::Received;
 use carehub_schema::message_store::fit_column;
 use carehub_schema::{
     Action, ActorKind, AuditEntry, AuditLog, DeadLetters, Envelope, MessageStore, NewDeadLetter, NewMessage, Outbox,

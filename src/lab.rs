@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use carehub_pipeline_lab::{LAB_ORDER, LAB_STATUS, LabOrder, LabStatusReport, OrderAction};
+use carehub_schema::contracts::{LAB_ORDER, LAB_STATUS, LabOrder, LabStatusReport, OrderAction};
 use carehub_schema::lab::LabStatus;
 use carehub_schema::{Action, ActorKind, AuditEntry, AuditLog, Envelope};
 use rdkafka::Message as _;

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use backon::{BackoffBuilder, ExponentialBuilder};
-use carehub_kafka::{ConsumerRunner, OutboxRelay, TopicSpec};
+use carehub_connector_kit::DeliveryRunner;
+use carehub_kafka::{OutboxRelay, TopicSpec};
+use carehub_pipeline::ConsumerRunner;
 use carehub_schema::MessageStore;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -117,25 +119,25 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     }
     if cfg.pipelines.hl7.enabled {
         let p = &cfg.pipelines.hl7;
-        let outbound = crate::delivery::DeliveryRunner::new(
+        let outbound = DeliveryRunner::new(
             &cfg.kafka,
             &p.outbound_group,
             &p.outbound_topic,
             pool.clone(),
             producer.clone(),
-            crate::hl7_out::Hl7Deliverer::new(&cfg),
+            carehub_hl7::Hl7Deliverer::new(cfg.hl7.destinations.clone()),
         )
         .context("starting the HL7 outbound delivery")?;
         tasks.spawn(outbound.run(shutdown.clone()));
     }
     if !cfg.fhir.push.is_empty() {
-        let push = crate::delivery::DeliveryRunner::new(
+        let push = DeliveryRunner::new(
             &cfg.kafka,
             &cfg.fhir.push_group,
             &cfg.pipelines.lab.ehr_events_topic,
             pool.clone(),
             producer.clone(),
-            crate::ehr_push::EhrPush::new(&cfg).context("starting the EHR push")?,
+            carehub_fhir::EhrPush::new(cfg.fhir.push.clone()).context("starting the EHR push")?,
         )
         .context("starting the EHR push")?;
         tasks.spawn(push.run(shutdown.clone()));

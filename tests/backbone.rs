@@ -9,7 +9,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use carehub_kafka::{ConsumerRunner, OutboxRelay, RelayConfig, dlq_topic};
+use carehub_kafka::{OutboxRelay, RelayConfig, dlq_topic};
+use carehub_pipeline::ConsumerRunner;
 use carehub_pipeline::{Engine, Processed, ReplayOutcome};
 use carehub_pipeline_intake::IntakePipeline;
 use carehub_schema::{Action, ActorKind, AuditEntry, AuditLog, Envelope, Outbox};

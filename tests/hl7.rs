@@ -797,7 +797,7 @@ async fn outbound_messages_reach_their_destination_in_order_and_refusals_are_dea
         ("OUT4", "nowhere"),
     ] {
         let raw = wire(&fixture("oru_r01.hl7").replace("ORU0001", id));
-        let env = carehub_pipeline_hl7::Outbound::new(destination, &raw).into_envelope();
+        let env = carehub_schema::contracts::Outbound::new(destination, &raw).into_envelope("/test/hl7");
         produce(&p, &topic, destination, &bytes(&env)).await;
     }
     let delivered = eventually(Duration::from_secs(60), || async {

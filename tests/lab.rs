@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use carehub_hl7::codec::Message;
-use carehub_pipeline_lab::{LAB_ORDER, LAB_RESULTS, LAB_STATUS, LabOrder, OrderAction};
 use carehub_schema::Envelope;
+use carehub_schema::contracts::{LAB_ORDER, LAB_RESULTS, LAB_STATUS, LabOrder, OrderAction};
 use common::*;
 use serde_json::json;
 use uuid::Uuid;

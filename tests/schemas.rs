@@ -45,6 +45,38 @@ fn assert_valid(v: &jsonschema::Validator, instance: &Value, what: &str) {
     assert!(errors.is_empty(), "{what}: {errors:?}");
 }
 
+/// The contracts module and schemas/json name the same payloads, one to one.
+#[test]
+fn every_contract_has_its_schema_and_every_schema_its_contract() {
+    let mut files: Vec<String> = std::fs::read_dir(root().join("json"))
+        .expect("schemas/json")
+        .map(|e| {
+            e.expect("entry")
+                .path()
+                .file_stem()
+                .expect("stem")
+                .to_string_lossy()
+                .into_owned()
+        })
+        .filter(|name| name.starts_with("carehub."))
+        .collect();
+    files.sort();
+    let mut contracts: Vec<String> = carehub_schema::contracts::ALL.iter().map(|s| s.to_string()).collect();
+    contracts.sort();
+    assert_eq!(contracts, files, "contracts::ALL against schemas/json/carehub.*.json");
+    for ty in carehub_schema::contracts::ALL {
+        // Each file's $id names its own type: a copied file is caught too.
+        let schema = load(&root().join("json").join(format!("{ty}.json")));
+        assert!(
+            schema["$id"]
+                .as_str()
+                .is_some_and(|id| id.ends_with(&format!("/{ty}.json"))),
+            "{ty}: $id {}",
+            schema["$id"]
+        );
+    }
+}
+
 #[test]
 fn examples_conform_and_bad_data_does_not() {
     for entry in std::fs::read_dir(root().join("examples")).expect("examples") {
@@ -129,7 +161,7 @@ async fn events_the_hl7_pipeline_emits_conform_to_their_schemas() {
         let value: Value = serde_json::from_slice(&bytes).expect("json");
         assert_valid(&validator("envelope.v1"), &value, "inbound envelope");
         assert_valid(
-            &validator(carehub_pipeline_hl7::RECEIVED),
+            &validator(carehub_schema::contracts::HL7_RECEIVED),
             &value["data"],
             "received data",
         );
@@ -219,7 +251,7 @@ async fn records_the_lab_pipelines_emit_conform_to_their_schemas() {
         .expect("outbox")
         .into_iter()
         .map(|r| r.payload)
-        .filter(|p| p["type"] == carehub_pipeline_hl7::ORDER_UPSERTED)
+        .filter(|p| p["type"] == carehub_schema::contracts::ORDER_UPSERTED)
         .collect();
     let upserted: Envelope = serde_json::from_value(upserted[0].clone()).expect("envelope");
     assert!(matches!(run(&dispatch, &upserted, 1).await, Processed::Applied { .. }));
@@ -235,14 +267,18 @@ async fn records_the_lab_pipelines_emit_conform_to_their_schemas() {
         let mut data = data;
         data["order_id"] = serde_json::json!(order_id);
         data["sequence"] = serde_json::json!(seq);
-        assert_valid(&validator(carehub_pipeline_lab::LAB_STATUS), &data, "status report");
-        let env = Envelope::new(carehub_pipeline_lab::LAB_STATUS, "/test/lab", data);
+        assert_valid(
+            &validator(carehub_schema::contracts::LAB_STATUS),
+            &data,
+            "status report",
+        );
+        let env = Envelope::new(carehub_schema::contracts::LAB_STATUS, "/test/lab", data);
         assert!(matches!(run(&status, &env, 1 + seq).await, Processed::Applied { .. }));
     }
     let results = load(&root().join("examples/carehub.lab.results.v1.json"));
     let mut results = results;
     results["order_id"] = serde_json::json!(order_id);
-    let env = Envelope::new(carehub_pipeline_lab::LAB_RESULTS, "/test/lab", results);
+    let env = Envelope::new(carehub_schema::contracts::LAB_RESULTS, "/test/lab", results);
     let engine = Engine::new(
         db.pool.clone(),
         Arc::new(carehub_pipeline_lab::LabResultsPipeline {
@@ -263,15 +299,15 @@ async fn records_the_lab_pipelines_emit_conform_to_their_schemas() {
         types.insert(ty);
     }
     for ty in [
-        carehub_pipeline_lab::LAB_ORDER,
-        carehub_pipeline_lab::EHR_ORDER_STATUS,
-        carehub_pipeline_hl7::SEND,
+        carehub_schema::contracts::LAB_ORDER,
+        carehub_schema::contracts::EHR_ORDER_STATUS,
+        carehub_schema::contracts::HL7_SEND,
     ] {
         assert!(types.contains(ty), "{ty} emitted: {types:?}");
     }
     let bad = serde_json::json!({ "order_id": order_id, "sequence": 4, "status": "shipped" });
     assert!(
-        !validator(carehub_pipeline_lab::LAB_STATUS).is_valid(&bad),
+        !validator(carehub_schema::contracts::LAB_STATUS).is_valid(&bad),
         "shipped needs a carrier"
     );
 }

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use carehub_hl7::codec::ReceivedAck;
 use carehub_hl7::{MllpSender, SenderConfig};
 use carehub_kafka::KafkaConfig;
-use carehub_pipeline_intake::{ORGANIZATION_UPSERT, PATIENT_UPSERT};
 use carehub_schema::Envelope;
+use carehub_schema::contracts::{ORGANIZATION_UPSERT, PATIENT_UPSERT};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Headers;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -578,7 +578,7 @@ pub async fn stored_hl7(pool: &PgPool, raw: &[u8]) -> Envelope {
     )
     .await
     .expect("stored");
-    carehub_pipeline_hl7::Received::new(stored.id(), "127.0.0.1:1", "127.0.0.1:2575").into_envelope(Some(&key))
+    carehub_schema::contracts::Received::new(stored.id(), "127.0.0.1:1", "127.0.0.1:2575").into_envelope(Some(&key))
 }
 
 /// One frame out, one frame back, on a fresh connection.

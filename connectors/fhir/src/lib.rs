@@ -9,11 +9,14 @@
 //! - [`mod@write`], [`bundle`], [`commit`]: create, update, delete, history,
 //!   batch and transaction Bundles, group commit.
 //! - [`validate`], [`raw`]: R4 validation; resources kept verbatim.
+//! - [`push`]: [`EhrPush`], order status pushed to subscribed EHRs (the
+//!   connector kit's delivery).
 
 pub mod auth;
 pub mod bundle;
 pub mod commit;
 pub mod guard;
+pub mod push;
 pub mod raw;
 pub mod resources;
 pub mod search;
@@ -23,6 +26,7 @@ pub mod validate;
 pub mod write;
 
 pub use auth::{Access, AuthConfig, AuthError, Authenticator, Claims, Grant, Principal, Role, Scope};
+pub use push::EhrPush;
 pub use server::{
     BoundFhir, EhrSubscriber, FhirConfig, Hl7Converter, Outcome, ServeError, bind, capability_statement, router, serve,
 };

@@ -27,7 +27,7 @@ use crate::server::Outcome;
 use crate::validate;
 
 /// Event type of a FHIR write the hub takes in (data: resource_type, id, version_id, client).
-pub const FHIR_WRITTEN: &str = fhir_store::FHIR_WRITTEN;
+use carehub_schema::contracts::{FHIR_WRITTEN, ResourceWritten};
 const SOURCE: &str = "/carehub/connectors/fhir";
 
 /// Types generated from the canonical record when no stored version exists.
@@ -582,7 +582,12 @@ async fn store(
         Envelope::new(
             FHIR_WRITTEN,
             SOURCE,
-            json!({ "resource_type": resource_type, "id": id, "version_id": version_id, "client": w.principal.client() }),
+            json!(ResourceWritten {
+                resource_type: resource_type.to_owned(),
+                id: id.to_owned(),
+                version_id,
+                client: w.principal.client().to_owned(),
+            }),
         )
         .with_subject(format!("{resource_type}/{id}"))
     });

@@ -6,10 +6,25 @@
 //!   message to an [`InboundSink`] that stores it durably, and only then ACKs.
 //! - [`sender`]: [`MllpSender`] delivers outbound messages one at a time and
 //!   matches each ACK to the message it acknowledges.
+//! - [`outbound`]: [`Hl7Deliverer`], the connector kit's delivery of
+//!   `carehub.hl7v2.send.v1` records over MLLP.
+//!
+//! Without the `net` feature the crate is [`codec`] alone.
 
 pub mod codec;
+#[cfg(feature = "net")]
 pub mod listener;
+#[cfg(feature = "net")]
+pub mod outbound;
+#[cfg(feature = "net")]
 pub mod sender;
 
+/// The MLLP listener's name in metrics, dead letters and audit entries.
+pub const CONNECTOR: &str = "hl7_mllp";
+
+#[cfg(feature = "net")]
 pub use listener::{Inbound, InboundSink, ListenerConfig, MllpListener, TlsConfig, Unavailable, Verdict};
+#[cfg(feature = "net")]
+pub use outbound::Hl7Deliverer;
+#[cfg(feature = "net")]
 pub use sender::{MllpSender, SendError, SenderConfig};

@@ -26,12 +26,11 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio_util::codec::Framed;
 
+pub use crate::CONNECTOR;
 use crate::codec::ack::{self, AckCode, AckError, AckMode, Outcome};
 use crate::codec::batch;
 use crate::codec::er7::{Message, ParseError};
 use crate::codec::mllp::{FrameError, MllpCodec};
-
-pub const CONNECTOR: &str = "hl7_mllp";
 
 /// `[hl7.listener]`: where and how the MLLP listener accepts connections.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -4,8 +4,10 @@
 //! - [`ensure_topics`]: creates topics at start-up (the broker here does not auto-create).
 //! - [`idempotent_producer`]: `enable.idempotence=true`, `acks=all`.
 //! - [`OutboxRelay`]: publishes the transactional outbox in order, then marks it sent.
-//! - [`ConsumerRunner`]: feeds a consumer group into a pipeline [`Engine`](carehub_pipeline::Engine)
-//!   and stores each offset only after the pipeline's transaction committed.
+//! - [`group_consumer`], [`store_next_offset`], [`forward_dead_letter`]: what every
+//!   runner of a consumer group shares (the pipeline engine's `ConsumerRunner`, the
+//!   connector kit's delivery runner): offsets stored only when told, dead letters
+//!   forwarded to `<topic>.dlq`.
 
 mod admin;
 mod config;
@@ -16,10 +18,13 @@ mod relay;
 
 pub use admin::{TopicSpec, broker_reachable, ensure_topics};
 pub use config::{Assignment, KafkaConfig};
-pub use consumer::{ConsumerRunner, KafkaRecord, RetryConfig, dlq_topic, forward_dead_letter, group_consumer};
+pub use consumer::{
+    KafkaRecord, REJOIN_AFTER, RetryConfig, dlq_topic, forward_dead_letter, group_consumer, rejoin_if_stuck,
+    report_lag, store_next_offset,
+};
 pub use leases::{GroupConsumer, PartitionLeases};
 pub use producer::{idempotent_producer, idempotent_producer_with_linger};
-pub use relay::{OutboxRelay, RelayConfig, wait};
+pub use relay::{OutboxRelay, RelayConfig, backoff, next_delay, wait};
 
 /// Errors of the Kafka plumbing.
 #[derive(Debug, thiserror::Error)]
@@ -31,8 +36,6 @@ pub enum Error {
     CreateTopic { topic: String, reason: String },
     #[error(transparent)]
     Store(#[from] carehub_schema::Error),
-    #[error(transparent)]
-    Pipeline(#[from] carehub_pipeline::Error),
     #[error("broker not reachable within 3 s: {0}")]
     Unreachable(String),
     #[error("kafka consumer stream ended")]

@@ -225,7 +225,7 @@ impl OutboxRelay {
 }
 
 /// Delays between retries: exponential from 100 ms to 10 s with jitter, unbounded.
-pub(crate) fn backoff() -> backon::ExponentialBackoff {
+pub fn backoff() -> backon::ExponentialBackoff {
     use backon::BackoffBuilder;
     backon::ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(100))
@@ -235,7 +235,7 @@ pub(crate) fn backoff() -> backon::ExponentialBackoff {
         .build()
 }
 
-pub(crate) fn next_delay(delays: &mut backon::ExponentialBackoff) -> Duration {
+pub fn next_delay(delays: &mut backon::ExponentialBackoff) -> Duration {
     delays.next().unwrap_or(Duration::from_secs(10))
 }
 

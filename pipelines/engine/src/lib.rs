@@ -8,12 +8,16 @@
 //! (Kafka offset commit). A handler that rejects the record sends it to the
 //! dead letters with the reason; a transient failure (database down) is
 //! returned so the source retries without acknowledging.
+//!
+//! [`ConsumerRunner`] feeds a Kafka consumer group into an engine.
 
 mod engine;
 mod handler;
+mod runner;
 
 pub use engine::{Engine, InboundRecord, Processed, ReplayOutcome};
 pub use handler::{Context, Handled, Handler, HandlerError, StoredRef};
+pub use runner::{ConsumerRunner, MAX_BATCH};
 
 /// Errors that leave the record unacknowledged: retry later.
 #[derive(Debug, thiserror::Error)]

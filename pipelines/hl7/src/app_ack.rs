@@ -13,7 +13,7 @@ use carehub_hl7::codec::ack::{self, AckError, AckMode, Outcome};
 use carehub_hl7::codec::{AckCode, Message};
 use carehub_schema::Envelope;
 
-use crate::Outbound;
+use carehub_schema::contracts::Outbound;
 
 /// Sending facility (MSH-4.1) → `[hl7.destinations]` name. Facility names
 /// match without regard to ASCII case (environment overrides arrive lower-cased).
@@ -56,7 +56,7 @@ pub fn application_ack(
     };
     let control_id = format!("AA{}", &uuid::Uuid::now_v7().simple().to_string()[14..32]);
     let text = ack::build(msg, code, error, &control_id);
-    let env = Outbound::new(destination.clone(), text.as_bytes()).into_envelope();
+    let env = Outbound::new(destination.clone(), text.as_bytes()).into_envelope(crate::SOURCE);
     Some((destination, env))
 }
 

@@ -18,98 +18,24 @@ pub mod map;
 pub mod repair;
 
 use async_trait::async_trait;
-use base64::Engine as _;
 use carehub_core::internal_events::Hl7SegmentsUnmapped;
 use carehub_hl7::codec::Message;
 use carehub_pipeline::{Context, Handled, Handler, HandlerError, StoredRef};
+use carehub_schema::contracts::{
+    APPOINTMENT_UPSERTED, ENCOUNTER_UPSERTED, HL7_RECEIVED, INVOICE_UPSERTED, OBSERVATION_UPSERTED, ORDER_UPSERTED,
+    PATIENT_MERGED, PATIENT_UPSERTED, Received, RecordChanged,
+};
 use carehub_schema::model::OrganizationKind;
 use carehub_schema::records;
 use carehub_schema::repo::{self, PatientData, Upserted};
 use carehub_schema::{Action, ActorKind, AuditEntry, Envelope, Outbox};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use sqlx::PgConnection;
 
 pub use map::{Command, FACILITY_SYSTEM, MAX_CONTROL_ID, Mapped, MappingError, identity_error, map, nul_error};
 
-/// Event type of a received HL7 v2 message on the inbound topic.
-pub const RECEIVED: &str = "carehub.hl7v2.received.v1";
-/// Event type of an HL7 v2 message to deliver over MLLP (outbound topic).
-pub const SEND: &str = "carehub.hl7v2.send.v1";
-pub const PATIENT_UPSERTED: &str = "carehub.patient.upserted.v1";
-pub const PATIENT_MERGED: &str = "carehub.patient.merged.v1";
-pub const ENCOUNTER_UPSERTED: &str = "carehub.encounter.upserted.v1";
-pub const ORDER_UPSERTED: &str = "carehub.order.upserted.v1";
-pub const OBSERVATION_UPSERTED: &str = "carehub.observation.upserted.v1";
-pub const APPOINTMENT_UPSERTED: &str = "carehub.appointment.upserted.v1";
-pub const INVOICE_UPSERTED: &str = "carehub.invoice.upserted.v1";
-
-const SOURCE: &str = "/carehub/pipelines/hl7";
+pub(crate) const SOURCE: &str = "/carehub/pipelines/hl7";
 const ACTOR: &str = "pipeline:hl7";
-
-/// `data` of a `carehub.hl7v2.received.v1` event: a message the MLLP
-/// listener stored. The record refers to the stored bytes instead of
-/// carrying them, so whatever the listener accepts fits on the topic, and
-/// nothing reaches the topic that the store refused (it is written through
-/// the outbox in the same transaction as the message).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Received {
-    /// The message-store id of the message, its bytes as they arrived.
-    pub message_id: uuid::Uuid,
-    /// The sender's address (`ip:port`).
-    pub peer: String,
-    /// The listener that took it (`ip:port`).
-    pub listener: String,
-}
-
-impl Received {
-    pub fn new(message_id: uuid::Uuid, peer: impl ToString, listener: impl ToString) -> Self {
-        Received {
-            message_id,
-            peer: peer.to_string(),
-            listener: listener.to_string(),
-        }
-    }
-
-    /// The envelope the listener writes to the outbox.
-    pub fn into_envelope(self, source_key: Option<&str>) -> Envelope {
-        let env = Envelope::new(RECEIVED, "/carehub/connectors/hl7_mllp", serde_json::json!(self));
-        match source_key {
-            Some(k) => env.with_subject(format!("message/{k}")),
-            None => env,
-        }
-    }
-}
-
-/// `data` of a `carehub.hl7v2.send.v1` event: a message for a configured
-/// MLLP destination. Pipelines write it through the outbox; the HL7 outbound
-/// runner delivers it and stores its offset only once the receiver accepted.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Outbound {
-    /// The name of a `[hl7.destinations.<name>]` entry.
-    pub destination: String,
-    /// The message, segments separated by CR, in the character set its MSH-18 names.
-    pub raw_base64: String,
-}
-
-impl Outbound {
-    pub fn new(destination: impl Into<String>, raw: &[u8]) -> Self {
-        Outbound {
-            destination: destination.into(),
-            raw_base64: base64::engine::general_purpose::STANDARD.encode(raw),
-        }
-    }
-
-    pub fn raw(&self) -> Result<Vec<u8>, base64::DecodeError> {
-        base64::engine::general_purpose::STANDARD.decode(&self.raw_base64)
-    }
-
-    pub fn into_envelope(self) -> Envelope {
-        let subject = format!("destination/{}", self.destination);
-        Envelope::new(SEND, SOURCE, serde_json::json!(self)).with_subject(subject)
-    }
-}
 
 /// The idempotency key of a message: sending facility, application, control id.
 pub fn source_key(msg: &Message<'_>) -> String {
@@ -191,7 +117,7 @@ impl Hl7Pipeline {
 /// The bytes of the stored message `event` refers to (the engine loaded them).
 fn stored_bytes<'c>(ctx: &'c Context, event: &Envelope) -> Result<&'c [u8], HandlerError> {
     Received::deserialize(&event.data)
-        .map_err(|e| HandlerError::rejected("invalid_envelope", format!("{RECEIVED}: {e}")))?;
+        .map_err(|e| HandlerError::rejected("invalid_envelope", format!("{HL7_RECEIVED}: {e}")))?;
     ctx.raw
         .as_deref()
         .ok_or_else(|| HandlerError::rejected("unknown_reference", "the stored message's bytes are missing"))
@@ -213,16 +139,7 @@ impl Effects<'_> {
         event_type: &str,
         extra: serde_json::Value,
     ) -> Result<(), HandlerError> {
-        let mut data = serde_json::json!({
-            "id": up.id,
-            "created": up.created,
-            "version": up.version,
-            "source_message_id": self.ctx.message_id,
-        });
-        if let (Some(d), serde_json::Value::Object(extra)) = (data.as_object_mut(), extra) {
-            d.extend(extra);
-        }
-        let event = Envelope::new(event_type, SOURCE, data).with_subject(format!("{entity}/{}", up.id));
+        let event = RecordChanged::new(&up, self.ctx.message_id).into_envelope(event_type, SOURCE, entity, extra);
         Outbox::enqueue(conn, self.topic, &up.id.to_string(), &event).await?;
         let action = if up.created { Action::Create } else { Action::Update };
         self.audit.push(
@@ -256,14 +173,14 @@ impl Handler for Hl7Pipeline {
     }
 
     fn accepts(&self, event_type: &str) -> bool {
-        event_type == RECEIVED
+        event_type == HL7_RECEIVED
     }
 
     fn stored(&self, event: &Envelope) -> Option<StoredRef> {
         let rec = Received::deserialize(&event.data).ok()?;
         Some(StoredRef {
             message_id: rec.message_id,
-            connector: carehub_hl7::listener::CONNECTOR,
+            connector: carehub_hl7::CONNECTOR,
             origin: Some(format!("mllp:{}", rec.peer)),
         })
     }

@@ -21,22 +21,17 @@ pub mod fhir;
 
 use async_trait::async_trait;
 use carehub_pipeline::{Context, Handled, Handler, HandlerError};
+use carehub_schema::contracts::{
+    FHIR_WRITTEN, ORDER_UPSERTED, ORGANIZATION_UPSERT, ORGANIZATION_UPSERTED, PATIENT_UPSERT, PATIENT_UPSERTED,
+    RecordChanged, ResourceWritten,
+};
 use carehub_schema::fhir_store;
 use carehub_schema::model::{Identifier, OrganizationKind};
 use carehub_schema::records;
 use carehub_schema::repo::{self, OrganizationData, PatientData, Upserted};
 use carehub_schema::{Action, ActorKind, AuditEntry, Envelope, Outbox};
-use serde::Deserialize;
 use sqlx::PgConnection;
 use uuid::Uuid;
-
-pub const ORGANIZATION_UPSERT: &str = "carehub.organization.upsert.v1";
-pub const PATIENT_UPSERT: &str = "carehub.patient.upsert.v1";
-pub const ORGANIZATION_UPSERTED: &str = "carehub.organization.upserted.v1";
-pub const PATIENT_UPSERTED: &str = "carehub.patient.upserted.v1";
-/// The event the lab flow follows, as the HL7 pipeline emits it.
-pub const ORDER_UPSERTED: &str = "carehub.order.upserted.v1";
-pub use carehub_schema::fhir_store::FHIR_WRITTEN;
 
 const SOURCE: &str = "/carehub/pipelines/intake";
 
@@ -63,16 +58,7 @@ impl IntakePipeline {
         up: Upserted,
         extra: serde_json::Value,
     ) -> Result<AuditEntry, HandlerError> {
-        let mut data = serde_json::json!({
-            "id": up.id,
-            "created": up.created,
-            "version": up.version,
-            "source_message_id": ctx.message_id,
-        });
-        if let (Some(d), serde_json::Value::Object(extra)) = (data.as_object_mut(), extra) {
-            d.extend(extra);
-        }
-        let event = Envelope::new(event_type, SOURCE, data).with_subject(format!("{entity}/{}", up.id));
+        let event = RecordChanged::new(&up, ctx.message_id).into_envelope(event_type, SOURCE, entity, extra);
         Outbox::enqueue(conn, &self.events_topic, &up.id.to_string(), &event).await?;
         let action = if up.created { Action::Create } else { Action::Update };
         Ok(AuditEntry::new(ActorKind::System, "pipeline:intake", action, entity)
@@ -140,16 +126,6 @@ impl Handler for IntakePipeline {
     }
 }
 
-/// `carehub.fhir.resource.written.v1` data.
-#[derive(Debug, Deserialize)]
-struct Written {
-    resource_type: String,
-    id: String,
-    version_id: i32,
-    /// The EHR's client id: the clinic of the orders it places.
-    client: String,
-}
-
 impl IntakePipeline {
     async fn fhir_written(
         &self,
@@ -157,7 +133,7 @@ impl IntakePipeline {
         ctx: &Context,
         event: &Envelope,
     ) -> Result<Handled, HandlerError> {
-        let w: Written = parse(event)?;
+        let w: ResourceWritten = parse(event)?;
         let resource = stored(conn, &w.resource_type, &w.id, Some(w.version_id)).await?;
         let mut audit = Vec::new();
         match w.resource_type.as_str() {

@@ -21,22 +21,20 @@
 //! ([`carehub_schema::lab::LabStatus::can_go_to`]) forbids is dead-lettered
 //! with the reason; reports held behind it wait until it is replayed.
 
-pub mod contract;
 pub mod notify;
 
 use async_trait::async_trait;
 use carehub_pipeline::{Context, Handled, Handler, HandlerError};
-use carehub_pipeline_hl7::{ORDER_UPSERTED, Outbound};
+use carehub_schema::contracts::{
+    EHR_ORDER_STATUS, LAB_ORDER, LAB_RESULTS, LAB_STATUS, LabItem, LabOrder, LabPatient, LabResults, LabStatusReport,
+    ORDER_UPSERTED, OrderAction, Outbound, ValueType,
+};
 use carehub_schema::lab::{self, LabJob, LabStatus, Transition};
 use carehub_schema::{Action, ActorKind, AuditEntry, DeadLetters, Envelope, NewDeadLetter, Outbox, repo};
 use serde::Deserialize;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-pub use contract::{
-    EHR_ORDER_STATUS, LAB_ORDER, LAB_RESULTS, LAB_STATUS, LabItem, LabOrder, LabPatient, LabResult, LabResults,
-    LabStatusReport, OrderAction, ReportStatus, ValueType,
-};
 pub use notify::{ClinicRoute, LabRouting, OrderStatusMessage};
 
 const SOURCE: &str = "/carehub/pipelines/lab";
@@ -400,7 +398,7 @@ impl LabStatusPipeline {
         if let Some(destination) = &route.hl7_destination {
             let control_id = notify::control_id(&change);
             let text = notify::hl7_status_message(&self.routing, &route, &change, &control_id);
-            let out = Outbound::new(destination.clone(), text.as_bytes()).into_envelope();
+            let out = Outbound::new(destination.clone(), text.as_bytes()).into_envelope(SOURCE);
             // Keyed by destination: one clinic's messages stay in order.
             Outbox::enqueue(conn, &self.topics.hl7_outbound, destination, &out).await?;
             sent.push(serde_json::json!({ "to": "hl7", "destination": destination, "control_id": control_id, "event_id": out.id }));
@@ -548,7 +546,7 @@ impl Handler for LabResultsPipeline {
                 &report,
                 &control_id,
             );
-            let out = Outbound::new(destination.clone(), text.as_bytes()).into_envelope();
+            let out = Outbound::new(destination.clone(), text.as_bytes()).into_envelope(SOURCE);
             Outbox::enqueue(conn, &self.topics.hl7_outbound, destination, &out).await?;
             handled.audit.push(
                 AuditEntry::new(ActorKind::System, ACTOR, Action::Send, "service_order")

@@ -9,7 +9,7 @@ use carehub_hl7::codec::escape::encode;
 use carehub_schema::lab::{LabStatus, OrderForLab};
 use carehub_schema::model::{OrderItem, PatientIdentifier};
 
-use crate::contract::{LabResults, ValueType};
+use carehub_schema::contracts::{LabResults, ValueType};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -506,7 +506,7 @@ mod tests {
 
     #[test]
     fn results_go_to_the_clinic_as_oru_r01_with_one_obx_each() {
-        use crate::contract::{LabResult, ReportStatus};
+        use carehub_schema::contracts::{LabResult, ReportStatus};
         let o = order();
         let report = LabResults {
             order_id: o.id,

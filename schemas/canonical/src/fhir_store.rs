@@ -9,11 +9,6 @@ use sqlx::PgConnection;
 
 use crate::Result;
 
-/// Event type of a Patient or ServiceRequest written over FHIR, which the
-/// intake pipeline applies to the canonical record (data: resource_type, id,
-/// version_id, client).
-pub const FHIR_WRITTEN: &str = "carehub.fhir.resource.written.v1";
-
 /// Types the HL7 v2 pipeline loads into this store from converted messages
 /// (`[pipelines.hl7] load_fhir`) that nothing else writes: the FHIR
 /// endpoint serves them read-only.

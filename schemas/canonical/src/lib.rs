@@ -6,13 +6,15 @@
 //! - [`Outbox`]: outbound events written in the same transaction as the change.
 //! - [`DeadLetters`]: what could not be handled, with the reason, for replay.
 //! - [`fhir_store`]: FHIR resources as EHRs wrote them, every version verbatim.
-//! - [`Envelope`]: the versioned envelope every Kafka payload travels in.
+//! - [`Envelope`]: the versioned envelope every Kafka payload travels in;
+//!   [`contracts`]: every payload's type name and `data`.
 //!
 //! All writes take a `&mut PgConnection` so that callers compose them inside one
 //! transaction: that transaction is the hub's commit point.
 
 pub mod audit;
 pub mod consumed;
+pub mod contracts;
 pub mod dead_letter;
 pub mod envelope;
 pub mod error;

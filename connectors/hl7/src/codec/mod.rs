@@ -7,6 +7,7 @@ pub mod charset;
 pub mod er7;
 pub mod escape;
 pub mod identity;
+#[cfg(feature = "net")]
 pub mod mllp;
 pub mod xml;
 

@@ -6,18 +6,20 @@
 //! (its delivery committed, its offset not yet) is recognised by its event id
 //! and not sent again. A refusal (or an unreadable record) becomes a dead
 //! letter with its reason and goes to `<topic>.dlq`; `carehub dlq replay`
-//! puts it back on the topic. Every delivery is audited (`send`).
+//! puts it back on the topic. Every delivery is audited (`send`) and
+//! emits `MessageSent`; every refusal `DeadLettered`.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
-use carehub_core::internal_events::{ComponentError, DeadLettered, DuplicateSkipped, Stage};
+use carehub_core::internal_events::{ComponentError, DeadLettered, DuplicateSkipped, MessageSent, Stage};
+use carehub_kafka::{GroupConsumer, KafkaConfig, KafkaRecord, store_next_offset};
 use carehub_schema::{Action, ActorKind, AuditEntry, AuditLog, DeadLetters, Envelope, NewDeadLetter, consumed};
-use rdkafka::consumer::Consumer;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Message as _, Offset, TopicPartitionList};
 use sqlx::PgPool;
 use tokio::sync::watch;
+
+use crate::{Error, Result};
 
 /// What became of one record.
 #[derive(Debug)]
@@ -46,8 +48,10 @@ pub trait Deliver: Send {
     async fn deliver(&mut self, env: Envelope, shutdown: &mut watch::Receiver<bool>) -> Option<Delivery>;
 }
 
+/// Feeds one consumer group into one [`Deliver`]: one record at a time, in
+/// the topic's order per partition (a key's records stay in order).
 pub struct DeliveryRunner<D> {
-    consumer: carehub_kafka::GroupConsumer,
+    consumer: GroupConsumer,
     producer: FutureProducer,
     pool: PgPool,
     topic: String,
@@ -64,14 +68,15 @@ impl<D: Deliver> std::fmt::Debug for DeliveryRunner<D> {
 }
 
 impl<D: Deliver> DeliveryRunner<D> {
+    /// Joins `group` on `topic`; `producer` forwards dead letters to `<topic>.dlq`.
     pub fn new(
-        kafka: &carehub_kafka::KafkaConfig,
+        kafka: &KafkaConfig,
         group: &str,
         topic: &str,
         pool: PgPool,
         producer: FutureProducer,
         deliverer: D,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self> {
         Ok(DeliveryRunner {
             consumer: carehub_kafka::group_consumer(kafka, group, topic, Some(pool.clone()))?,
             producer,
@@ -90,7 +95,7 @@ impl<D: Deliver> DeliveryRunner<D> {
                 _ = shutdown.changed() => return,
             };
             let msg = match msg {
-                Ok(m) => m.detach(),
+                Ok(m) => KafkaRecord::from(m.detach()),
                 Err(e) => {
                     ComponentError {
                         component: name,
@@ -105,8 +110,9 @@ impl<D: Deliver> DeliveryRunner<D> {
                     continue;
                 }
             };
-            let payload = msg.payload().unwrap_or_default().to_vec();
+            let payload = msg.payload().to_vec();
             let mut event_id = None;
+            let mut event_type = None;
             let delivery = match Envelope::from_slice(&payload) {
                 Err(e) => Delivery::Refused {
                     code: "invalid_envelope",
@@ -125,6 +131,7 @@ impl<D: Deliver> DeliveryRunner<D> {
                         continue;
                     }
                     event_id = Some(env.id.clone());
+                    event_type = Some(env.event_type.clone());
                     match self.deliverer.deliver(env, &mut shutdown).await {
                         Some(d) => d,
                         None => return, // shutting down with the record in hand: not acknowledged
@@ -150,17 +157,21 @@ impl<D: Deliver> DeliveryRunner<D> {
                     }
                 }
             }
+            if let (Delivery::Accepted { .. }, Some(ty)) = (&delivery, event_type.as_deref()) {
+                MessageSent {
+                    connector: name,
+                    message_type: ty,
+                    count: 1,
+                }
+                .emit();
+            }
             self.store_offset(&msg);
         }
     }
 
     /// Marks `msg` done: its offset is committed with the next auto-commit.
-    fn store_offset(&self, msg: &rdkafka::message::OwnedMessage) {
-        let mut next = TopicPartitionList::new();
-        let stored = next
-            .add_partition_offset(msg.topic(), msg.partition(), Offset::Offset(msg.offset() + 1))
-            .and_then(|()| self.consumer.store_offsets(&next));
-        if let Err(e) = stored {
+    fn store_offset(&self, msg: &KafkaRecord) {
+        if let Err(e) = store_next_offset(&self.consumer, msg) {
             ComponentError {
                 component: self.deliverer.name(),
                 stage: Stage::Processing,
@@ -175,11 +186,11 @@ impl<D: Deliver> DeliveryRunner<D> {
     /// a dead letter and forwards it to `<topic>.dlq`.
     async fn record(
         &self,
-        msg: &rdkafka::message::OwnedMessage,
+        msg: &KafkaRecord,
         payload: &[u8],
         event_id: Option<&str>,
         delivery: &Delivery,
-    ) -> anyhow::Result<()> {
+    ) -> Result<()> {
         let name = self.deliverer.name();
         if matches!(delivery, Delivery::Nothing) {
             return Ok(());
@@ -235,8 +246,7 @@ impl<D: Deliver> DeliveryRunner<D> {
                 }
                 .emit();
                 carehub_kafka::forward_dead_letter(&self.producer, msg.topic(), msg.key(), payload, id, code, reason)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("forwarding dead letter {id}: {e}"))?;
+                    .await?;
             }
         }
         Ok(())
@@ -245,10 +255,12 @@ impl<D: Deliver> DeliveryRunner<D> {
 
 /// Replays an outbound dead letter: its record goes back on the topic it
 /// came from, and the dead letter is marked replayed (audited).
-pub async fn replay(pool: &PgPool, producer: &FutureProducer, id: i64, actor: &str) -> anyhow::Result<()> {
+pub async fn replay(pool: &PgPool, producer: &FutureProducer, id: i64, actor: &str) -> Result<()> {
     let mut tx = pool.begin().await?;
     let dl = DeadLetters::lock(&mut tx, id).await?;
-    anyhow::ensure!(dl.status == "open", "dead letter {id} is {}, not open", dl.status);
+    if dl.status != "open" {
+        return Err(Error::NotOpen { id, status: dl.status });
+    }
     let mut record = FutureRecord::to(&dl.topic).payload(&dl.payload);
     if let Some(key) = dl.key.as_deref() {
         record = record.key(key);
@@ -256,7 +268,7 @@ pub async fn replay(pool: &PgPool, producer: &FutureProducer, id: i64, actor: &s
     producer
         .send(record, Duration::from_secs(30))
         .await
-        .map_err(|(e, _)| anyhow::anyhow!("re-publishing to {}: {e}", dl.topic))?;
+        .map_err(|(e, _)| carehub_kafka::Error::Kafka(e))?;
     DeadLetters::mark_replayed(&mut tx, id).await?;
     AuditLog::append(
         &mut tx,

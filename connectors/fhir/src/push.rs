@@ -2,7 +2,7 @@
 //! `ehr_events_topic`) delivered to each EHR subscribed to the order's clinic
 //! (`[fhir.push.<name>]`) as FHIR updates — `PUT <base>/Task/<id>` and
 //! `PUT <base>/ServiceRequest/<id>` — in order, by the
-//! [`DeliveryRunner`](crate::delivery::DeliveryRunner). Timeouts, 5xx, 408
+//! connector kit's [`DeliveryRunner`](carehub_connector_kit::DeliveryRunner). Timeouts, 5xx, 408
 //! and 429 are retried with exponential backoff; after `max_attempts`, or at
 //! once for another 4xx, the event becomes a dead letter (consumer
 //! `ehr_push`) that `carehub dlq replay` sends again.
@@ -11,13 +11,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use backon::{BackoffBuilder, ExponentialBuilder};
-use carehub_fhir::EhrSubscriber;
-use carehub_pipeline_lab::EHR_ORDER_STATUS;
+use carehub_connector_kit::{Deliver, Delivery, wait};
 use carehub_schema::Envelope;
+use carehub_schema::contracts::EHR_ORDER_STATUS;
 use serde_json::Value;
 use tokio::sync::watch;
 
-use crate::delivery::{Deliver, Delivery};
+use crate::EhrSubscriber;
 
 /// The dead letters' consumer name.
 pub const CONSUMER: &str = "ehr_push";
@@ -36,9 +36,10 @@ impl std::fmt::Debug for EhrPush {
 }
 
 impl EhrPush {
-    pub fn new(cfg: &crate::config::Config) -> anyhow::Result<Self> {
+    /// Pushes to `subscribers` (`[fhir.push.<name>]`).
+    pub fn new(subscribers: std::collections::BTreeMap<String, EhrSubscriber>) -> Result<Self, reqwest::Error> {
         Ok(EhrPush {
-            subscribers: cfg.fhir.push.clone().into_iter().collect(),
+            subscribers: subscribers.into_iter().collect(),
             client: reqwest::Client::builder().build()?,
         })
     }
@@ -86,7 +87,7 @@ impl EhrPush {
             tracing::warn!(subscriber = name, resource = ty, reason = %failure, "EHR push attempt failed");
             match delays.next() {
                 Some(d) => {
-                    if carehub_kafka::wait(shutdown, d).await {
+                    if wait(shutdown, d).await {
                         return None;
                     }
                 }

@@ -1,6 +1,6 @@
 //! Outbound HL7 v2: `carehub.hl7v2.send.v1` records (written by pipelines
 //! through the outbox) delivered over MLLP to their named destination, by
-//! the [`DeliveryRunner`](crate::delivery::DeliveryRunner): one at a time, in
+//! the connector kit's [`DeliveryRunner`](carehub_connector_kit::DeliveryRunner): one at a time, in
 //! order, the offset stored only after the receiver's answer.
 //!
 //! The next record is read only after the receiver accepted this one (AA/CA,
@@ -14,14 +14,14 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use carehub_connector_kit::{Deliver, Delivery, wait};
 use carehub_core::internal_events::{ComponentError, Stage};
-use carehub_hl7::codec::{Message, decode_text};
-use carehub_hl7::{MllpSender, SendError, SenderConfig};
-use carehub_pipeline_hl7::{Outbound, SEND};
 use carehub_schema::Envelope;
+use carehub_schema::contracts::{HL7_SEND as SEND, Outbound};
 use tokio::sync::watch;
 
-use crate::delivery::{Deliver, Delivery};
+use crate::codec::{Message, decode_text};
+use crate::{MllpSender, SendError, SenderConfig};
 
 /// The dead letters' consumer name.
 pub const CONSUMER: &str = "hl7_out";
@@ -41,9 +41,9 @@ impl std::fmt::Debug for Hl7Deliverer {
 }
 
 impl Hl7Deliverer {
-    pub fn new(cfg: &crate::config::Config) -> Self {
+    pub fn new(destinations: std::collections::BTreeMap<String, SenderConfig>) -> Self {
         Hl7Deliverer {
-            destinations: cfg.hl7.destinations.clone(),
+            destinations,
             senders: HashMap::new(),
         }
     }
@@ -121,7 +121,7 @@ impl Deliver for Hl7Deliverer {
                         error: &e,
                     }
                     .emit();
-                    if carehub_kafka::wait(shutdown, Duration::from_secs(5)).await {
+                    if wait(shutdown, Duration::from_secs(5)).await {
                         return None;
                     }
                 }

@@ -1,20 +1,11 @@
 //! The lab's Kafka contracts (`data` of the backbone envelope). JSON Schemas:
 //! `schemas/json/carehub.lab.*.v1.json`; examples in `schemas/examples/`.
 
-use carehub_schema::lab::LabStatus;
-use carehub_schema::model::Identifier;
+use crate::lab::LabStatus;
+use crate::model::Identifier;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
-
-/// Event type of an order for the lab (topic `lab.orders.v1`).
-pub const LAB_ORDER: &str = "carehub.lab.order.v1";
-/// Event type of a status report from the lab (topic `lab.status.v1`).
-pub const LAB_STATUS: &str = "carehub.lab.status.v1";
-/// Event type of results from the lab (topic `lab.results.v1`).
-pub const LAB_RESULTS: &str = "carehub.lab.results.v1";
-/// Event type of an order's status for EHRs (topic `ehr.events.v1`).
-pub const EHR_ORDER_STATUS: &str = "carehub.ehr.order_status.v1";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -1,0 +1,31 @@
+//! The connector kit: what every carehub connector is built from, so that a
+//! rule or a mechanism lives in one place (see `docs/connector.md`).
+//!
+//! - [`delivery`]: [`Deliver`], one kind of receiver, and [`DeliveryRunner`],
+//!   which feeds it a topic in order, retries, remembers what was delivered
+//!   across crashes and dead-letters refusals (with `<topic>.dlq`).
+
+pub mod delivery;
+
+pub use carehub_kafka::wait;
+pub use delivery::{Deliver, Delivery, DeliveryRunner, replay};
+
+/// Errors of the kit's runners.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error(transparent)]
+    Kafka(#[from] carehub_kafka::Error),
+    #[error(transparent)]
+    Store(#[from] carehub_schema::Error),
+    #[error("dead letter {id} is {status}, not open")]
+    NotOpen { id: i64, status: String },
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        Error::Store(e.into())
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
