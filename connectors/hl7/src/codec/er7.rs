@@ -16,7 +16,8 @@ use std::borrow::Cow;
 
 use memchr::memchr2;
 
-use super::escape;
+// Escapes are part of ER7's encoding rules: they depend on the delimiters.
+pub mod escape;
 
 /// The delimiters a message declares in MSH-1 and MSH-2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

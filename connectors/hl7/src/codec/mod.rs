@@ -5,7 +5,6 @@ pub mod ack;
 pub mod batch;
 pub mod charset;
 pub mod er7;
-pub mod escape;
 pub mod identity;
 #[cfg(feature = "net")]
 pub mod mllp;
@@ -13,6 +12,7 @@ pub mod xml;
 
 pub use ack::{AckCode, AckError, AckMode, Outcome, ReceivedAck};
 pub use charset::Charset;
+pub use er7::escape;
 pub use er7::{Delimiters, ErrorLocation, Message, ParseError, Segment, Value};
 
 /// A message's bytes as ER7 text: the character set applied (MSH-18), and

@@ -15,7 +15,7 @@
 
 use std::borrow::Cow;
 
-use super::er7::Delimiters;
+use super::Delimiters;
 
 /// Decodes escape sequences in one raw value.
 pub fn decode<'a>(raw: &'a str, d: &Delimiters) -> Cow<'a, str> {
