@@ -1,13 +1,13 @@
-//! Group commit of FHIR writes. Every write appends to the one hash-chained
-//! audit trail, whose head is locked until commit: one transaction per write
-//! would make writes take turns at a commit each (~360 creates/s measured
-//! here). Instead one task takes the writes waiting (up to [`MAX_BATCH`]),
+//! Group commit of FHIR writes, on the hub's one [`carehub_schema::GroupCommit`].
+//! Every write appends to the one hash-chained audit trail, whose head is
+//! locked until commit: one transaction per write would make writes take
+//! turns at a commit each (~360 creates/s measured here). Instead one task
+//! takes the writes waiting (up to [`MAX_BATCH`]),
 //! runs each under a savepoint of one transaction, appends all their audit
 //! entries at once and commits once; each caller gets its own answer after
 //! that commit. A write that fails rolls back to its savepoint alone.
 
 use carehub_schema::AuditLog;
-use tokio::sync::{mpsc, oneshot};
 
 use crate::server::Outcome;
 use crate::store::{self, Writer, Written};
@@ -46,56 +46,42 @@ pub enum Done {
     Bundle(String),
 }
 
-type Job = (Op, Writer, oneshot::Sender<Result<Done, Outcome>>);
-
+/// Runs writes in shared transactions (see the module's documentation).
 #[derive(Debug, Clone)]
 pub struct GroupCommit {
-    jobs: mpsc::Sender<Job>,
+    commit: carehub_schema::GroupCommit<(Op, Writer), Result<Done, Outcome>>,
 }
 
 impl GroupCommit {
     pub fn start(pool: sqlx::PgPool) -> Self {
-        let (jobs, mut rx) = mpsc::channel::<Job>(MAX_BATCH * 4);
-        tokio::spawn(async move {
-            while let Some(first) = rx.recv().await {
-                let mut batch = vec![first];
-                while batch.len() < MAX_BATCH {
-                    match rx.try_recv() {
-                        Ok(job) => batch.push(job),
-                        Err(_) => break,
-                    }
-                }
-                run(&pool, batch).await;
-            }
+        let commit = carehub_schema::GroupCommit::start("FHIR writer", MAX_BATCH, 1, move |batch| {
+            let pool = pool.clone();
+            async move { run(&pool, batch).await }
         });
-        GroupCommit { jobs }
+        GroupCommit { commit }
     }
 
     /// Runs `op` for `writer`; answers once it is committed.
     pub async fn run(&self, op: Op, writer: Writer) -> Result<Done, Outcome> {
-        let stopped = || {
-            Outcome::new(
+        self.commit.submit((op, writer)).await.unwrap_or_else(|_| {
+            Err(Outcome::new(
                 axum::http::StatusCode::SERVICE_UNAVAILABLE,
                 "transient",
                 "the FHIR writer stopped; try again",
-            )
-        };
-        let (reply, done) = oneshot::channel();
-        self.jobs.send((op, writer, reply)).await.map_err(|_| stopped())?;
-        done.await.map_err(|_| stopped())?
+            ))
+        })
     }
 }
 
-async fn run(pool: &sqlx::PgPool, batch: Vec<Job>) {
-    let mut results = Vec::with_capacity(batch.len());
-    let mut replies = Vec::with_capacity(batch.len());
+async fn run(pool: &sqlx::PgPool, batch: Vec<(Op, Writer)>) -> Vec<Result<Done, Outcome>> {
+    let n = batch.len();
+    let mut results = Vec::with_capacity(n);
     let outcome: Result<(), Outcome> = async {
         let mut tx = pool.begin().await?;
         let mut audit = Vec::new();
-        for (op, writer, reply) in batch {
+        for (op, writer) in batch {
             let mut sp = sqlx::Connection::begin(&mut *tx).await?;
-            let result = one(&mut sp, &writer, op).await;
-            match result {
+            match one(&mut sp, &writer, op).await {
                 Ok((done, entries)) => {
                     sp.commit().await?;
                     audit.extend(entries);
@@ -106,7 +92,6 @@ async fn run(pool: &sqlx::PgPool, batch: Vec<Job>) {
                     results.push(Err(e));
                 }
             }
-            replies.push(reply);
         }
         AuditLog::append(&mut tx, &audit).await?;
         tx.commit().await?;
@@ -114,22 +99,20 @@ async fn run(pool: &sqlx::PgPool, batch: Vec<Job>) {
     }
     .await;
     match outcome {
-        Ok(()) => {
-            for (reply, result) in replies.into_iter().zip(results) {
-                let _ = reply.send(result);
-            }
-        }
+        Ok(()) => results,
         // Nothing of the batch committed: every caller hears so, none is told
         // its write was stored.
         Err(e) => {
             tracing::error!(status = %e.status(), "a batch of FHIR writes did not commit");
-            for reply in replies {
-                let _ = reply.send(Err(Outcome::new(
-                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                    "transient",
-                    "the write could not be stored; try again",
-                )));
-            }
+            (0..n)
+                .map(|_| {
+                    Err(Outcome::new(
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                        "transient",
+                        "the write could not be stored; try again",
+                    ))
+                })
+                .collect()
         }
     }
 }

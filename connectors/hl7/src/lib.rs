@@ -4,6 +4,8 @@
 //!   batches, ACKs, MLLP framing), with no I/O.
 //! - [`listener`]: [`MllpListener`] accepts MLLP connections, hands every
 //!   message to an [`InboundSink`] that stores it durably, and only then ACKs.
+//! - [`ingress`]: [`Hl7Ingress`], the listener's sink on the connector kit's
+//!   ingress: stored (message store + outbox) before acknowledged.
 //! - [`sender`]: [`MllpSender`] delivers outbound messages one at a time and
 //!   matches each ACK to the message it acknowledges.
 //! - [`outbound`]: [`Hl7Deliverer`], the connector kit's delivery of
@@ -12,6 +14,8 @@
 //! Without the `net` feature the crate is [`codec`] alone.
 
 pub mod codec;
+#[cfg(feature = "net")]
+pub mod ingress;
 #[cfg(feature = "net")]
 pub mod listener;
 #[cfg(feature = "net")]
@@ -22,6 +26,8 @@ pub mod sender;
 /// The MLLP listener's name in metrics, dead letters and audit entries.
 pub const CONNECTOR: &str = "hl7_mllp";
 
+#[cfg(feature = "net")]
+pub use ingress::{Hl7Ingress, Hl7IngressConfig, Hl7Judge};
 #[cfg(feature = "net")]
 pub use listener::{Inbound, InboundSink, ListenerConfig, MllpListener, TlsConfig, Unavailable, Verdict};
 #[cfg(feature = "net")]

@@ -1,14 +1,19 @@
 //! The connector kit: what every carehub connector is built from, so that a
 //! rule or a mechanism lives in one place (see `docs/connector.md`).
 //!
+//! - [`ingress`]: [`Ingress`], the one store-before-acknowledge path: a
+//!   group-committed transaction writes the message-store row, the onward
+//!   record (outbox) or the dead letter, and the audit entry.
 //! - [`delivery`]: [`Deliver`], one kind of receiver, and [`DeliveryRunner`],
 //!   which feeds it a topic in order, retries, remembers what was delivered
 //!   across crashes and dead-letters refusals (with `<topic>.dlq`).
 
 pub mod delivery;
+pub mod ingress;
 
 pub use carehub_kafka::wait;
 pub use delivery::{Deliver, Delivery, DeliveryRunner, replay};
+pub use ingress::{Arrival, Ingress, IngressSpec, Judgement, Stored};
 
 /// Errors of the kit's runners.
 #[derive(Debug, thiserror::Error)]

@@ -14,6 +14,7 @@
 
 pub mod app_ack;
 pub mod fhir_load;
+pub mod judge;
 pub mod map;
 pub mod repair;
 
@@ -32,31 +33,13 @@ use carehub_schema::{Action, ActorKind, AuditEntry, Envelope, Outbox};
 use serde::Deserialize;
 use sqlx::PgConnection;
 
+pub use judge::MappingJudge;
 pub use map::{Command, FACILITY_SYSTEM, MAX_CONTROL_ID, Mapped, MappingError, identity_error, map, nul_error};
 
 pub(crate) const SOURCE: &str = "/carehub/pipelines/hl7";
 const ACTOR: &str = "pipeline:hl7";
 
-/// The idempotency key of a message: sending facility, application, control id.
-pub fn source_key(msg: &Message<'_>) -> String {
-    let msh = msg.msh();
-    indexable(format!(
-        "hl7:{}:{}:{}",
-        msh.field(4).raw(),
-        msh.field(3).raw(),
-        msg.control_id()
-    ))
-}
-
-/// A value from a message made fit for an indexed text column: PostgreSQL
-/// text cannot hold NUL (the raw bytes, stored as bytea, keep it).
-pub fn indexable(s: String) -> String {
-    if s.contains('\0') {
-        s.replace('\0', "\u{FFFD}")
-    } else {
-        s
-    }
-}
+pub use carehub_hl7::codec::identity::source_key;
 
 /// The listener's check before it acknowledges: the mapping, without the database.
 pub fn validate(msg: &Message<'_>) -> Result<(), MappingError> {

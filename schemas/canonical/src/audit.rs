@@ -408,13 +408,8 @@ mod tests {
 /// an answer that depends on its audit entry (a FHIR read) is only sent after it.
 #[derive(Debug, Clone)]
 pub struct AuditWriter {
-    jobs: tokio::sync::mpsc::Sender<AuditJob>,
+    commit: crate::group_commit::GroupCommit<Vec<AuditEntry>, std::result::Result<(), String>>,
 }
-
-type AuditJob = (
-    Vec<AuditEntry>,
-    tokio::sync::oneshot::Sender<std::result::Result<(), String>>,
-);
 
 /// Most callers one batch takes.
 const WRITER_BATCH: usize = 512;
@@ -422,29 +417,20 @@ const WRITER_BATCH: usize = 512;
 impl AuditWriter {
     /// Starts the writer's task on `pool`.
     pub fn start(pool: PgPool) -> Self {
-        let (jobs, mut rx) = tokio::sync::mpsc::channel::<AuditJob>(WRITER_BATCH * 4);
-        tokio::spawn(async move {
-            while let Some(first) = rx.recv().await {
-                let mut batch = vec![first];
-                while batch.len() < WRITER_BATCH {
-                    match rx.try_recv() {
-                        Ok(job) => batch.push(job),
-                        Err(_) => break,
-                    }
-                }
-                let entries: Vec<AuditEntry> = batch.iter().flat_map(|(e, _)| e.iter().cloned()).collect();
+        let commit = crate::group_commit::GroupCommit::start("audit writer", WRITER_BATCH, 1, move |batch| {
+            let pool = pool.clone();
+            async move {
+                let entries: Vec<AuditEntry> = batch.iter().flatten().cloned().collect();
                 let result = async {
                     let mut conn = pool.acquire().await?;
                     AuditLog::append(&mut conn, &entries).await
                 }
                 .await
                 .map_err(|e| e.to_string());
-                for (_, reply) in batch {
-                    let _ = reply.send(result.clone());
-                }
+                vec![result; batch.len()]
             }
         });
-        AuditWriter { jobs }
+        AuditWriter { commit }
     }
 
     /// Appends `entries` and waits until they are committed.
@@ -452,13 +438,10 @@ impl AuditWriter {
         if entries.is_empty() {
             return Ok(());
         }
-        let (reply, done) = tokio::sync::oneshot::channel();
-        self.jobs
-            .send((entries, reply))
+        self.commit
+            .submit(entries)
             .await
-            .map_err(|_| crate::Error::Unavailable("the audit writer stopped".into()))?;
-        done.await
-            .map_err(|_| crate::Error::Unavailable("the audit writer stopped".into()))?
+            .map_err(|e| crate::Error::Unavailable(e.to_string()))?
             .map_err(crate::Error::Unavailable)
     }
 }

@@ -19,6 +19,7 @@ pub mod dead_letter;
 pub mod envelope;
 pub mod error;
 pub mod fhir_store;
+pub mod group_commit;
 pub mod lab;
 pub mod message_store;
 pub mod model;
@@ -30,6 +31,7 @@ pub use audit::{Action, ActorKind, AuditEntry, AuditLog, AuditWriter, ChainBreak
 pub use dead_letter::{DeadLetter, DeadLetters, NewDeadLetter};
 pub use envelope::Envelope;
 pub use error::{Error, Result};
+pub use group_commit::GroupCommit;
 pub use message_store::{Ingested, MessageStore, NewMessage, StoredMessage};
 pub use outbox::{Outbox, OutboxRow};
 

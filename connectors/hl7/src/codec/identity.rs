@@ -8,6 +8,24 @@
 //! - a universal id that is a URI (`http://…`, `urn:…`): itself;
 //! - any other universal id, else the namespace: `urn:carehub:hl7-aa:<it>`,
 //!   percent-encoded (a system must be a URI: a bare `ABC` is not one).
+//!
+//! And a message's own identity: [`source_key`].
+
+use super::Message;
+
+/// The idempotency key of a message: `hl7:<MSH-4>:<MSH-3>:<MSH-10>`
+/// (sending facility, application, control id). A sender's resend of a
+/// message has its key; the message store keeps one row per key. NUL,
+/// which PostgreSQL text cannot hold, becomes U+FFFD (the raw bytes keep it).
+pub fn source_key(msg: &Message<'_>) -> String {
+    let msh = msg.msh();
+    let key = format!("hl7:{}:{}:{}", msh.field(4).raw(), msh.field(3).raw(), msg.control_id());
+    if key.contains('\0') {
+        key.replace('\0', "\u{FFFD}")
+    } else {
+        key
+    }
+}
 
 /// The identifier system of an assigning authority, if it names one.
 pub fn assigner_system(

@@ -1,0 +1,166 @@
+//! [`Hl7Ingress`]: the MLLP listener's [`InboundSink`] on the connector kit's
+//! [`Ingress`]. Each message is stored (message store + onward record
+//! `carehub.hl7v2.received.v1` in the outbox, or a dead letter) before it is
+//! acknowledged; what the message's content deserves (AA, AE, AR) is the
+//! [`Hl7Judge`]'s call, which the binary wires to the HL7 pipeline's mapping
+//! so that content errors are answered at once.
+//!
+//! A message whose MSH-10 cannot identify it is kept under a key of its own
+//! (`hl7:unparsed:<uuid>`), never taken for another's duplicate. A changed
+//! duplicate (same MSH-4/3/10, other bytes) is held for review: the first
+//! copy stands. A message the store refuses for good is kept as a dead
+//! letter and answered AR 207, so the sender stops resending it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use carehub_connector_kit::ingress::{Arrival, Ingress, IngressSpec, Judgement, Stored};
+use carehub_schema::contracts::Received;
+use carehub_schema::message_store::fit_column;
+use sqlx::PgPool;
+
+use crate::codec::identity::source_key;
+use crate::codec::{AckError, Message};
+use crate::listener::{Inbound, InboundSink, Unavailable, Verdict};
+
+/// The check before acknowledgement of a parsed message.
+pub trait Hl7Judge: Send + Sync + 'static {
+    /// What `msg` deserves. `identified` is false when its MSH-10 cannot
+    /// identify it (empty, too long, NUL): it is then stored under a key of
+    /// its own.
+    fn judge(&self, msg: &Message<'_>) -> Judged;
+}
+
+/// A judge's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Judged {
+    pub verdict: Verdict,
+    pub identified: bool,
+}
+
+/// Accepts every message that parses: for a listener with no pipeline to
+/// check content (tests, `carehub hl7 receive`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AcceptAll;
+
+impl Hl7Judge for AcceptAll {
+    fn judge(&self, msg: &Message<'_>) -> Judged {
+        Judged {
+            verdict: Verdict::Accepted,
+            identified: !msg.control_id().trim().is_empty(),
+        }
+    }
+}
+
+/// How an [`Hl7Ingress`] is set up.
+#[derive(Debug, Clone)]
+pub struct Hl7IngressConfig {
+    /// The HL7 pipeline's topic (`[pipelines.hl7] topic`).
+    pub topic: String,
+    /// The listener's address, named in the onward records.
+    pub listener: String,
+    pub store_timeout: Duration,
+    pub store_workers: usize,
+}
+
+/// Most messages one store transaction takes.
+const MAX_BATCH: usize = 500;
+
+/// The MLLP listener's sink: stores, then answers (see the module's documentation).
+pub struct Hl7Ingress {
+    ingress: Ingress,
+    judge: Arc<dyn Hl7Judge>,
+}
+
+impl std::fmt::Debug for Hl7Ingress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hl7Ingress").field("ingress", &self.ingress).finish()
+    }
+}
+
+impl Hl7Ingress {
+    pub fn start(pool: PgPool, cfg: Hl7IngressConfig, judge: Arc<dyn Hl7Judge>) -> Self {
+        let listener = cfg.listener.clone();
+        let ingress = Ingress::start(IngressSpec {
+            pool,
+            connector: crate::CONNECTOR,
+            protocol: "hl7v2",
+            topic: cfg.topic,
+            // Its dead letters are the HL7 pipeline's to replay.
+            consumer: "hl7".to_owned(),
+            workers: cfg.store_workers,
+            max_batch: MAX_BATCH,
+            store_timeout: cfg.store_timeout,
+            onward: Arc::new(move |message_id, arrival: &Arrival| {
+                let peer = arrival.origin.strip_prefix("mllp:").unwrap_or(&arrival.origin);
+                Received::new(message_id, peer, &listener).into_envelope(Some(&arrival.key))
+            }),
+        });
+        Hl7Ingress { ingress, judge }
+    }
+
+    /// The arrival to store and the answer the message gets once stored.
+    fn prepare(&self, inbound: &Inbound<'_>) -> (Arrival, Verdict) {
+        let unparsed_key = || format!("hl7:unparsed:{}", uuid::Uuid::now_v7());
+        let (verdict, key, partition_key, message_type, control_id) = match inbound.parsed {
+            Ok(msg) => {
+                let judged = self.judge.judge(msg);
+                // One sender's messages stay on one partition, in order.
+                let msh = msg.msh();
+                let sender = format!("{}:{}", msh.field(4).raw(), msh.field(3).raw());
+                if judged.identified {
+                    let id = Some(msg.control_id().to_owned());
+                    (judged.verdict, source_key(msg), sender, Some(msg.type_label()), id)
+                } else {
+                    (judged.verdict, unparsed_key(), sender, Some(msg.type_label()), None)
+                }
+            }
+            Err(e) => {
+                let (code, location) = e.hl7_error();
+                let mut err = AckError::new(code, e.to_string());
+                err.location = location;
+                let peer = inbound.peer.ip().to_string();
+                (Verdict::Rejected(err), unparsed_key(), peer, None, None)
+            }
+        };
+        let judgement = match &verdict {
+            Verdict::Accepted => Judgement::Accept,
+            Verdict::Error(e) | Verdict::Rejected(e) => Judgement::Refuse {
+                code: match &verdict {
+                    Verdict::Error(_) => "invalid_data",
+                    _ if message_type.is_none() || control_id.is_none() => "invalid_envelope",
+                    _ => "unknown_type",
+                },
+                reason: e.text.clone(),
+                detail: serde_json::json!({ "hl7_error": e.code }),
+            },
+        };
+        let arrival = Arrival {
+            key,
+            partition_key: fit_column(&partition_key),
+            message_type: message_type.as_deref().map(fit_column),
+            control_id: control_id.as_deref().map(fit_column),
+            origin: format!("mllp:{}", inbound.peer),
+            raw: inbound.raw.to_vec(),
+            judgement,
+        };
+        (arrival, verdict)
+    }
+}
+
+#[async_trait]
+impl InboundSink for Hl7Ingress {
+    async fn store(&self, inbound: Inbound<'_>) -> Result<Verdict, Unavailable> {
+        let (arrival, verdict) = self.prepare(&inbound);
+        match self.ingress.store(arrival).await {
+            // Stored now or before: the message's own answer, the same every time.
+            Ok(Stored::New { .. } | Stored::Duplicate { .. }) => Ok(verdict),
+            Ok(Stored::Unstorable { dead_letter_id, reason }) => Ok(Verdict::Rejected(AckError::new(
+                207,
+                format!("message cannot be stored: {reason}; kept as dead letter {dead_letter_id}"),
+            ))),
+            Err(e) => Err(Unavailable(e.0)),
+        }
+    }
+}
