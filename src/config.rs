@@ -452,27 +452,10 @@ fn check_name(key: &str, name: &str) -> Result<(), ConfigError> {
 }
 
 impl Config {
-    /// Every secret the configuration holds, for redaction wherever it is printed.
-    pub fn secrets(&self) -> Vec<&str> {
-        let mut out = vec![self.database.url.expose()];
-        out.extend(self.fhir.auth.hs256_secret.as_ref().map(|s| s.expose()));
-        out.extend(
-            self.fhir
-                .push
-                .values()
-                .filter_map(|p| p.bearer_token.as_ref().map(|t| t.expose())),
-        );
-        out.retain(|s| !s.is_empty());
-        out
-    }
-
-    /// The effective configuration as TOML, every secret redacted.
+    /// The effective configuration as TOML. Secrets serialize redacted
+    /// (`SensitiveString`, secret Kafka properties), whichever section holds them.
     pub fn redacted_toml(&self) -> Result<String, toml::ser::Error> {
-        let mut text = toml::to_string_pretty(self)?;
-        for secret in self.secrets() {
-            text = text.replace(secret, "**REDACTED**");
-        }
-        Ok(text)
+        toml::to_string_pretty(self)
     }
 
     /// Reads `path` (when given) and applies `CAREHUB_<SECTION>__<KEY>` overrides,
@@ -569,14 +552,16 @@ mod tests {
             "secrets.toml",
             "[database]\nurl = \"postgres://u:db-password-1@h/d\"\n\
              [fhir.auth]\nhs256_secret = \"jwt-secret-2-long-enough-for-hs256!!\"\n\
-             [fhir.push.north]\nbase_url = \"http://ehr\"\nclinic = \"N\"\nbearer_token = \"push-token-3\"\n",
+             [fhir.push.north]\nbase_url = \"http://ehr\"\nclinic = \"N\"\nbearer_token = \"push-token-3\"\n\
+             [kafka.properties]\n\"sasl.password\" = \"kafka-password-4\"\n\"linger.ms\" = \"5\"\n",
         );
         let cfg = Config::load(Some(&p)).expect("config");
         let text = cfg.redacted_toml().expect("toml");
-        for secret in ["db-password-1", "jwt-secret-2", "push-token-3"] {
+        for secret in ["db-password-1", "jwt-secret-2", "push-token-3", "kafka-password-4"] {
             assert!(!text.contains(secret), "{secret} printed:\n{text}");
         }
-        assert_eq!(text.matches("**REDACTED**").count(), 3);
+        assert_eq!(text.matches("**REDACTED**").count(), 4);
+        assert!(text.contains("linger.ms"), "{text}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

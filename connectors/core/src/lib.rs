@@ -8,4 +8,4 @@ pub mod internal_events;
 pub mod sensitive;
 
 pub use health::Health;
-pub use sensitive::SensitiveString;
+pub use sensitive::{REDACTED, SensitiveString, is_secret_setting};

@@ -36,6 +36,8 @@ pub struct KafkaConfig {
     pub assignment: Assignment,
     /// Extra librdkafka properties (TLS, SASL, tuning) passed as they are.
     #[serde(default)]
+    /// Printed with secret ones (`sasl.password`, …) redacted.
+    #[serde(serialize_with = "redact_secret_properties")]
     pub properties: BTreeMap<String, String>,
 }
 
@@ -98,4 +100,22 @@ impl KafkaConfig {
         }
         cfg
     }
+}
+
+/// The properties as printed: a secret one's value is `**REDACTED**`.
+fn redact_secret_properties<S: serde::Serializer>(
+    properties: &BTreeMap<String, String>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut map = serializer.serialize_map(Some(properties.len()))?;
+    for (k, v) in properties {
+        let v = if carehub_core::is_secret_setting(k) {
+            carehub_core::REDACTED
+        } else {
+            v
+        };
+        map.serialize_entry(k, v)?;
+    }
+    map.end()
 }
