@@ -15,6 +15,8 @@
 
 pub mod codec;
 #[cfg(feature = "net")]
+pub mod config;
+#[cfg(feature = "net")]
 pub mod ingress;
 #[cfg(feature = "net")]
 pub mod listener;
@@ -26,6 +28,8 @@ pub mod sender;
 /// The MLLP listener's name in metrics, dead letters and audit entries.
 pub const CONNECTOR: &str = "hl7_mllp";
 
+#[cfg(feature = "net")]
+pub use config::Hl7Config;
 #[cfg(feature = "net")]
 pub use ingress::{Hl7Ingress, Hl7IngressConfig, Hl7Judge};
 #[cfg(feature = "net")]

@@ -13,6 +13,7 @@
 //! found here, after the ACK, and dead-lettered with the reason.
 
 pub mod app_ack;
+pub mod config;
 pub mod fhir_load;
 pub mod judge;
 pub mod map;
@@ -33,6 +34,7 @@ use carehub_schema::{Action, ActorKind, AuditEntry, Envelope, Outbox};
 use serde::Deserialize;
 use sqlx::PgConnection;
 
+pub use config::Hl7PipelineConfig;
 pub use judge::MappingJudge;
 pub use map::{Command, FACILITY_SYSTEM, MAX_CONTROL_ID, Mapped, MappingError, identity_error, map, nul_error};
 

@@ -17,7 +17,10 @@
 //!
 //! Outbound events carry ids and versions only, never demographics.
 
-pub mod fhir;
+pub mod config;
+mod fhir;
+
+pub use config::IntakeConfig;
 
 use async_trait::async_trait;
 use carehub_pipeline::{Context, Handled, Handler, HandlerError};

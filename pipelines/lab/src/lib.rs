@@ -21,6 +21,7 @@
 //! ([`carehub_schema::lab::LabStatus::can_go_to`]) forbids is dead-lettered
 //! with the reason; reports held behind it wait until it is replayed.
 
+pub mod config;
 pub mod notify;
 
 use async_trait::async_trait;
@@ -35,6 +36,7 @@ use serde::Deserialize;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+pub use config::LabConfig;
 pub use notify::{ClinicRoute, LabRouting, OrderStatusMessage};
 
 const SOURCE: &str = "/carehub/pipelines/lab";

@@ -18,6 +18,9 @@ pub use lab::{
 };
 pub use records::RecordChanged;
 
+/// The default topic of the canonical record's announcements (`[pipelines.*] events_topic`).
+pub const DEFAULT_EVENTS_TOPIC: &str = "carehub.events.v1";
+
 // Inbound, from the connectors.
 
 /// A received HL7 v2 message, stored by the MLLP ingress (topic `carehub.hl7v2.inbound.v1`).
