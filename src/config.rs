@@ -6,7 +6,6 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use carehub_core::SensitiveString;
 use carehub_kafka::{KafkaConfig, RelayConfig};
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
@@ -16,7 +15,7 @@ use serde::{Deserialize, Serialize};
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
-    pub database: DatabaseConfig,
+    pub database: carehub_schema::db::DatabaseConfig,
     #[serde(default)]
     pub kafka: KafkaConfig,
     #[serde(default)]
@@ -25,10 +24,12 @@ pub struct Config {
     pub outbox: RelayConfig,
     #[serde(default)]
     pub log: LogConfig,
+    #[cfg(feature = "hl7")]
     #[serde(default)]
     pub hl7: carehub_hl7::Hl7Config,
     #[serde(default)]
     pub pipelines: PipelinesConfig,
+    #[cfg(feature = "fhir")]
     #[serde(default)]
     pub fhir: carehub_fhir::FhirConfig,
     #[serde(default)]
@@ -54,41 +55,6 @@ impl Default for ShutdownConfig {
     fn default() -> Self {
         ShutdownConfig {
             grace_secs: default_grace_secs(),
-        }
-    }
-}
-
-/// PostgreSQL, home of the canonical record, message store, audit trail and outbox.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DatabaseConfig {
-    /// Connection URL (`postgres://user:password@host:port/database`). Secret: never logged.
-    #[serde(default = "default_database_url")]
-    pub url: SensitiveString,
-    /// Most connections in the pool.
-    #[serde(default = "default_max_connections")]
-    pub max_connections: u32,
-    /// Seconds to wait for a connection before an operation fails.
-    #[serde(default = "default_acquire_timeout_secs")]
-    pub acquire_timeout_secs: u64,
-}
-
-fn default_database_url() -> SensitiveString {
-    SensitiveString::new("postgres://postgres:postgres@127.0.0.1:5432/carehub")
-}
-const fn default_max_connections() -> u32 {
-    16
-}
-const fn default_acquire_timeout_secs() -> u64 {
-    5
-}
-
-impl Default for DatabaseConfig {
-    fn default() -> Self {
-        DatabaseConfig {
-            url: default_database_url(),
-            max_connections: default_max_connections(),
-            acquire_timeout_secs: default_acquire_timeout_secs(),
         }
     }
 }
@@ -155,8 +121,10 @@ pub struct PipelinesConfig {
     pub retry: carehub_kafka::RetryConfig,
     #[serde(default)]
     pub intake: carehub_pipeline_intake::IntakeConfig,
+    #[cfg(feature = "hl7")]
     #[serde(default)]
     pub hl7: carehub_pipeline_hl7::Hl7PipelineConfig,
+    #[cfg(feature = "lab")]
     #[serde(default)]
     pub lab: carehub_pipeline_lab::LabConfig,
 }
@@ -231,15 +199,22 @@ impl Config {
             reason,
         };
         let p = &self.pipelines;
-        for (key, name) in [
+        #[cfg_attr(not(any(feature = "hl7", feature = "fhir")), allow(unused_mut))]
+        let mut names = vec![
             ("pipelines.intake.topic", &p.intake.topic),
             ("pipelines.intake.group", &p.intake.group),
             ("pipelines.intake.events_topic", &p.intake.events_topic),
+        ];
+        #[cfg(feature = "hl7")]
+        names.extend([
             ("pipelines.hl7.topic", &p.hl7.topic),
             ("pipelines.hl7.group", &p.hl7.group),
             ("pipelines.hl7.events_topic", &p.hl7.events_topic),
             ("pipelines.hl7.outbound_topic", &p.hl7.outbound_topic),
             ("pipelines.hl7.outbound_group", &p.hl7.outbound_group),
+        ]);
+        #[cfg(feature = "lab")]
+        names.extend([
             ("pipelines.lab.events_topic", &p.lab.events_topic),
             ("pipelines.lab.dispatch_group", &p.lab.dispatch_group),
             ("pipelines.lab.orders_topic", &p.lab.orders_topic),
@@ -248,16 +223,22 @@ impl Config {
             ("pipelines.lab.results_topic", &p.lab.results_topic),
             ("pipelines.lab.results_group", &p.lab.results_group),
             ("pipelines.lab.ehr_events_topic", &p.lab.ehr_events_topic),
-            ("fhir.push_group", &self.fhir.push_group),
-        ] {
+        ]);
+        #[cfg(feature = "fhir")]
+        names.push(("fhir.push_group", &self.fhir.push_group));
+        for (key, name) in names {
             check_name(key, name)?;
         }
-        if self.fhir.enabled || self.fhir.auth.hs256_secret.is_some() {
-            carehub_fhir::Authenticator::new(&self.fhir.auth).map_err(|e| unusable("fhir.auth", e.to_string()))?;
+        #[cfg(feature = "fhir")]
+        {
+            if self.fhir.enabled || self.fhir.auth.hs256_secret.is_some() {
+                carehub_fhir::Authenticator::new(&self.fhir.auth).map_err(|e| unusable("fhir.auth", e.to_string()))?;
+            }
+            if self.fhir.auth.max_token_minutes < 1 {
+                return Err(unusable("fhir.auth.max_token_minutes", "must be at least 1".into()));
+            }
         }
-        if self.fhir.auth.max_token_minutes < 1 {
-            return Err(unusable("fhir.auth.max_token_minutes", "must be at least 1".into()));
-        }
+        #[cfg(feature = "hl7")]
         if let Some(tls) = &self.hl7.listener.tls {
             tls.check().map_err(|e| unusable("hl7.listener.tls", e.to_string()))?;
         }

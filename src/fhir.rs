@@ -1,10 +1,11 @@
 //! `carehub fhir …`: tools around the FHIR endpoint.
 
 use std::process::ExitCode;
+
+use anyhow::{Context as _, bail};
 use std::time::Instant;
 
 use carehub_schema::{Action, ActorKind, AuditEntry, AuditLog};
-use uuid::Uuid;
 
 use crate::config::Config;
 
@@ -17,33 +18,17 @@ pub const SYNTHETIC_SYSTEM: &str = "urn:oid:2.999.9.1";
 /// patient's creation audited. Numbers continue after those already loaded.
 pub async fn load_synthetic(cfg: &Config, patients: u64, actor: &str) -> anyhow::Result<ExitCode> {
     let pool = crate::commands::connect(cfg).await?;
-    let (already,): (i64,) = sqlx::query_as("SELECT count(*) FROM patient_identifier WHERE system = $1")
-        .bind(SYNTHETIC_SYSTEM)
-        .fetch_one(&pool)
-        .await?;
+    let already = carehub_schema::views::patients_in_system(&pool, SYNTHETIC_SYSTEM).await?;
     let started = Instant::now();
     let mut next = already + 1;
     let end = already + patients as i64;
     while next <= end {
         let last = (next + 19_999).min(end);
         let mut tx = pool.begin().await?;
-        let ids: Vec<(Uuid,)> = sqlx::query_as(
-            "WITH src AS MATERIALIZED (SELECT gen_random_uuid() AS id, i FROM generate_series($1::bigint, $2::bigint) i),
-                  p AS (INSERT INTO patient (id, family_name, given_names, birth_date, sex)
-                        SELECT id, 'Synthetic', ARRAY['Pat' || i], date '1930-01-01' + (i % 30000)::int,
-                               CASE i % 2 WHEN 0 THEN 'female' ELSE 'male' END
-                          FROM src RETURNING id)
-             INSERT INTO patient_identifier (patient_id, system, value, type_code)
-             SELECT id, $3, 'S-' || lpad(i::text, 9, '0'), 'MR' FROM src RETURNING patient_id",
-        )
-        .bind(next)
-        .bind(last)
-        .bind(SYNTHETIC_SYSTEM)
-        .fetch_all(&mut *tx)
-        .await?;
+        let ids = carehub_schema::views::insert_synthetic_patients(&mut tx, next, last, SYNTHETIC_SYSTEM).await?;
         let audit: Vec<AuditEntry> = ids
             .iter()
-            .map(|(id,)| {
+            .map(|id| {
                 AuditEntry::new(ActorKind::User, actor, Action::Create, "patient")
                     .entity(id)
                     .origin("cli:fhir load-synthetic")
@@ -84,15 +69,7 @@ pub fn validate(path: &std::path::Path) -> anyhow::Result<ExitCode> {
 /// cases; exit 1 unless every valid case is accepted.
 fn score_cases(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
     let results = carehub_fhir::validate::judge_cases(dir)?;
-    let (mut valid, mut valid_ok, mut invalid, mut invalid_ok) = (0, 0, 0, 0);
     for r in &results {
-        if r.expected_error_count == 0 {
-            valid += 1;
-            valid_ok += usize::from(r.right());
-        } else {
-            invalid += 1;
-            invalid_ok += usize::from(r.right());
-        }
         println!(
             "{:5}  {:45} expected {:2} error(s), found {:2}{}",
             if r.right() { "right" } else { "WRONG" },
@@ -102,14 +79,41 @@ fn score_cases(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
             r.issues.first().map(|i| format!("  first: {i}")).unwrap_or_default()
         );
     }
+    let t = carehub_fhir::validate::CaseTally::of(&results);
     println!(
-        "valid accepted: {valid_ok}/{valid}; invalid refused: {invalid_ok}/{invalid}; judged right: {}/{}",
-        valid_ok + invalid_ok,
-        valid + invalid
+        "valid accepted: {}/{}; invalid refused: {}/{}; judged right: {}/{}",
+        t.valid_accepted,
+        t.valid,
+        t.invalid_refused,
+        t.invalid,
+        t.valid_accepted + t.invalid_refused,
+        t.valid + t.invalid
     );
-    Ok(if valid_ok == valid {
+    Ok(if t.valid_accepted == t.valid {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     })
+}
+
+/// `carehub token issue`: an HS256 access token for the FHIR endpoint.
+pub fn token_issue(
+    cfg: &Config,
+    sub: &str,
+    role: Option<&str>,
+    scope: Option<&str>,
+    patient: Option<uuid::Uuid>,
+    minutes: Option<i64>,
+) -> anyhow::Result<ExitCode> {
+    let scope = match (role, scope) {
+        (Some(r), _) => carehub_fhir::Role::parse(r)
+            .with_context(|| format!("unknown role {r:?} (clinician, admin, lab_technician, system)"))?
+            .scopes()
+            .to_owned(),
+        (None, Some(s)) => s.to_owned(),
+        (None, None) => bail!("give --role or --scope"),
+    };
+    let token = carehub_fhir::auth::issue(&cfg.fhir.auth, sub, &scope, patient, minutes)?;
+    println!("{token}");
+    Ok(ExitCode::SUCCESS)
 }

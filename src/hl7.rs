@@ -1,54 +1,23 @@
-//! The `carehub hl7 send|parse|receive` tools, and the MLLP listener's wiring:
-//! the listener stores through `carehub_hl7::Hl7Ingress` (stored before
-//! acknowledged, see there) and judges content with the HL7 pipeline's mapping.
+//! The `carehub hl7 send|parse|receive` tools. (The MLLP listener of
+//! `carehub serve` is `carehub_hl7::component`, registered in `registry.rs`.)
 
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use carehub_hl7::codec::{Message, batch, charset};
-use carehub_hl7::{Hl7Ingress, Hl7IngressConfig, MllpSender, SendError, SenderConfig};
+use carehub_hl7::{MllpSender, SendError, SenderConfig};
 use carehub_pipeline_hl7::map;
-use sqlx::PgPool;
-
-/// The messages of a file (one, several, or a batch; comment lines skipped),
-/// each with CR between segments as on the wire, and the character set applied.
-struct MessageFile {
-    messages: Vec<String>,
-    charset: carehub_hl7::codec::Charset,
-    batch: bool,
-}
 
 /// The messages of a file (one, several, or a batch), segments CR-separated.
+#[cfg(feature = "fhir")]
 pub fn message_texts(path: &Path) -> anyhow::Result<Vec<String>> {
     Ok(read_message_file(path)?.messages)
 }
 
-fn read_message_file(path: &Path) -> anyhow::Result<MessageFile> {
+fn read_message_file(path: &Path) -> anyhow::Result<batch::MessageFile> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let (text, charset) = carehub_hl7::codec::decode_text(&bytes).with_context(|| format!("{}", path.display()))?;
-    let clean = batch::strip_comments(&text);
-    let split = batch::split(&clean).with_context(|| format!("{}", path.display()))?;
-    let messages = split
-        .messages
-        .iter()
-        .map(|m| {
-            let mut out = m
-                .split(['\r', '\n'])
-                .filter(|l| !l.trim().is_empty())
-                .collect::<Vec<_>>()
-                .join("\r");
-            out.push('\r');
-            out
-        })
-        .collect();
-    Ok(MessageFile {
-        messages,
-        charset,
-        batch: split.batch,
-    })
+    batch::message_file(&bytes).with_context(|| format!("{}", path.display()))
 }
 
 /// `carehub hl7 send FILE --to HOST:PORT`: each message over one MLLP
@@ -99,7 +68,7 @@ pub async fn send(file: &Path, to: &str, ack_timeout_ms: u64, max_attempts: usiz
 /// `carehub hl7 parse FILE`: the structure of each message as JSON, with
 /// what the mapping makes of it and the segments it leaves unmapped.
 pub fn parse(file: &Path) -> anyhow::Result<ExitCode> {
-    let MessageFile {
+    let batch::MessageFile {
         messages,
         charset: cs,
         batch,
@@ -115,18 +84,6 @@ pub fn parse(file: &Path) -> anyhow::Result<ExitCode> {
                 continue;
             }
         };
-        let segments: Vec<serde_json::Value> = msg
-            .segments()
-            .iter()
-            .map(|s| {
-                let fields: Vec<serde_json::Value> = s
-                    .fields()
-                    .enumerate()
-                    .map(|(i, f)| field_json(&f, s.name() == "MSH" && i < 2))
-                    .collect();
-                serde_json::json!({ "segment": s.name(), "fields": fields })
-            })
-            .collect();
         let mapping = match map(&msg) {
             Ok(mapped) => serde_json::json!({ "command": mapped.command, "unmapped_segments": mapped.unmapped }),
             Err(e) => {
@@ -139,64 +96,13 @@ pub fn parse(file: &Path) -> anyhow::Result<ExitCode> {
             "version": msg.version(),
             "charset": cs,
             "encoding_characters": msg.delimiters().encoding_characters(),
-            "segments": segments,
+            "segments": carehub_hl7::codec::json::segments(&msg),
             "mapping": mapping,
         }));
     }
     let doc = serde_json::json!({ "file": file.display().to_string(), "batch": batch, "messages": out });
     println!("{}", serde_json::to_string_pretty(&doc)?);
     Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
-}
-
-/// A field as JSON: a string when simple, else repetitions → components → subcomponents.
-fn field_json(v: &carehub_hl7::codec::Value<'_>, opaque: bool) -> serde_json::Value {
-    if opaque {
-        return v.raw().into();
-    }
-    let reps: Vec<serde_json::Value> = v
-        .repetitions()
-        .map(|r| {
-            let comps: Vec<serde_json::Value> = r
-                .components()
-                .map(|c| {
-                    let subs: Vec<serde_json::Value> = c.subcomponents().map(|s| s.decoded().into()).collect();
-                    if subs.len() == 1 {
-                        subs.into_iter().next().unwrap_or_default()
-                    } else {
-                        subs.into()
-                    }
-                })
-                .collect();
-            if comps.len() == 1 {
-                comps.into_iter().next().unwrap_or_default()
-            } else {
-                comps.into()
-            }
-        })
-        .collect();
-    if reps.len() == 1 {
-        reps.into_iter().next().unwrap_or_default()
-    } else {
-        reps.into()
-    }
-}
-
-/// Builds the MLLP listener for `carehub serve`.
-pub async fn listener(cfg: &crate::config::Config, pool: PgPool) -> anyhow::Result<carehub_hl7::MllpListener> {
-    let judge = carehub_pipeline_hl7::MappingJudge::with_application_acks(cfg.pipelines.hl7.ack_destinations.clone());
-    let sink = Arc::new(Hl7Ingress::start(
-        pool,
-        Hl7IngressConfig {
-            topic: cfg.pipelines.hl7.topic.clone(),
-            listener: cfg.hl7.listener.listen.to_string(),
-            store_timeout: Duration::from_millis(cfg.hl7.store_timeout_ms),
-            store_workers: cfg.hl7.store_workers,
-        },
-        Arc::new(judge),
-    ));
-    carehub_hl7::MllpListener::bind(cfg.hl7.listener.clone(), sink)
-        .await
-        .with_context(|| format!("binding hl7.listener.listen = {}", cfg.hl7.listener.listen))
 }
 
 /// `carehub hl7 receive --listen HOST:PORT`: a plain MLLP receiver that
@@ -254,4 +160,39 @@ pub async fn receive(listen: &str, count: Option<usize>) -> anyhow::Result<ExitC
 
 fn msg_id() -> String {
     uuid::Uuid::now_v7().simple().to_string()[12..32].to_owned()
+}
+
+/// `carehub patient repair-splits [--apply]`: one JSON line per patient
+/// found; with `--apply` each that has a survivor is merged into it (one
+/// transaction each, audited). Exit 1 when some could not be resolved.
+pub async fn repair_splits(cfg: &crate::config::Config, apply: bool, actor: &str) -> anyhow::Result<ExitCode> {
+    use carehub_pipeline_hl7::repair;
+    let pool = crate::commands::connect(cfg).await?;
+    let mut conn = pool.acquire().await?;
+    let splits = repair::find_split_patients(&mut conn).await?;
+    drop(conn);
+    let mut unresolved = 0;
+    for split in &splits {
+        let merged = if apply && split.survivor_id.is_some() {
+            let mut tx = pool.begin().await?;
+            let done = repair::repair(&mut tx, split, actor).await?;
+            tx.commit().await?;
+            done
+        } else {
+            false
+        };
+        unresolved += usize::from(split.survivor_id.is_none());
+        println!("{}", serde_json::json!({ "split": split, "merged": merged }));
+    }
+    eprintln!(
+        "{} split patient(s), {} without a survivor{}",
+        splits.len(),
+        unresolved,
+        if apply { "" } else { " (dry run: --apply merges)" }
+    );
+    Ok(if unresolved == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -40,7 +40,7 @@ async fn healthz() -> impl IntoResponse {
 async fn readyz(State(state): State<OpsState>) -> impl IntoResponse {
     let timeout = Duration::from_secs(1);
     let (postgres, kafka) = tokio::join!(
-        crate::db::reachable(&state.pool, timeout),
+        carehub_schema::db::reachable(&state.pool, timeout),
         carehub_kafka::broker_reachable(&state.producer, timeout)
     );
     let (components_ready, components) = state.health.report(state.stall_limit);

@@ -12,7 +12,6 @@ use carehub_schema::{Action, ActorKind, AuditEntry, AuditLog, Envelope};
 use rdkafka::Message as _;
 use rdkafka::consumer::Consumer as _;
 use rdkafka::producer::FutureRecord;
-use uuid::Uuid;
 
 use crate::config::Config;
 
@@ -90,19 +89,6 @@ pub async fn simulate(cfg: &Config, group: &str, orders: Option<usize>, step_ms:
     Ok(ExitCode::SUCCESS)
 }
 
-/// One line of the timeline.
-#[derive(Debug, sqlx::FromRow)]
-struct Step {
-    at: chrono::DateTime<chrono::Utc>,
-    actor_id: String,
-    action: String,
-    entity_type: String,
-    entity_id: Option<String>,
-    detail: Option<String>,
-    message_type: Option<String>,
-    control_id: Option<String>,
-}
-
 /// `carehub lab timeline ORDER`: what arrived, what was sent, each status,
 /// in order. ORDER is carehub's order id or the clinic's order number. With
 /// `wait`, first waits until the order reached the end of its journey and
@@ -111,29 +97,16 @@ pub async fn timeline(cfg: &Config, order: &str, wait_secs: u64, actor: &str) ->
     let pool = crate::commands::connect(cfg).await?;
     let deadline = Instant::now() + Duration::from_secs(wait_secs);
     let (order_id, status) = loop {
-        let row: Option<(Uuid, Option<String>, i64, i64)> = sqlx::query_as(
-            "SELECT o.id, j.status,
-                    (SELECT count(*) FROM audit_log a, jsonb_array_elements(a.detail::jsonb->'notified') n
-                      WHERE a.entity_type = 'lab_job' AND a.entity_id = o.id::text AND n.value->>'to' = 'hl7'),
-                    (SELECT count(*) FROM audit_log a, jsonb_array_elements(a.detail::jsonb->'notified') n
-                      WHERE a.entity_type = 'lab_job' AND a.entity_id = o.id::text AND n.value->>'to' = 'hl7'
-                        AND EXISTS (SELECT 1 FROM audit_log s WHERE s.entity_type = 'hl7_message'
-                                       AND s.entity_id = n.value->>'control_id'))
-               FROM service_order o LEFT JOIN lab_job j ON j.order_id = o.id
-              WHERE o.id::text = $1 OR o.placer_number = $1
-              ORDER BY o.created_at DESC LIMIT 1",
-        )
-        .bind(order)
-        .fetch_optional(&pool)
-        .await?;
-        let finished = |r: &(Uuid, Option<String>, i64, i64)| {
-            r.1.as_deref()
+        let row = carehub_schema::views::order_progress(&pool, order).await?;
+        let finished = |r: &carehub_schema::views::OrderProgress| {
+            r.lab_status
+                .as_deref()
                 .and_then(LabStatus::parse)
                 .is_some_and(|s| s.is_terminal())
-                && r.3 >= r.2
+                && r.notices_accepted >= r.notices
         };
         match row {
-            Some(r) if wait_secs == 0 || finished(&r) => break (r.0, r.1),
+            Some(r) if wait_secs == 0 || finished(&r) => break (r.order_id, r.lab_status),
             _ if Instant::now() > deadline => {
                 if wait_secs == 0 {
                     bail!("no order {order}");
@@ -143,18 +116,7 @@ pub async fn timeline(cfg: &Config, order: &str, wait_secs: u64, actor: &str) ->
             _ => tokio::time::sleep(Duration::from_millis(250)).await,
         }
     };
-
-    let steps: Vec<Step> = sqlx::query_as(
-        "SELECT a.at, a.actor_id, a.action, a.entity_type, a.entity_id, a.detail, m.message_type, m.control_id
-           FROM audit_log a LEFT JOIN message m ON m.id = a.message_id
-          WHERE a.entity_id = $1
-             OR (a.entity_type = 'hl7_message' AND a.entity_id LIKE $2)
-          ORDER BY a.seq",
-    )
-    .bind(order_id.to_string())
-    .bind(format!("L{}.%", &order_id.simple().to_string()[20..]))
-    .fetch_all(&pool)
-    .await?;
+    let steps = carehub_schema::views::order_timeline(&pool, order_id).await?;
     println!(
         "order {order_id}: lab status {}",
         status.as_deref().unwrap_or("not sent to the lab")

@@ -2,13 +2,16 @@
 
 mod commands;
 mod config;
+#[cfg(all(feature = "hl7", feature = "fhir"))]
 mod convert;
-mod db;
+#[cfg(feature = "fhir")]
 mod fhir;
+#[cfg(feature = "hl7")]
 mod hl7;
 mod http;
+#[cfg(feature = "lab")]
 mod lab;
-mod pipelines;
+mod registry;
 mod serve;
 
 use std::path::PathBuf;
@@ -60,26 +63,31 @@ enum Command {
         #[command(subcommand)]
         command: IntakeCommand,
     },
+    #[cfg(feature = "hl7")]
     /// HL7 v2 tools: send a file over MLLP, show how a file parses and maps.
     Hl7 {
         #[command(subcommand)]
         command: Hl7Command,
     },
+    #[cfg(feature = "hl7")]
     /// The canonical patients: repairs.
     Patient {
         #[command(subcommand)]
         command: PatientCommand,
     },
+    #[cfg(feature = "lab")]
     /// The lab's manufacturing: a stand-in lab, an order's timeline.
     Lab {
         #[command(subcommand)]
         command: LabCommand,
     },
+    #[cfg(feature = "fhir")]
     /// FHIR endpoint tools.
     Fhir {
         #[command(subcommand)]
         command: FhirCommand,
     },
+    #[cfg(feature = "fhir")]
     /// Access tokens for the FHIR endpoint.
     Token {
         #[command(subcommand)]
@@ -154,6 +162,7 @@ enum IntakeCommand {
     },
 }
 
+#[cfg(feature = "hl7")]
 #[derive(Debug, Subcommand)]
 enum Hl7Command {
     /// Send the messages of FILE (one, several, or a batch) over MLLP and print each ACK.
@@ -171,8 +180,10 @@ enum Hl7Command {
     },
     /// Print the parsed structure of FILE as JSON, with its mapping and unmapped segments.
     Parse { file: PathBuf },
+    #[cfg(all(feature = "hl7", feature = "fhir"))]
     /// Print each message of FILE as a FHIR R4 Bundle; what was not mapped goes to stderr.
     ToFhir { file: PathBuf },
+    #[cfg(all(feature = "hl7", feature = "fhir"))]
     /// Convert the ms-fhir-converter corpus DIR (input/, expected/) and score
     /// it: messages converted, expected resources matched, per type.
     ScoreConversion {
@@ -193,6 +204,7 @@ enum Hl7Command {
     },
 }
 
+#[cfg(feature = "fhir")]
 #[derive(Debug, Subcommand)]
 enum FhirCommand {
     /// Load N synthetic patients (no real person; identifiers S-<number> in
@@ -209,6 +221,7 @@ enum FhirCommand {
     /// directory with a cases.json (the FHIR validator test cases) prints how
     /// many cases the validation judges right.
     Validate { path: std::path::PathBuf },
+    #[cfg(all(feature = "hl7", feature = "fhir"))]
     /// Build an HL7 v2 message from the resources of a FHIR Bundle in FILE:
     /// ADT_A08 (Patient), ORU_R01 (DiagnosticReport + Observations),
     /// ORM_O01 / OML_O21 (ServiceRequest and its Task).
@@ -224,6 +237,7 @@ enum FhirCommand {
     },
 }
 
+#[cfg(feature = "fhir")]
 #[derive(Debug, Subcommand)]
 enum TokenCommand {
     /// Print an HS256 bearer token signed with [fhir.auth] hs256_secret.
@@ -246,6 +260,7 @@ enum TokenCommand {
     },
 }
 
+#[cfg(feature = "hl7")]
 #[derive(Debug, Subcommand)]
 enum PatientCommand {
     /// List patients split in two by concurrent first messages (before the
@@ -260,6 +275,7 @@ enum PatientCommand {
     },
 }
 
+#[cfg(feature = "lab")]
 #[derive(Debug, Subcommand)]
 enum LabCommand {
     /// A stand-in lab: read new orders from the lab orders topic and report
@@ -337,7 +353,8 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<ExitCode> {
         } => commands::config_check(&cfg),
         Command::Intake {
             command: IntakeCommand::Send { event_type, file },
-        } => commands::intake_send(&cfg, &event_type, &file).await,
+        } => commands::publish_event(&cfg, &cfg.pipelines.intake.topic, &event_type, &file).await,
+        #[cfg(feature = "hl7")]
         Command::Hl7 {
             command:
                 Hl7Command::Send {
@@ -347,33 +364,43 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<ExitCode> {
                     max_attempts,
                 },
         } => hl7::send(&file, &to, ack_timeout_ms, max_attempts).await,
+        #[cfg(feature = "hl7")]
         Command::Hl7 {
             command: Hl7Command::Parse { file },
         } => hl7::parse(&file),
+        #[cfg(all(feature = "hl7", feature = "fhir"))]
         Command::Hl7 {
             command: Hl7Command::ToFhir { file },
         } => convert::to_fhir(&file),
+        #[cfg(all(feature = "hl7", feature = "fhir"))]
         Command::Hl7 {
             command: Hl7Command::ScoreConversion { dir, explain },
         } => convert::score_conversion(&dir, explain.as_deref()),
+        #[cfg(feature = "hl7")]
         Command::Hl7 {
             command: Hl7Command::Receive { listen, count },
         } => hl7::receive(&listen, count).await,
+        #[cfg(feature = "hl7")]
         Command::Patient {
             command: PatientCommand::RepairSplits { apply, actor },
-        } => commands::repair_splits(&cfg, apply, &actor_or_user(actor)).await,
+        } => hl7::repair_splits(&cfg, apply, &actor_or_user(actor)).await,
+        #[cfg(feature = "lab")]
         Command::Lab {
             command: LabCommand::Simulate { group, orders, step_ms },
         } => lab::simulate(&cfg, &group, orders, step_ms).await,
+        #[cfg(feature = "lab")]
         Command::Lab {
             command: LabCommand::Timeline { order, wait, actor },
         } => lab::timeline(&cfg, &order, wait, &actor_or_user(actor)).await,
+        #[cfg(feature = "fhir")]
         Command::Fhir {
             command: FhirCommand::LoadSynthetic { patients, actor },
         } => fhir::load_synthetic(&cfg, patients, &actor_or_user(actor)).await,
+        #[cfg(feature = "fhir")]
         Command::Fhir {
             command: FhirCommand::Validate { path },
         } => fhir::validate(&path),
+        #[cfg(all(feature = "hl7", feature = "fhir"))]
         Command::Fhir {
             command:
                 FhirCommand::ToHl7 {
@@ -383,6 +410,7 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<ExitCode> {
                     to_facility,
                 },
         } => convert::to_hl7(&file, &message, &to_application, &to_facility),
+        #[cfg(feature = "fhir")]
         Command::Token {
             command:
                 TokenCommand::Issue {
@@ -392,7 +420,7 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<ExitCode> {
                     patient,
                     minutes,
                 },
-        } => commands::token_issue(&cfg, &sub, role.as_deref(), scope.as_deref(), patient, minutes),
+        } => fhir::token_issue(&cfg, &sub, role.as_deref(), scope.as_deref(), patient, minutes),
         Command::Retention { keep_months, actor } => {
             commands::retention(&cfg, keep_months, &actor_or_user(actor)).await
         }

@@ -6,9 +6,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use backon::{BackoffBuilder, ExponentialBuilder};
-use carehub_connector_kit::DeliveryRunner;
+use carehub_connector_kit::Runtime;
 use carehub_kafka::{OutboxRelay, TopicSpec};
-use carehub_pipeline::ConsumerRunner;
 use carehub_schema::MessageStore;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -23,7 +22,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         .context("metric buckets")?
         .install_recorder()
         .context("installing the metrics recorder")?;
-    let pool = crate::db::pool(&cfg.database).context("database.url")?;
+    let pool = carehub_schema::db::pool(&cfg.database).context("database.url")?;
     let producer = carehub_kafka::idempotent_producer(&cfg.kafka).context("creating the Kafka producer")?;
 
     let (shutdown_tx, shutdown) = watch::channel(false);
@@ -34,11 +33,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let health = carehub_core::Health::default();
     // Not ready until the migrations ran and every component below is up.
     health.register("startup");
-    if cfg.hl7.enabled {
-        health.register("mllp_listener");
-    }
-    if cfg.fhir.enabled {
-        health.register("fhir_endpoint");
+    let registry = crate::registry::registry(&cfg);
+    for c in registry.iter().filter(|c| c.enabled()) {
+        for name in c.health() {
+            health.register(&name);
+        }
     }
     let app = crate::http::router(crate::http::OpsState {
         pool: pool.clone(),
@@ -49,9 +48,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     });
     let mut http_shutdown = shutdown.clone();
     let mut tasks = JoinSet::new();
-    // The same accept loop and limits as the FHIR listener: a connection cap
+    // The kit's accept loop and limits, as every listener: a connection cap
     // and a request-head deadline (the probes and scrapers are few).
-    let ops_limits = carehub_fhir::guard::HttpLimits {
+    let ops_limits = carehub_connector_kit::http::HttpLimits {
         max_connections: 64,
         ..Default::default()
     };
@@ -59,7 +58,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         let stopped = async move {
             let _ = http_shutdown.changed().await;
         };
-        if let Err(e) = carehub_fhir::guard::serve(listener, app, &ops_limits, stopped).await {
+        // Errors (an unknown path, say) are JSON, as on every non-FHIR listener.
+        let app = carehub_connector_kit::http::protect(app, &ops_limits, carehub_connector_kit::http::JsonErrors);
+        if let Err(e) = carehub_connector_kit::http::serve(listener, app, &ops_limits, stopped).await {
             tracing::error!(error = %e, "the operations endpoint stopped");
         }
     });
@@ -82,7 +83,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     });
 
     // Dependencies may come up after carehub: wait for them, loudly, with backoff.
-    let db = crate::db::describe(&cfg.database);
+    let db = carehub_schema::db::describe(&cfg.database);
     let mut sd = shutdown.clone();
     let ready = retry_until(&mut sd, "PostgreSQL", &db, || async {
         carehub_schema::migrate(&pool).await.map_err(anyhow::Error::from)
@@ -92,7 +93,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         return drain(tasks).await;
     }
     tracing::info!(database = %db, "migrations applied");
-    let topics: Vec<TopicSpec> = crate::pipelines::topics(&cfg).into_iter().map(TopicSpec::new).collect();
+    let topics: Vec<TopicSpec> = registry.topics().into_iter().map(TopicSpec::new).collect();
     let ready = retry_until(&mut sd, "Kafka broker", &cfg.kafka.brokers, || async {
         carehub_kafka::ensure_topics(&cfg.kafka, &topics)
             .await
@@ -105,64 +106,23 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     tracing::info!(brokers = %cfg.kafka.brokers, "topics ready");
 
     tasks.spawn(OutboxRelay::new(pool.clone(), producer.clone(), cfg.outbox.clone()).run(shutdown.clone()));
-    for spec in crate::pipelines::all(&cfg, &pool).into_iter().filter(|p| p.enabled) {
-        let runner = ConsumerRunner::new(&cfg.kafka, &spec.group, &spec.topic, spec.engine, producer.clone())
-            .with_context(|| format!("starting consumer group {}", spec.group))?
-            .with_retry(cfg.pipelines.retry.clone(), health.clone());
-        tasks.spawn(runner.run(shutdown.clone()));
-    }
-    if cfg.hl7.enabled {
-        let listener = crate::hl7::listener(&cfg, pool.clone()).await?;
-        // Bound: connections are queued by the kernel from here on.
-        health.set_ready("mllp_listener", true);
-        tasks.spawn(listener.run(shutdown.clone()));
-    }
-    if cfg.pipelines.hl7.enabled {
-        let p = &cfg.pipelines.hl7;
-        let outbound = DeliveryRunner::new(
-            &cfg.kafka,
-            &p.outbound_group,
-            &p.outbound_topic,
-            pool.clone(),
-            producer.clone(),
-            carehub_hl7::Hl7Deliverer::new(cfg.hl7.destinations.clone()),
-        )
-        .context("starting the HL7 outbound delivery")?;
-        tasks.spawn(outbound.run(shutdown.clone()));
-    }
-    if !cfg.fhir.push.is_empty() {
-        let push = DeliveryRunner::new(
-            &cfg.kafka,
-            &cfg.fhir.push_group,
-            &cfg.pipelines.lab.ehr_events_topic,
-            pool.clone(),
-            producer.clone(),
-            carehub_fhir::EhrPush::new(cfg.fhir.push.clone()).context("starting the EHR push")?,
-        )
-        .context("starting the EHR push")?;
-        tasks.spawn(push.run(shutdown.clone()));
-    }
-    if cfg.fhir.enabled {
-        // `POST /$convert-hl7v2` converts with pipelines/hl7-fhir.
-        let converter: carehub_fhir::Hl7Converter = std::sync::Arc::new(|text: &str| {
-            carehub_hl7_fhir::to_fhir(text)
-                .map(|c| (c.bundle, c.unmapped.iter().map(ToString::to_string).collect()))
-                .map_err(|e| e.to_string())
-        });
-        // FHIR writes of Patient and ServiceRequest feed the intake pipeline.
-        let fhir = carehub_fhir::bind(&cfg.fhir, pool.clone(), &cfg.pipelines.intake.topic, Some(converter))
+    let runtime = Runtime {
+        pool: pool.clone(),
+        producer: producer.clone(),
+        kafka: cfg.kafka.clone(),
+        retry: cfg.pipelines.retry.clone(),
+        health: health.clone(),
+        shutdown: shutdown.clone(),
+    };
+    for component in registry.iter().filter(|c| c.enabled()) {
+        let name = component.name();
+        let started = component
+            .start(&runtime)
             .await
-            .context("starting the FHIR endpoint")?;
-        health.set_ready("fhir_endpoint", true);
-        let mut stop = shutdown.clone();
-        tasks.spawn(async move {
-            let stopped = async move {
-                let _ = stop.changed().await;
-            };
-            if let Err(e) = fhir.run(stopped).await {
-                tracing::error!(error = %e, "the FHIR endpoint stopped");
-            }
-        });
+            .map_err(|e| anyhow::anyhow!("starting {name}: {e}"))?;
+        for task in started {
+            tasks.spawn(task);
+        }
     }
     tasks.spawn(maintain_partitions(pool.clone(), shutdown.clone()));
     health.set_ready("startup", true);

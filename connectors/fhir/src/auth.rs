@@ -175,6 +175,15 @@ impl Principal {
     }
 
     /// The rate-limit key.
+    /// How the audit trail names this principal: a system (a `system/` scope) or a user.
+    pub fn actor_kind(&self) -> carehub_schema::ActorKind {
+        if self.scopes.iter().any(|s| s.context == crate::auth::Context::System) {
+            carehub_schema::ActorKind::System
+        } else {
+            carehub_schema::ActorKind::User
+        }
+    }
+
     pub fn client(&self) -> &str {
         self.claims.client_id.as_deref().unwrap_or(&self.claims.sub)
     }

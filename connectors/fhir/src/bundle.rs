@@ -11,7 +11,6 @@
 
 use std::collections::HashMap;
 
-use axum::http::StatusCode;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
@@ -20,8 +19,8 @@ use sqlx::PgConnection;
 use carehub_schema::AuditEntry;
 
 use crate::auth::Access;
+use crate::outcome::{Outcome, Status};
 use crate::raw::RawResource;
-use crate::server::Outcome;
 use crate::store::{self, Lookup, Writer, Written};
 
 /// One `Bundle.entry` as sent.
@@ -87,7 +86,7 @@ struct Request {
 }
 
 fn bad(diagnostics: impl Into<String>) -> Outcome {
-    Outcome::new(StatusCode::BAD_REQUEST, "invalid", diagnostics)
+    Outcome::new(Status::BAD_REQUEST, "invalid", diagnostics)
 }
 
 /// Reads the Bundle: its type and entries.
@@ -213,8 +212,8 @@ pub async fn process(conn: &mut PgConnection, w: &Writer, text: &str) -> Result<
     Ok((response, audit))
 }
 
-fn status_line(status: StatusCode) -> String {
-    format!("{} {}", status.as_u16(), status.canonical_reason().unwrap_or(""))
+fn status_line(status: Status) -> String {
+    status.line()
 }
 
 fn written(mut w: Written) -> (Entry, Option<AuditEntry>) {
@@ -266,12 +265,12 @@ async fn one(
             store::delete(conn, w, &ty, &target, r.if_match.as_deref()).await?,
         )),
         ("GET", Some(target)) if !r.url.contains('?') => {
-            crate::server::served_type(&ty)?;
+            crate::policy::served_type(&ty)?;
             let reach = w.reach(&ty, Access::Read)?;
             match store::lookup(conn, &ty, &target).await? {
                 Lookup::Found(s) => {
                     store::within(reach, s.patient.as_deref())?;
-                    let entry = crate::server::read_entry(&w.principal, &ty, &target, w.origin.clone());
+                    let entry = crate::policy::read_entry(&w.principal, &ty, &target, w.origin.clone());
                     let answer = Entry {
                         resource: raw(s.body),
                         response: Some(json!({ "status": "200 OK", "etag": format!("W/\"{}\"", s.version) })),
@@ -279,8 +278,8 @@ async fn one(
                     };
                     Ok((answer, Some(entry)))
                 }
-                Lookup::Gone => Err(crate::server::gone(&ty, &target)),
-                Lookup::Missing => Err(crate::server::not_found(&ty, &target)),
+                Lookup::Gone => Err(crate::policy::gone(&ty, &target)),
+                Lookup::Missing => Err(crate::policy::not_found(&ty, &target)),
             }
         }
         (method, _) => Err(bad(format!(

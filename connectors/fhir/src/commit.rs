@@ -9,7 +9,7 @@
 
 use carehub_schema::AuditLog;
 
-use crate::server::Outcome;
+use crate::outcome::{Outcome, Status};
 use crate::store::{self, Writer, Written};
 
 /// Most writes one transaction takes.
@@ -65,7 +65,7 @@ impl GroupCommit {
     pub async fn run(&self, op: Op, writer: Writer) -> Result<Done, Outcome> {
         self.commit.submit((op, writer)).await.unwrap_or_else(|_| {
             Err(Outcome::new(
-                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                Status::SERVICE_UNAVAILABLE,
                 "transient",
                 "the FHIR writer stopped; try again",
             ))
@@ -107,7 +107,7 @@ async fn run(pool: &sqlx::PgPool, batch: Vec<(Op, Writer)>) -> Vec<Result<Done, 
             (0..n)
                 .map(|_| {
                     Err(Outcome::new(
-                        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                        Status::SERVICE_UNAVAILABLE,
                         "transient",
                         "the write could not be stored; try again",
                     ))

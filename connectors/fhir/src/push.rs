@@ -17,7 +17,7 @@ use carehub_schema::contracts::EHR_ORDER_STATUS;
 use serde_json::Value;
 use tokio::sync::watch;
 
-use crate::EhrSubscriber;
+use crate::config::EhrSubscriber;
 
 /// The dead letters' consumer name.
 pub const CONSUMER: &str = "ehr_push";

@@ -8,6 +8,47 @@ use serde_json::{Value, json};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+/// Types generated from the canonical record when no stored version exists.
+pub const CANONICAL: &[&str] = &[
+    "Invoice",
+    "Observation",
+    "Organization",
+    "Patient",
+    "Practitioner",
+    "ServiceRequest",
+    "Task",
+];
+/// Types an EHR may create, update and delete. Task is the hub's own (the
+/// lab's progress) and AuditEvent the trail's: both read-only.
+pub const WRITABLE: &[&str] = &[
+    "DiagnosticReport",
+    "DocumentReference",
+    "ImagingStudy",
+    "Invoice",
+    "Observation",
+    "Organization",
+    "Patient",
+    "Practitioner",
+    "Provenance",
+    "ServiceRequest",
+];
+/// Writes of these feed the canonical record.
+pub const HUB_FED: &[&str] = &["Patient", "ServiceRequest"];
+
+/// Types only loaded by the HL7 v2 pipeline (converted messages): read-only.
+pub const LOADED: &[&str] = carehub_schema::fhir_store::LOADED_FROM_HL7;
+
+/// Whether `<type>` is served at all.
+pub fn is_served(resource_type: &str) -> bool {
+    CANONICAL.contains(&resource_type) || is_stored(resource_type)
+}
+
+/// Whether `<type>` may have versions in the FHIR store (written here or
+/// loaded by the HL7 v2 pipeline).
+pub fn is_stored(resource_type: &str) -> bool {
+    WRITABLE.contains(&resource_type) || LOADED.contains(&resource_type)
+}
+
 fn instant(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
@@ -532,13 +573,7 @@ pub fn audit_event(row: &carehub_schema::audit::AuditRow) -> Value {
         .iter()
         .find(|(e, _)| *e == row.entity_type)
         .map(|(_, r)| *r)
-        .or_else(|| {
-            crate::store::WRITABLE
-                .iter()
-                .chain(crate::store::LOADED)
-                .copied()
-                .find(|r| *r == row.entity_type)
-        });
+        .or_else(|| WRITABLE.iter().chain(LOADED).copied().find(|r| *r == row.entity_type));
     let what = match (resource_type, &row.entity_id) {
         (Some(r), Some(id)) => json!({ "reference": format!("{r}/{id}") }),
         (_, id) => {

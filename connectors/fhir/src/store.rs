@@ -12,7 +12,6 @@
 //! into the canonical patient or order, as the HL7 pipeline does for an ORM:
 //! the order then enters the lab flow.
 
-use axum::http::StatusCode;
 use carehub_schema::fhir_store::{self, SearchKeys, StoredResource};
 use carehub_schema::{Action, ActorKind, AuditEntry, Envelope, Outbox};
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -21,55 +20,16 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::auth::{Access, Grant, Principal};
+use crate::outcome::{Outcome, Status};
 use crate::raw::RawResource;
 use crate::resources::{self, Found};
-use crate::server::Outcome;
 use crate::validate;
 
 /// Event type of a FHIR write the hub takes in (data: resource_type, id, version_id, client).
 use carehub_schema::contracts::{FHIR_WRITTEN, ResourceWritten};
 const SOURCE: &str = "/carehub/connectors/fhir";
 
-/// Types generated from the canonical record when no stored version exists.
-pub const CANONICAL: &[&str] = &[
-    "Invoice",
-    "Observation",
-    "Organization",
-    "Patient",
-    "Practitioner",
-    "ServiceRequest",
-    "Task",
-];
-/// Types an EHR may create, update and delete. Task is the hub's own (the
-/// lab's progress) and AuditEvent the trail's: both read-only.
-pub const WRITABLE: &[&str] = &[
-    "DiagnosticReport",
-    "DocumentReference",
-    "ImagingStudy",
-    "Invoice",
-    "Observation",
-    "Organization",
-    "Patient",
-    "Practitioner",
-    "Provenance",
-    "ServiceRequest",
-];
-/// Writes of these feed the canonical record.
-pub const HUB_FED: &[&str] = &["Patient", "ServiceRequest"];
-
-/// Types only loaded by the HL7 v2 pipeline (converted messages): read-only.
-pub const LOADED: &[&str] = fhir_store::LOADED_FROM_HL7;
-
-/// Whether `<type>` is served at all.
-pub fn is_served(resource_type: &str) -> bool {
-    CANONICAL.contains(&resource_type) || is_stored(resource_type)
-}
-
-/// Whether `<type>` may have versions in the FHIR store (written here or
-/// loaded by the HL7 v2 pipeline).
-pub fn is_stored(resource_type: &str) -> bool {
-    WRITABLE.contains(&resource_type) || LOADED.contains(&resource_type)
-}
+pub use crate::resources::{CANONICAL, HUB_FED, LOADED, WRITABLE, is_served, is_stored};
 
 /// A resource as served.
 #[derive(Debug, Clone)]
@@ -182,7 +142,7 @@ pub struct Writer {
 
 impl Writer {
     pub fn actor_kind(&self) -> ActorKind {
-        crate::server::actor_kind(&self.principal)
+        self.principal.actor_kind()
     }
 
     /// The writer's [`reach`].
@@ -198,7 +158,7 @@ pub fn reach(principal: &Principal, resource_type: &str, access: Access) -> Resu
         Grant::All => Ok(None),
         Grant::Patient(p) => Ok(Some(p)),
         Grant::None => Err(Outcome::new(
-            StatusCode::FORBIDDEN,
+            Status::FORBIDDEN,
             "forbidden",
             format!(
                 "the token's scopes do not allow {} {resource_type}",
@@ -212,7 +172,7 @@ pub fn reach(principal: &Principal, resource_type: &str, access: Access) -> Resu
 pub fn within(reach: Option<Uuid>, patient_ref: Option<&str>) -> Result<(), Outcome> {
     match reach {
         Some(p) if patient_ref != Some(format!("Patient/{p}").as_str()) => Err(Outcome::new(
-            StatusCode::FORBIDDEN,
+            Status::FORBIDDEN,
             "forbidden",
             "the token's patient scope does not reach this resource",
         )),
@@ -246,11 +206,11 @@ pub struct Written {
 
 impl Written {
     /// The HTTP status a REST write answers with.
-    pub fn status(&self) -> StatusCode {
+    pub fn status(&self) -> Status {
         match self.kind {
-            WriteKind::Created => StatusCode::CREATED,
-            WriteKind::Deleted => StatusCode::NO_CONTENT,
-            _ => StatusCode::OK,
+            WriteKind::Created => Status::CREATED,
+            WriteKind::Deleted => Status::NO_CONTENT,
+            _ => Status::OK,
         }
     }
 
@@ -264,7 +224,7 @@ impl Written {
 }
 
 fn bad(diagnostics: impl Into<String>) -> Outcome {
-    Outcome::new(StatusCode::BAD_REQUEST, "invalid", diagnostics)
+    Outcome::new(Status::BAD_REQUEST, "invalid", diagnostics)
 }
 
 /// Parses and validates a body for `<resource_type>`; structure errors are 400.
@@ -279,7 +239,7 @@ pub fn parse(resource_type: &str, text: &str) -> Result<(RawResource, Value), Ou
     }
     let issues = validate::validate(&value);
     if !issues.is_empty() {
-        return Err(Outcome::issues(StatusCode::BAD_REQUEST, "structure", &issues));
+        return Err(Outcome::issues(Status::BAD_REQUEST, "structure", &issues));
     }
     Ok((raw, value))
 }
@@ -348,7 +308,7 @@ pub async fn create(
             }
             many => {
                 return Err(Outcome::new(
-                    StatusCode::PRECONDITION_FAILED,
+                    Status::PRECONDITION_FAILED,
                     "multiple-matches",
                     format!("If-None-Exist {criteria:?} matches {} resources", many.len()),
                 ));
@@ -387,7 +347,7 @@ pub async fn update(
         && current != Some(expected)
     {
         return Err(Outcome::new(
-            StatusCode::PRECONDITION_FAILED,
+            Status::PRECONDITION_FAILED,
             "conflict",
             format!(
                 "{resource_type}/{id} is at version {}, not {expected}",
@@ -417,7 +377,7 @@ pub async fn delete(
         && current != Some(expected)
     {
         return Err(Outcome::new(
-            StatusCode::PRECONDITION_FAILED,
+            Status::PRECONDITION_FAILED,
             "conflict",
             format!("{resource_type}/{id} is not at version {expected}"),
         ));
@@ -477,12 +437,12 @@ fn writable(resource_type: &str) -> Result<(), Outcome> {
     }
     let (status, why) = if is_served(resource_type) || resource_type == "AuditEvent" {
         (
-            StatusCode::METHOD_NOT_ALLOWED,
+            Status::METHOD_NOT_ALLOWED,
             format!("{resource_type} is read-only here (see /metadata)"),
         )
     } else {
         (
-            StatusCode::NOT_FOUND,
+            Status::NOT_FOUND,
             format!("resource type {resource_type} is not served (see /metadata)"),
         )
     };
@@ -491,7 +451,7 @@ fn writable(resource_type: &str) -> Result<(), Outcome> {
 
 fn concurrent(resource_type: &str, id: &str) -> Outcome {
     Outcome::new(
-        StatusCode::CONFLICT,
+        Status::CONFLICT,
         "conflict",
         format!("{resource_type}/{id} was changed by another request at the same time; retry"),
     )
@@ -638,7 +598,7 @@ async fn store(
 /// An order must be for a patient the hub knows (422 otherwise): the lab
 /// flow needs one.
 async fn check_subject(conn: &mut PgConnection, patient_ref: Option<&str>) -> Result<(), Outcome> {
-    let unknown = |why: String| Outcome::new(StatusCode::UNPROCESSABLE_ENTITY, "processing", why);
+    let unknown = |why: String| Outcome::new(Status::UNPROCESSABLE_ENTITY, "processing", why);
     let Some(id) = patient_ref.and_then(|r| r.strip_prefix("Patient/")) else {
         return Err(unknown(
             "ServiceRequest.subject must reference a Patient (Patient/<id>)".into(),

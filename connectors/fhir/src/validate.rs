@@ -455,6 +455,31 @@ struct Case {
     expected_error_count: usize,
 }
 
+/// How many cases were judged right: valid ones accepted, invalid ones refused.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CaseTally {
+    pub valid: usize,
+    pub valid_accepted: usize,
+    pub invalid: usize,
+    pub invalid_refused: usize,
+}
+
+impl CaseTally {
+    pub fn of(results: &[CaseResult]) -> Self {
+        let mut t = CaseTally::default();
+        for r in results {
+            if r.expected_error_count == 0 {
+                t.valid += 1;
+                t.valid_accepted += usize::from(r.right());
+            } else {
+                t.invalid += 1;
+                t.invalid_refused += usize::from(r.right());
+            }
+        }
+        t
+    }
+}
+
 /// Validates every case listed in `dir/cases.json`.
 pub fn judge_cases(dir: &std::path::Path) -> std::io::Result<Vec<CaseResult>> {
     let cases: Vec<Case> = serde_json::from_str(&std::fs::read_to_string(dir.join("cases.json"))?)?;

@@ -15,6 +15,8 @@
 
 pub mod codec;
 #[cfg(feature = "net")]
+pub mod component;
+#[cfg(feature = "net")]
 pub mod config;
 #[cfg(feature = "net")]
 pub mod ingress;

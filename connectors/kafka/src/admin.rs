@@ -1,9 +1,12 @@
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
 
 use crate::{Error, KafkaConfig, Result};
 
@@ -83,4 +86,38 @@ pub async fn broker_reachable(producer: &FutureProducer, timeout: Duration) -> b
     })
     .await
     .unwrap_or(false)
+}
+
+/// Scans `topic` from the beginning for the record whose envelope id is
+/// `event_id` (`carehub trace`): its partition, offset and payload.
+pub fn find_event(
+    cfg: &KafkaConfig,
+    topic: &str,
+    event_id: &str,
+    deadline: Instant,
+) -> Option<(i32, i64, serde_json::Value)> {
+    let consumer: BaseConsumer = cfg
+        .client_config()
+        .set("group.id", "carehub-trace")
+        .set("enable.auto.commit", "false")
+        .create()
+        .ok()?;
+    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)).ok()?;
+    let mut tpl = TopicPartitionList::new();
+    for p in md.topics().first()?.partitions() {
+        tpl.add_partition_offset(topic, p.id(), Offset::Beginning).ok()?;
+    }
+    consumer.assign(&tpl).ok()?;
+    while Instant::now() < deadline + Duration::from_secs(5) {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(500)) {
+            let Some(bytes) = m.payload() else { continue };
+            let Ok(v) = serde_json::from_slice::<serde_json::Value>(bytes) else {
+                continue;
+            };
+            if v.get("id").and_then(|i| i.as_str()) == Some(event_id) {
+                return Some((m.partition(), m.offset(), v));
+            }
+        }
+    }
+    None
 }

@@ -16,7 +16,7 @@ mod leases;
 mod producer;
 mod relay;
 
-pub use admin::{TopicSpec, broker_reachable, ensure_topics};
+pub use admin::{TopicSpec, broker_reachable, ensure_topics, find_event};
 pub use config::{Assignment, KafkaConfig};
 pub use consumer::{
     KafkaRecord, REJOIN_AFTER, RetryConfig, dlq_topic, forward_dead_letter, group_consumer, rejoin_if_stuck,

@@ -280,3 +280,87 @@ pub async fn replay(pool: &PgPool, producer: &FutureProducer, id: i64, actor: &s
     tx.commit().await?;
     Ok(())
 }
+
+#[async_trait]
+impl Deliver for Box<dyn Deliver + Sync> {
+    fn name(&self) -> &'static str {
+        self.as_ref().name()
+    }
+
+    async fn deliver(&mut self, env: Envelope, shutdown: &mut watch::Receiver<bool>) -> Option<Delivery> {
+        self.as_mut().deliver(env, shutdown).await
+    }
+}
+
+/// Makes a component's receiver when it starts.
+pub type MakeDeliverer = Box<dyn Fn() -> Result<Box<dyn Deliver + Sync>, crate::BoxError> + Send + Sync>;
+
+/// A delivery as a [`Component`](crate::Component): `topic` read by
+/// `group`, each record handed to the receiver `make` builds.
+pub struct DeliveryComponent {
+    /// The receiver's name: its dead letters' consumer, the audit actor.
+    pub consumer: &'static str,
+    pub topic: String,
+    pub group: String,
+    pub enabled: bool,
+    pub make: MakeDeliverer,
+}
+
+impl std::fmt::Debug for DeliveryComponent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeliveryComponent")
+            .field("consumer", &self.consumer)
+            .field("topic", &self.topic)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl crate::Component for DeliveryComponent {
+    fn name(&self) -> String {
+        self.consumer.to_owned()
+    }
+
+    fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    fn topics(&self) -> crate::Topics {
+        crate::Topics {
+            reads: vec![self.topic.clone()],
+            writes: Vec::new(),
+        }
+    }
+
+    async fn start(&self, rt: &crate::Runtime) -> Result<Vec<crate::Task>, crate::BoxError> {
+        let deliverer = (self.make)()?;
+        let runner = DeliveryRunner::new(
+            &rt.kafka,
+            &self.group,
+            &self.topic,
+            rt.pool.clone(),
+            rt.producer.clone(),
+            deliverer,
+        )?;
+        Ok(vec![Box::pin(runner.run(rt.shutdown.clone()))])
+    }
+
+    fn dead_letters(&self) -> Option<String> {
+        Some(self.consumer.to_owned())
+    }
+
+    async fn replay(
+        &self,
+        pool: &PgPool,
+        kafka: &KafkaConfig,
+        id: i64,
+        actor: &str,
+    ) -> Result<crate::Replayed, crate::BoxError> {
+        let producer = carehub_kafka::idempotent_producer(kafka)?;
+        replay(pool, &producer, id, actor).await?;
+        Ok(crate::Replayed {
+            done: true,
+            said: format!("dead letter {id} replayed: its message is back on the outbound topic for delivery"),
+        })
+    }
+}

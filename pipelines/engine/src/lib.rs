@@ -11,10 +11,12 @@
 //!
 //! [`ConsumerRunner`] feeds a Kafka consumer group into an engine.
 
+mod component;
 mod engine;
 mod handler;
 mod runner;
 
+pub use component::PipelineComponent;
 pub use engine::{Engine, InboundRecord, Processed, ReplayOutcome};
 pub use handler::{Context, Handled, Handler, HandlerError, StoredRef};
 pub use runner::{ConsumerRunner, MAX_BATCH};

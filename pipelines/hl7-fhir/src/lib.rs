@@ -52,6 +52,7 @@
 //! field no mapper read, and every segment without a mapper (Z-segments
 //! included), as `SEG-n` (with the segment's position in the message).
 
+pub mod corpus;
 pub mod datatypes;
 mod header;
 mod orders;

@@ -176,7 +176,7 @@ impl Handler for Hl7Pipeline {
             carehub_hl7::codec::decode_text(raw).map_err(|e| HandlerError::rejected("invalid_data", e.to_string()))?;
         let msg = Message::parse(&text).map_err(|e| HandlerError::rejected("invalid_data", e.to_string()))?;
         let mapped = map(&msg).map_err(|e| HandlerError::rejected(e.dead_letter_code(), e.reason))?;
-        let label = msg.type_label();
+        let label = msg.metric_label();
         for (segment, count) in &mapped.unmapped {
             Hl7SegmentsUnmapped {
                 message_type: &label,
@@ -393,4 +393,18 @@ impl Handler for Hl7Pipeline {
         };
         self.acknowledge(conn, &msg, outcome, Some(&error)).await
     }
+}
+
+/// Registers the HL7 pipeline: `[pipelines.hl7] topic` into the canonical record.
+pub fn register(registry: &mut carehub_connector_kit::Registry, cfg: &Hl7PipelineConfig) {
+    let handler = Hl7Pipeline::new(&cfg.events_topic)
+        .with_application_acks(&cfg.outbound_topic, cfg.ack_destinations.clone())
+        .with_fhir_load(cfg.load_fhir);
+    registry.register(carehub_pipeline::PipelineComponent {
+        topic: cfg.topic.clone(),
+        group: cfg.group.clone(),
+        enabled: cfg.enabled,
+        writes: vec![cfg.events_topic.clone(), cfg.outbound_topic.clone()],
+        handler: std::sync::Arc::new(handler),
+    });
 }

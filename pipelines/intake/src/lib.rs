@@ -276,3 +276,14 @@ async fn stored(
     serde_json::from_str(&body)
         .map_err(|e| HandlerError::rejected("invalid_data", format!("{resource_type}/{id}: {e}")))
 }
+
+/// Registers the intake pipeline: `[pipelines.intake] topic` into the canonical record.
+pub fn register(registry: &mut carehub_connector_kit::Registry, cfg: &IntakeConfig) {
+    registry.register(carehub_pipeline::PipelineComponent {
+        topic: cfg.topic.clone(),
+        group: cfg.group.clone(),
+        enabled: cfg.enabled,
+        writes: vec![cfg.events_topic.clone()],
+        handler: std::sync::Arc::new(IntakePipeline::new(&cfg.events_topic)),
+    });
+}

@@ -76,7 +76,7 @@ fn default_lab_results_group() -> String {
     "carehub-lab-results".to_owned()
 }
 fn default_ehr_events_topic() -> String {
-    "ehr.events.v1".to_owned()
+    carehub_schema::contracts::DEFAULT_EHR_EVENTS_TOPIC.to_owned()
 }
 fn default_carehub() -> String {
     "CAREHUB".to_owned()

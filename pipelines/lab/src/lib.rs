@@ -564,3 +564,54 @@ impl Handler for LabResultsPipeline {
         Ok(handled)
     }
 }
+
+/// Registers the lab's pipelines: dispatch (orders to the lab), status
+/// reports and results from it. `hl7_outbound` is the HL7 outbound topic
+/// the clinics' notices go to.
+pub fn register(registry: &mut carehub_connector_kit::Registry, cfg: &LabConfig, hl7_outbound: &str) {
+    let topics = LabTopics {
+        orders: cfg.orders_topic.clone(),
+        hl7_outbound: hl7_outbound.to_owned(),
+        ehr_events: cfg.ehr_events_topic.clone(),
+    };
+    let writes = vec![
+        topics.orders.clone(),
+        topics.hl7_outbound.clone(),
+        topics.ehr_events.clone(),
+    ];
+    let pipelines: [(&String, &String, std::sync::Arc<dyn Handler>); 3] = [
+        (
+            &cfg.events_topic,
+            &cfg.dispatch_group,
+            std::sync::Arc::new(LabDispatch {
+                topics: topics.clone(),
+                routing: cfg.routing(),
+            }),
+        ),
+        (
+            &cfg.status_topic,
+            &cfg.status_group,
+            std::sync::Arc::new(LabStatusPipeline {
+                topics: topics.clone(),
+                routing: cfg.routing(),
+            }),
+        ),
+        (
+            &cfg.results_topic,
+            &cfg.results_group,
+            std::sync::Arc::new(LabResultsPipeline {
+                topics: topics.clone(),
+                routing: cfg.routing(),
+            }),
+        ),
+    ];
+    for (topic, group, handler) in pipelines {
+        registry.register(carehub_pipeline::PipelineComponent {
+            topic: topic.clone(),
+            group: group.clone(),
+            enabled: cfg.enabled,
+            writes: writes.clone(),
+            handler,
+        });
+    }
+}

@@ -67,6 +67,34 @@ impl DeadLetters {
         Ok(id)
     }
 
+    /// [`list`](Self::list) for a person (`actor`, seen from `origin`): dead
+    /// letters hold messages' bytes, so each one shown is a read on the
+    /// audit trail, committed before the rows are returned.
+    pub async fn list_audited(
+        pool: &PgPool,
+        status: Option<&str>,
+        limit: i64,
+        actor: &str,
+        origin: &str,
+    ) -> Result<Vec<DeadLetter>> {
+        let rows = Self::list(pool, status, limit).await?;
+        if !rows.is_empty() {
+            let entries: Vec<crate::AuditEntry> = rows
+                .iter()
+                .map(|d| {
+                    crate::AuditEntry::new(crate::ActorKind::User, actor, crate::Action::Read, "dead_letter")
+                        .entity(d.id)
+                        .message(d.message_id)
+                        .origin(origin.to_owned())
+                })
+                .collect();
+            let mut tx = pool.begin().await?;
+            crate::AuditLog::append(&mut tx, &entries).await?;
+            tx.commit().await?;
+        }
+        Ok(rows)
+    }
+
     /// Dead letters, newest first; `status` filters (`open`, `replayed`, `discarded`).
     pub async fn list(pool: &PgPool, status: Option<&str>, limit: i64) -> Result<Vec<DeadLetter>> {
         Ok(sqlx::query_as(

@@ -15,6 +15,7 @@
 pub mod audit;
 pub mod consumed;
 pub mod contracts;
+pub mod db;
 pub mod dead_letter;
 pub mod envelope;
 pub mod error;
@@ -26,6 +27,7 @@ pub mod model;
 pub mod outbox;
 pub mod records;
 pub mod repo;
+pub mod views;
 
 pub use audit::{Action, ActorKind, AuditEntry, AuditLog, AuditWriter, ChainBreak};
 pub use dead_letter::{DeadLetter, DeadLetters, NewDeadLetter};

@@ -296,6 +296,29 @@ impl MessageStore {
         .await?)
     }
 
+    /// [`drop_partitions`](Self::drop_partitions) by a person (`actor`), each
+    /// dropped partition a `delete` on the audit trail, in one transaction.
+    pub async fn apply_retention(pool: &PgPool, keep_months: i32, actor: &str) -> Result<Vec<String>> {
+        let mut tx = pool.begin().await?;
+        let dropped = Self::drop_partitions(&mut tx, keep_months).await?;
+        let entries: Vec<crate::AuditEntry> = dropped
+            .iter()
+            .map(|p| {
+                crate::AuditEntry::new(
+                    crate::ActorKind::User,
+                    actor,
+                    crate::Action::Delete,
+                    "message_partition",
+                )
+                .entity(p)
+                .detail(serde_json::json!({ "keep_months": keep_months }))
+            })
+            .collect();
+        crate::AuditLog::append(&mut tx, &entries).await?;
+        tx.commit().await?;
+        Ok(dropped)
+    }
+
     /// Drops the monthly partitions that ended before the month `keep_months`
     /// ago, with their idempotency keys. Returns the dropped partitions.
     pub async fn drop_partitions(conn: &mut PgConnection, keep_months: i32) -> Result<Vec<String>> {

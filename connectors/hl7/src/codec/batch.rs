@@ -177,6 +177,42 @@ pub fn strip_comments(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// The messages of a file (one, several, or a batch; comment lines
+/// skipped), each with CR between segments as on the wire, and the
+/// character set applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageFile {
+    pub messages: Vec<String>,
+    pub charset: super::Charset,
+    /// The file is an FHS/BHS batch.
+    pub batch: bool,
+}
+
+/// Reads a file's bytes as [`MessageFile`].
+pub fn message_file(bytes: &[u8]) -> Result<MessageFile, ParseError> {
+    let (text, charset) = super::decode_text(bytes)?;
+    let clean = strip_comments(&text);
+    let split = split(&clean)?;
+    let messages = split
+        .messages
+        .iter()
+        .map(|m| {
+            let mut out = m
+                .split(['\r', '\n'])
+                .filter(|l| !l.trim().is_empty())
+                .collect::<Vec<_>>()
+                .join("\r");
+            out.push('\r');
+            out
+        })
+        .collect();
+    Ok(MessageFile {
+        messages,
+        charset,
+        batch: split.batch,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,6 +6,7 @@ pub mod batch;
 pub mod charset;
 pub mod er7;
 pub mod identity;
+pub mod json;
 #[cfg(feature = "net")]
 pub mod mllp;
 pub mod xml;

@@ -53,6 +53,8 @@ pub const LAB_ORDER: &str = "carehub.lab.order.v1";
 pub const LAB_STATUS: &str = "carehub.lab.status.v1";
 /// Results from the lab (topic `lab.results.v1`).
 pub const LAB_RESULTS: &str = "carehub.lab.results.v1";
+/// The default topic of [`EHR_ORDER_STATUS`] (`[pipelines.lab] ehr_events_topic`).
+pub const DEFAULT_EHR_EVENTS_TOPIC: &str = "ehr.events.v1";
 /// An order's status for EHRs (topic `ehr.events.v1`).
 pub const EHR_ORDER_STATUS: &str = "carehub.ehr.order_status.v1";
 

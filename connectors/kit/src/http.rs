@@ -1,8 +1,10 @@
-//! What protects the public HTTP listener from hostile clients (hardening,
-//! issue 13): a connection cap, a deadline for the request head, a deadline
-//! for the whole request (body included), limits on the URI, the headers and
-//! the body, and one error shape: every refusal is an OperationOutcome, the
-//! ones axum's extractors and the router make included.
+//! What protects every HTTP listener of the hub (the FHIR endpoint, the
+//! operations endpoint, webhooks) from hostile clients: a connection cap, a
+//! deadline for the request head, a deadline for the whole request (body
+//! included), limits on the URI, the headers and the body, and one error
+//! shape per listener ([`ErrorShape`]): every refusal has it, the ones
+//! axum's extractors and the router make included. A FHIR endpoint answers
+//! OperationOutcomes; the others JSON ([`JsonErrors`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,9 +17,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
-use crate::server::Outcome;
-
-/// `[fhir.http]`: limits of the FHIR endpoint's HTTP listener.
+/// Limits of an HTTP listener (`[fhir.http]` for the FHIR endpoint).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpLimits {
@@ -73,30 +73,44 @@ impl Default for HttpLimits {
     }
 }
 
-/// Wraps `router` with the request checks and the one error shape.
-pub fn protect(router: axum::Router, limits: &HttpLimits) -> axum::Router {
-    router
-        .layer(axum::extract::DefaultBodyLimit::max(limits.max_body_bytes))
-        .layer(axum::middleware::from_fn_with_state(Arc::new(limits.clone()), check))
+/// How a listener's refusals look: its error body for a status, and how to
+/// tell a response that already has it.
+pub trait ErrorShape: Clone + Send + Sync + 'static {
+    /// The listener's error response for `status`, saying `diagnostics`.
+    fn refuse(&self, status: StatusCode, diagnostics: String) -> Response;
+    /// Whether `res` is one of this listener's own error bodies.
+    fn is_shaped(&self, res: &Response) -> bool;
 }
 
-/// The FHIR issue type for an HTTP status that the router or an extractor
-/// produced without an OperationOutcome.
-fn issue_code(status: StatusCode) -> &'static str {
-    match status.as_u16() {
-        401 => "login",
-        403 => "forbidden",
-        404 => "not-found",
-        405 | 406 | 415 => "not-supported",
-        408 => "timeout",
-        413 | 414 | 431 => "too-costly",
-        429 => "throttled",
-        s if s >= 500 => "exception",
-        _ => "invalid",
+/// Errors as `application/json`: `{"error": {"status": 413, "message": "…"}}`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JsonErrors;
+
+impl ErrorShape for JsonErrors {
+    fn refuse(&self, status: StatusCode, diagnostics: String) -> Response {
+        let body = serde_json::json!({ "error": { "status": status.as_u16(), "message": diagnostics } });
+        (status, axum::Json(body)).into_response()
+    }
+
+    fn is_shaped(&self, res: &Response) -> bool {
+        res.headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json"))
     }
 }
 
-async fn check(State(limits): State<Arc<HttpLimits>>, req: Request, next: Next) -> Response {
+/// Wraps `router` with the request checks and the listener's one error shape.
+pub fn protect<E: ErrorShape>(router: axum::Router, limits: &HttpLimits, shape: E) -> axum::Router {
+    let guard = Arc::new((limits.clone(), shape));
+    router
+        .layer(axum::extract::DefaultBodyLimit::max(limits.max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(guard, check::<E>))
+}
+
+async fn check<E: ErrorShape>(State(guard): State<Arc<(HttpLimits, E)>>, req: Request, next: Next) -> Response {
+    let (limits, shape) = (&guard.0, &guard.1);
+    let refuse = |status, diagnostics| shape.refuse(status, diagnostics);
     let uri_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
     if uri_len > limits.max_uri_bytes {
         return refuse(
@@ -111,23 +125,6 @@ async fn check(State(limits): State<Arc<HttpLimits>>, req: Request, next: Next) 
             format!("the request headers exceed {} bytes", limits.max_header_bytes),
         );
     }
-    // JSON is the only format served: `_format` asking for another is 406,
-    // never a JSON answer with 200 (hardening item 17).
-    if let Some(query) = req.uri().query()
-        && let Some(format) = query
-            .split('&')
-            .filter_map(|p| p.split_once('='))
-            .find(|(k, _)| *k == "_format")
-            .map(|(_, v)| v)
-    {
-        let format = percent_encoding::percent_decode_str(format).decode_utf8_lossy();
-        if !matches!(format.as_ref(), "json" | "application/json" | "application/fhir+json") {
-            return refuse(
-                StatusCode::NOT_ACCEPTABLE,
-                "only JSON is served (_format=json)".to_owned(),
-            );
-        }
-    }
     let res = match tokio::time::timeout(Duration::from_secs(limits.request_timeout_secs.max(1)), next.run(req)).await {
         Ok(res) => res,
         Err(_) => {
@@ -137,25 +134,16 @@ async fn check(State(limits): State<Arc<HttpLimits>>, req: Request, next: Next) 
             );
         }
     };
-    as_outcome(res).await
+    shaped(res, shape).await
 }
 
-fn refuse(status: StatusCode, diagnostics: String) -> Response {
-    Outcome::new(status, issue_code(status), diagnostics).into_response()
-}
-
-/// An error response that is not an OperationOutcome yet (axum's 413 for a
-/// body over the limit, its 400 for a path or query that is not UTF-8, the
-/// router's 405) becomes one, with its status and headers kept. Its text is
+/// An error response without the listener's shape (axum's 413 for a body
+/// over the limit, its 400 for a path or query that is not UTF-8, the
+/// router's 405) gets it, with its status and headers kept. Its text is
 /// axum's, which names the problem, never the content.
-async fn as_outcome(res: Response) -> Response {
+async fn shaped<E: ErrorShape>(res: Response, shape: &E) -> Response {
     let status = res.status();
-    let is_fhir = res
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/fhir+json"));
-    if status.as_u16() < 400 || is_fhir {
+    if status.as_u16() < 400 || shape.is_shaped(&res) {
         return res;
     }
     let (mut parts, body) = res.into_parts();
@@ -164,8 +152,7 @@ async fn as_outcome(res: Response) -> Response {
     if diagnostics.is_empty() {
         diagnostics = status.canonical_reason().unwrap_or("refused").to_owned();
     }
-    let outcome = Outcome::new(status, issue_code(status), diagnostics).into_response();
-    let (new_parts, new_body) = outcome.into_parts();
+    let (new_parts, new_body) = shape.refuse(status, diagnostics).into_parts();
     parts.headers.remove(header::CONTENT_LENGTH);
     for (k, v) in &new_parts.headers {
         parts.headers.insert(k, v.clone());
@@ -204,7 +191,7 @@ pub async fn serve(
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
-                    tracing::warn!(error = %e, "FHIR endpoint: accept failed");
+                    tracing::warn!(error = %e, "HTTP listener: accept failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }

@@ -9,13 +9,12 @@ use axum::response::{IntoResponse, Response};
 use carehub_schema::fhir_store;
 use serde_json::json;
 
+use super::{AppState, answer_read, authenticate, base_url, fhir_text, negotiate, resource_response};
 use crate::auth::Access;
 use crate::bundle::{self, Entry};
 use crate::commit::{Done, Op};
-use crate::server::{
-    AppState, Outcome, answer_read, authenticate, base_url, fhir_text, gone, negotiate, not_found, read_entry,
-    read_grant, resource_response, served_type,
-};
+use crate::outcome::Outcome;
+use crate::policy::{gone, not_found, read_entry, read_grant, served_type};
 use crate::store::{self, Lookup, WriteKind, Writer, Written};
 
 /// JSON bodies only: FHIR JSON or plain JSON (415 otherwise).
@@ -49,7 +48,7 @@ fn writer(state: &AppState, headers: &HeaderMap, origin: String) -> Result<Write
 }
 
 fn answer(headers: &HeaderMap, w: Written) -> Response {
-    let status = w.status();
+    let status = StatusCode::from_u16(w.status().as_u16()).unwrap_or(StatusCode::OK);
     if w.kind == WriteKind::Deleted {
         return StatusCode::NO_CONTENT.into_response();
     }

@@ -1,7 +1,13 @@
-//! The FHIR REST server (axum): `GET /metadata`, read and search of the
-//! canonical record's resources (see [`capability_statement`]). Every answer is
-//! `application/fhir+json`; every error an OperationOutcome; every read of a
-//! resource an audit entry naming the token's subject.
+//! The FHIR endpoint's HTTP layer (axum): the router, the extractors, the
+//! OperationOutcome responses; `GET /metadata`, read and search of the
+//! canonical record's resources (see [`capability_statement`]), and the
+//! writes ([`write`]). Every answer is `application/fhir+json`; every error
+//! an OperationOutcome; every read of a resource an audit entry naming the
+//! token's subject. What a request does is the domain's (`store`, `bundle`,
+//! `commit`, `policy`), which knows nothing of HTTP.
+
+pub mod guard;
+pub mod write;
 
 use std::net::SocketAddr;
 
@@ -10,13 +16,17 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use carehub_schema::{Action, ActorKind, AuditEntry, AuditWriter};
-use serde::{Deserialize, Serialize};
+use carehub_schema::{Action, AuditEntry, AuditWriter};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::auth::{Access, AuthConfig, AuthError, Authenticator, Grant, Principal};
+use crate::auth::{Access, AuthError, Authenticator, Grant, Principal};
+use crate::config::FhirConfig;
+use crate::outcome::{Outcome, Status};
+use crate::policy::{
+    IN_PATIENT_COMPARTMENT, gone, in_reach, not_found, read_entry, read_grant, refused_read_entry, served_type,
+};
 use crate::resources;
 use crate::search::Search;
 use crate::store::{self, Lookup, Served};
@@ -24,105 +34,6 @@ use crate::store::{self, Lookup, Served};
 /// Connector name in audit entries and metrics.
 pub const CONNECTOR: &str = "fhir";
 const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
-
-/// `[fhir]`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FhirConfig {
-    /// Run the FHIR endpoint in `carehub serve`.
-    #[serde(default = "default_true")]
-    pub enabled: bool,
-    /// Address it listens on.
-    #[serde(default = "default_listen")]
-    pub listen: SocketAddr,
-    #[serde(default)]
-    pub auth: AuthConfig,
-    /// Requests per second one client (token `client_id`, else `sub`) may
-    /// make, sustained; 0 turns the limit off. Past it: 429.
-    #[serde(default = "default_rate")]
-    pub rate_limit_per_second: u32,
-    /// Requests a client may make at once above the sustained rate.
-    #[serde(default = "default_burst")]
-    pub rate_limit_burst: u32,
-    /// EHRs that get the order status of their clinic's orders pushed:
-    /// `[fhir.push.<name>]`.
-    #[serde(default)]
-    pub push: std::collections::BTreeMap<String, EhrSubscriber>,
-    /// Consumer group of the push (reads the lab's `ehr_events_topic`).
-    #[serde(default = "default_push_group")]
-    pub push_group: String,
-    /// The HTTP listener's limits: connections, deadlines, sizes.
-    #[serde(default)]
-    pub http: crate::guard::HttpLimits,
-}
-
-/// One EHR that follows a clinic's orders.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EhrSubscriber {
-    /// The EHR's FHIR base URL; Task and ServiceRequest are PUT under it.
-    pub base_url: String,
-    /// The clinic whose orders it follows (identifier value, any case).
-    pub clinic: String,
-    /// Bearer token the EHR expects, if any. Secret: never logged.
-    #[serde(default)]
-    pub bearer_token: Option<carehub_core::SensitiveString>,
-    /// Milliseconds one request may take.
-    #[serde(default = "default_push_timeout_ms")]
-    pub timeout_ms: u64,
-    /// Attempts (timeouts, 5xx, 408, 429) before the event is dead-lettered.
-    #[serde(default = "default_push_attempts")]
-    pub max_attempts: usize,
-    /// Exponential backoff between attempts.
-    #[serde(default = "default_push_min_backoff_ms")]
-    pub min_backoff_ms: u64,
-    #[serde(default = "default_push_max_backoff_ms")]
-    pub max_backoff_ms: u64,
-}
-
-fn default_push_group() -> String {
-    "carehub-ehr-push".to_owned()
-}
-const fn default_push_timeout_ms() -> u64 {
-    10_000
-}
-const fn default_push_attempts() -> usize {
-    5
-}
-const fn default_push_min_backoff_ms() -> u64 {
-    200
-}
-const fn default_push_max_backoff_ms() -> u64 {
-    30_000
-}
-
-const fn default_true() -> bool {
-    true
-}
-const fn default_rate() -> u32 {
-    1000
-}
-const fn default_burst() -> u32 {
-    2000
-}
-fn default_listen() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 8081))
-}
-
-impl Default for FhirConfig {
-    fn default() -> Self {
-        FhirConfig {
-            enabled: true,
-            listen: default_listen(),
-            auth: AuthConfig::default(),
-            rate_limit_per_second: default_rate(),
-            rate_limit_burst: default_burst(),
-            push: Default::default(),
-            push_group: default_push_group(),
-            http: Default::default(),
-        }
-    }
-}
 
 type Limiter = governor::DefaultKeyedRateLimiter<String>;
 
@@ -147,120 +58,27 @@ fn limiter(per_second: u32, burst: u32) -> Option<std::sync::Arc<Limiter>> {
     )))
 }
 
-/// An error as FHIR answers it: an OperationOutcome with its HTTP status.
-#[derive(Debug)]
-pub struct Outcome {
-    status: StatusCode,
-    /// FHIR issue-type code (`not-found`, `login`, `forbidden`, …).
-    code: &'static str,
-    diagnostics: String,
-    /// Validation issues, each with where it is (FHIRPath-like).
-    located: Vec<crate::validate::Issue>,
-}
-
-impl Outcome {
-    pub fn new(status: StatusCode, code: &'static str, diagnostics: impl Into<String>) -> Self {
-        Outcome {
-            status,
-            code,
-            diagnostics: diagnostics.into(),
-            located: Vec::new(),
-        }
-    }
-
-    /// One issue per validation problem.
-    pub fn issues(status: StatusCode, code: &'static str, issues: &[crate::validate::Issue]) -> Self {
-        Outcome {
-            status,
-            code,
-            diagnostics: format!("{} problem(s) with the resource", issues.len()),
-            located: issues.to_vec(),
-        }
-    }
-
-    pub fn status(&self) -> StatusCode {
-        self.status
-    }
-
-    /// The same error, said of one entry of a Bundle.
-    pub fn in_entry(mut self, index: usize) -> Self {
-        self.diagnostics = format!("Bundle.entry[{index}]: {}", self.diagnostics);
-        for i in &mut self.located {
-            i.path = format!("Bundle.entry[{index}].resource.{}", i.path);
-        }
-        self
-    }
-
-    pub fn body(&self) -> Value {
-        let issues: Vec<Value> = if self.located.is_empty() {
-            vec![json!({ "severity": "error", "code": self.code, "diagnostics": self.diagnostics })]
-        } else {
-            self.located
-                .iter()
-                .map(|i| json!({ "severity": "error", "code": self.code, "diagnostics": i.message, "expression": [i.path] }))
-                .collect()
-        };
-        json!({ "resourceType": "OperationOutcome", "issue": issues })
+impl From<StatusCode> for Status {
+    fn from(s: StatusCode) -> Self {
+        Status::from_u16(s.as_u16())
     }
 }
 
 impl IntoResponse for Outcome {
     fn into_response(self) -> Response {
-        let mut res = (self.status, fhir_json(&self.body())).into_response();
-        if self.status == StatusCode::TOO_MANY_REQUESTS {
+        let status = StatusCode::from_u16(self.status().as_u16()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut res = (status, fhir_json(&self.body())).into_response();
+        if status == StatusCode::TOO_MANY_REQUESTS {
             res.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
-        if self.status == StatusCode::UNAUTHORIZED {
+        if status == StatusCode::UNAUTHORIZED {
             res.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer realm=\"carehub\""),
             );
         }
         res
-    }
-}
-
-impl From<sqlx::Error> for Outcome {
-    fn from(e: sqlx::Error) -> Self {
-        carehub_schema::Error::from(e).into()
-    }
-}
-
-impl From<carehub_schema::Error> for Outcome {
-    fn from(e: carehub_schema::Error) -> Self {
-        match e.code() {
-            // Class 22, data exception: the request carried a value the
-            // store cannot take. The client's error, not an outage: 400,
-            // and no ERROR line (the value is never quoted).
-            Some(code) if code.starts_with("22") => {
-                tracing::info!(sqlstate = code, "FHIR request refused: a value the store cannot take");
-                Outcome::new(
-                    StatusCode::BAD_REQUEST,
-                    "invalid",
-                    format!("a value in the request cannot be stored or searched (SQLSTATE {code})"),
-                )
-            }
-            _ if e.is_transient() => {
-                tracing::error!(error = %e, "FHIR request failed on the database");
-                Outcome::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "transient",
-                    "the record is unavailable; try again",
-                )
-            }
-            _ => {
-                tracing::error!(
-                    sqlstate = e.code().unwrap_or("none"),
-                    "FHIR request failed on the database"
-                );
-                Outcome::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "exception",
-                    "the request could not be completed",
-                )
-            }
-        }
     }
 }
 
@@ -298,7 +116,6 @@ pub fn router(
             }
         });
     }
-    use crate::write;
     Router::new()
         .route("/", post(write::bundle))
         .route("/$convert-hl7v2", post(convert_hl7v2))
@@ -342,7 +159,7 @@ pub struct BoundFhir {
     listen: SocketAddr,
     listener: tokio::net::TcpListener,
     app: axum::Router,
-    limits: crate::guard::HttpLimits,
+    limits: guard::HttpLimits,
 }
 
 impl std::fmt::Debug for BoundFhir {
@@ -367,14 +184,14 @@ pub async fn bind(
     Ok(BoundFhir {
         listen: config.listen,
         listener,
-        app: crate::guard::protect(router(config, pool, auth, intake_topic, converter), &config.http),
+        app: guard::protect(router(config, pool, auth, intake_topic, converter), &config.http),
         limits: config.http.clone(),
     })
 }
 
 impl BoundFhir {
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
-        crate::guard::serve(self.listener, self.app, &self.limits, shutdown)
+        guard::serve(self.listener, self.app, &self.limits, shutdown)
             .await
             .map_err(|e| ServeError::Bind(self.listen, e))
     }
@@ -608,52 +425,6 @@ pub(crate) async fn answer_read(
     ))
 }
 
-pub(crate) fn not_found(resource_type: &str, id: &str) -> Outcome {
-    Outcome::new(
-        StatusCode::NOT_FOUND,
-        "not-found",
-        format!("{resource_type}/{id} is not known"),
-    )
-}
-
-pub(crate) fn gone(resource_type: &str, id: &str) -> Outcome {
-    Outcome::new(StatusCode::GONE, "deleted", format!("{resource_type}/{id} was deleted"))
-}
-
-/// A patient-scoped token reaches only its patient's compartment. Outside
-/// it the answer is the one an unknown id gets (404), so the token cannot
-/// tell which ids exist (hardening item 13).
-pub(crate) fn in_reach(grant: &Grant, served: &Served, resource_type: &str, id: &str) -> Result<(), Outcome> {
-    match grant {
-        Grant::Patient(p) if !served.in_compartment(*p) => Err(not_found(resource_type, id)),
-        _ => Ok(()),
-    }
-}
-
-/// The audit entry of a read that was refused (scope, compartment): the
-/// attempt is on the trail as well as the reads that were served.
-pub(crate) fn refused_read_entry(
-    principal: &Principal,
-    resource_type: &str,
-    id: &str,
-    origin: String,
-    why: &Outcome,
-) -> AuditEntry {
-    read_entry(principal, resource_type, id, origin)
-        .detail(json!({ "outcome": "refused", "status": why.status().as_u16() }))
-}
-
-pub(crate) fn read_entry(principal: &Principal, resource_type: &str, id: &str, origin: String) -> AuditEntry {
-    AuditEntry::new(
-        actor_kind(principal),
-        principal.actor(),
-        Action::Read,
-        store::audit_entity(resource_type),
-    )
-    .entity(id)
-    .origin(origin)
-}
-
 /// A resource body with its ETag, Last-Modified and, for a create, Location.
 pub(crate) fn resource_response(
     status: StatusCode,
@@ -681,54 +452,6 @@ pub(crate) fn resource_response(
         h.insert(header::LOCATION, v);
     }
     res
-}
-
-/// Resource types in a patient's compartment (what `patient/` scopes reach).
-const IN_PATIENT_COMPARTMENT: &[&str] = &[
-    "Patient",
-    "ServiceRequest",
-    "Task",
-    "Observation",
-    "DiagnosticReport",
-    "DocumentReference",
-    "ImagingStudy",
-    "Invoice",
-];
-
-/// 404 for a type this server does not serve.
-pub(crate) fn served_type(resource_type: &str) -> Result<(), Outcome> {
-    if store::is_served(resource_type) {
-        Ok(())
-    } else {
-        Err(Outcome::new(
-            StatusCode::NOT_FOUND,
-            "not-supported",
-            format!("resource type {resource_type} is not served (see /metadata)"),
-        ))
-    }
-}
-
-pub(crate) fn read_grant(principal: &Principal, resource_type: &str) -> Result<Grant, Outcome> {
-    match principal.grant(resource_type, Access::Read) {
-        Grant::None => Err(Outcome::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            format!("the token's scopes do not allow reading {resource_type}"),
-        )),
-        g => Ok(g),
-    }
-}
-
-pub(crate) fn actor_kind(principal: &Principal) -> ActorKind {
-    if principal
-        .scopes
-        .iter()
-        .any(|s| s.context == crate::auth::Context::System)
-    {
-        ActorKind::System
-    } else {
-        ActorKind::User
-    }
 }
 
 /// The base URL entries' fullUrl start with.
@@ -952,7 +675,7 @@ async fn convert_hl7v2(State(state): State<AppState>, headers: HeaderMap, body: 
     state
         .audit
         .append(vec![
-            AuditEntry::new(actor_kind(&principal), principal.actor(), Action::Read, "hl7v2_message")
+            AuditEntry::new(principal.actor_kind(), principal.actor(), Action::Read, "hl7v2_message")
                 .origin("fhir:POST $convert-hl7v2")
                 .detail(json!({ "resources": resources, "unmapped": unmapped.len() })),
         ])
@@ -991,7 +714,7 @@ async fn audit_event(
     state
         .audit
         .append(vec![
-            AuditEntry::new(actor_kind(&principal), principal.actor(), Action::Read, "audit_log")
+            AuditEntry::new(principal.actor_kind(), principal.actor(), Action::Read, "audit_log")
                 .entity(seq)
                 .origin(format!("fhir:GET AuditEvent/{seq}")),
         ])
@@ -1060,7 +783,7 @@ async fn audit_events(
         .append(
             rows.iter()
                 .map(|r| {
-                    AuditEntry::new(actor_kind(&principal), principal.actor(), Action::Read, "audit_log")
+                    AuditEntry::new(principal.actor_kind(), principal.actor(), Action::Read, "audit_log")
                         .entity(r.seq)
                         .origin("fhir:GET AuditEvent?")
                 })
