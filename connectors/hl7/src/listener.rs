@@ -521,7 +521,7 @@ impl ConnectionHandler {
     }
 
     async fn handle_message(&self, raw: &Bytes, message: &Message<'_>, peer: SocketAddr) -> Option<String> {
-        let label = message.type_label();
+        let label = message.metric_label();
         MessageReceived {
             connector: CONNECTOR,
             message_type: &label,

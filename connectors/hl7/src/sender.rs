@@ -125,7 +125,7 @@ impl MllpSender {
         if control_id.is_empty() {
             return Err(SendError::Invalid("MSH-10 (message control id) is empty".into()));
         }
-        let label = parsed.type_label();
+        let label = parsed.metric_label();
         let mut delays = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(self.config.min_backoff_ms))
             .with_max_delay(Duration::from_millis(self.config.max_backoff_ms))

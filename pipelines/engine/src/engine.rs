@@ -217,7 +217,12 @@ impl Engine {
             }
             Err(e) => (None, Some(HandlerError::rejected("invalid_envelope", e.to_string()))),
         };
-        let message_type = env.as_ref().map_or("unparsed", |e| e.event_type.as_str());
+        // A bounded label: a type this pipeline handles, else `other`.
+        let message_type = match &env {
+            None => "unparsed",
+            Some(e) if self.handler.accepts(&e.event_type) => e.event_type.as_str(),
+            Some(_) => "other",
+        };
         MessageReceived {
             connector: name,
             message_type,

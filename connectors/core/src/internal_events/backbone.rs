@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use metrics::{counter, gauge, histogram};
 
-use super::{Stage, metric};
+use super::{InternalEvent, Stage, metric};
 
 /// A message arrived at a connector or pipeline.
 #[derive(Debug)]
@@ -11,8 +11,8 @@ pub struct MessageReceived<'a> {
     pub message_type: &'a str,
 }
 
-impl MessageReceived<'_> {
-    pub fn emit(self) {
+impl InternalEvent for MessageReceived<'_> {
+    fn emit(self) {
         tracing::debug!(
             connector = self.connector,
             message_type = self.message_type,
@@ -31,8 +31,8 @@ pub struct MessageSent<'a> {
     pub count: u64,
 }
 
-impl MessageSent<'_> {
-    pub fn emit(self) {
+impl InternalEvent for MessageSent<'_> {
+    fn emit(self) {
         counter!(metric::MESSAGES_SENT, "connector" => self.connector.to_owned(), "message_type" => self.message_type.to_owned())
             .increment(self.count);
     }
@@ -45,8 +45,8 @@ pub struct DuplicateSkipped<'a> {
     pub event_id: &'a str,
 }
 
-impl DuplicateSkipped<'_> {
-    pub fn emit(self) {
+impl InternalEvent for DuplicateSkipped<'_> {
+    fn emit(self) {
         tracing::info!(
             connector = self.connector,
             event_id = self.event_id,
@@ -64,8 +64,8 @@ pub struct MessageProcessed<'a> {
     pub elapsed: Duration,
 }
 
-impl MessageProcessed<'_> {
-    pub fn emit(self) {
+impl InternalEvent for MessageProcessed<'_> {
+    fn emit(self) {
         histogram!(metric::PROCESSING_SECONDS, "pipeline" => self.pipeline.to_owned(), "message_type" => self.message_type.to_owned())
             .record(self.elapsed.as_secs_f64());
     }
@@ -79,8 +79,8 @@ pub struct DeadLettered<'a> {
     pub dead_letter_id: i64,
 }
 
-impl DeadLettered<'_> {
-    pub fn emit(self) {
+impl InternalEvent for DeadLettered<'_> {
+    fn emit(self) {
         tracing::warn!(
             pipeline = self.pipeline,
             error_code = self.error_code,
@@ -109,8 +109,8 @@ impl std::fmt::Debug for ComponentError<'_> {
     }
 }
 
-impl ComponentError<'_> {
-    pub fn emit(self) {
+impl InternalEvent for ComponentError<'_> {
+    fn emit(self) {
         tracing::error!(
             component = self.component,
             stage = self.stage.as_str(),
@@ -135,8 +135,8 @@ pub struct OutboxPublished {
     pub backlog: i64,
 }
 
-impl OutboxPublished {
-    pub fn emit(self) {
+impl InternalEvent for OutboxPublished {
+    fn emit(self) {
         if self.count > 0 {
             tracing::debug!(count = self.count, backlog = self.backlog, "outbox batch published");
         }
@@ -154,8 +154,8 @@ pub struct ConsumerLag<'a> {
     pub lag: i64,
 }
 
-impl ConsumerLag<'_> {
-    pub fn emit(self) {
+impl InternalEvent for ConsumerLag<'_> {
+    fn emit(self) {
         gauge!(
             metric::CONSUMER_LAG,
             "group" => self.group.to_owned(),
@@ -176,8 +176,8 @@ pub struct ChangedDuplicate<'a> {
     pub message_id: uuid::Uuid,
 }
 
-impl ChangedDuplicate<'_> {
-    pub fn emit(self) {
+impl InternalEvent for ChangedDuplicate<'_> {
+    fn emit(self) {
         tracing::warn!(
             connector = self.connector,
             message_id = %self.message_id,
@@ -195,8 +195,8 @@ pub struct PipelineStalled<'a> {
     pub seconds: f64,
 }
 
-impl PipelineStalled<'_> {
-    pub fn emit(self) {
+impl InternalEvent for PipelineStalled<'_> {
+    fn emit(self) {
         gauge!(metric::PIPELINE_STALLED_SECONDS, "pipeline" => self.pipeline.to_owned()).set(self.seconds);
     }
 }

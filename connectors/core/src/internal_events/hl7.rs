@@ -1,6 +1,6 @@
 use metrics::{counter, gauge};
 
-use super::metric;
+use super::{InternalEvent, metric};
 
 /// An HL7 acknowledgement went back to a sender (MLLP listener).
 #[derive(Debug)]
@@ -13,8 +13,8 @@ pub struct Hl7AckSent<'a> {
     pub control_id: &'a str,
 }
 
-impl Hl7AckSent<'_> {
-    pub fn emit(self) {
+impl InternalEvent for Hl7AckSent<'_> {
+    fn emit(self) {
         tracing::debug!(
             connector = self.connector,
             message_type = self.message_type,
@@ -35,8 +35,8 @@ pub struct Hl7AckReceived<'a> {
     pub control_id: &'a str,
 }
 
-impl Hl7AckReceived<'_> {
-    pub fn emit(self) {
+impl InternalEvent for Hl7AckReceived<'_> {
+    fn emit(self) {
         tracing::debug!(
             connector = self.connector,
             ack = self.code,
@@ -55,8 +55,8 @@ pub struct Hl7Connections<'a> {
     pub delta: f64,
 }
 
-impl Hl7Connections<'_> {
-    pub fn emit(self) {
+impl InternalEvent for Hl7Connections<'_> {
+    fn emit(self) {
         gauge!(metric::HL7_CONNECTIONS, "connector" => self.connector.to_owned()).increment(self.delta);
     }
 }
@@ -70,8 +70,8 @@ pub struct Hl7SegmentsUnmapped<'a> {
     pub count: u64,
 }
 
-impl Hl7SegmentsUnmapped<'_> {
-    pub fn emit(self) {
+impl InternalEvent for Hl7SegmentsUnmapped<'_> {
+    fn emit(self) {
         counter!(
             metric::HL7_UNMAPPED_SEGMENTS,
             "message_type" => self.message_type.to_owned(),

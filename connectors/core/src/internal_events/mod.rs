@@ -8,6 +8,52 @@ mod hl7;
 pub use backbone::*;
 pub use hl7::*;
 
+/// One thing a component reports, in vector's shape: `emit` writes its log
+/// line and updates its metric together, so logs and dashboards cannot
+/// disagree. Each component emits what it received, sent and failed at
+/// (`MessageReceived`, `MessageSent`, `ComponentError`, …); labels hold
+/// bounded values only (component, contract type, error code), never ids
+/// or a sender's own text. Tests check a running hub's `/metrics` for them
+/// (`tests/common::assert_component_events`).
+pub trait InternalEvent: Sized {
+    fn emit(self);
+
+    /// The event's name, for logs of the events themselves.
+    fn name(&self) -> &'static str {
+        let full = std::any::type_name::<Self>();
+        let base = full.split('<').next().unwrap_or(full);
+        base.rsplit("::").next().unwrap_or(base)
+    }
+}
+
+/// `event.emit()` without the trait in scope: each event also has it as its own method.
+macro_rules! emit_inherent {
+    ($($event:ty),* $(,)?) => {
+        $(impl $event {
+            pub fn emit(self) {
+                <Self as InternalEvent>::emit(self)
+            }
+        })*
+    };
+}
+
+emit_inherent!(
+    MessageReceived<'_>,
+    MessageSent<'_>,
+    DuplicateSkipped<'_>,
+    MessageProcessed<'_>,
+    DeadLettered<'_>,
+    ComponentError<'_>,
+    OutboxPublished,
+    ConsumerLag<'_>,
+    ChangedDuplicate<'_>,
+    PipelineStalled<'_>,
+    Hl7AckSent<'_>,
+    Hl7AckReceived<'_>,
+    Hl7Connections<'_>,
+    Hl7SegmentsUnmapped<'_>,
+);
+
 /// Metric names, in one place so dashboards have one list to read.
 pub mod metric {
     pub const MESSAGES_RECEIVED: &str = "carehub_messages_received_total";

@@ -19,6 +19,18 @@ use memchr::memchr2;
 // Escapes are part of ER7's encoding rules: they depend on the delimiters.
 pub mod escape;
 
+/// Message codes of HL7 table 0076 (v2.5.1–v2.9) that label metrics.
+const MESSAGE_CODES: &[&str] = &[
+    "ACK", "ADR", "ADT", "BAR", "BPS", "BRP", "BRT", "BTS", "CRM", "CSU", "DFT", "DOC", "EAC", "EAN", "EAR", "EHC",
+    "ESR", "ESU", "INR", "INU", "LSR", "LSU", "MDM", "MFA", "MFK", "MFN", "MFQ", "MFR", "NMD", "NMQ", "NMR", "OMB",
+    "OMD", "OMG", "OMI", "OML", "OMN", "OMP", "OMS", "OPL", "OPR", "OPU", "ORA", "ORB", "ORD", "ORF", "ORG", "ORI",
+    "ORL", "ORM", "ORN", "ORP", "ORR", "ORS", "ORU", "OSM", "OSQ", "OSR", "OUL", "PEX", "PGL", "PIN", "PMU", "PPG",
+    "PPP", "PPR", "PPT", "PPV", "PRR", "PTR", "QBP", "QCK", "QCN", "QRY", "QSB", "QSX", "QVR", "RAR", "RAS", "RCI",
+    "RCL", "RDE", "RDR", "RDS", "RDY", "REF", "RER", "RGR", "RGV", "ROR", "RPA", "RPI", "RPL", "RPR", "RQA", "RQI",
+    "RQP", "RRA", "RRD", "RRE", "RRG", "RRI", "RSP", "RTB", "SCN", "SDN", "SDR", "SIU", "SLN", "SLR", "SMD", "SQM",
+    "SQR", "SRM", "SRR", "SSR", "SSU", "STC", "STI", "SUR", "TBR", "TCR", "TCU", "UDM", "VXQ", "VXR", "VXU", "VXX",
+];
+
 /// The delimiters a message declares in MSH-1 and MSH-2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Delimiters {
@@ -260,6 +272,22 @@ impl<'a> Message<'a> {
             code.to_owned()
         } else {
             format!("{code}^{trigger}")
+        }
+    }
+
+    /// MSH-9 as a metric label, bounded whatever the sender writes: a
+    /// message code of HL7 table 0076 with a trigger event shaped as table
+    /// 0003's (`A01`, `O21`), else `other`.
+    pub fn metric_label(&self) -> String {
+        let (code, trigger) = self.message_type();
+        let trigger_ok = trigger.is_empty()
+            || (trigger.len() == 3
+                && trigger.as_bytes()[0].is_ascii_uppercase()
+                && trigger[1..].bytes().all(|b| b.is_ascii_digit()));
+        if MESSAGE_CODES.contains(&code) && trigger_ok {
+            self.type_label()
+        } else {
+            "other".to_owned()
         }
     }
 
@@ -639,6 +667,20 @@ fn indexed(s: &str) -> Option<(&str, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_metric_label_is_bounded_whatever_msh_9_says() {
+        let label = |msh9: &str| {
+            let text = format!("MSH|^~\\&|A|B|C|D|20240101||{msh9}|1|P|2.5\r");
+            Message::parse(&text).expect("parses").metric_label()
+        };
+        assert_eq!(label("ADT^A01"), "ADT^A01");
+        assert_eq!(label("ORU^R01^ORU_R01"), "ORU^R01");
+        assert_eq!(label("ACK"), "ACK");
+        assert_eq!(label("ZZZ^A01"), "other");
+        assert_eq!(label("ADT^patient-1234"), "other");
+        assert_eq!(label("ADT^A0001"), "other");
+    }
 
     const ADT: &str = "MSH|^~\\&|EHR|CLINIC|CAREHUB|LAB|20261125101500||ADT^A01^ADT_A01|MSG0001|P|2.5.1|||AL|NE\r\
 EVN|A01|20261125101500\r\
