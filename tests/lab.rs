@@ -770,3 +770,137 @@ async fn a_push_the_ehr_refuses_is_dead_lettered_with_its_reason() {
     assert_eq!(code, "rejected_by_receiver");
     assert!(reason.contains("PUT Task/") && reason.contains("422"), "{reason}");
 }
+
+/// An EHR that logs each Task it is sent: (business status, lastModified),
+/// lastModified telling one status change from another.
+async fn task_ehr() -> (String, std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>) {
+    use axum::extract::{Path, State};
+    use axum::http::StatusCode;
+    type Log = std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>;
+    async fn put(State(log): State<Log>, Path((ty, _id)): Path<(String, String)>, body: String) -> StatusCode {
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        if ty == "Task" {
+            let status = v["businessStatus"]["text"].as_str().unwrap_or("").to_owned();
+            let at = v["lastModified"].as_str().unwrap_or("").to_owned();
+            log.lock().expect("log").push((status, at));
+        }
+        StatusCode::OK
+    }
+    let log: Log = Default::default();
+    let app = axum::Router::new()
+        .route("/fhir/{ty}/{id}", axum::routing::put(put))
+        .with_state(log.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (format!("http://{addr}/fhir"), log)
+}
+
+/// The values in the order first seen under their key, and how many
+/// deliveries repeated a key seen before.
+fn first_seen(deliveries: &[(String, String)]) -> (Vec<String>, usize) {
+    let mut keys: Vec<&String> = Vec::new();
+    let mut values = Vec::new();
+    for (key, value) in deliveries {
+        if !keys.contains(&key) {
+            keys.push(key);
+            values.push(value.clone());
+        }
+    }
+    (values, deliveries.len() - keys.len())
+}
+
+/// The one delivery runner, both receivers at once (HL7 over MLLP to the
+/// clinic, FHIR PUTs to its EHR), the hub killed with SIGKILL mid-stream:
+/// each receiver gets every status change, in order, and at most the one in
+/// flight at the kill twice (its delivery commit did not happen; the record
+/// is redelivered and sent again under the same MSH-10 / lastModified);
+/// each delivery is remembered and audited once.
+#[tokio::test]
+async fn killed_mid_delivery_the_hl7_and_ehr_receivers_get_everything_in_order() {
+    let (peer, seen) = mllp_peer().await;
+    let (ehr, tasks) = task_ehr().await;
+    let db = fresh_db().await;
+    let mut hub = start_hub_with(
+        db,
+        vec![
+            ("CAREHUB_HL7__DESTINATIONS__NORTH__ENDPOINT", peer),
+            ("CAREHUB_HL7__DESTINATIONS__NORTH__MIN_BACKOFF_MS", "50".to_owned()),
+            (
+                "CAREHUB_PIPELINES__LAB__CLINICS__NORTHCLINIC__HL7_DESTINATION",
+                "north".to_owned(),
+            ),
+            ("CAREHUB_FHIR__PUSH__NORTH__BASE_URL", ehr),
+            ("CAREHUB_FHIR__PUSH__NORTH__CLINIC", "NORTHCLINIC".to_owned()),
+            ("CAREHUB_FHIR__PUSH__NORTH__MIN_BACKOFF_MS", "50".to_owned()),
+            ("CAREHUB_FHIR__PUSH_GROUP", format!("push-{}", Uuid::new_v4().simple())),
+        ],
+    )
+    .await;
+    order_device(&hub, "LAB0011", "PO-7011").await;
+    let order = lab_orders(&hub, 1).remove(0).1;
+    for (i, (status, _)) in JOURNEY[..4].iter().enumerate() {
+        report(&hub, order.order_id, i as i64 + 1, status, journey_extra(status)).await;
+    }
+    let some = eventually(Duration::from_secs(60), || async {
+        (received(&seen).len() >= 2 && tasks.lock().expect("tasks").len() >= 2).then_some(())
+    })
+    .await;
+    assert!(some.is_some(), "deliveries started before the kill");
+
+    hub.server.0.kill().expect("kill -9");
+    let _ = hub.server.0.wait();
+    for (i, (status, _)) in JOURNEY.iter().enumerate().skip(4) {
+        report(&hub, order.order_id, i as i64 + 1, status, journey_extra(status)).await;
+    }
+    hub.server = serve(&hub.envs);
+
+    let hl7 = || -> Vec<(String, String)> {
+        control_ids(&seen)
+            .into_iter()
+            .zip(statuses(&received(&seen)).into_iter().map(|(_, s)| s))
+            .collect()
+    };
+    let ehr = || -> Vec<(String, String)> {
+        tasks
+            .lock()
+            .expect("tasks")
+            .iter()
+            .map(|(status, at)| (at.clone(), status.clone()))
+            .collect()
+    };
+    let all = eventually(Duration::from_secs(120), || async {
+        (first_seen(&hl7()).0.len() >= JOURNEY.len() && first_seen(&ehr()).0.len() >= JOURNEY.len()).then_some(())
+    })
+    .await;
+    assert!(all.is_some(), "HL7 heard {:?}; the EHR {:?}", hl7(), ehr());
+
+    let (hl7_order, hl7_repeats) = first_seen(&hl7());
+    assert_eq!(hl7_order, JOURNEY.map(|(s, _)| s.to_owned()), "HL7 in order");
+    assert!(
+        hl7_repeats <= 1,
+        "HL7: at most the message in flight repeated: {:?}",
+        hl7()
+    );
+    let (ehr_order, ehr_repeats) = first_seen(&ehr());
+    assert_eq!(ehr_order, JOURNEY.map(|(s, _)| s.to_owned()), "EHR in order");
+    assert!(
+        ehr_repeats <= 1,
+        "EHR: at most the push in flight repeated: {:?}",
+        ehr()
+    );
+    for consumer in ["hl7_out", "ehr_push"] {
+        let sends = eventually(Duration::from_secs(30), || async {
+            let n = count(
+                &hub.db.pool,
+                &format!("SELECT count(*) FROM audit_log WHERE action = 'send' AND actor_id = '{consumer}'"),
+            )
+            .await;
+            (n == JOURNEY.len() as i64).then_some(n)
+        })
+        .await;
+        assert!(sends.is_some(), "{consumer}: each delivery remembered and audited once");
+    }
+}
