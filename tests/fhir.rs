@@ -291,6 +291,16 @@ async fn the_record_reads_as_fhir_with_tokens_scopes_and_an_audit_entry_per_read
             .any(|(actor, ..)| actor == "mallory" || actor == "pat-9" || actor == "dr-old"),
         "refused requests read nothing"
     );
+    // The endpoint counts each request under its FHIR interaction (bounded).
+    let m = metrics_text(&hub);
+    let missing = missing_component_events(
+        &m,
+        "connector",
+        "fhir",
+        &[carehub_core::internal_events::metric::MESSAGES_RECEIVED],
+    );
+    assert!(missing.is_empty(), "fhir did not emit {missing:?}");
+    assert!(m.contains("message_type=\"read\""), "reads counted as `read`");
 }
 
 #[tokio::test]

@@ -738,6 +738,28 @@ async fn each_status_is_pushed_to_the_clinics_ehr_in_order_as_task_and_service_r
     })
     .await;
     assert!(pushed.is_some(), "each push audited once");
+
+    // Each component emitted the events it must (bounded labels only).
+    use carehub_core::internal_events::metric;
+    let m = metrics_text(&hub);
+    for (label, value, events) in [
+        (
+            "connector",
+            "hl7_mllp",
+            &[metric::MESSAGES_RECEIVED, metric::HL7_ACKS_SENT][..],
+        ),
+        ("connector", "lab_status", &[metric::MESSAGES_RECEIVED][..]),
+        ("connector", "hl7_out", &[metric::MESSAGES_SENT][..]),
+        ("connector", "ehr_push", &[metric::MESSAGES_SENT][..]),
+        ("connector", "hl7_mllp_sender", &[metric::HL7_ACKS_RECEIVED][..]),
+    ] {
+        let missing = missing_component_events(&m, label, value, events);
+        assert!(missing.is_empty(), "{value} did not emit {missing:?}");
+    }
+    assert!(
+        m.contains("message_type=\"ORM^O01\""),
+        "the order counted under its (bounded) MSH-9 label"
+    );
 }
 
 #[tokio::test]

@@ -623,3 +623,35 @@ pub async fn processed(pool: &sqlx::PgPool, control_id: &str) -> bool {
     .await
     .is_some()
 }
+
+/// The hub's `/metrics` text.
+pub fn metrics_text(hub: &Hub) -> String {
+    let port: u16 = env_value(&hub.envs, "CAREHUB_HTTP__LISTEN")
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("CAREHUB_HTTP__LISTEN has a port");
+    http_get(port, "/metrics").map(|(_, body)| body).unwrap_or_default()
+}
+
+/// The compliance check of internal events (vector's shape): each metric of
+/// `events` has a series labelled `label="value"` with a count above zero.
+/// Returns the metrics that do not, so a failing assertion names them.
+pub fn missing_component_events(metrics: &str, label: &str, value: &str, events: &[&str]) -> Vec<String> {
+    let wanted = format!("{label}=\"{value}\"");
+    events
+        .iter()
+        .filter(|name| {
+            !metrics.lines().any(|l| {
+                !l.starts_with('#')
+                    && l.starts_with(&format!("{name}{{"))
+                    && l.contains(&wanted)
+                    && l.rsplit(' ')
+                        .next()
+                        .and_then(|v| v.parse::<f64>().ok())
+                        .is_some_and(|v| v > 0.0)
+            })
+        })
+        .map(|name| name.to_string())
+        .collect()
+}

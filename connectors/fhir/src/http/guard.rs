@@ -29,14 +29,59 @@ impl ErrorShape for FhirErrors {
     }
 }
 
-/// Wraps `router` with the kit's request checks, FHIR's error shape and the
-/// `_format` rule.
+/// Wraps `router` with the kit's request checks, FHIR's error shape, the
+/// `_format` rule and the endpoint's internal events.
 pub fn protect(router: axum::Router, limits: &HttpLimits) -> axum::Router {
-    carehub_connector_kit::http::protect(
-        router.layer(axum::middleware::from_fn(format_check)),
-        limits,
-        FhirErrors,
-    )
+    let router = router
+        .layer(axum::middleware::from_fn(format_check))
+        .layer(axum::middleware::from_fn(observe));
+    carehub_connector_kit::http::protect(router, limits, FhirErrors)
+}
+
+/// The FHIR interaction a request is (bounded: a metric label).
+fn interaction(method: &axum::http::Method, path: &str) -> &'static str {
+    use axum::http::Method;
+    let segments: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    match (method, segments.as_slice()) {
+        (&Method::GET, ["metadata"]) => "capabilities",
+        (&Method::POST, []) => "batch-transaction",
+        (&Method::POST, ["$convert-hl7v2"]) => "convert-hl7v2",
+        (&Method::GET, [_]) => "search-type",
+        (&Method::GET, [_, "_history"] | [_, _, "_history"]) => "history",
+        (&Method::GET, [_, _, "_history", _]) => "vread",
+        (&Method::GET, [_, _]) => "read",
+        (&Method::POST, [_]) => "create",
+        (&Method::PUT, [_, _]) => "update",
+        (&Method::DELETE, [_, _]) => "delete",
+        _ => "other",
+    }
+}
+
+/// Each request is a `MessageReceived` of its interaction; an answer the
+/// endpoint failed to give (5xx) a `ComponentError`.
+async fn observe(req: Request, next: Next) -> Response {
+    use carehub_core::internal_events::{ComponentError, MessageReceived, Stage};
+    let kind = interaction(req.method(), req.uri().path());
+    MessageReceived {
+        connector: crate::http::CONNECTOR,
+        message_type: kind,
+    }
+    .emit();
+    let res = next.run(req).await;
+    if res.status().is_server_error() {
+        ComponentError {
+            component: crate::http::CONNECTOR,
+            stage: Stage::Processing,
+            error_code: if res.status() == StatusCode::SERVICE_UNAVAILABLE {
+                "store_unavailable"
+            } else {
+                "internal"
+            },
+            error: &res.status(),
+        }
+        .emit();
+    }
+    res
 }
 
 /// The FHIR issue type for an HTTP status that the router or an extractor
@@ -74,4 +119,20 @@ async fn format_check(req: Request, next: Next) -> Response {
         }
     }
     next.run(req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::Method;
+
+    #[test]
+    fn each_request_is_one_of_a_few_interactions() {
+        assert_eq!(interaction(&Method::GET, "/Patient/123"), "read");
+        assert_eq!(interaction(&Method::GET, "/Patient"), "search-type");
+        assert_eq!(interaction(&Method::GET, "/Patient/1/_history/2"), "vread");
+        assert_eq!(interaction(&Method::PUT, "/Task/1"), "update");
+        assert_eq!(interaction(&Method::POST, "/"), "batch-transaction");
+        assert_eq!(interaction(&Method::PATCH, "/a/b/c/d/e"), "other");
+    }
 }
