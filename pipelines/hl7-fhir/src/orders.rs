@@ -1,9 +1,7 @@
-//! Orders and results: ORC, OBR, TQ1, OBX, NTE, SPM.
+//! Orders: ORC, OBR, TQ1, RF1 (referrals), and what an order is
+//! ([`OrderKind`]). Results are in `results`, pharmacy orders in `pharmacy`.
 
-use base64::Engine as _;
 use serde_json::{Map, Value, json};
-
-use carehub_hl7::codec::er7::Value as V2;
 
 use crate::datatypes as dt;
 use crate::{Builder, Last};
@@ -97,7 +95,7 @@ impl Builder<'_> {
     /// OBR: the order's details, and for results (ORU) the DiagnosticReport.
     /// An EIP (ORC-8, OBR-29: the parent's placer and filler numbers) →
     /// the parent ServiceRequest the order `e` is based on.
-    fn parent_order(&mut self, i: usize, n: usize, e: usize) {
+    pub(crate) fn parent_order(&mut self, i: usize, n: usize, e: usize) {
         let parent = self.f(i, n);
         let (placer, filler) = (parent.component(1), parent.component(2));
         let ids: Vec<Value> = [
@@ -306,562 +304,9 @@ impl Builder<'_> {
         }
         true
     }
-
-    pub(crate) fn obx(&mut self, i: usize) -> bool {
-        // Under TXA (MDM), OBX carry the document's content (and are
-        // observations still).
-        if let Some(d) = self.document {
-            let value = self.f(i, 5);
-            let value_type = self.f(i, 2).text().unwrap_or_default();
-            if matches!(value_type.as_str(), "ED" | "RP") {
-                for rep in value.repetitions() {
-                    if let Some(a) = dt::attachment(&value_type, &rep) {
-                        self.push(d, "content", json!({ "attachment": a }));
-                    }
-                }
-            } else {
-                // Text lines (TX, FT, ST…): one text/plain attachment.
-                let content: Vec<String> = value.repetitions().filter_map(|r| r.text()).collect();
-                if !content.is_empty() {
-                    let data = base64::engine::general_purpose::STANDARD.encode(content.join("\n").as_bytes());
-                    self.push(
-                        d,
-                        "content",
-                        json!({ "attachment": { "contentType": "text/plain", "data": data } }),
-                    );
-                }
-            }
-        }
-        // An ED or RP result elsewhere is a document (a PDF, an image, a
-        // pointer to one): no Observation value can hold it in R4, it is a
-        // report's presented form.
-        let value_type = self.f(i, 2).text().unwrap_or_default();
-        if self.document.is_none() && matches!(value_type.as_str(), "ED" | "RP") {
-            return self.obx_report(i, &value_type);
-        }
-        let mut o = Map::new();
-        let status = self.f(i, 11).text();
-        o.insert(
-            "status".into(),
-            json!(match status.as_deref() {
-                Some("F") => "final",
-                Some("C") => "corrected",
-                Some("X" | "D") => "cancelled",
-                Some("W") => "entered-in-error",
-                Some("P" | "R" | "S" | "I" | "O") => "preliminary",
-                Some("A") => "amended",
-                _ => "final",
-            }),
-        );
-        o.insert(
-            "code".into(),
-            dt::codeable(&self.f(i, 3)).unwrap_or_else(|| json!({ "text": "unspecified" })),
-        );
-        if let Some(p) = self.patient_ref() {
-            o.insert("subject".into(), p);
-        }
-        if let Some(e) = self.encounter_ref() {
-            o.insert("encounter".into(), e);
-        }
-        if let Some(order) = self.current_order() {
-            o.insert("basedOn".into(), json!([self.reference(order)]));
-        }
-        // Under RXA (VXU), an OBX observes the administration.
-        if let Some(m) = self.immunization {
-            o.insert("partOf".into(), json!([self.reference(m)]));
-        }
-        let value_type = self.f(i, 2).text().unwrap_or_default();
-        let value = self.f(i, 5);
-        let unit = self.f(i, 6);
-        let first = value.repetitions().next();
-        match (value_type.as_str(), first) {
-            ("NM" | "SN", Some(v)) => {
-                let number = if value_type == "SN" {
-                    v.component(2)
-                } else {
-                    v.component(1)
-                };
-                if let Some(q) = number.text().and_then(|n| dt::quantity(&n, &unit)) {
-                    o.insert("valueQuantity".into(), q);
-                }
-            }
-            ("CE" | "CWE" | "CNE", Some(v)) => {
-                if let Some(c) = dt::codeable(&v) {
-                    o.insert("valueCodeableConcept".into(), c);
-                }
-            }
-            ("DT" | "TS" | "DTM", Some(v)) => {
-                if let Some(t) = dt::date_time(&v) {
-                    o.insert("valueDateTime".into(), json!(t));
-                }
-            }
-            ("TM", Some(v)) => {
-                if let Some(t) = v.text() {
-                    o.insert("valueTime".into(), json!(t));
-                }
-            }
-            (_, Some(_)) => {
-                let text: Vec<String> = value.repetitions().filter_map(|r| r.text()).collect();
-                if !text.is_empty() {
-                    o.insert("valueString".into(), json!(text.join("\n")));
-                }
-            }
-            (_, None) => {}
-        }
-        if let Some(range) = self.f(i, 7).text() {
-            o.insert("referenceRange".into(), json!([{ "text": range }]));
-        }
-        let flags: Vec<Value> = self
-            .f(i, 8)
-            .repetitions()
-            .filter_map(|r| {
-                r.component(1).text().map(|c| {
-                    json!({ "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation", "code": c }] })
-                })
-            })
-            .collect();
-        if !flags.is_empty() {
-            o.insert("interpretation".into(), Value::Array(flags));
-        }
-        if let Some(t) = dt::date_time(&self.f(i, 14)) {
-            o.insert("effectiveDateTime".into(), json!(t));
-        }
-        // OBX-19: when the analysis was done (effective is when the specimen was taken).
-        if let Some(t) = dt::date_time(&self.f(i, 19)) {
-            o.insert(
-                "extension".into(),
-                json!([{ "url": "http://hl7.org/fhir/StructureDefinition/observation-analysis-date-time", "valueDateTime": t }]),
-            );
-        }
-        // Responsible observer (16), performing organization (23) and its
-        // medical director (25).
-        let mut performers = self.practitioner_roles(i, 16, "RO", "Responsible Observer");
-        // The observers themselves, beside their role.
-        performers.extend(self.practitioner(i, 16));
-        performers.extend(self.lab_performers(i));
-        if !performers.is_empty() {
-            o.insert("performer".into(), Value::Array(performers));
-        }
-        if let Some(m) = dt::codeable(&self.f(i, 17)) {
-            o.insert("method".into(), m);
-        }
-        // Equipment instance (18): the device that measured.
-        let equipment = self.f(i, 18);
-        if let Some(ident) = dt::entity_identifier(&equipment, None) {
-            let mut device = Map::new();
-            device.insert("identifier".into(), json!([ident]));
-            let key = format!("equipment|{}", equipment.raw());
-            let dev = self.add("Device", &key, device);
-            o.insert("device".into(), self.reference(dev));
-        }
-        if let Some(b) = dt::codeable(&self.f(i, 20)) {
-            o.insert("bodySite".into(), b);
-        }
-        if let Some(ident) = dt::entity_identifier(&self.f(i, 21), None) {
-            o.insert("identifier".into(), json!([ident]));
-        }
-        if let Some(s) = self.specimen {
-            o.insert("specimen".into(), self.reference(s));
-        }
-        let e = self.add("Observation", &format!("obx|{i}"), o);
-        self.group_observations.push(e);
-        if let Some(r) = self.report {
-            let reference = self.reference(e);
-            self.push(r, "result", reference);
-        }
-        self.last = Last::Entry(e);
-        true
-    }
-
-    /// OBX-25, the medical director of OBX-23's organization, then that
-    /// organization: who performed an OBX besides its observers.
-    fn lab_performers(&mut self, i: usize) -> Vec<Value> {
-        let lab = self.performing_lab(i);
-        let mut performers = self.practitioner_roles_in(i, 25, "MDIR", "Medical Director", lab.as_ref());
-        performers.extend(lab);
-        performers
-    }
-
-    /// OBX-23, the performing organization, with its address (OBX-24).
-    fn performing_lab(&mut self, i: usize) -> Option<Value> {
-        let lab = self.f(i, 23);
-        let org = self.xon(&lab)?;
-        let address: Vec<Value> = self.addresses(i, 24);
-        if !address.is_empty()
-            && let Some(e) = org["reference"].as_str().and_then(|r| self.entry_of(r))
-        {
-            self.fill(e, "address", Value::Array(address));
-        }
-        Some(org)
-    }
-
-    /// An OBX carrying a document (ED, RP) → a DiagnosticReport coded by
-    /// OBX-3, presented in the document, based on the order it follows.
-    fn obx_report(&mut self, i: usize, value_type: &str) -> bool {
-        let forms: Vec<Value> = self
-            .f(i, 5)
-            .repetitions()
-            .filter_map(|rep| dt::attachment(value_type, &rep))
-            .collect();
-        let mut r = Map::new();
-        let status = match self.f(i, 11).text().as_deref() {
-            Some("W") => "entered-in-error",
-            Some("D") => "cancelled",
-            other => report_status(other),
-        };
-        r.insert("status".into(), json!(status));
-        r.insert(
-            "code".into(),
-            dt::codeable(&self.f(i, 3)).unwrap_or_else(|| json!({ "text": "unspecified" })),
-        );
-        if let Some(order) = self.current_order() {
-            r.insert("basedOn".into(), json!([self.reference(order)]));
-        }
-        if let Some(p) = self.patient_ref() {
-            r.insert("subject".into(), p);
-        }
-        if let Some(e) = self.encounter_ref() {
-            r.insert("encounter".into(), e);
-        }
-        if let Some(t) = dt::date_time(&self.f(i, 14)) {
-            r.insert("effectiveDateTime".into(), json!(t));
-        }
-        // Responsible observer (16), performing organization (23) and its
-        // medical director (25), as for an Observation.
-        let observers = self.practitioner_roles(i, 16, "RO", "Responsible Observer");
-        if !observers.is_empty() {
-            r.insert("resultsInterpreter".into(), Value::Array(observers));
-        }
-        let performers = self.lab_performers(i);
-        if !performers.is_empty() {
-            r.insert("performer".into(), Value::Array(performers));
-        }
-        if let Some(s) = self.specimen {
-            r.insert("specimen".into(), json!([self.reference(s)]));
-        }
-        if !forms.is_empty() {
-            r.insert("presentedForm".into(), Value::Array(forms));
-        }
-        let e = self.add("DiagnosticReport", &format!("obx|{i}"), r);
-        self.last = Last::Entry(e);
-        true
-    }
-
-    pub(crate) fn nte(&mut self, i: usize) -> bool {
-        let text: Vec<String> = self.f(i, 3).repetitions().filter_map(|r| r.text()).collect();
-        // NTE-5: who wrote the note.
-        let author = self.practitioner(i, 5).into_iter().next();
-        match (self.last, text.is_empty()) {
-            (_, true) => true,
-            (Last::Entry(e), false) => {
-                let kind = self.entries[e].0.clone();
-                match kind.as_str() {
-                    "ServiceRequest" | "Observation" | "AllergyIntolerance" | "Condition" | "Procedure"
-                    | "Specimen" | "Immunization" | "MedicationRequest" | "NutritionOrder" => {
-                        let mut note = Map::new();
-                        if let Some(a) = author {
-                            note.insert("authorReference".into(), a);
-                        }
-                        note.insert("text".into(), json!(text.join("\n")));
-                        self.push(e, "note", Value::Object(note));
-                        true
-                    }
-                    // Appointment has one comment, not notes: each NTE adds a paragraph.
-                    "Appointment" => {
-                        let comment = match self.entries[e].2["comment"].as_str() {
-                            Some(before) => format!("{before}\n\n{}", text.join("\n")),
-                            None => text.join("\n"),
-                        };
-                        self.set(e, "comment", json!(comment));
-                        true
-                    }
-                    _ => false,
-                }
-            }
-            (Last::None, false) => false,
-        }
-    }
-
-    pub(crate) fn spm(&mut self, i: usize) -> bool {
-        let mut s = Map::new();
-        let id = self.f(i, 2);
-        // SPM-2: the placer's and the filler's numbers (EIP); SPM-31 other
-        // identifiers (CX); SPM-32 the shipment's (EI); SPM-30 the accession.
-        let mut ids = dt::eip_identifiers(&id);
-        ids.extend(self.identifiers(i, 31));
-        ids.extend(dt::entity_identifier(&self.f(i, 32), None));
-        if !ids.is_empty() {
-            s.insert("identifier".into(), Value::Array(ids));
-        }
-        if let Some(acc) = self.identifiers(i, 30).into_iter().next() {
-            s.insert("accessionIdentifier".into(), acc);
-        }
-        // SPM-3: the specimens this one was taken from.
-        let parents = self.f(i, 3);
-        let mut parent_refs = Vec::new();
-        for p in parents.repetitions() {
-            let pids = dt::eip_identifiers(&p);
-            if pids.is_empty() {
-                continue;
-            }
-            let mut ps = Map::new();
-            ps.insert("identifier".into(), Value::Array(pids));
-            if let Some(subject) = self.patient_ref() {
-                ps.insert("subject".into(), subject);
-            }
-            let pe = self.add("Specimen", &format!("parent|{}", p.raw()), ps);
-            parent_refs.push(self.reference(pe));
-        }
-        if !parent_refs.is_empty() {
-            s.insert("parent".into(), Value::Array(parent_refs));
-        }
-        if let Some(t) = dt::codeable(&self.f(i, 4)) {
-            s.insert("type".into(), t);
-        }
-        if let Some(p) = self.patient_ref() {
-            s.insert("subject".into(), p);
-        }
-        let collected = self.f(i, 17);
-        let mut collection = Map::new();
-        if let Some(t) = dt::date_time(&collected.component(1)) {
-            collection.insert("collectedDateTime".into(), json!(t));
-        }
-        // The collector OBR-10 named.
-        if let Some(who) = self.collector.clone() {
-            collection.insert("collector".into(), who);
-        }
-        if !collection.is_empty() {
-            s.insert("collection".into(), Value::Object(collection));
-        }
-        if let Some(t) = dt::date_time(&self.f(i, 18)) {
-            s.insert("receivedTime".into(), json!(t));
-        }
-        let e = self.add("Specimen", &format!("spm|{i}"), s);
-        // The specimen of the order group: its observations were made on it,
-        // and the order asked for it.
-        self.specimen = Some(e);
-        if let Some(order) = self.order_of_obx.or(self.order) {
-            let reference = self.reference(e);
-            self.push(order, "specimen", reference.clone());
-            self.set(e, "request", json!([self.reference(order)]));
-        }
-        let reference = self.reference(e);
-        for o in self.group_observations.clone() {
-            if self.entries[o].2.get("specimen").is_none() {
-                self.set(o, "specimen", reference.clone());
-            }
-        }
-        if let Some(r) = self.report {
-            let reference = self.reference(e);
-            self.push(r, "specimen", reference);
-        }
-        self.last = Last::Entry(e);
-        true
-    }
 }
 
-impl Builder<'_> {
-    /// The MedicationRequest, NutritionOrder or SupplyRequest the ORC before
-    /// made, if it made one of `kind`.
-    fn order_of(&self, kind: OrderKind) -> Option<usize> {
-        self.order.filter(|&o| self.entries[o].0 == kind.resource_type())
-    }
-
-    /// RXO (pharmacy order) → the MedicationRequest's medication (RXO-1, a
-    /// Medication with its form RXO-5), dose (RXO-2, units RXO-4),
-    /// instructions (RXO-6 pharmacist, RXO-7 patient) and dispense (RXO-11
-    /// amount, RXO-12 units, RXO-13 refills).
-    pub(crate) fn rxo(&mut self, i: usize) -> bool {
-        self.pharmacy_order(
-            i,
-            &PharmacyFields {
-                code: 1,
-                form: 5,
-                dose: 2,
-                dose_max: None,
-                dose_units: 4,
-                instructions: 6,
-                patient_instructions: Some(7),
-                dispense: 11,
-                dispense_units: 12,
-                refills: 13,
-                rate: None,
-            },
-        )
-    }
-
-    /// RXE (pharmacy encoded order, RDE) → the MedicationRequest as for RXO:
-    /// give code 2 (form 6), amount 3 (to 4 as a range) in units 5,
-    /// administration instructions 7, dispense 10 in units 11, refills 12,
-    /// rate 23 in units 24.
-    pub(crate) fn rxe(&mut self, i: usize) -> bool {
-        self.pharmacy_order(
-            i,
-            &PharmacyFields {
-                code: 2,
-                form: 6,
-                dose: 3,
-                dose_max: Some(4),
-                dose_units: 5,
-                instructions: 7,
-                patient_instructions: None,
-                dispense: 10,
-                dispense_units: 11,
-                refills: 12,
-                rate: Some((23, 24)),
-            },
-        )
-    }
-
-    /// RXO / RXE → the MedicationRequest's Medication, dosage and dispense.
-    fn pharmacy_order(&mut self, i: usize, at: &PharmacyFields) -> bool {
-        let Some(m) = self.order_of(OrderKind::Medication) else {
-            return false;
-        };
-        let name = self.seg(i).name().to_ascii_lowercase();
-        if let Some(code) = dt::codeable(&self.f(i, at.code)) {
-            let mut med = Map::new();
-            med.insert("code".into(), code);
-            if let Some(form) = dt::codeable(&self.f(i, at.form)) {
-                med.insert("form".into(), form);
-            }
-            let key = self.field(i, at.code).raw().to_owned();
-            let e = self.add("Medication", &format!("{name}|{key}"), med);
-            let reference = self.reference(e);
-            self.set(m, "medicationReference", reference);
-        }
-        let mut dosage = Map::new();
-        let units = self.f(i, at.dose_units);
-        let low = self.f(i, at.dose).text().and_then(|d| dt::quantity(&d, &units));
-        let high = at
-            .dose_max
-            .and_then(|n| self.f(i, n).text())
-            .and_then(|d| dt::quantity(&d, &units));
-        let mut dose_and_rate = Map::new();
-        match (low, high) {
-            (Some(l), Some(h)) => {
-                dose_and_rate.insert("doseRange".into(), json!({ "low": l, "high": h }));
-            }
-            (Some(q), None) | (None, Some(q)) => {
-                dose_and_rate.insert("doseQuantity".into(), q);
-            }
-            (None, None) => {}
-        }
-        if let Some((amount, rate_units)) = at.rate {
-            let rate_units = self.f(i, rate_units);
-            if let Some(r) = self.f(i, amount).text().and_then(|d| dt::quantity(&d, &rate_units)) {
-                dose_and_rate.insert("rateQuantity".into(), r);
-            }
-        }
-        if !dose_and_rate.is_empty() {
-            dosage.insert("doseAndRate".into(), json!([dose_and_rate]));
-        }
-        // CWE instructions: their text (component 2), else as written.
-        let instructions = |v: V2<'_>| -> Vec<String> {
-            v.repetitions()
-                .filter_map(|r| r.component(2).text().or_else(|| r.text()))
-                .collect()
-        };
-        let text = instructions(self.f(i, at.instructions));
-        if !text.is_empty() {
-            dosage.insert("text".into(), json!(text.join("\n")));
-        }
-        if let Some(n) = at.patient_instructions {
-            let patient = instructions(self.f(i, n));
-            if !patient.is_empty() {
-                dosage.insert("patientInstruction".into(), json!(patient.join("\n")));
-            }
-        }
-        if !dosage.is_empty() {
-            self.set(m, "dosageInstruction", json!([dosage]));
-        }
-        let mut dispense = Map::new();
-        let dispense_units = self.f(i, at.dispense_units);
-        if let Some(q) = self
-            .f(i, at.dispense)
-            .text()
-            .and_then(|d| dt::quantity(&d, &dispense_units))
-        {
-            dispense.insert("quantity".into(), q);
-        }
-        if let Some(n) = self.f(i, at.refills).text().and_then(|n| n.trim().parse::<u32>().ok()) {
-            dispense.insert("numberOfRepeatsAllowed".into(), json!(n));
-        }
-        if !dispense.is_empty() {
-            self.set(m, "dispenseRequest", Value::Object(dispense));
-        }
-        self.last = Last::Entry(m);
-        true
-    }
-
-    /// ODS (dietary order) → the NutritionOrder's oral diet: the diet codes
-    /// (ODS-3) and the instructions (ODS-4).
-    pub(crate) fn ods(&mut self, i: usize) -> bool {
-        let Some(n) = self.order_of(OrderKind::Nutrition) else {
-            return false;
-        };
-        let _ = self.f(i, 1); // type (D diet, P preference, S supplement): the codes say what
-        let mut diet = Map::new();
-        let types: Vec<Value> = self.f(i, 3).repetitions().filter_map(|r| dt::codeable(&r)).collect();
-        if !types.is_empty() {
-            diet.insert("type".into(), Value::Array(types));
-        }
-        let text: Vec<String> = self.f(i, 4).repetitions().filter_map(|r| r.text()).collect();
-        if !text.is_empty() {
-            diet.insert("instruction".into(), json!(text.join("\n")));
-        }
-        if !diet.is_empty() {
-            self.set(n, "oralDiet", Value::Object(diet));
-        }
-        true
-    }
-
-    /// RQD (requisition detail) → the SupplyRequest's item (RQD-2, else
-    /// RQD-4), quantity (RQD-5, units RQD-6), the department it is asked
-    /// of (RQD-9) and when it is needed (RQD-10).
-    pub(crate) fn rqd(&mut self, i: usize) -> bool {
-        let Some(r) = self.order_of(OrderKind::Supply) else {
-            return false;
-        };
-        let item = dt::codeable(&self.f(i, 2)).or_else(|| dt::codeable(&self.f(i, 4)));
-        self.set(
-            r,
-            "itemCodeableConcept",
-            item.unwrap_or_else(|| json!({ "text": "unspecified" })),
-        );
-        let units = self.f(i, 6);
-        let quantity = self
-            .f(i, 5)
-            .text()
-            .and_then(|q| dt::quantity(&q, &units))
-            // Required in FHIR, and not given: said to be unknown, not guessed.
-            .unwrap_or_else(|| json!({ "extension": [{ "url": "http://hl7.org/fhir/StructureDefinition/data-absent-reason", "valueCode": "unknown" }] }));
-        self.set(r, "quantity", quantity);
-        let department = self.f(i, 9);
-        if let Some(org) = self.organization(department.component(2).text(), department.component(1).text(), None) {
-            self.set(r, "deliverFrom", org);
-        }
-        if let Some(t) = dt::date_time(&self.f(i, 10)) {
-            self.set(r, "occurrenceDateTime", json!(t));
-        }
-        true
-    }
-
-    /// RQ1 (after RQD) → the supplier (RQ1-2, manufacturer).
-    pub(crate) fn rq1(&mut self, i: usize) -> bool {
-        let Some(r) = self.order_of(OrderKind::Supply) else {
-            return false;
-        };
-        let maker = self.f(i, 2);
-        match self.organization(maker.component(2).text(), maker.component(1).text(), None) {
-            Some(org) => {
-                self.set(r, "supplier", json!([org]));
-                true
-            }
-            None => false,
-        }
-    }
-}
+impl Builder<'_> {}
 
 impl Builder<'_> {
     /// RF1 (referral) → a ServiceRequest: status (RF1-1), priority (RF1-2),
@@ -958,22 +403,6 @@ impl Builder<'_> {
     }
 }
 
-/// Where RXO and RXE keep the same things.
-struct PharmacyFields {
-    code: usize,
-    form: usize,
-    dose: usize,
-    dose_max: Option<usize>,
-    dose_units: usize,
-    instructions: usize,
-    patient_instructions: Option<usize>,
-    dispense: usize,
-    dispense_units: usize,
-    refills: usize,
-    /// The give rate's amount and units.
-    rate: Option<(usize, usize)>,
-}
-
 /// What an ORC orders, by the order detail segment of its group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum OrderKind {
@@ -987,7 +416,7 @@ pub(crate) enum OrderKind {
 }
 
 impl OrderKind {
-    fn of(b: &Builder<'_>, i: usize) -> OrderKind {
+    pub(crate) fn of(b: &Builder<'_>, i: usize) -> OrderKind {
         if b.group_has(i, "RXO") || b.group_has(i, "RXE") {
             OrderKind::Medication
         } else if b.group_has(i, "ODS") {
@@ -1009,7 +438,7 @@ impl OrderKind {
     }
 
     /// The ServiceRequest status in this resource's value set.
-    fn status(self, s: &'static str) -> &'static str {
+    pub(crate) fn status(self, s: &'static str) -> &'static str {
         match (self, s) {
             (OrderKind::Medication | OrderKind::Supply, "revoked") => "cancelled",
             (OrderKind::Supply, "on-hold") => "suspended",
@@ -1017,7 +446,7 @@ impl OrderKind {
         }
     }
 
-    fn subject(self) -> &'static str {
+    pub(crate) fn subject(self) -> &'static str {
         match self {
             OrderKind::Nutrition => "patient",
             OrderKind::Supply => "deliverTo",
@@ -1025,18 +454,18 @@ impl OrderKind {
         }
     }
 
-    fn encounter(self) -> Option<&'static str> {
+    pub(crate) fn encounter(self) -> Option<&'static str> {
         (self != OrderKind::Supply).then_some("encounter")
     }
 
-    fn authored(self) -> &'static str {
+    pub(crate) fn authored(self) -> &'static str {
         match self {
             OrderKind::Nutrition => "dateTime",
             _ => "authoredOn",
         }
     }
 
-    fn requester(self) -> &'static str {
+    pub(crate) fn requester(self) -> &'static str {
         match self {
             OrderKind::Nutrition => "orderer",
             _ => "requester",
@@ -1052,7 +481,7 @@ impl OrderKind {
         }
     }
 
-    fn requisition(self) -> Option<&'static str> {
+    pub(crate) fn requisition(self) -> Option<&'static str> {
         match self {
             OrderKind::Service => Some("requisition"),
             OrderKind::Medication => Some("groupIdentifier"),
@@ -1060,7 +489,7 @@ impl OrderKind {
         }
     }
 
-    fn has_based_on(self) -> bool {
+    pub(crate) fn has_based_on(self) -> bool {
         matches!(self, OrderKind::Service | OrderKind::Medication)
     }
 
@@ -1082,7 +511,7 @@ impl OrderKind {
 }
 
 /// ORC-1 / ORC-5 → ServiceRequest.status.
-fn order_status(control: &str, status: Option<&str>) -> &'static str {
+pub(crate) fn order_status(control: &str, status: Option<&str>) -> &'static str {
     match (control, status) {
         ("CA" | "OC" | "DC" | "CR", _) | (_, Some("CA" | "DC")) => "revoked",
         ("HD" | "OH", _) | (_, Some("HD")) => "on-hold",
@@ -1092,7 +521,7 @@ fn order_status(control: &str, status: Option<&str>) -> &'static str {
 }
 
 /// OBR-25 → DiagnosticReport.status.
-fn report_status(status: Option<&str>) -> &'static str {
+pub(crate) fn report_status(status: Option<&str>) -> &'static str {
     match status {
         Some("F") => "final",
         Some("C") => "corrected",
@@ -1104,7 +533,7 @@ fn report_status(status: Option<&str>) -> &'static str {
 }
 
 /// TQ1-9 / OBR-27 priority → ServiceRequest.priority.
-fn priority_of(code: &str) -> &'static str {
+pub(crate) fn priority_of(code: &str) -> &'static str {
     match code {
         "S" => "stat",
         "A" | "P" | "C" => "asap",

@@ -6,8 +6,14 @@
 //! token's subject. What a request does is the domain's (`store`, `bundle`,
 //! `commit`, `policy`), which knows nothing of HTTP.
 
+mod audit_event;
+mod capability;
 pub mod guard;
 pub mod write;
+
+use audit_event::{audit_event, audit_events};
+pub use capability::capability_statement;
+use capability::metadata;
 
 use std::net::SocketAddr;
 
@@ -248,115 +254,6 @@ pub(crate) fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Prin
         ));
     }
     Ok(principal)
-}
-
-async fn metadata(headers: HeaderMap) -> Result<impl IntoResponse, Outcome> {
-    negotiate(&headers)?;
-    Ok(fhir_json(&capability_statement()))
-}
-
-/// What this server does, and nothing more.
-pub fn capability_statement() -> Value {
-    let param = |name: &str, ty: &str| json!({ "name": name, "type": ty });
-    let common = [param("_id", "token"), param("_lastUpdated", "date")];
-    let resource = |ty: &str| {
-        let mut params: Vec<Value> = common.to_vec();
-        match ty {
-            "Patient" | "Organization" | "Practitioner" => params.push(param("identifier", "token")),
-            "Observation" => params.extend([
-                param("patient", "reference"),
-                param("subject", "reference"),
-                param("status", "token"),
-                param("code", "token"),
-                param("date", "date"),
-            ]),
-            "ServiceRequest" => params.extend([
-                param("identifier", "token"),
-                param("patient", "reference"),
-                param("subject", "reference"),
-                param("status", "token"),
-            ]),
-            "Task" => params.extend([param("patient", "reference"), param("status", "token")]),
-            "Invoice" => params.extend([
-                param("identifier", "token"),
-                param("patient", "reference"),
-                param("subject", "reference"),
-                param("status", "token"),
-            ]),
-            _ => params.extend([
-                param("identifier", "token"),
-                param("patient", "reference"),
-                param("subject", "reference"),
-                param("status", "token"),
-                param("code", "token"),
-            ]),
-        }
-        let include: &[&str] = match ty {
-            "ServiceRequest" => &[
-                "ServiceRequest:patient",
-                "ServiceRequest:subject",
-                "ServiceRequest:requester",
-            ],
-            "Observation" => &["Observation:patient", "Observation:subject", "Observation:based-on"],
-            "Task" => &["Task:patient", "Task:focus", "Task:based-on"],
-            "Patient" => &["Patient:organization"],
-            _ => &[],
-        };
-        let writable = store::WRITABLE.contains(&ty);
-        let mut interactions = vec!["read", "vread", "search-type", "history-instance", "history-type"];
-        if writable {
-            interactions.extend(["create", "update", "delete"]);
-        }
-        let mut r = json!({
-            "type": ty,
-            "interaction": interactions.iter().map(|c| json!({ "code": c })).collect::<Vec<_>>(),
-            "versioning": "versioned-update",
-            "readHistory": true,
-            "updateCreate": writable,
-            "conditionalCreate": writable,
-            "conditionalUpdate": false,
-            "conditionalDelete": "not-supported",
-            "searchParam": params,
-        });
-        // FHIR has no empty arrays: no `_include` targets, no element.
-        if !include.is_empty() {
-            r["searchInclude"] = json!(include);
-        }
-        r
-    };
-    let mut types: Vec<&str> = store::CANONICAL
-        .iter()
-        .chain(store::WRITABLE)
-        .chain(store::LOADED)
-        .copied()
-        .collect();
-    types.sort_unstable();
-    types.dedup();
-    let mut served: Vec<Value> = types.iter().map(|t| resource(t)).collect();
-    served.push(json!({
-        "type": "AuditEvent",
-        "interaction": [{ "code": "read" }, { "code": "search-type" }],
-        "searchParam": [param("entity", "reference"), param("agent", "reference")],
-    }));
-    json!({
-        "resourceType": "CapabilityStatement",
-        "status": "active",
-        "date": "2026-11-25",
-        "kind": "instance",
-        "software": { "name": "carehub", "version": env!("CARGO_PKG_VERSION") },
-        "fhirVersion": "4.0.1",
-        "format": ["application/fhir+json"],
-        "rest": [{
-            "mode": "server",
-            "security": {
-                "service": [{ "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/restful-security-service", "code": "SMART-on-FHIR" }] }],
-                "description": "OAuth2 bearer JWT (HS256, RS256, ES256) with SMART v1 scopes (patient/, user/, system/; .read, .write, .*); every access is audited",
-            },
-            "resource": served,
-            "interaction": [{ "code": "transaction" }, { "code": "batch" }],
-            "operation": [{ "name": "convert-hl7v2", "definition": "urn:carehub:operation:convert-hl7v2" }],
-        }],
-    })
 }
 
 async fn read(
@@ -687,129 +584,6 @@ async fn convert_hl7v2(State(state): State<AppState>, headers: HeaderMap, body: 
             .map(|u| json!({ "name": "unmapped", "valueString": u })),
     );
     Ok(fhir_json(&json!({ "resourceType": "Parameters", "parameter": parameter })).into_response())
-}
-
-/// `GET /AuditEvent/<seq>`: one audit entry; the look is audited too.
-async fn audit_event(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Result<Response, Outcome> {
-    negotiate(&headers)?;
-    let principal = authenticate(&state, &headers)?;
-    audit_grant(&principal)?;
-    let not_found = || {
-        Outcome::new(
-            StatusCode::NOT_FOUND,
-            "not-found",
-            format!("AuditEvent/{id} is not known"),
-        )
-    };
-    let seq: i64 = id.parse().map_err(|_| not_found())?;
-    let row: Option<carehub_schema::audit::AuditRow> = sqlx::query_as("SELECT * FROM audit_log WHERE seq = $1")
-        .bind(seq)
-        .fetch_optional(&state.pool)
-        .await?;
-    let row = row.ok_or_else(not_found)?;
-    state
-        .audit
-        .append(vec![
-            AuditEntry::new(principal.actor_kind(), principal.actor(), Action::Read, "audit_log")
-                .entity(seq)
-                .origin(format!("fhir:GET AuditEvent/{seq}")),
-        ])
-        .await?;
-    Ok(fhir_json(&resources::audit_event(&row)).into_response())
-}
-
-/// `GET /AuditEvent?entity=<Type>/<id>&agent=<actor>&_count=n`: newest first.
-async fn audit_events(
-    State(state): State<AppState>,
-    Query(params): Query<Vec<(String, String)>>,
-    headers: HeaderMap,
-) -> Result<Response, Outcome> {
-    negotiate(&headers)?;
-    let principal = authenticate(&state, &headers)?;
-    audit_grant(&principal)?;
-    let mut q = sqlx::QueryBuilder::<sqlx::Postgres>::new("SELECT * FROM audit_log WHERE true");
-    let mut count = crate::search::DEFAULT_COUNT;
-    for (name, value) in &params {
-        match name.as_str() {
-            "entity" => {
-                let (ty, id) = value
-                    .split_once('/')
-                    .filter(|(t, _)| store::is_served(t))
-                    .map(|(t, i)| (store::audit_entity(t), i))
-                    .ok_or_else(|| {
-                        Outcome::new(
-                            StatusCode::BAD_REQUEST,
-                            "invalid",
-                            format!("entity {value:?} is not a reference to a served type"),
-                        )
-                    })?;
-                q.push(" AND entity_type = ")
-                    .push_bind(ty)
-                    .push(" AND entity_id = ")
-                    .push_bind(id.to_owned());
-            }
-            "agent" => {
-                q.push(" AND actor_id = ").push_bind(value.clone());
-            }
-            "_count" => {
-                count = value
-                    .parse::<i64>()
-                    .map_err(|_| {
-                        Outcome::new(
-                            StatusCode::BAD_REQUEST,
-                            "invalid",
-                            format!("_count {value:?} is not a number"),
-                        )
-                    })?
-                    .clamp(0, crate::search::MAX_COUNT);
-            }
-            other => {
-                return Err(Outcome::new(
-                    StatusCode::BAD_REQUEST,
-                    "invalid",
-                    format!("search parameter {other:?} is not supported on AuditEvent (entity, agent, _count)"),
-                ));
-            }
-        }
-    }
-    q.push(" ORDER BY seq DESC LIMIT ").push_bind(count);
-    let rows: Vec<carehub_schema::audit::AuditRow> = q.build_query_as().fetch_all(&state.pool).await?;
-    state
-        .audit
-        .append(
-            rows.iter()
-                .map(|r| {
-                    AuditEntry::new(principal.actor_kind(), principal.actor(), Action::Read, "audit_log")
-                        .entity(r.seq)
-                        .origin("fhir:GET AuditEvent?")
-                })
-                .collect(),
-        )
-        .await?;
-    let mut bundle = json!({ "resourceType": "Bundle", "type": "searchset" });
-    if !rows.is_empty() {
-        bundle["entry"] = rows
-            .iter()
-            .map(|r| json!({ "resource": resources::audit_event(r), "search": { "mode": "match" } }))
-            .collect();
-    }
-    Ok(fhir_json(&bundle).into_response())
-}
-
-/// Reading the trail needs AuditEvent read access for all patients.
-fn audit_grant(principal: &Principal) -> Result<(), Outcome> {
-    match principal.grant("AuditEvent", Access::Read) {
-        Grant::All => Ok(()),
-        _ => Err(Outcome::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "the token's scopes do not allow reading AuditEvent",
-        )),
-    }
 }
 
 async fn unsupported() -> Outcome {
