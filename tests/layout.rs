@@ -316,3 +316,25 @@ fn the_binary_only_wires() {
         "src/ holds {lines} lines of Rust (at most 2,000: runtime code belongs in its crate)"
     );
 }
+
+#[test]
+fn no_file_holds_more_than_800_lines() {
+    // Past that a file is several things: split it along its seams.
+    let mut long = Vec::new();
+    for (_, (dir, _)) in workspace() {
+        for sub in ["src", "tests", "benches"] {
+            let mut files = Vec::new();
+            rust_files(&dir.join(sub), &mut files);
+            for f in files {
+                if dir == root() && f.starts_with(root().join("fuzz")) {
+                    continue;
+                }
+                let n = std::fs::read_to_string(&f).expect("read").lines().count();
+                if n > 800 {
+                    long.push(format!("{} ({n} lines)", f.display()));
+                }
+            }
+        }
+    }
+    assert!(long.is_empty(), "files over 800 lines: {long:#?}");
+}

@@ -3,6 +3,9 @@
 //! the test with that instruction; nothing is mocked.
 #![allow(dead_code)]
 
+pub mod fhir_write;
+pub mod lab;
+
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -654,4 +657,29 @@ pub fn missing_component_events(metrics: &str, label: &str, value: &str, events:
         })
         .map(|name| name.to_string())
         .collect()
+}
+
+pub async fn scalar<T>(pool: &sqlx::PgPool, sql: &str) -> T
+where
+    T: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send + Unpin,
+{
+    let (v,): (T,) = sqlx::query_as(sqlx::AssertSqlSafe(sql.to_owned()))
+        .fetch_one(pool)
+        .await
+        .expect(sql);
+    v
+}
+
+/// The value of metric `name` (first sample) on the hub's /metrics.
+pub fn metric(hub: &Hub, name: &str) -> Option<f64> {
+    let port: u16 = env_value(&hub.envs, "CAREHUB_HTTP__LISTEN")
+        .rsplit(':')
+        .next()?
+        .parse()
+        .ok()?;
+    let (_, body) = http_get(port, "/metrics")?;
+    body.lines()
+        .find(|l| l.starts_with(name) && !l.starts_with('#'))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
 }
