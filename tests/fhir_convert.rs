@@ -295,9 +295,15 @@ async fn a_converted_message_loaded_again_writes_nothing_and_a_change_writes_a_v
         ..Default::default()
     };
     let text = fixture("adt_a01_full.hl7");
-    let first = load(&mut conn, &ctx, "pipeline:hl7", &text, &canonical)
-        .await
-        .expect("loads");
+    let first = load(
+        &mut conn,
+        &ctx,
+        "pipeline:hl7",
+        &carehub_hl7::codec::Message::parse(&text).expect("parses"),
+        &canonical,
+    )
+    .await
+    .expect("loads");
     assert!(first.len() > 10, "{} resources", first.len());
     assert!(first.iter().all(|a| a.action == Action::Create));
     let versions = count(&db.pool, "SELECT count(*) FROM fhir_resource_version").await;
@@ -319,9 +325,15 @@ async fn a_converted_message_loaded_again_writes_nothing_and_a_change_writes_a_v
     assert!(in_compartment >= 4, "{in_compartment} in the patient's compartment");
 
     // Loaded again (a redelivery): nothing written, nothing audited.
-    let again = load(&mut conn, &ctx, "pipeline:hl7", &text, &canonical)
-        .await
-        .expect("loads");
+    let again = load(
+        &mut conn,
+        &ctx,
+        "pipeline:hl7",
+        &carehub_hl7::codec::Message::parse(&text).expect("parses"),
+        &canonical,
+    )
+    .await
+    .expect("loads");
     assert!(again.is_empty(), "{again:?}");
     assert_eq!(
         count(&db.pool, "SELECT count(*) FROM fhir_resource_version").await,
@@ -330,9 +342,15 @@ async fn a_converted_message_loaded_again_writes_nothing_and_a_change_writes_a_v
 
     // The visit's class changed: the Encounter alone gets a second version.
     let changed = text.replace("PV1|1|I|", "PV1|1|O|");
-    let third = load(&mut conn, &ctx, "pipeline:hl7", &changed, &canonical)
-        .await
-        .expect("loads");
+    let third = load(
+        &mut conn,
+        &ctx,
+        "pipeline:hl7",
+        &carehub_hl7::codec::Message::parse(&changed).expect("parses"),
+        &canonical,
+    )
+    .await
+    .expect("loads");
     assert_eq!(third.len(), 1, "{third:?}");
     assert_eq!(third[0].entity_type, "Encounter");
     assert_eq!(third[0].action, Action::Update);

@@ -124,9 +124,15 @@ pub struct Conversion {
 /// what has no mapping is reported in [`Conversion::unmapped`].
 pub fn to_fhir(text: &str) -> Result<Conversion, ConvertError> {
     let msg = Message::parse(text).map_err(|e| ConvertError::Parse(e.to_string()))?;
-    let mut b = Builder::new(&msg);
+    Ok(convert(&msg))
+}
+
+/// [`to_fhir`] of a message already parsed: a caller that parsed it for
+/// something else (the HL7 pipeline's mapping) does not parse it twice.
+pub fn convert(msg: &Message<'_>) -> Conversion {
+    let mut b = Builder::new(msg);
     b.convert();
-    Ok(b.finish())
+    b.finish()
 }
 
 /// The UUID v5 of what a resource is (`key`) in the message `seed` names:

@@ -1,5 +1,5 @@
 //! The `load_fhir` option: each message, once applied to the canonical
-//! record, is also converted to FHIR R4 ([`carehub_hl7_fhir::to_fhir`]) and
+//! record, is also converted to FHIR R4 ([`carehub_hl7_fhir::convert`], of the message the pipeline parsed) and
 //! its resources are written to the FHIR store in the same transaction —
 //! so an EHR reads the visit, the allergies, the coverage, the specimens of
 //! a message that arrived over MLLP.
@@ -31,17 +31,17 @@ pub struct CanonicalIds {
     pub observations: Vec<(String, Uuid)>,
 }
 
-/// Converts `text` and writes what the canonical record does not hold to
-/// the FHIR store; the audit entries of the writes.
+/// Converts `msg` (parsed once, by the pipeline) and writes what the
+/// canonical record does not hold to the FHIR store; the audit entries of
+/// the writes.
 pub async fn load(
     conn: &mut PgConnection,
     ctx: &Context,
     actor: &str,
-    text: &str,
+    msg: &carehub_hl7::codec::Message<'_>,
     canonical: &CanonicalIds,
 ) -> Result<Vec<AuditEntry>, HandlerError> {
-    let mut conversion =
-        carehub_hl7_fhir::to_fhir(text).map_err(|e| HandlerError::rejected("invalid_data", e.to_string()))?;
+    let mut conversion = carehub_hl7_fhir::convert(msg);
     // The resources taken out of the Bundle, not copied.
     let resources: Vec<Value> = match conversion.bundle["entry"].take() {
         Value::Array(entries) => entries.into_iter().map(|mut e| e["resource"].take()).collect(),

@@ -349,7 +349,7 @@ impl Handler for Hl7Pipeline {
         };
         if self.load_fhir {
             canonical.patient = Some(patient_id);
-            let written = fhir_load::load(conn, ctx, ACTOR, &text, &canonical).await?;
+            let written = fhir_load::load(conn, ctx, ACTOR, &msg, &canonical).await?;
             fx.audit.extend(written);
         }
         self.acknowledge(conn, &msg, carehub_hl7::codec::Outcome::Accept, None)
