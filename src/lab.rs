@@ -9,7 +9,6 @@ use anyhow::{Context as _, bail};
 use carehub_schema::contracts::{LAB_ORDER, LAB_STATUS, LabOrder, LabStatusReport, OrderAction};
 use carehub_schema::lab::LabStatus;
 use carehub_schema::{Action, ActorKind, AuditEntry, AuditLog, Envelope};
-use rdkafka::Message as _;
 use rdkafka::consumer::Consumer as _;
 use rdkafka::producer::FutureRecord;
 
@@ -40,16 +39,12 @@ pub async fn simulate(cfg: &Config, group: &str, orders: Option<usize>, step_ms:
     eprintln!("lab simulate: waiting for orders on {}", lab.orders_topic);
     let mut done = 0;
     while orders.is_none_or(|n| done < n) {
-        let rec = consumer.recv().await.context("receiving a lab order")?;
-        let order = Envelope::from_slice(rec.payload().unwrap_or_default())
+        let rec = carehub_kafka::KafkaRecord::from(consumer.recv().await.context("receiving a lab order")?.detach());
+        let order = Envelope::from_slice(rec.payload())
             .ok()
             .filter(|e| e.event_type == LAB_ORDER)
             .and_then(|e| serde_json::from_value::<LabOrder>(e.data).ok());
-        let mut next = rdkafka::TopicPartitionList::new();
-        next.add_partition_offset(rec.topic(), rec.partition(), rdkafka::Offset::Offset(rec.offset() + 1))?;
-        consumer
-            .store_offsets(&next)
-            .context("storing the lab order's offset")?;
+        carehub_kafka::store_next_offset(&consumer, &rec).context("storing the lab order's offset")?;
         let Some(order) = order.filter(|o| o.action == OrderAction::New) else {
             continue;
         };
