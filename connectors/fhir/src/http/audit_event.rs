@@ -7,10 +7,8 @@ use super::*;
 pub(super) async fn audit_event(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    headers: HeaderMap,
+    Authenticated(principal): Authenticated,
 ) -> Result<Response, Outcome> {
-    negotiate(&headers)?;
-    let principal = authenticate(&state, &headers)?;
     audit_grant(&principal)?;
     let not_found = || {
         Outcome::new(
@@ -40,10 +38,8 @@ pub(super) async fn audit_event(
 pub(super) async fn audit_events(
     State(state): State<AppState>,
     Query(params): Query<Vec<(String, String)>>,
-    headers: HeaderMap,
+    Authenticated(principal): Authenticated,
 ) -> Result<Response, Outcome> {
-    negotiate(&headers)?;
-    let principal = authenticate(&state, &headers)?;
     audit_grant(&principal)?;
     let mut q = sqlx::QueryBuilder::<sqlx::Postgres>::new("SELECT * FROM audit_log WHERE true");
     let mut count = crate::search::DEFAULT_COUNT;

@@ -211,6 +211,21 @@ pub enum ServeError {
     Bind(SocketAddr, std::io::Error),
 }
 
+/// The caller of a FHIR interaction: its `Accept` negotiated (JSON only) and
+/// its bearer token verified and rate-limited — the prologue every handler
+/// that touches data shares, in one extractor. What it may do with which
+/// type is [`crate::policy`]'s, per handler.
+pub(crate) struct Authenticated(pub(crate) Principal);
+
+impl axum::extract::FromRequestParts<AppState> for Authenticated {
+    type Rejection = Outcome;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &AppState) -> Result<Self, Outcome> {
+        negotiate(&parts.headers)?;
+        authenticate(state, &parts.headers).map(Authenticated)
+    }
+}
+
 /// JSON only: a client that accepts neither JSON nor anything gets 406.
 pub(crate) fn negotiate(headers: &HeaderMap) -> Result<(), Outcome> {
     let Some(accept) = headers.get(header::ACCEPT).and_then(|a| a.to_str().ok()) else {
@@ -259,10 +274,8 @@ pub(crate) fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Prin
 async fn read(
     State(state): State<AppState>,
     Path((resource_type, id)): Path<(String, String)>,
-    headers: HeaderMap,
+    Authenticated(principal): Authenticated,
 ) -> Result<Response, Outcome> {
-    negotiate(&headers)?;
-    let principal = authenticate(&state, &headers)?;
     served_type(&resource_type)?;
     let origin = format!("fhir:GET {resource_type}/{}", crate::store::safe_id(&id));
     let grant = match read_grant(&principal, &resource_type) {
@@ -368,9 +381,8 @@ async fn search(
     Path(resource_type): Path<String>,
     Query(params): Query<Vec<(String, String)>>,
     headers: HeaderMap,
+    Authenticated(principal): Authenticated,
 ) -> Result<Response, Outcome> {
-    negotiate(&headers)?;
-    let principal = authenticate(&state, &headers)?;
     served_type(&resource_type)?;
     let grant = read_grant(&principal, &resource_type)?;
     let search = Search::parse(&resource_type, &params)
@@ -519,9 +531,12 @@ pub(crate) fn fhir_text(body: String) -> Response {
 /// a `message` valueString) → a Parameters resource: `bundle` (the FHIR
 /// Bundle, nothing stored) and one `unmapped` valueString per field or
 /// segment not mapped. Any valid token may convert; each conversion is audited.
-async fn convert_hl7v2(State(state): State<AppState>, headers: HeaderMap, body: String) -> Result<Response, Outcome> {
-    negotiate(&headers)?;
-    let principal = authenticate(&state, &headers)?;
+async fn convert_hl7v2(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Authenticated(principal): Authenticated,
+    body: String,
+) -> Result<Response, Outcome> {
     let Some(converter) = &state.converter else {
         return Err(Outcome::new(
             StatusCode::NOT_FOUND,

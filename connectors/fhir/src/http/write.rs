@@ -9,8 +9,9 @@ use axum::response::{IntoResponse, Response};
 use carehub_schema::fhir_store;
 use serde_json::json;
 
-use super::{AppState, answer_read, authenticate, base_url, fhir_text, negotiate, resource_response};
+use super::{AppState, Authenticated, answer_read, base_url, fhir_text, resource_response};
 use crate::auth::Access;
+use crate::auth::Principal;
 use crate::bundle::{self, Entry};
 use crate::commit::{Done, Op};
 use crate::outcome::Outcome;
@@ -39,9 +40,9 @@ fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-fn writer(state: &AppState, headers: &HeaderMap, origin: String) -> Result<Writer, Outcome> {
+fn writer(state: &AppState, principal: Principal, origin: String) -> Result<Writer, Outcome> {
     Ok(Writer {
-        principal: authenticate(state, headers)?,
+        principal,
         intake_topic: state.intake_topic.clone(),
         origin,
     })
@@ -75,10 +76,10 @@ pub(crate) async fn create(
     State(state): State<AppState>,
     Path(resource_type): Path<String>,
     headers: HeaderMap,
+    Authenticated(principal): Authenticated,
     body: String,
 ) -> Result<Response, Outcome> {
-    negotiate(&headers)?;
-    let w = writer(&state, &headers, format!("fhir:POST {resource_type}"))?;
+    let w = writer(&state, principal, format!("fhir:POST {resource_type}"))?;
     json_body(&headers)?;
     let op = Op::Create {
         if_none_exist: header_str(&headers, "if-none-exist").map(str::to_owned),
@@ -93,10 +94,10 @@ pub(crate) async fn update(
     State(state): State<AppState>,
     Path((resource_type, id)): Path<(String, String)>,
     headers: HeaderMap,
+    Authenticated(principal): Authenticated,
     body: String,
 ) -> Result<Response, Outcome> {
-    negotiate(&headers)?;
-    let w = writer(&state, &headers, format!("fhir:PUT {resource_type}/{id}"))?;
+    let w = writer(&state, principal, format!("fhir:PUT {resource_type}/{id}"))?;
     json_body(&headers)?;
     let op = Op::Update {
         if_match: header_str(&headers, "if-match").map(str::to_owned),
@@ -112,9 +113,9 @@ pub(crate) async fn delete(
     State(state): State<AppState>,
     Path((resource_type, id)): Path<(String, String)>,
     headers: HeaderMap,
+    Authenticated(principal): Authenticated,
 ) -> Result<Response, Outcome> {
-    negotiate(&headers)?;
-    let w = writer(&state, &headers, format!("fhir:DELETE {resource_type}/{id}"))?;
+    let w = writer(&state, principal, format!("fhir:DELETE {resource_type}/{id}"))?;
     let op = Op::Delete {
         if_match: header_str(&headers, "if-match").map(str::to_owned),
         resource_type,
@@ -127,10 +128,10 @@ pub(crate) async fn delete(
 pub(crate) async fn bundle(
     State(state): State<AppState>,
     headers: HeaderMap,
+    Authenticated(principal): Authenticated,
     body: String,
 ) -> Result<Response, Outcome> {
-    negotiate(&headers)?;
-    let w = writer(&state, &headers, "fhir:POST /".to_owned())?;
+    let w = writer(&state, principal, "fhir:POST /".to_owned())?;
     json_body(&headers)?;
     match state.writes.run(Op::Bundle { body }, w).await? {
         Done::Bundle(response) => Ok(fhir_text(response)),
@@ -142,10 +143,8 @@ pub(crate) async fn bundle(
 pub(crate) async fn vread(
     State(state): State<AppState>,
     Path((resource_type, id, version)): Path<(String, String, String)>,
-    headers: HeaderMap,
+    Authenticated(principal): Authenticated,
 ) -> Result<Response, Outcome> {
-    negotiate(&headers)?;
-    let principal = authenticate(&state, &headers)?;
     served_type(&resource_type)?;
     let grant = read_grant(&principal, &resource_type)?;
     let missing = || {
@@ -179,8 +178,9 @@ pub(crate) async fn instance_history(
     Path((resource_type, id)): Path<(String, String)>,
     Query(params): Query<Vec<(String, String)>>,
     headers: HeaderMap,
+    Authenticated(principal): Authenticated,
 ) -> Result<Response, Outcome> {
-    history(state, resource_type, Some(id), params, headers).await
+    history(state, resource_type, Some(id), params, headers, principal).await
 }
 
 /// `GET /<type>/_history`.
@@ -189,8 +189,9 @@ pub(crate) async fn type_history(
     Path(resource_type): Path<String>,
     Query(params): Query<Vec<(String, String)>>,
     headers: HeaderMap,
+    Authenticated(principal): Authenticated,
 ) -> Result<Response, Outcome> {
-    history(state, resource_type, None, params, headers).await
+    history(state, resource_type, None, params, headers, principal).await
 }
 
 /// A history Bundle, newest first (`_count`, `_since`). It lists the
@@ -202,9 +203,8 @@ async fn history(
     id: Option<String>,
     params: Vec<(String, String)>,
     headers: HeaderMap,
+    principal: Principal,
 ) -> Result<Response, Outcome> {
-    negotiate(&headers)?;
-    let principal = authenticate(&state, &headers)?;
     served_type(&resource_type)?;
     let reach = store::reach(&principal, &resource_type, Access::Read)?;
     let mut count = crate::search::DEFAULT_COUNT;
