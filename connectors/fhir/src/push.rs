@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use carehub_connector_kit::{Deliver, Delivery, wait};
 use carehub_schema::Envelope;
-use carehub_schema::contracts::EHR_ORDER_STATUS;
+use carehub_schema::contracts::{EHR_ORDER_STATUS, EhrOrderStatus};
 use serde_json::Value;
 use tokio::sync::watch;
 
@@ -120,7 +120,17 @@ impl Deliver for EhrPush {
         if targets.is_empty() {
             return Some(Delivery::Nothing);
         }
-        let (task, order) = (&env.data["task"], &env.data["service_request"]);
+        // The contract's struct: an event that is not one is refused whole.
+        let status: EhrOrderStatus = match serde_json::from_value(env.data) {
+            Ok(s) => s,
+            Err(e) => {
+                return Some(Delivery::Refused {
+                    code: "invalid_data",
+                    reason: format!("{EHR_ORDER_STATUS}: {e}"),
+                });
+            }
+        };
+        let (task, order) = (&status.task, &status.service_request);
         if task["resourceType"] != "Task" || order["resourceType"] != "ServiceRequest" {
             return Some(Delivery::Refused {
                 code: "invalid_data",
@@ -136,14 +146,14 @@ impl Deliver for EhrPush {
         }
         Some(Delivery::Accepted {
             entity_type: "service_order",
-            entity_id: env.data["order_id"].as_str().unwrap_or("").to_owned(),
+            entity_id: status.order_id.to_string(),
             origin: format!(
                 "fhir-push:{}",
                 targets.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(",")
             ),
             detail: serde_json::json!({
                 "task_status": task["status"],
-                "lab_status": env.data["lab_status"],
+                "lab_status": status.lab_status,
                 "event_id": env.id,
             }),
         })

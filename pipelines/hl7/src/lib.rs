@@ -25,7 +25,7 @@ use carehub_hl7::codec::Message;
 use carehub_pipeline::{Context, Handled, Handler, HandlerError, StoredRef};
 use carehub_schema::contracts::{
     APPOINTMENT_UPSERTED, ENCOUNTER_UPSERTED, HL7_RECEIVED, INVOICE_UPSERTED, OBSERVATION_UPSERTED, ORDER_UPSERTED,
-    PATIENT_MERGED, PATIENT_UPSERTED, Received, RecordChanged,
+    PATIENT_MERGED, PATIENT_UPSERTED, PatientMerged, Received, RecordChanged,
 };
 use carehub_schema::model::OrganizationKind;
 use carehub_schema::records;
@@ -221,7 +221,11 @@ impl Handler for Hl7Pipeline {
                 let event = Envelope::new(
                     PATIENT_MERGED,
                     SOURCE,
-                    serde_json::json!({ "id": s.id, "merged_id": merged, "source_message_id": ctx.message_id }),
+                    serde_json::json!(PatientMerged {
+                        id: s.id,
+                        merged_id: merged,
+                        source_message_id: ctx.message_id,
+                    }),
                 )
                 .with_subject(format!("patient/{}", s.id));
                 Outbox::enqueue(conn, &self.events_topic, &s.id.to_string(), &event).await?;

@@ -25,13 +25,13 @@ pub use config::IntakeConfig;
 use async_trait::async_trait;
 use carehub_pipeline::{Context, Handled, Handler, HandlerError};
 use carehub_schema::contracts::{
-    FHIR_WRITTEN, ORDER_UPSERTED, ORGANIZATION_UPSERT, ORGANIZATION_UPSERTED, PATIENT_UPSERT, PATIENT_UPSERTED,
-    RecordChanged, ResourceWritten,
+    FHIR_WRITTEN, ORDER_UPSERTED, ORGANIZATION_UPSERT, ORGANIZATION_UPSERTED, OrganizationUpsert, PATIENT_UPSERT,
+    PATIENT_UPSERTED, PatientUpsert, RecordChanged, ResourceWritten,
 };
 use carehub_schema::fhir_store;
 use carehub_schema::model::{Identifier, OrganizationKind};
 use carehub_schema::records;
-use carehub_schema::repo::{self, OrganizationData, PatientData, Upserted};
+use carehub_schema::repo::{self, Upserted};
 use carehub_schema::{Action, ActorKind, AuditEntry, Envelope, Outbox};
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -90,7 +90,7 @@ impl Handler for IntakePipeline {
     async fn handle(&self, conn: &mut PgConnection, ctx: &Context, event: &Envelope) -> Result<Handled, HandlerError> {
         match event.event_type.as_str() {
             ORGANIZATION_UPSERT => {
-                let data: OrganizationData = parse(event)?;
+                let data: OrganizationUpsert = parse(event)?;
                 let up = repo::upsert_organization(conn, &data, Some(ctx.message_id)).await?;
                 let audit = self
                     .announce(
@@ -108,7 +108,7 @@ impl Handler for IntakePipeline {
                 })
             }
             PATIENT_UPSERT => {
-                let data: PatientData = parse(event)?;
+                let data: PatientUpsert = parse(event)?;
                 let up = repo::upsert_patient(conn, &data, Some(ctx.message_id))
                     .await?
                     .map_err(|r| HandlerError::rejected(r.error_code(), r.to_string()))?;

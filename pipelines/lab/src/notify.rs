@@ -9,7 +9,7 @@ use carehub_hl7::codec::escape::encode;
 use carehub_schema::lab::{LabStatus, OrderForLab};
 use carehub_schema::model::{OrderItem, PatientIdentifier};
 
-use carehub_schema::contracts::{LabResults, ValueType};
+use carehub_schema::contracts::{EhrOrderStatus, LabResults, ValueType};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -360,20 +360,20 @@ pub fn ehr_event(change: &StatusChange<'_>) -> serde_json::Value {
     if let Some(reason) = change.reason {
         task["statusReason"] = json!({ "text": reason });
     }
-    json!({
-        "clinic": order.clinic,
-        "order_id": order.id,
-        "lab_status": change.status,
-        "sequence": change.sequence,
-        "task": task,
-        "service_request": {
+    json!(EhrOrderStatus {
+        clinic: order.clinic.clone(),
+        order_id: order.id,
+        lab_status: change.status,
+        sequence: change.sequence,
+        task,
+        service_request: json!({
             "resourceType": "ServiceRequest",
             "id": order.id,
             "identifier": identifier,
             "status": change.order_status,
             "intent": "order",
             "subject": { "reference": patient_ref },
-        },
+        }),
     })
 }
 

@@ -199,6 +199,22 @@ impl LabResults {
     }
 }
 
+/// `data` of `carehub.ehr.order_status.v1`: an order's status for the EHRs
+/// of its clinic, as the FHIR resources they are sent (Task and
+/// ServiceRequest, built by the lab pipeline's notices).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EhrOrderStatus {
+    /// The ordering clinic's identifier value; the push's subscribers follow it.
+    pub clinic: Option<String>,
+    pub order_id: Uuid,
+    pub lab_status: LabStatus,
+    /// The lab's report number this status came with.
+    pub sequence: i64,
+    pub task: serde_json::Value,
+    pub service_request: serde_json::Value,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

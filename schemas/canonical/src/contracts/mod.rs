@@ -14,9 +14,10 @@ pub mod records;
 pub use fhir::ResourceWritten;
 pub use hl7::{Outbound, Received};
 pub use lab::{
-    LabItem, LabOrder, LabPatient, LabResult, LabResults, LabStatusReport, OrderAction, ReportStatus, ValueType,
+    EhrOrderStatus, LabItem, LabOrder, LabPatient, LabResult, LabResults, LabStatusReport, OrderAction, ReportStatus,
+    ValueType,
 };
-pub use records::RecordChanged;
+pub use records::{OrganizationUpsert, PatientMerged, PatientUpsert, RecordChanged};
 
 /// The default topic of the canonical record's announcements (`[pipelines.*] events_topic`).
 pub const DEFAULT_EVENTS_TOPIC: &str = "carehub.events.v1";

@@ -39,3 +39,21 @@ impl RecordChanged {
         Envelope::new(event_type, source, data).with_subject(subject)
     }
 }
+
+/// `data` of `carehub.patient.merged.v1`: patient `merged_id` was merged into
+/// the surviving patient `id` (HL7 ADT A40); it is inactive and points at it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatientMerged {
+    /// The surviving patient.
+    pub id: Uuid,
+    pub merged_id: Uuid,
+    pub source_message_id: Uuid,
+}
+
+/// `data` of `carehub.patient.upsert.v1`: a patient to create or change, in
+/// the canonical record's own shape (identifiers, names, demographics).
+pub type PatientUpsert = crate::repo::PatientData;
+
+/// `data` of `carehub.organization.upsert.v1`.
+pub type OrganizationUpsert = crate::repo::OrganizationData;
