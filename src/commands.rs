@@ -76,9 +76,7 @@ pub async fn dlq_list(cfg: &Config, status: Option<&str>, limit: i64, actor: &st
 
 pub async fn dlq_replay(cfg: &Config, id: i64, actor: &str) -> anyhow::Result<ExitCode> {
     let pool = connect(cfg).await?;
-    let (consumer,): (String,) = sqlx::query_as("SELECT consumer FROM dead_letter WHERE id = $1")
-        .bind(id)
-        .fetch_optional(&pool)
+    let consumer = DeadLetters::consumer_of(&pool, id)
         .await?
         .with_context(|| format!("dead letter {id} does not exist"))?;
     let registry = crate::registry::registry(cfg);

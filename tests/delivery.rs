@@ -369,3 +369,61 @@ async fn killed_mid_delivery_the_hl7_and_ehr_receivers_get_everything_in_order()
         assert!(sends.is_some(), "{consumer}: each delivery remembered and audited once");
     }
 }
+
+/// Records on the EHR events topic that are not the contract — not an
+/// envelope, the contract's data malformed (no sequence, a Task that is
+/// not one) — are refused as dead letters with their reason; the EHR hears
+/// nothing of them and the push goes on with the next record.
+#[tokio::test]
+async fn malformed_ehr_events_are_dead_lettered_and_never_pushed() {
+    let (ehr, puts) = fhir_ehr(false).await;
+    let db = fresh_db().await;
+    let hub = start_hub_with(
+        db,
+        vec![
+            ("CAREHUB_FHIR__PUSH__NORTH__BASE_URL", ehr),
+            ("CAREHUB_FHIR__PUSH__NORTH__CLINIC", "NORTHCLINIC".to_owned()),
+            ("CAREHUB_FHIR__PUSH_GROUP", format!("push-{}", Uuid::new_v4().simple())),
+        ],
+    )
+    .await;
+    let topic = env_value(&hub.envs, "CAREHUB_PIPELINES__LAB__EHR_EVENTS_TOPIC");
+    let order = Uuid::new_v4();
+    let no_sequence = carehub_schema::Envelope::new(
+        carehub_schema::contracts::EHR_ORDER_STATUS,
+        "/test/forged",
+        json!({ "clinic": "NORTHCLINIC", "order_id": order, "lab_status": "accepted",
+                "task": { "resourceType": "Task", "id": order }, "service_request": { "resourceType": "ServiceRequest", "id": order } }),
+    );
+    let not_a_task = carehub_schema::Envelope::new(
+        carehub_schema::contracts::EHR_ORDER_STATUS,
+        "/test/forged",
+        json!({ "clinic": "NORTHCLINIC", "order_id": order, "lab_status": "accepted", "sequence": 1,
+                "task": { "resourceType": "Patient", "id": order }, "service_request": { "resourceType": "ServiceRequest", "id": order } }),
+    );
+    let p = producer();
+    let key = order.to_string();
+    produce(&p, &topic, &key, b"{not json").await;
+    produce(&p, &topic, &key, &bytes(&no_sequence)).await;
+    produce(&p, &topic, &key, &bytes(&not_a_task)).await;
+    let letters = eventually(Duration::from_secs(60), || async {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT error_code, reason FROM dead_letter WHERE consumer = 'ehr_push' ORDER BY kafka_offset",
+        )
+        .fetch_all(&hub.db.pool)
+        .await
+        .unwrap_or_default();
+        (rows.len() == 3).then_some(rows)
+    })
+    .await
+    .expect("three dead letters");
+    assert_eq!(letters[0].0, "invalid_envelope", "{letters:?}");
+    assert_eq!(letters[1].0, "invalid_data", "{letters:?}");
+    assert!(
+        letters[1].1.contains("sequence"),
+        "the reason names what is missing: {letters:?}"
+    );
+    assert_eq!(letters[2].0, "invalid_data", "{letters:?}");
+    assert!(letters[2].1.contains("task"), "{letters:?}");
+    assert!(puts.lock().expect("puts").is_empty(), "nothing pushed");
+}

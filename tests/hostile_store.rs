@@ -614,3 +614,55 @@ async fn a_pipeline_stuck_past_the_stall_limit_turns_readyz_to_503() {
         1
     );
 }
+
+/// The operations endpoint sits behind the connector kit's HTTP guard like
+/// every listener: an oversized request target, oversized headers and an
+/// unknown path are refused with their status and a JSON body, and the
+/// endpoint goes on answering.
+#[tokio::test]
+async fn the_operations_endpoint_refuses_oversized_and_unknown_requests_with_json() {
+    let db = fresh_db().await;
+    let intake = unique_topic("intake");
+    let events = unique_topic("events");
+    let port = free_port();
+    let envs = hub_env(&db, &intake, &events, port);
+    let _hub = serve(&envs);
+    let up = tokio::task::spawn_blocking(move || wait_http(port, "/healthz", 200, Duration::from_secs(60)))
+        .await
+        .expect("join");
+    assert!(up.is_some(), "the operations endpoint answers");
+    let addr = format!("127.0.0.1:{port}");
+    let cases: Vec<(Vec<u8>, u16)> = vec![
+        (
+            format!(
+                "GET /metrics?{} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                "a".repeat(9_000)
+            )
+            .into_bytes(),
+            414,
+        ),
+        (
+            format!(
+                "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
+                "b".repeat(17_000)
+            )
+            .into_bytes(),
+            431,
+        ),
+        (
+            b"GET /no-such-path HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_vec(),
+            404,
+        ),
+    ];
+    for (request, want) in cases {
+        let addr = addr.clone();
+        let (status, body) = tokio::task::spawn_blocking(move || raw_http(&addr, &request))
+            .await
+            .expect("join");
+        assert_eq!(status, want, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+        assert_eq!(v["error"]["status"], want, "{v}");
+        assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+    }
+    assert_eq!(http_get(port, "/healthz").map(|(s, _)| s), Some(200), "still answering");
+}

@@ -9,3 +9,9 @@ pub mod sensitive;
 
 pub use health::Health;
 pub use sensitive::{REDACTED, SensitiveString, is_secret_setting};
+
+/// `#[serde(default = "carehub_core::default_true")]`: the default of every
+/// `enabled`-like option of every crate's configuration, in one place.
+pub const fn default_true() -> bool {
+    true
+}

@@ -12,7 +12,7 @@ use crate::auth::AuthConfig;
 #[serde(deny_unknown_fields)]
 pub struct FhirConfig {
     /// Run the FHIR endpoint in `carehub serve`.
-    #[serde(default = "default_true")]
+    #[serde(default = "carehub_core::default_true")]
     pub enabled: bool,
     /// Address it listens on.
     #[serde(default = "default_listen")]
@@ -78,9 +78,6 @@ const fn default_push_max_backoff_ms() -> u64 {
     30_000
 }
 
-const fn default_true() -> bool {
-    true
-}
 const fn default_rate() -> u32 {
     1000
 }

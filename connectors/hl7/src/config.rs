@@ -9,7 +9,7 @@ use crate::{ListenerConfig, SenderConfig};
 #[serde(deny_unknown_fields)]
 pub struct Hl7Config {
     /// Run the MLLP listener in `carehub serve`.
-    #[serde(default = "default_true")]
+    #[serde(default = "carehub_core::default_true")]
     pub enabled: bool,
     /// Milliseconds the broker has to confirm a received message before the
     /// sender is answered AR (error 207, "send it again later").
@@ -45,8 +45,4 @@ impl Default for Hl7Config {
             destinations: Default::default(),
         }
     }
-}
-
-const fn default_true() -> bool {
-    true
 }

@@ -39,20 +39,6 @@ pub struct Judged {
     pub identified: bool,
 }
 
-/// Accepts every message that parses: for a listener with no pipeline to
-/// check content (tests, `carehub hl7 receive`).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct AcceptAll;
-
-impl Hl7Judge for AcceptAll {
-    fn judge(&self, msg: &Message<'_>) -> Judged {
-        Judged {
-            verdict: Verdict::Accepted,
-            identified: !msg.control_id().trim().is_empty(),
-        }
-    }
-}
-
 /// How an [`Hl7Ingress`] is set up.
 #[derive(Debug, Clone)]
 pub struct Hl7IngressConfig {
@@ -93,8 +79,7 @@ impl Hl7Ingress {
             max_batch: MAX_BATCH,
             store_timeout: cfg.store_timeout,
             onward: Arc::new(move |message_id, arrival: &Arrival| {
-                let peer = arrival.origin.strip_prefix("mllp:").unwrap_or(&arrival.origin);
-                Received::new(message_id, peer, &listener).into_envelope(Some(&arrival.key))
+                Received::new(message_id, &arrival.peer, &listener).into_envelope(Some(&arrival.key))
             }),
         });
         Hl7Ingress { ingress, judge }
@@ -141,6 +126,7 @@ impl Hl7Ingress {
             partition_key: fit_column(&partition_key),
             message_type: message_type.as_deref().map(fit_column),
             control_id: control_id.as_deref().map(fit_column),
+            peer: inbound.peer.to_string(),
             origin: format!("mllp:{}", inbound.peer),
             raw: inbound.raw.to_vec(),
             judgement,

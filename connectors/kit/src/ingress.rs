@@ -39,6 +39,8 @@ pub struct Arrival {
     pub partition_key: String,
     pub message_type: Option<String>,
     pub control_id: Option<String>,
+    /// The sender's address (`10.0.0.1:51234`).
+    pub peer: String,
     /// Where it came from (`mllp:10.0.0.1:51234`), for the audit trail.
     pub origin: String,
     pub raw: Vec<u8>,

@@ -217,11 +217,12 @@ impl Engine {
             }
             Err(e) => (None, Some(HandlerError::rejected("invalid_envelope", e.to_string()))),
         };
-        // A bounded label: a type this pipeline handles, else `other`.
-        let message_type = match &env {
-            None => "unparsed",
-            Some(e) if self.handler.accepts(&e.event_type) => e.event_type.as_str(),
-            Some(_) => "other",
+        // A bounded label: a type this pipeline handles (not refused just
+        // above as unknown), else `other`.
+        let message_type = match (&env, &rejection) {
+            (None, _) => "unparsed",
+            (Some(e), None) => e.event_type.as_str(),
+            (Some(_), Some(_)) => "other",
         };
         MessageReceived {
             connector: name,

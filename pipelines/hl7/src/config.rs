@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 #[serde(deny_unknown_fields)]
 pub struct Hl7PipelineConfig {
     /// Run this pipeline's consumer in `carehub serve`.
-    #[serde(default = "default_true")]
+    #[serde(default = "carehub_core::default_true")]
     pub enabled: bool,
     /// Topic the MLLP listener writes received messages to; dead letters go to `<topic>.dlq`.
     #[serde(default = "default_hl7_topic")]
@@ -16,7 +16,7 @@ pub struct Hl7PipelineConfig {
     #[serde(default = "default_hl7_group")]
     pub group: String,
     /// Topic the resulting events are published to (through the outbox).
-    #[serde(default = "default_events_topic")]
+    #[serde(default = "carehub_schema::contracts::default_events_topic")]
     pub events_topic: String,
     /// Topic of messages to deliver over MLLP (`carehub.hl7v2.send.v1`);
     /// its dead letters go to `<outbound_topic>.dlq`.
@@ -57,18 +57,11 @@ impl Default for Hl7PipelineConfig {
             enabled: true,
             topic: default_hl7_topic(),
             group: default_hl7_group(),
-            events_topic: default_events_topic(),
+            events_topic: carehub_schema::contracts::default_events_topic(),
             outbound_topic: default_hl7_outbound_topic(),
             outbound_group: default_hl7_outbound_group(),
             ack_destinations: Default::default(),
             load_fhir: false,
         }
     }
-}
-
-const fn default_true() -> bool {
-    true
-}
-fn default_events_topic() -> String {
-    carehub_schema::contracts::DEFAULT_EVENTS_TOPIC.to_owned()
 }

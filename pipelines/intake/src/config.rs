@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 #[serde(deny_unknown_fields)]
 pub struct IntakeConfig {
     /// Run this pipeline's consumer in `carehub serve`.
-    #[serde(default = "default_true")]
+    #[serde(default = "carehub_core::default_true")]
     pub enabled: bool,
     /// Topic the commands arrive on; its dead letters go to `<topic>.dlq`.
     #[serde(default = "default_intake_topic")]
@@ -16,7 +16,7 @@ pub struct IntakeConfig {
     #[serde(default = "default_intake_group")]
     pub group: String,
     /// Topic the resulting events are published to (through the outbox).
-    #[serde(default = "default_events_topic")]
+    #[serde(default = "carehub_schema::contracts::default_events_topic")]
     pub events_topic: String,
 }
 
@@ -33,14 +33,7 @@ impl Default for IntakeConfig {
             enabled: true,
             topic: default_intake_topic(),
             group: default_intake_group(),
-            events_topic: default_events_topic(),
+            events_topic: carehub_schema::contracts::default_events_topic(),
         }
     }
-}
-
-const fn default_true() -> bool {
-    true
-}
-fn default_events_topic() -> String {
-    carehub_schema::contracts::DEFAULT_EVENTS_TOPIC.to_owned()
 }

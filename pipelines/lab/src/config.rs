@@ -10,11 +10,11 @@ use crate::{ClinicRoute, LabRouting};
 #[serde(deny_unknown_fields)]
 pub struct LabConfig {
     /// Run the lab dispatch and status consumers in `carehub serve`.
-    #[serde(default = "default_true")]
+    #[serde(default = "carehub_core::default_true")]
     pub enabled: bool,
     /// Where new and changed orders appear (`carehub.order.upserted.v1`):
     /// the events topic of the pipelines that take orders.
-    #[serde(default = "default_events_topic")]
+    #[serde(default = "carehub_schema::contracts::default_events_topic")]
     pub events_topic: String,
     /// Consumer group that turns orders into lab orders.
     #[serde(default = "default_lab_dispatch_group")]
@@ -42,7 +42,7 @@ pub struct LabConfig {
     pub ehr_events_topic: String,
     /// Send every clinic's orders to the lab; false: only clinics listed
     /// under `clinics`.
-    #[serde(default = "default_true")]
+    #[serde(default = "carehub_core::default_true")]
     pub all_clinics: bool,
     /// MSH-3 and MSH-4 of the HL7 messages carehub sends to clinics.
     #[serde(default = "default_carehub")]
@@ -86,7 +86,7 @@ impl Default for LabConfig {
     fn default() -> Self {
         LabConfig {
             enabled: true,
-            events_topic: default_events_topic(),
+            events_topic: carehub_schema::contracts::default_events_topic(),
             dispatch_group: default_lab_dispatch_group(),
             orders_topic: default_lab_orders_topic(),
             status_topic: default_lab_status_topic(),
@@ -111,11 +111,4 @@ impl LabConfig {
             clinics: self.clinics.clone(),
         }
     }
-}
-
-const fn default_true() -> bool {
-    true
-}
-fn default_events_topic() -> String {
-    carehub_schema::contracts::DEFAULT_EVENTS_TOPIC.to_owned()
 }

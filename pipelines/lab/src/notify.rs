@@ -41,15 +41,12 @@ pub struct ClinicRoute {
     #[serde(default = "default_application")]
     pub hl7_application: String,
     /// Publish Task / ServiceRequest status events for the clinic's EHR.
-    #[serde(default = "default_true")]
+    #[serde(default = "carehub_core::default_true")]
     pub fhir_events: bool,
 }
 
 fn default_application() -> String {
     "EHR".to_owned()
-}
-const fn default_true() -> bool {
-    true
 }
 
 impl Default for ClinicRoute {
@@ -69,7 +66,7 @@ impl Default for ClinicRoute {
 pub struct LabRouting {
     /// Send every clinic's orders to the lab; false: only those of clinics
     /// listed in `clinics`.
-    #[serde(default = "default_true")]
+    #[serde(default = "carehub_core::default_true")]
     pub all_clinics: bool,
     /// MSH-3 / MSH-4 of the messages carehub sends.
     #[serde(default = "default_sender")]

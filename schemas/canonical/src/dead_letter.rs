@@ -95,6 +95,15 @@ impl DeadLetters {
         Ok(rows)
     }
 
+    /// The consumer (pipeline or delivery) that owns dead letter `id`, if it exists.
+    pub async fn consumer_of(pool: &PgPool, id: i64) -> Result<Option<String>> {
+        let row: Option<(String,)> = sqlx::query_as("SELECT consumer FROM dead_letter WHERE id = $1")
+            .bind(id)
+            .fetch_optional(pool)
+            .await?;
+        Ok(row.map(|(c,)| c))
+    }
+
     /// Dead letters, newest first; `status` filters (`open`, `replayed`, `discarded`).
     pub async fn list(pool: &PgPool, status: Option<&str>, limit: i64) -> Result<Vec<DeadLetter>> {
         Ok(sqlx::query_as(

@@ -17,13 +17,6 @@ pub use hl7::*;
 /// (`tests/common::assert_component_events`).
 pub trait InternalEvent: Sized {
     fn emit(self);
-
-    /// The event's name, for logs of the events themselves.
-    fn name(&self) -> &'static str {
-        let full = std::any::type_name::<Self>();
-        let base = full.split('<').next().unwrap_or(full);
-        base.rsplit("::").next().unwrap_or(base)
-    }
 }
 
 /// `event.emit()` without the trait in scope: each event also has it as its own method.

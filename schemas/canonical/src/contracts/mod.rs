@@ -22,6 +22,11 @@ pub use records::{OrganizationUpsert, PatientMerged, PatientUpsert, RecordChange
 /// The default topic of the canonical record's announcements (`[pipelines.*] events_topic`).
 pub const DEFAULT_EVENTS_TOPIC: &str = "carehub.events.v1";
 
+/// [`DEFAULT_EVENTS_TOPIC`] as a serde default of the pipelines' `events_topic`.
+pub fn default_events_topic() -> String {
+    DEFAULT_EVENTS_TOPIC.to_owned()
+}
+
 // Inbound, from the connectors.
 
 /// A received HL7 v2 message, stored by the MLLP ingress (topic `carehub.hl7v2.inbound.v1`).
