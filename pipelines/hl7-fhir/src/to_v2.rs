@@ -7,8 +7,8 @@
 //! The input is a Bundle (a `collection`, `batch`, or what `to_fhir` gives);
 //! references between its resources (`Patient/<id>`) are followed inside it.
 
-use carehub_hl7::codec::er7::Delimiters;
-use carehub_hl7::codec::escape::encode;
+use carehub_hl7::codec::identity::authority_of;
+use carehub_hl7::codec::{Delimiters, FieldValue, MessageBuilder, SegmentBuilder};
 use serde_json::{Value, json};
 
 /// The v2 message to build.
@@ -53,65 +53,75 @@ pub enum FromFhirError {
 /// Builds `kind` from the resources of `bundle`.
 pub fn from_fhir(bundle: &Value, kind: V2Message, header: &Header) -> Result<String, FromFhirError> {
     let b = Resources::of(bundle);
-    let d = Delimiters::default();
-    let e = |s: &str| encode(s, &d).into_owned();
     let (msh9, event) = match kind {
-        V2Message::AdtA08 => ("ADT^A08^ADT_A01", Some("A08")),
-        V2Message::OruR01 => ("ORU^R01^ORU_R01", None),
-        V2Message::OrmO01 => ("ORM^O01^ORM_O01", None),
-        V2Message::OmlO21 => ("OML^O21^OML_O21", None),
+        V2Message::AdtA08 => (["ADT", "A08", "ADT_A01"], Some("A08")),
+        V2Message::OruR01 => (["ORU", "R01", "ORU_R01"], None),
+        V2Message::OrmO01 => (["ORM", "O01", "ORM_O01"], None),
+        V2Message::OmlO21 => (["OML", "O21", "OML_O21"], None),
     };
-    let mut out = format!(
-        "MSH|^~\\&|{}|{}|{}|{}|{}||{msh9}|{}|P|2.5.1\r",
-        e(&header.sending_application),
-        e(&header.sending_facility),
-        e(&header.receiving_application),
-        e(&header.receiving_facility),
-        header.timestamp,
-        e(&header.control_id)
+    let mut out = MessageBuilder::new(Delimiters::default());
+    out.push(
+        SegmentBuilder::new("MSH")
+            .field(3, &header.sending_application)
+            .field(4, &header.sending_facility)
+            .field(5, &header.receiving_application)
+            .field(6, &header.receiving_facility)
+            .field(7, &header.timestamp)
+            .field(9, FieldValue::composite(msh9))
+            .field(10, &header.control_id)
+            .field(11, "P")
+            .field(12, "2.5.1"),
     );
     if let Some(ev) = event {
-        out.push_str(&format!("EVN|{ev}|{}\r", header.timestamp));
+        out.push(SegmentBuilder::new("EVN").field(1, ev).field(2, &header.timestamp));
     }
     match kind {
         V2Message::AdtA08 => {
             let p = b.first("Patient").ok_or(FromFhirError::Missing("Patient"))?;
-            out.push_str(&pid(p));
-            out.push_str("PV1|1|N\r");
+            out.push(pid(p))
+                .push(SegmentBuilder::new("PV1").field(1, "1").field(2, "N"));
         }
         V2Message::OruR01 => {
             let report = b
                 .first("DiagnosticReport")
                 .ok_or(FromFhirError::Missing("DiagnosticReport"))?;
             let patient = b.follow(&report["subject"]).or_else(|| b.first("Patient"));
-            out.push_str(&pid(patient.ok_or(FromFhirError::Missing("Patient"))?));
+            out.push(pid(patient.ok_or(FromFhirError::Missing("Patient"))?));
             let order = report["basedOn"]
                 .as_array()
                 .and_then(|o| o.first())
                 .and_then(|r| b.follow(r));
             let (placer, filler) = order.map(order_numbers).unwrap_or_default();
-            out.push_str(&format!("ORC|RE|{placer}|{filler}\r"));
-            out.push_str(&format!(
-                "OBR|1|{placer}|{filler}|{}|||{}||||||||||||||||||{}\r",
-                cwe(&report["code"]),
-                dtm(report["effectiveDateTime"].as_str()),
-                match report["status"].as_str() {
-                    Some("final") => "F",
-                    Some("corrected" | "amended") => "C",
-                    Some("cancelled") => "X",
-                    Some("partial") => "A",
-                    Some("preliminary") => "P",
-                    _ => "",
-                }
-            ));
-            let results: Vec<&Value> = report["result"]
+            let status = match report["status"].as_str() {
+                Some("final") => "F",
+                Some("corrected" | "amended") => "C",
+                Some("cancelled") => "X",
+                Some("partial") => "A",
+                Some("preliminary") => "P",
+                _ => "",
+            };
+            out.push(
+                SegmentBuilder::new("ORC")
+                    .field(1, "RE")
+                    .field(2, placer.clone())
+                    .field(3, filler.clone()),
+            )
+            .push(
+                SegmentBuilder::new("OBR")
+                    .field(1, "1")
+                    .field(2, placer)
+                    .field(3, filler)
+                    .field(4, cwe(&report["code"]))
+                    .field(7, dtm(report["effectiveDateTime"].as_str()))
+                    .field(25, status),
+            );
+            let results = report["result"]
                 .as_array()
                 .into_iter()
                 .flatten()
-                .filter_map(|r| b.follow(r))
-                .collect();
-            for (i, o) in results.iter().enumerate() {
-                out.push_str(&obx(i + 1, o));
+                .filter_map(|r| b.follow(r));
+            for (i, o) in results.enumerate() {
+                out.push(obx(i + 1, o));
             }
         }
         V2Message::OrmO01 | V2Message::OmlO21 => {
@@ -119,7 +129,7 @@ pub fn from_fhir(bundle: &Value, kind: V2Message, header: &Header) -> Result<Str
                 .first("ServiceRequest")
                 .ok_or(FromFhirError::Missing("ServiceRequest"))?;
             let patient = b.follow(&sr["subject"]).or_else(|| b.first("Patient"));
-            out.push_str(&pid(patient.ok_or(FromFhirError::Missing("Patient"))?));
+            out.push(pid(patient.ok_or(FromFhirError::Missing("Patient"))?));
             let (placer, filler) = order_numbers(sr);
             // The Task's business status names the lab's step when given.
             let task = b.first("Task");
@@ -130,19 +140,32 @@ pub fn from_fhir(bundle: &Value, kind: V2Message, header: &Header) -> Result<Str
                 (_, Some("in-progress" | "accepted")) => ("SC", "IP"),
                 _ => ("SC", "SC"),
             };
-            out.push_str(&format!(
-                "ORC|{control}|{placer}|{filler}||{orc5}||||{}\r",
-                dtm(sr["authoredOn"].as_str())
-            ));
-            out.push_str(&format!("OBR|1|{placer}|{filler}|{}\r", cwe(&sr["code"])));
-            for (i, n) in sr["note"].as_array().into_iter().flatten().enumerate() {
-                if let Some(t) = n["text"].as_str() {
-                    out.push_str(&format!("NTE|{}|L|{}\r", i + 1, e(t)));
-                }
+            out.push(
+                SegmentBuilder::new("ORC")
+                    .field(1, control)
+                    .field(2, placer.clone())
+                    .field(3, filler.clone())
+                    .field(5, orc5)
+                    .field(9, dtm(sr["authoredOn"].as_str())),
+            )
+            .push(
+                SegmentBuilder::new("OBR")
+                    .field(1, "1")
+                    .field(2, placer)
+                    .field(3, filler)
+                    .field(4, cwe(&sr["code"])),
+            );
+            let notes = sr["note"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|n| n["text"].as_str());
+            for (i, text) in notes.enumerate() {
+                out.push(SegmentBuilder::new("NTE").field(1, i + 1).field(2, "L").field(3, text));
             }
         }
     }
-    Ok(out)
+    Ok(out.finish())
 }
 
 /// The resources of a Bundle, found by type and by reference.
@@ -174,10 +197,6 @@ impl<'b> Resources<'b> {
             .copied()
             .find(|r| r["resourceType"] == t && r["id"] == id)
     }
-}
-
-fn esc(s: &str) -> String {
-    encode(s, &Delimiters::default()).into_owned()
 }
 
 /// FHIR date / dateTime → HL7 DTM (`2026-11-20T10:30:00+01:00` → `20261120103000+0100`).
@@ -235,61 +254,43 @@ fn percent_decode(s: &str) -> String {
 
 /// CodeableConcept → CWE (first coding as the primary triplet, the second as
 /// the alternate; text as original text).
-fn cwe(c: &Value) -> String {
+fn cwe(c: &Value) -> FieldValue {
     let codings: Vec<&Value> = c["coding"].as_array().into_iter().flatten().collect();
-    let triplet = |x: Option<&&Value>| -> [String; 3] {
+    let triplet = |x: Option<&&Value>| -> [FieldValue; 3] {
         match x {
             Some(x) => [
-                esc(x["code"].as_str().unwrap_or("")),
-                esc(x["display"].as_str().unwrap_or("")),
-                x["system"].as_str().map(|s| esc(&system_name(s))).unwrap_or_default(),
+                x["code"].as_str().into(),
+                x["display"].as_str().into(),
+                x["system"].as_str().map(system_name).into(),
             ],
             None => Default::default(),
         }
     };
     let [c1, c2, c3] = triplet(codings.first());
     let [c4, c5, c6] = triplet(codings.get(1));
-    let text = c["text"].as_str().map(esc).unwrap_or_default();
-    let mut parts = vec![c1, c2, c3, c4, c5, c6, String::new(), String::new(), text];
-    if parts[0].is_empty() && parts[1].is_empty() {
+    let text: FieldValue = c["text"].as_str().into();
+    if c1.is_empty() && c2.is_empty() {
         // Text only: CWE.2 carries it.
-        parts[1] = parts[8].clone();
-        parts[8].clear();
+        return FieldValue::composite([c1, text, c3, c4, c5, c6]);
     }
-    trim_components(parts)
+    FieldValue::composite([c1, c2, c3, c4, c5, c6, FieldValue::Empty, FieldValue::Empty, text])
 }
 
-fn trim_components(mut parts: Vec<String>) -> String {
-    while parts.last().is_some_and(String::is_empty) {
-        parts.pop();
-    }
-    parts.join("^")
-}
-
-/// The authority of an identifier system, as CX.4 / EI namespace&universal&type.
-fn authority(system: Option<&str>) -> String {
-    match system {
-        Some(s) if s.starts_with("urn:oid:") => format!("&{}&ISO", &s[8..]),
-        Some(s) if s.starts_with("urn:carehub:hl7-aa:") => esc(&percent_decode(&s[19..])),
-        Some(s) => format!("&{}&URI", esc(s)),
-        None => String::new(),
-    }
-}
-
-/// Identifier → CX.
-fn cx(id: &Value) -> String {
-    let type_code = id["type"]["coding"][0]["code"].as_str().map(esc).unwrap_or_default();
-    trim_components(vec![
-        esc(id["value"].as_str().unwrap_or("")),
-        String::new(),
-        String::new(),
-        authority(id["system"].as_str()),
-        type_code,
+/// Identifier → CX (value, authority in CX.4 as subcomponents, type in CX.5).
+fn cx(id: &Value) -> FieldValue {
+    FieldValue::composite([
+        id["value"].as_str().into(),
+        FieldValue::Empty,
+        FieldValue::Empty,
+        id["system"]
+            .as_str()
+            .map_or(FieldValue::Empty, |s| FieldValue::composite(authority_of(s))),
+        id["type"]["coding"][0]["code"].as_str().into(),
     ])
 }
 
 /// HumanName → XPN.
-fn xpn(n: &Value) -> String {
+fn xpn(n: &Value) -> FieldValue {
     let given: Vec<&str> = n["given"]
         .as_array()
         .into_iter()
@@ -305,19 +306,19 @@ fn xpn(n: &Value) -> String {
         Some("anonymous") => "S",
         _ => "",
     };
-    trim_components(vec![
-        esc(n["family"].as_str().unwrap_or("")),
-        esc(given.first().copied().unwrap_or("")),
-        esc(given.get(1).copied().unwrap_or("")),
-        esc(n["suffix"][0].as_str().unwrap_or("")),
-        esc(n["prefix"][0].as_str().unwrap_or("")),
-        String::new(),
-        use_code.to_owned(),
+    FieldValue::composite([
+        n["family"].as_str().unwrap_or(""),
+        given.first().copied().unwrap_or(""),
+        given.get(1).copied().unwrap_or(""),
+        n["suffix"][0].as_str().unwrap_or(""),
+        n["prefix"][0].as_str().unwrap_or(""),
+        "",
+        use_code,
     ])
 }
 
 /// Address → XAD.
-fn xad(a: &Value) -> String {
+fn xad(a: &Value) -> FieldValue {
     let use_code = match (a["use"].as_str(), a["type"].as_str()) {
         (Some("home"), _) => "H",
         (Some("work"), _) => "O",
@@ -325,50 +326,45 @@ fn xad(a: &Value) -> String {
         (_, Some("postal")) => "M",
         _ => "",
     };
-    trim_components(vec![
-        esc(a["line"][0].as_str().unwrap_or("")),
-        esc(a["line"][1].as_str().unwrap_or("")),
-        esc(a["city"].as_str().unwrap_or("")),
-        esc(a["state"].as_str().unwrap_or("")),
-        esc(a["postalCode"].as_str().unwrap_or("")),
-        esc(a["country"].as_str().unwrap_or("")),
-        use_code.to_owned(),
+    FieldValue::composite([
+        a["line"][0].as_str().unwrap_or(""),
+        a["line"][1].as_str().unwrap_or(""),
+        a["city"].as_str().unwrap_or(""),
+        a["state"].as_str().unwrap_or(""),
+        a["postalCode"].as_str().unwrap_or(""),
+        a["country"].as_str().unwrap_or(""),
+        use_code,
     ])
 }
 
 /// ContactPoint → XTN.
-fn xtn(c: &Value) -> String {
-    let value = esc(c["value"].as_str().unwrap_or(""));
+fn xtn(c: &Value) -> FieldValue {
+    let value = c["value"].as_str().unwrap_or("");
     let use_code = match c["use"].as_str() {
         Some("home") => "PRN",
         Some("work") => "WPN",
         _ => "",
     };
-    match c["system"].as_str() {
-        Some("email") => format!("^NET^Internet^{value}"),
-        Some("fax") => format!("{value}^{use_code}^FX"),
-        Some("pager") => format!("{value}^{use_code}^BP"),
-        _ if c["use"] == "mobile" => format!("{value}^^CP"),
-        _ => trim_components(vec![value, use_code.to_owned(), "PH".to_owned()]),
-    }
+    let parts = match c["system"].as_str() {
+        Some("email") => ["", "NET", "Internet", value],
+        Some("fax") => [value, use_code, "FX", ""],
+        Some("pager") => [value, use_code, "BP", ""],
+        _ if c["use"] == "mobile" => [value, "", "CP", ""],
+        _ => [value, use_code, "PH", ""],
+    };
+    FieldValue::composite(parts)
 }
 
-fn repeat(items: &Value, f: fn(&Value) -> String) -> String {
-    items
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(f)
-        .filter(|s| !s.is_empty())
-        .collect::<Vec<_>>()
-        .join("~")
+/// The items of a JSON array, each written by `f`.
+fn each(items: &Value, f: fn(&Value) -> FieldValue) -> impl Iterator<Item = FieldValue> + '_ {
+    items.as_array().into_iter().flatten().map(f)
 }
 
 /// Patient → PID.
-fn pid(p: &Value) -> String {
+fn pid(p: &Value) -> SegmentBuilder {
     let telecom: Vec<&Value> = p["telecom"].as_array().into_iter().flatten().collect();
-    let home: Vec<String> = telecom.iter().filter(|t| t["use"] != "work").map(|t| xtn(t)).collect();
-    let work: Vec<String> = telecom.iter().filter(|t| t["use"] == "work").map(|t| xtn(t)).collect();
+    let home = telecom.iter().filter(|t| t["use"] != "work").map(|t| xtn(t));
+    let work = telecom.iter().filter(|t| t["use"] == "work").map(|t| xtn(t));
     let sex = match p["gender"].as_str() {
         Some("male") => "M",
         Some("female") => "F",
@@ -376,30 +372,6 @@ fn pid(p: &Value) -> String {
         Some("unknown") => "U",
         _ => "",
     };
-    let fields = vec![
-        "PID".to_owned(),
-        "1".to_owned(),
-        String::new(),
-        repeat(&p["identifier"], cx),
-        String::new(),
-        repeat(&p["name"], xpn),
-        String::new(),
-        dtm(p["birthDate"].as_str()),
-        sex.to_owned(),
-        String::new(),
-        String::new(),
-        repeat(&p["address"], xad),
-        String::new(),
-        home.join("~"),
-        work.join("~"),
-        String::new(),
-        if p["maritalStatus"].is_object() {
-            cwe(&p["maritalStatus"])
-        } else {
-            String::new()
-        },
-    ];
-    let mut fields = fields;
     // The extensions the forward map writes, back in their fields.
     let extension = |url: &str| -> Option<&Value> {
         p["extension"]
@@ -407,15 +379,14 @@ fn pid(p: &Value) -> String {
             .iter()
             .find(|e| e["url"].as_str().is_some_and(|u| u.ends_with(url)))
     };
-    let us_core = |url: &str| -> String {
+    let us_core = |url: &str| -> Vec<FieldValue> {
         extension(url)
             .and_then(|e| e["extension"].as_array())
             .into_iter()
             .flatten()
             .filter(|part| part["url"] == "ombCategory" || part["url"] == "detailed")
             .map(|part| cwe(&json!({ "coding": [part["valueCoding"]] })))
-            .collect::<Vec<_>>()
-            .join("~")
+            .collect()
     };
     let preferred_language = p["communication"]
         .as_array()
@@ -424,74 +395,66 @@ fn pid(p: &Value) -> String {
         .find(|c| c["preferred"] == true)
         .map(|c| cwe(&c["language"]))
         .unwrap_or_default();
-    let citizenship: Vec<String> = p["extension"]
+    let citizenship = p["extension"]
         .as_array()
         .into_iter()
         .flatten()
         .filter(|e| e["url"].as_str().is_some_and(|u| u.ends_with("patient-citizenship")))
-        .map(|e| cwe(&e["extension"][0]["valueCodeableConcept"]))
-        .collect();
-    let part_of = |url: &str, part: &str| -> String {
+        .map(|e| cwe(&e["extension"][0]["valueCodeableConcept"]));
+    let part_of = |url: &str, part: &str| -> FieldValue {
         extension(url)
             .and_then(|e| e["extension"].as_array())
             .and_then(|parts| parts.iter().find(|x| x["url"] == part))
             .map(|x| cwe(&x["valueCodeableConcept"]))
             .unwrap_or_default()
     };
-    let later: [(usize, String); 11] = [
-        (12, p["address"][0]["district"].as_str().map(esc).unwrap_or_default()),
-        (
+    let marital = if p["maritalStatus"].is_object() {
+        cwe(&p["maritalStatus"])
+    } else {
+        FieldValue::Empty
+    };
+    SegmentBuilder::new("PID")
+        .field(1, "1")
+        .repeated(3, each(&p["identifier"], cx))
+        .repeated(5, each(&p["name"], xpn))
+        .field(
             6,
-            extension("patient-mothersMaidenName")
-                .and_then(|e| e["valueString"].as_str())
-                .map(esc)
-                .unwrap_or_default(),
-        ),
-        (10, us_core("us-core-race")),
-        (15, preferred_language),
-        (
+            extension("patient-mothersMaidenName").and_then(|e| e["valueString"].as_str()),
+        )
+        .field(7, dtm(p["birthDate"].as_str()))
+        .field(8, sex)
+        .repeated(10, us_core("us-core-race"))
+        .repeated(11, each(&p["address"], xad))
+        .field(12, p["address"][0]["district"].as_str())
+        .repeated(13, home)
+        .repeated(14, work)
+        .field(15, preferred_language)
+        .field(16, marital)
+        .field(
             17,
             extension("patient-religion")
                 .map(|e| cwe(&e["valueCodeableConcept"]))
                 .unwrap_or_default(),
-        ),
-        (22, us_core("us-core-ethnicity")),
-        (
+        )
+        .repeated(22, us_core("us-core-ethnicity"))
+        .field(
             23,
-            extension("patient-birthPlace")
-                .and_then(|e| e["valueAddress"]["text"].as_str())
-                .map(esc)
-                .unwrap_or_default(),
-        ),
-        (26, citizenship.join("~")),
-        (28, part_of("patient-nationality", "code")),
-        (35, part_of("patient-animal", "species")),
-        (36, part_of("patient-animal", "breed")),
-    ];
-    for (n, value) in later {
-        if value.is_empty() {
-            continue;
-        }
-        if fields.len() <= n {
-            fields.resize(n + 1, String::new());
-        }
-        fields[n] = value;
-    }
-    while fields.last().is_some_and(String::is_empty) {
-        fields.pop();
-    }
-    format!("{}\r", fields.join("|"))
+            extension("patient-birthPlace").and_then(|e| e["valueAddress"]["text"].as_str()),
+        )
+        .repeated(26, citizenship)
+        .field(28, part_of("patient-nationality", "code"))
+        .field(35, part_of("patient-animal", "species"))
+        .field(36, part_of("patient-animal", "breed"))
 }
 
-/// The placer and filler numbers (EI) of a ServiceRequest.
-fn order_numbers(sr: &Value) -> (String, String) {
-    let mut placer = String::new();
-    let mut filler = String::new();
+/// The placer and filler numbers (EI: number, then the authority as EI.2-4)
+/// of a ServiceRequest.
+fn order_numbers(sr: &Value) -> (FieldValue, FieldValue) {
+    let mut placer = FieldValue::Empty;
+    let mut filler = FieldValue::Empty;
     for id in sr["identifier"].as_array().into_iter().flatten() {
-        let ei = trim_components(vec![
-            esc(id["value"].as_str().unwrap_or("")),
-            ei_authority(id["system"].as_str()),
-        ]);
+        let [ns, universal, kind] = id["system"].as_str().map(authority_of).unwrap_or_default();
+        let ei = FieldValue::composite([id["value"].as_str().into(), ns, universal, kind]);
         match id["type"]["coding"][0]["code"].as_str() {
             Some("FILL") => filler = ei,
             _ if placer.is_empty() => placer = ei,
@@ -501,45 +464,30 @@ fn order_numbers(sr: &Value) -> (String, String) {
     (placer, filler)
 }
 
-/// An identifier system as EI.2-4 (namespace^universal^type).
-fn ei_authority(system: Option<&str>) -> String {
-    match system {
-        Some(s) if s.starts_with("urn:oid:") => format!("^{}^ISO", &s[8..]),
-        Some(s) if s.starts_with("urn:carehub:hl7-aa:") => esc(&percent_decode(&s[19..])),
-        Some(s) => format!("^{}^URI", esc(s)),
-        None => String::new(),
-    }
-}
-
 /// Observation → OBX.
-fn obx(set_id: usize, o: &Value) -> String {
-    let (kind, value, unit) = if let Some(q) = o.get("valueQuantity") {
+fn obx(set_id: usize, o: &Value) -> SegmentBuilder {
+    let (kind, value, unit): (&str, Vec<FieldValue>, FieldValue) = if let Some(q) = o.get("valueQuantity") {
         let unit = match (q["code"].as_str(), q["unit"].as_str(), q["system"].as_str()) {
-            (Some(c), u, Some(s)) => trim_components(vec![esc(c), esc(u.unwrap_or(c)), esc(&system_name(s))]),
-            (_, Some(u), _) => esc(u),
-            _ => String::new(),
+            (Some(c), u, Some(s)) => FieldValue::composite([c.to_owned(), u.unwrap_or(c).to_owned(), system_name(s)]),
+            (_, Some(u), _) => u.into(),
+            _ => FieldValue::Empty,
         };
-        ("NM", q["value"].to_string(), unit)
+        ("NM", vec![q["value"].to_string().into()], unit)
     } else if let Some(c) = o.get("valueCodeableConcept") {
-        ("CWE", cwe(c), String::new())
+        ("CWE", vec![cwe(c)], FieldValue::Empty)
     } else if let Some(s) = o["valueString"].as_str() {
-        (
-            "ST",
-            s.split('\n').map(esc).collect::<Vec<_>>().join("~"),
-            String::new(),
-        )
+        // One repetition per line.
+        ("ST", s.split('\n').map(FieldValue::from).collect(), FieldValue::Empty)
     } else if let Some(t) = o["valueDateTime"].as_str() {
-        ("DTM", dtm(Some(t)), String::new())
+        ("DTM", vec![dtm(Some(t)).into()], FieldValue::Empty)
     } else {
-        ("", String::new(), String::new())
+        ("", Vec::new(), FieldValue::Empty)
     };
     let flags = o["interpretation"]
         .as_array()
         .into_iter()
         .flatten()
-        .filter_map(|i| i["coding"][0]["code"].as_str().map(esc))
-        .collect::<Vec<_>>()
-        .join("~");
+        .filter_map(|i| i["coding"][0]["code"].as_str());
     let status = match o["status"].as_str() {
         Some("final") => "F",
         Some("corrected" | "amended") => "C",
@@ -547,28 +495,16 @@ fn obx(set_id: usize, o: &Value) -> String {
         Some("entered-in-error") => "W",
         _ => "P",
     };
-    let fields = vec![
-        "OBX".to_owned(),
-        set_id.to_string(),
-        kind.to_owned(),
-        cwe(&o["code"]),
-        String::new(),
-        value,
-        unit,
-        o["referenceRange"][0]["text"].as_str().map(esc).unwrap_or_default(),
-        flags,
-        String::new(),
-        String::new(),
-        status.to_owned(),
-        String::new(),
-        String::new(),
-        dtm(o["effectiveDateTime"].as_str()),
-    ];
-    let mut fields = fields;
-    while fields.last().is_some_and(String::is_empty) {
-        fields.pop();
-    }
-    format!("{}\r", fields.join("|"))
+    SegmentBuilder::new("OBX")
+        .field(1, set_id)
+        .field(2, kind)
+        .field(3, cwe(&o["code"]))
+        .repeated(5, value)
+        .field(6, unit)
+        .field(7, o["referenceRange"][0]["text"].as_str())
+        .repeated(8, flags)
+        .field(11, status)
+        .field(14, dtm(o["effectiveDateTime"].as_str()))
 }
 
 #[cfg(test)]

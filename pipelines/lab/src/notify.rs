@@ -4,8 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use carehub_hl7::codec::er7::Delimiters;
-use carehub_hl7::codec::escape::encode;
+use carehub_hl7::codec::identity::authority_of;
+use carehub_hl7::codec::{Delimiters, FieldValue, MessageBuilder, SegmentBuilder};
 use carehub_schema::lab::{LabStatus, OrderForLab};
 use carehub_schema::model::{OrderItem, PatientIdentifier};
 
@@ -153,18 +153,6 @@ pub fn control_id(change: &StatusChange<'_>) -> String {
     format!("L{}.{}", &id[20..], change.sequence)
 }
 
-/// CX.4 for an identifier system (the reverse of the HL7 pipeline's mapping).
-fn assigning_authority(system: &str, d: &Delimiters) -> String {
-    let s = d.subcomponent.map_or('&', char::from);
-    if let Some(oid) = system.strip_prefix("urn:oid:") {
-        format!("{s}{}{s}ISO", encode(oid, d))
-    } else if let Some(ns) = carehub_hl7::codec::identity::namespace_of(system) {
-        encode(&ns, d).into_owned()
-    } else {
-        format!("{s}{}{s}URI", encode(system, d))
-    }
-}
-
 /// The order status message for the clinic, segments ending in CR.
 pub fn hl7_status_message(
     routing: &LabRouting,
@@ -172,28 +160,34 @@ pub fn hl7_status_message(
     change: &StatusChange<'_>,
     control_id: &str,
 ) -> String {
-    let d = Delimiters::default();
-    let e = |s: &str| encode(s, &d).into_owned();
     let (msg_type, version) = match route.hl7_order_message {
-        OrderStatusMessage::OrmO01 => ("ORM^O01^ORM_O01", "2.3.1"),
-        OrderStatusMessage::OmlO21 => ("OML^O21^OML_O21", "2.5.1"),
+        OrderStatusMessage::OrmO01 => (["ORM", "O01", "ORM_O01"], "2.3.1"),
+        OrderStatusMessage::OmlO21 => (["OML", "O21", "OML_O21"], "2.5.1"),
     };
     let ts = change.at.format("%Y%m%d%H%M%S").to_string();
-    let placer = placer_ei(change.order, &d);
     let control = match change.status {
         LabStatus::Cancelled | LabStatus::Rejected => "OC",
         _ => "SC",
     };
-    let reason = change.reason.map(|r| format!("^{}", e(r))).unwrap_or_default();
-    let mut out = header(routing, route, change.order, &ts, msg_type, control_id, version);
-    out.push_str(&pid(change.identifiers, &d));
-    // ORC-1 control, -2 placer, -5 status, -9 when, -16 reason (CE: text in .2).
-    out.push_str(&format!(
-        "ORC|{control}|{placer}|||{}||||{ts}|||||||{reason}\r",
-        orc5(change.status)
-    ));
+    let mut out = MessageBuilder::new(Delimiters::default());
+    out.push(header(routing, route, change.order, &ts, msg_type, control_id, version))
+        .push(pid(change.identifiers))
+        // ORC-1 control, -2 placer, -5 status, -9 when, -16 reason (CE: text in .2).
+        .push(
+            SegmentBuilder::new("ORC")
+                .field(1, control)
+                .field(2, placer_ei(change.order))
+                .field(5, orc5(change.status))
+                .field(9, ts.as_str())
+                .field(16, FieldValue::composite([FieldValue::Empty, change.reason.into()])),
+        );
     for (i, item) in change.items.iter().enumerate() {
-        out.push_str(&format!("OBR|{}|{placer}||{}\r", i + 1, service_ce(item, &d)));
+        out.push(
+            SegmentBuilder::new("OBR")
+                .field(1, i + 1)
+                .field(2, placer_ei(change.order))
+                .field(4, service_ce(item)),
+        );
     }
     let mut note = format!("Lab status {} (report {})", change.status, change.sequence);
     if let Some(r) = change.reason {
@@ -205,8 +199,8 @@ pub fn hl7_status_message(
     if let (Some(c), Some(t)) = (change.carrier, change.tracking_number) {
         note.push_str(&format!("; shipped with {c}, tracking {t}"));
     }
-    out.push_str(&format!("NTE|1|L|{}\r", e(&note)));
-    out
+    out.push(SegmentBuilder::new("NTE").field(1, "1").field(2, "L").field(3, note));
+    out.finish()
 }
 
 /// The lab's results for the clinic as ORU^R01 (v2.5.1): the order's
@@ -220,39 +214,63 @@ pub fn hl7_results_message(
     report: &LabResults,
     control_id: &str,
 ) -> String {
-    let d = Delimiters::default();
-    let e = |s: &str| encode(s, &d).into_owned();
     let at = report.issued_at.unwrap_or_else(Utc::now);
     let ts = at.format("%Y%m%d%H%M%S").to_string();
-    let placer = placer_ei(order, &d);
     let status = report.status.hl7();
-    let mut out = header(routing, route, order, &ts, "ORU^R01^ORU_R01", control_id, "2.5.1");
-    out.push_str(&pid(identifiers, &d));
-    out.push_str(&format!("ORC|RE|{placer}|||||||{ts}\r"));
-    let service = items.first().map(|i| service_ce(i, &d)).unwrap_or_default();
+    let mut out = MessageBuilder::new(Delimiters::default());
+    out.push(header(
+        routing,
+        route,
+        order,
+        &ts,
+        ["ORU", "R01", "ORU_R01"],
+        control_id,
+        "2.5.1",
+    ))
+    .push(pid(identifiers))
+    .push(
+        SegmentBuilder::new("ORC")
+            .field(1, "RE")
+            .field(2, placer_ei(order))
+            .field(9, ts.as_str()),
+    )
     // OBR-7 observation time, -22 results reported, -25 result status.
-    out.push_str(&format!(
-        "OBR|1|{placer}||{service}|||{ts}|||||||||||||||{ts}|||{status}\r"
-    ));
+    .push(
+        SegmentBuilder::new("OBR")
+            .field(1, "1")
+            .field(2, placer_ei(order))
+            .field(4, items.first().map(service_ce).unwrap_or_default())
+            .field(7, ts.as_str())
+            .field(22, ts.as_str())
+            .field(25, status),
+    );
     for (i, r) in report.results.iter().enumerate() {
         let value_type = match r.value_type {
             ValueType::Quantity => "NM",
             ValueType::String => "ST",
             ValueType::Coded => "CWE",
         };
-        out.push_str(&format!(
-            "OBX|{}|{value_type}|{}^{}^{}||{}|{}|{}|{}|||{status}|||{ts}\r",
-            i + 1,
-            e(&r.code),
-            e(r.display.as_deref().unwrap_or("")),
-            e(code_system_name(&r.code_system)),
-            e(&r.value),
-            e(r.unit.as_deref().unwrap_or("")),
-            e(r.reference_range.as_deref().unwrap_or("")),
-            e(r.interpretation.as_deref().unwrap_or("")),
-        ));
+        out.push(
+            SegmentBuilder::new("OBX")
+                .field(1, i + 1)
+                .field(2, value_type)
+                .field(
+                    3,
+                    FieldValue::composite([
+                        r.code.as_str(),
+                        r.display.as_deref().unwrap_or(""),
+                        code_system_name(&r.code_system),
+                    ]),
+                )
+                .field(5, r.value.as_str())
+                .field(6, r.unit.as_deref())
+                .field(7, r.reference_range.as_deref())
+                .field(8, r.interpretation.as_deref())
+                .field(11, status)
+                .field(14, ts.as_str()),
+        );
     }
-    out
+    out.finish()
 }
 
 /// The MSH of a message to the clinic.
@@ -261,56 +279,49 @@ fn header(
     route: &ClinicRoute,
     order: &OrderForLab,
     ts: &str,
-    msg_type: &str,
+    msg_type: [&str; 3],
     control_id: &str,
     version: &str,
-) -> String {
-    let d = Delimiters::default();
-    let e = |s: &str| encode(s, &d).into_owned();
-    format!(
-        "MSH|^~\\&|{}|{}|{}|{}|{ts}||{msg_type}|{}|P|{version}\r",
-        e(&routing.hl7_sending_application),
-        e(&routing.hl7_sending_facility),
-        e(&route.hl7_application),
-        e(order.clinic.as_deref().unwrap_or("")),
-        e(control_id),
-    )
+) -> SegmentBuilder {
+    SegmentBuilder::new("MSH")
+        .field(3, routing.hl7_sending_application.as_str())
+        .field(4, routing.hl7_sending_facility.as_str())
+        .field(5, route.hl7_application.as_str())
+        .field(6, order.clinic.as_deref())
+        .field(7, ts)
+        .field(9, FieldValue::composite(msg_type))
+        .field(10, control_id)
+        .field(11, "P")
+        .field(12, version)
 }
 
-/// PID with the patient's identifiers (PID-3), so the clinic recognises them.
-fn pid(identifiers: &[PatientIdentifier], d: &Delimiters) -> String {
-    let pid3 = identifiers
-        .iter()
-        .map(|i| {
-            format!(
-                "{}^^^{}^{}",
-                encode(&i.value, d),
-                assigning_authority(&i.system, d),
-                encode(i.type_code.as_deref().unwrap_or(""), d)
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("~");
-    format!("PID|1||{pid3}\r")
+/// PID with the patient's identifiers (PID-3, CX), so the clinic recognises them.
+fn pid(identifiers: &[PatientIdentifier]) -> SegmentBuilder {
+    let pid3 = identifiers.iter().map(|i| {
+        FieldValue::composite([
+            FieldValue::text(&i.value),
+            FieldValue::Empty,
+            FieldValue::Empty,
+            FieldValue::composite(authority_of(&i.system)),
+            i.type_code.as_deref().into(),
+        ])
+    });
+    SegmentBuilder::new("PID").field(1, "1").repeated(3, pid3)
 }
 
-/// The clinic's order number as EI (ORC-2, OBR-2).
-fn placer_ei(order: &OrderForLab, d: &Delimiters) -> String {
-    format!(
-        "{}^{}",
-        encode(&order.placer_number, d),
-        assigning_authority(&order.placer_system, d)
-    )
+/// The clinic's order number as EI (ORC-2, OBR-2): number, then the authority.
+fn placer_ei(order: &OrderForLab) -> FieldValue {
+    let [ns, universal, kind] = authority_of(&order.placer_system);
+    FieldValue::composite([FieldValue::text(&order.placer_number), ns, universal, kind])
 }
 
 /// OBR-4 from an order item.
-fn service_ce(item: &OrderItem, d: &Delimiters) -> String {
-    format!(
-        "{}^{}^{}",
-        encode(&item.code, d),
-        encode(item.display.as_deref().unwrap_or(""), d),
-        encode(code_system_name(&item.code_system), d)
-    )
+fn service_ce(item: &OrderItem) -> FieldValue {
+    FieldValue::composite([
+        item.code.as_str(),
+        item.display.as_deref().unwrap_or(""),
+        code_system_name(&item.code_system),
+    ])
 }
 
 /// MSH-10 of a results message: the same report always gets the same one.
@@ -482,6 +493,24 @@ mod tests {
         assert_eq!(msg.version(), "2.5.1");
         assert_eq!(msg.get("ORC-1").raw(), "OC");
         assert_eq!(msg.get("ORC-5").raw(), "CA");
+        assert_eq!(msg.get("ORC-16.2").decoded(), "heel cup cracked | remake");
+    }
+
+    /// EI.2-4 are components (not an HD in EI.2's subcomponents, as the
+    /// hand-built writer had it): the clinic reads its OID placer system back.
+    #[test]
+    fn an_oid_placer_system_goes_back_in_ei_3_and_ei_4() {
+        let o = OrderForLab {
+            placer_system: "urn:oid:1.2.826.0.1.9999.7".into(),
+            ..order()
+        };
+        let c = change(&o, &[], &[], LabStatus::Accepted);
+        let text = hl7_status_message(&LabRouting::default(), &ClinicRoute::default(), &c, "X2");
+        let msg = Message::parse(&text).expect("parses");
+        assert_eq!(msg.get("ORC-2.1").raw(), "PO-5001");
+        assert_eq!(msg.get("ORC-2.2").raw(), "");
+        assert_eq!(msg.get("ORC-2.3").raw(), "1.2.826.0.1.9999.7");
+        assert_eq!(msg.get("ORC-2.4").raw(), "ISO");
     }
 
     #[test]

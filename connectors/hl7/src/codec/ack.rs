@@ -7,10 +7,8 @@
 //! error or rejection carries an ERR segment with the HL7 error code (table
 //! 0357) and its location: ERR-2/3/4 from v2.5 on, ERR-1 before it.
 
-use std::fmt::Write as _;
-
+use super::builder::{FieldValue, MessageBuilder, SegmentBuilder};
 use super::er7::{Delimiters, ErrorLocation, Message};
-use super::escape::encode;
 
 /// MSA-1 (table 0008).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -192,93 +190,92 @@ pub fn timestamp_now() -> String {
 
 /// Builds the ACK for `received`. Segments end with CR.
 pub fn build(received: &Message<'_>, code: AckCode, error: Option<&AckError>, control_id: &str) -> String {
-    let d = received.delimiters();
     let msh = received.msh();
-    let f = d.field as char;
-    let c = d.component as char;
-    let version = received.version();
     let trigger = msh.field(9).component(2).raw();
-    let mut out = String::with_capacity(256);
     let msg_type = if trigger.is_empty() {
-        "ACK".to_owned()
+        FieldValue::text("ACK")
     } else {
-        format!("ACK{c}{trigger}{c}ACK")
+        FieldValue::composite([
+            FieldValue::text("ACK"),
+            FieldValue::encoded(trigger),
+            FieldValue::text("ACK"),
+        ])
     };
-    let _ = write!(
-        out,
-        "MSH{f}{enc}{f}{app}{f}{fac}{f}{rapp}{f}{rfac}{f}{ts}{f}{f}{msg_type}{f}{id}{f}{pid}{f}{ver}",
-        enc = d.encoding_characters(),
-        app = msh.field(5).raw(),
-        fac = msh.field(6).raw(),
-        rapp = msh.field(3).raw(),
-        rfac = msh.field(4).raw(),
-        ts = timestamp_now(),
-        id = encode(control_id, &d),
-        pid = msh.field(11).raw(),
-        ver = msh.field(12).raw(),
+    // Sender and receiver swapped; what is mirrored stays as received.
+    let mirrored = |n: usize| FieldValue::encoded(msh.field(n).raw());
+    let mut out = MessageBuilder::new(received.delimiters());
+    out.push(
+        SegmentBuilder::new("MSH")
+            .field(3, mirrored(5))
+            .field(4, mirrored(6))
+            .field(5, mirrored(3))
+            .field(6, mirrored(4))
+            .field(7, timestamp_now())
+            .field(9, msg_type)
+            .field(10, control_id)
+            .field(11, mirrored(11))
+            .field(12, mirrored(12))
+            .field(18, mirrored(18)),
     );
-    let charset = msh.field(18).raw();
-    if !charset.is_empty() {
-        let _ = write!(out, "{f}{f}{f}{f}{f}{f}{charset}");
-    }
-    out.push('\r');
-    push_msa_err(&mut out, &d, version, code, received.control_id(), error);
-    out
+    push_msa_err(&mut out, received.version(), code, received.control_id(), error);
+    out.finish()
 }
 
 /// The ACK for bytes that are not a readable message (no usable MSH): a
 /// minimal header from the receiver, an empty MSA-2.
 pub fn build_unparsed(code: AckCode, error: &AckError, receiving_application: &str, control_id: &str) -> String {
-    let d = Delimiters::default();
-    let mut out = format!(
-        "MSH|^~\\&|{app}||||{ts}||ACK|{id}|P|2.5.1\r",
-        app = encode(receiving_application, &d),
-        ts = timestamp_now(),
-        id = encode(control_id, &d),
+    let mut out = MessageBuilder::new(Delimiters::default());
+    out.push(
+        SegmentBuilder::new("MSH")
+            .field(3, receiving_application)
+            .field(7, timestamp_now())
+            .field(9, "ACK")
+            .field(10, control_id)
+            .field(11, "P")
+            .field(12, "2.5.1"),
     );
-    push_msa_err(&mut out, &d, "2.5.1", code, "", Some(error));
-    out
+    push_msa_err(&mut out, "2.5.1", code, "", Some(error));
+    out.finish()
 }
 
-fn push_msa_err(
-    out: &mut String,
-    d: &Delimiters,
-    version: &str,
-    code: AckCode,
-    acked_id: &str,
-    error: Option<&AckError>,
-) {
-    let f = d.field as char;
-    let c = d.component as char;
-    let s = d.subcomponent.unwrap_or(b'&') as char;
+fn push_msa_err(out: &mut MessageBuilder, version: &str, code: AckCode, acked_id: &str, error: Option<&AckError>) {
     let modern = version_at_least(version, 2, 5);
-    let _ = write!(out, "MSA{f}{}{f}{acked_id}", code.as_str());
-    if let (Some(e), false) = (error, modern) {
+    let msa = SegmentBuilder::new("MSA")
+        .field(1, code.as_str())
+        .field(2, FieldValue::encoded(acked_id));
+    out.push(match (error, modern) {
         // MSA-3, the text message, was withdrawn in v2.5 (it moved to ERR-8).
-        let _ = write!(out, "{f}{}", encode(&e.text, d));
-    }
-    out.push('\r');
+        (Some(e), false) => msa.field(3, e.text.as_str()),
+        _ => msa,
+    });
     let Some(e) = error else { return };
     let loc = e.location.as_ref();
-    let seg = loc.map_or("", |l| l.segment.as_str());
-    let seq = loc.map_or(String::new(), |l| l.sequence.to_string());
-    let field = loc.and_then(|l| l.field).map_or(String::new(), |v| v.to_string());
-    let name = error_text(e.code);
-    if modern {
+    let location = [
+        FieldValue::from(loc.map(|l| l.segment.as_str())),
+        loc.map_or(FieldValue::Empty, |l| l.sequence.into()),
+        loc.and_then(|l| l.field).map_or(FieldValue::Empty, FieldValue::from),
+    ];
+    let coded = [
+        FieldValue::text(e.code.to_string()),
+        FieldValue::text(error_text(e.code)),
+        FieldValue::text("HL70357"),
+    ];
+    let err = if modern {
         let severity = if code.is_accept() { "W" } else { "E" };
-        let _ = write!(
-            out,
-            "ERR{f}{f}{seg}{c}{seq}{c}{field}{f}{code}{c}{name}{c}HL70357{f}{severity}{f}{f}{f}{f}{text}\r",
-            code = e.code,
-            text = encode(&e.text, d),
-        );
+        SegmentBuilder::new("ERR")
+            .field(2, FieldValue::composite(location))
+            .field(3, FieldValue::composite(coded))
+            .field(4, severity)
+            .field(8, e.text.as_str())
     } else {
-        let _ = write!(
-            out,
-            "ERR{f}{seg}{c}{seq}{c}{field}{c}{code}{s}{name}{s}HL70357\r",
-            code = e.code
-        );
-    }
+        // Before v2.5: ERR-1 is one CM, the location and then the code as subcomponents.
+        let [seg, seq, field] = location;
+        SegmentBuilder::new("ERR").field(
+            1,
+            FieldValue::composite([seg, seq, field, FieldValue::composite(coded)]),
+        )
+    };
+    out.push(err);
 }
 
 /// True when an HL7 version string (`2.5.1`) is at least `major.minor`.

@@ -11,7 +11,7 @@
 //!
 //! And a message's own identity: [`source_key`].
 
-use super::Message;
+use super::{FieldValue, Message};
 
 /// The idempotency key of a message: `hl7:<MSH-4>:<MSH-3>:<MSH-10>`
 /// (sending facility, application, control id). A sender's resend of a
@@ -50,6 +50,21 @@ pub fn namespace_of(system: &str) -> Option<String> {
             .decode_utf8_lossy()
             .into_owned(),
     )
+}
+
+/// The reverse, for writing: the assigning authority (HD namespace,
+/// universal id, universal id type) an identifier system is written as —
+/// `urn:oid:<oid>` as `<oid>` of type ISO, a system [`assigner_system`] made
+/// from a namespace as that namespace, any other URI as itself of type URI.
+/// CX.4 writes the three as subcomponents, EI.2-4 as components.
+pub fn authority_of(system: &str) -> [FieldValue; 3] {
+    if let Some(oid) = system.strip_prefix("urn:oid:") {
+        [FieldValue::Empty, oid.into(), "ISO".into()]
+    } else if let Some(ns) = namespace_of(system) {
+        [ns.into(), FieldValue::Empty, FieldValue::Empty]
+    } else {
+        [FieldValue::Empty, system.into(), "URI".into()]
+    }
 }
 
 /// A name as one segment of a URN: everything but RFC 3986's unreserved
@@ -99,5 +114,16 @@ mod tests {
         assert_eq!(sys(None, None, None), None);
         assert_eq!(namespace_of("urn:carehub:hl7-aa:A%20B%2FC").as_deref(), Some("A B/C"));
         assert_eq!(namespace_of("urn:oid:1.2"), None);
+        for system in ["urn:oid:1.2.3", "http://x.example/ids", "urn:carehub:hl7-aa:A%20B%2FC"] {
+            let [ns, universal, kind] = authority_of(system).map(|v| match v {
+                FieldValue::Text(s) => Some(s),
+                _ => None,
+            });
+            assert_eq!(
+                assigner_system(ns, universal, kind).as_deref(),
+                Some(system),
+                "{system}"
+            );
+        }
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod ack;
 pub mod batch;
+pub mod builder;
 pub mod charset;
 pub mod er7;
 pub mod identity;
@@ -12,6 +13,7 @@ pub mod mllp;
 pub mod xml;
 
 pub use ack::{AckCode, AckError, AckMode, Outcome, ReceivedAck};
+pub use builder::{FieldValue, MessageBuilder, SegmentBuilder};
 pub use charset::Charset;
 pub use er7::escape;
 pub use er7::{Delimiters, ErrorLocation, Message, ParseError, Segment, Value};
