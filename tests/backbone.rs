@@ -648,3 +648,112 @@ async fn audit_appends_outside_a_transaction_still_chain_one_after_another() {
     let v = AuditLog::verify(&db.pool).await.expect("verify");
     assert!(v.first_break.is_none(), "{:?}", v.first_break);
 }
+
+/// The ingress's one rule for "same key, other content", and the two things a
+/// connector may make of it: HL7 holds the changed copy for review (no
+/// effect), DICOM stores it as a new version that goes on like a new message.
+#[tokio::test]
+async fn a_changed_duplicate_is_held_or_becomes_a_new_version_as_the_connector_says() {
+    use carehub_connector_kit::{Arrival, ChangedContent, Ingress, IngressSpec, Judgement, Stored};
+    let db = fresh_db().await;
+    let ingress = |connector: &'static str, on_changed| {
+        Ingress::start(IngressSpec {
+            pool: db.pool.clone(),
+            connector,
+            protocol: "test",
+            topic: "onward".into(),
+            consumer: "test".into(),
+            workers: 1,
+            max_batch: 8,
+            store_timeout: Duration::from_secs(10),
+            on_changed,
+            onward: Arc::new(|id, a: &Arrival| {
+                Envelope::new("carehub.test.v1", "test", json!({ "message": id })).with_subject(a.key.clone())
+            }),
+        })
+    };
+    let arrival = |key: &str, raw: &str| Arrival {
+        key: key.into(),
+        partition_key: key.into(),
+        message_type: None,
+        control_id: None,
+        peer: "127.0.0.1:1".into(),
+        origin: "test:127.0.0.1:1".into(),
+        raw: raw.as_bytes().to_vec(),
+        judgement: Judgement::Accept,
+    };
+    let onward = |key: &'static str| {
+        let pool = db.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM outbox WHERE key = $1")
+                .bind(key)
+                .fetch_one(&pool)
+                .await
+                .expect("outbox counted")
+        }
+    };
+
+    let held = ingress("held", ChangedContent::HoldForReview);
+    let Ok(Stored::New { message_id: first }) = held.store(arrival("k-held", "one")).await else {
+        panic!("a new key is stored");
+    };
+    let again = held.store(arrival("k-held", "one")).await.expect("stored");
+    assert_eq!(
+        again,
+        Stored::Duplicate {
+            message_id: first,
+            changed: false
+        }
+    );
+    let changed = held.store(arrival("k-held", "two")).await.expect("stored");
+    assert_eq!(
+        changed,
+        Stored::Duplicate {
+            message_id: first,
+            changed: true
+        }
+    );
+    assert_eq!(onward("k-held").await, 1, "held: no second effect");
+
+    let versioned = ingress("versioned", ChangedContent::NewVersion);
+    let Ok(Stored::New { message_id: v1 }) = versioned.store(arrival("k-ver", "one")).await else {
+        panic!("a new key is stored");
+    };
+    let Ok(Stored::NewVersion {
+        message_id: v2,
+        previous,
+    }) = versioned.store(arrival("k-ver", "two")).await
+    else {
+        panic!("other content under the key is a new version");
+    };
+    assert_eq!(previous, v1);
+    assert_ne!(v2, v1);
+    // The key now names the new version: its content again is a plain duplicate.
+    let again = versioned.store(arrival("k-ver", "two")).await.expect("stored");
+    assert_eq!(
+        again,
+        Stored::Duplicate {
+            message_id: v2,
+            changed: false
+        }
+    );
+    assert_eq!(onward("k-ver").await, 2, "each version goes on once");
+
+    let conflicts: Vec<(String, String, Option<uuid::Uuid>)> =
+        sqlx::query_as("SELECT connector, status, version_id FROM message_conflict ORDER BY id")
+            .fetch_all(&db.pool)
+            .await
+            .expect("conflicts read");
+    assert_eq!(
+        conflicts,
+        vec![
+            ("held".to_owned(), "open".to_owned(), None),
+            ("versioned".to_owned(), "applied".to_owned(), Some(v2)),
+        ]
+    );
+    let raws: Vec<Vec<u8>> = sqlx::query_scalar("SELECT raw FROM message WHERE connector = 'versioned' ORDER BY id")
+        .fetch_all(&db.pool)
+        .await
+        .expect("versions read");
+    assert_eq!(raws, vec![b"one".to_vec(), b"two".to_vec()], "both versions kept");
+}

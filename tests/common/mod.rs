@@ -577,6 +577,7 @@ pub async fn stored_hl7(pool: &PgPool, raw: &[u8]) -> Envelope {
             source_key: &key,
             origin: Some("mllp:127.0.0.1:1"),
             raw,
+            on_changed: carehub_schema::ChangedContent::HoldForReview,
         },
     )
     .await

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use carehub_connector_kit::ChangedContent;
 use carehub_connector_kit::ingress::{Arrival, Ingress, IngressSpec, Judgement, Stored};
 use carehub_schema::contracts::Received;
 use carehub_schema::message_store::fit_column;
@@ -78,6 +79,9 @@ impl Hl7Ingress {
             workers: cfg.store_workers,
             max_batch: MAX_BATCH,
             store_timeout: cfg.store_timeout,
+            // A sender reusing a control id for other content is a mistake to
+            // review, not a correction to apply (HL7 corrects with A08/ORC).
+            on_changed: ChangedContent::HoldForReview,
             onward: Arc::new(move |message_id, arrival: &Arrival| {
                 Received::new(message_id, &arrival.peer, &listener).into_envelope(Some(&arrival.key))
             }),
@@ -141,7 +145,7 @@ impl InboundSink for Hl7Ingress {
         let (arrival, verdict) = self.prepare(&inbound);
         match self.ingress.store(arrival).await {
             // Stored now or before: the message's own answer, the same every time.
-            Ok(Stored::New { .. } | Stored::Duplicate { .. }) => Ok(verdict),
+            Ok(Stored::New { .. } | Stored::Duplicate { .. } | Stored::NewVersion { .. }) => Ok(verdict),
             Ok(Stored::Unstorable { dead_letter_id, reason }) => Ok(Verdict::Rejected(AckError::new(
                 207,
                 format!("message cannot be stored: {reason}; kept as dead letter {dead_letter_id}"),

@@ -10,9 +10,11 @@
 //! broker is back (the pipeline applies it exactly once).
 //!
 //! Same key, same content hash: a duplicate, answered as before with no
-//! second effect. Same key, other content: a changed duplicate, recorded
-//! for review (`message_conflict`, metric `carehub_messages_changed_duplicate_total`,
-//! ids in the log) and not applied; the first copy stands.
+//! second effect. Same key, other content: a changed duplicate, recorded in
+//! `message_conflict` (metric `carehub_messages_changed_duplicate_total`,
+//! ids in the log); the connector's [`ChangedContent`] says what follows —
+//! held for review and not applied, the first copy standing (HL7), or stored
+//! as a new version whose onward record goes on like a new message's (DICOM).
 //!
 //! A batch that fails for one message's sake is tried again a message at a
 //! time; a message that can never be stored is kept as a dead letter with
@@ -24,8 +26,8 @@ use std::time::Duration;
 
 use carehub_core::internal_events::{ChangedDuplicate, DeadLettered};
 use carehub_schema::{
-    Action, ActorKind, AuditEntry, AuditLog, DeadLetters, Envelope, GroupCommit, MessageStore, NewDeadLetter,
-    NewMessage, Outbox,
+    Action, ActorKind, AuditEntry, AuditLog, ChangedContent, DeadLetters, Envelope, GroupCommit, Ingested,
+    MessageStore, NewDeadLetter, NewMessage, Outbox,
 };
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -67,8 +69,12 @@ pub enum Judgement {
 pub enum Stored {
     /// Stored now, with its onward record or its dead letter.
     New { message_id: Uuid },
-    /// Stored before: no second effect.
+    /// Stored before: no second effect. `changed`: with other content, held
+    /// for review ([`ChangedContent::HoldForReview`]).
     Duplicate { message_id: Uuid, changed: bool },
+    /// Stored before with other content, and stored now as a new version
+    /// ([`ChangedContent::NewVersion`]) with its onward record or dead letter.
+    NewVersion { message_id: Uuid, previous: Uuid },
     /// The store refused this content for good: kept as a dead letter.
     Unstorable { dead_letter_id: i64, reason: String },
 }
@@ -99,6 +105,8 @@ pub struct IngressSpec {
     pub max_batch: usize,
     /// Longest wait for the store before the message is answered unavailable.
     pub store_timeout: Duration,
+    /// Same key, other content: held for review or a new version.
+    pub on_changed: ChangedContent,
     pub onward: Onward,
 }
 
@@ -284,6 +292,7 @@ async fn write(spec: &IngressSpec, items: &[&Arrival]) -> Result<Vec<Stored>, Fa
             source_key: &p.key,
             origin: Some(&p.origin),
             raw: &p.raw,
+            on_changed: spec.on_changed,
         })
         .collect();
     let ingested = MessageStore::ingest_batch(&mut tx, &news)
@@ -295,21 +304,30 @@ async fn write(spec: &IngressSpec, items: &[&Arrival]) -> Result<Vec<Stored>, Fa
     let mut records: Vec<(&str, Envelope)> = Vec::new();
     for (p, ing) in items.iter().zip(&ingested) {
         let message_id = ing.id();
-        if ing.is_changed_duplicate() {
-            ChangedDuplicate {
-                connector: spec.connector,
-                message_id,
+        match *ing {
+            Ingested::Duplicate { changed, .. } => {
+                if changed {
+                    ChangedDuplicate {
+                        connector: spec.connector,
+                        message_id,
+                        new_version: None,
+                    }
+                    .emit();
+                }
+                out.push(Stored::Duplicate { message_id, changed });
+                continue;
             }
-            .emit();
+            Ingested::NewVersion { previous, .. } => {
+                ChangedDuplicate {
+                    connector: spec.connector,
+                    message_id: previous,
+                    new_version: Some(message_id),
+                }
+                .emit();
+                out.push(Stored::NewVersion { message_id, previous });
+            }
+            Ingested::New { .. } => out.push(Stored::New { message_id }),
         }
-        if ing.is_duplicate() {
-            out.push(Stored::Duplicate {
-                message_id,
-                changed: ing.is_changed_duplicate(),
-            });
-            continue;
-        }
-        out.push(Stored::New { message_id });
         let envelope = (spec.onward)(message_id, p);
         let (code, reason, detail) = match &p.judgement {
             Judgement::Accept => {

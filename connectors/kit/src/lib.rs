@@ -18,6 +18,7 @@ pub mod http;
 pub mod ingress;
 
 pub use carehub_kafka::wait;
+pub use carehub_schema::ChangedContent;
 pub use component::{BoxError, Component, Registry, Replayed, Runtime, Task, Topics};
 pub use delivery::{Deliver, Delivery, DeliveryComponent, DeliveryRunner, MakeDeliverer, replay};
 pub use ingress::{Arrival, Ingress, IngressSpec, Judgement, Stored};

@@ -460,6 +460,8 @@ impl Engine {
             source_key: key,
             origin: Some(origin),
             raw: rec.payload,
+            // A record under a key already filed is the same record again.
+            on_changed: carehub_schema::ChangedContent::HoldForReview,
         };
         Ok(MessageStore::ingest(conn, &new_message).await?)
     }

@@ -22,6 +22,23 @@ pub struct NewMessage<'a> {
     /// Remote address, for the audit trail.
     pub origin: Option<&'a str>,
     pub raw: &'a [u8],
+    /// What to do when the key was seen with other content.
+    pub on_changed: ChangedContent,
+}
+
+/// The one rule for "same key, other content" is the stored content hash;
+/// what follows from it is each connector's to say.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ChangedContent {
+    /// Recorded in `message_conflict` for review and not applied; the first
+    /// copy stands (HL7: a sender reusing a control id for another message).
+    #[default]
+    HoldForReview,
+    /// Stored as a new version under the same key, which now names it; the
+    /// earlier version is kept and the change is recorded in
+    /// `message_conflict` as applied (DICOM: an instance sent again with
+    /// other content).
+    NewVersion,
 }
 
 /// What [`MessageStore::ingest`] did.
@@ -37,20 +54,30 @@ pub enum Ingested {
         received_at: DateTime<Utc>,
         changed: bool,
     },
+    /// The key was seen with other content and the message asked for
+    /// [`ChangedContent::NewVersion`]: stored as `id`, superseding `previous`.
+    NewVersion {
+        id: Uuid,
+        previous: Uuid,
+        received_at: DateTime<Utc>,
+    },
 }
 
 impl Ingested {
     pub fn id(&self) -> Uuid {
         match self {
-            Ingested::New { id, .. } | Ingested::Duplicate { id, .. } => *id,
+            Ingested::New { id, .. } | Ingested::Duplicate { id, .. } | Ingested::NewVersion { id, .. } => *id,
         }
     }
     pub fn is_duplicate(&self) -> bool {
         matches!(self, Ingested::Duplicate { .. })
     }
-    /// A duplicate key with other content.
+    /// A duplicate key with other content (held for review or a new version).
     pub fn is_changed_duplicate(&self) -> bool {
-        matches!(self, Ingested::Duplicate { changed: true, .. })
+        matches!(
+            self,
+            Ingested::Duplicate { changed: true, .. } | Ingested::NewVersion { .. }
+        )
     }
 }
 
@@ -193,27 +220,42 @@ impl MessageStore {
             .into_iter()
             .map(|(k, i, t, h)| (k, (i, t, h)))
             .collect();
-            let firsts: std::collections::HashMap<String, FirstCopy> = firsts.into_iter().collect();
+            let mut current: std::collections::HashMap<String, FirstCopy> = firsts.into_iter().collect();
+            // (message index, the copy it differs from, applied as a new version)
             let mut conflicts = Vec::new();
             for &i in &duplicates {
-                if let Some((id, at, hash)) = firsts.get(keys[i].as_ref()) {
-                    // Keys stored before hashes were kept have none: not judged.
-                    let changed = hash.as_ref().is_some_and(|h| *h != hashes[i]);
-                    out[i] = Ingested::Duplicate {
-                        id: *id,
-                        received_at: *at,
-                        changed,
+                let Some((id, at, hash)) = current.get(keys[i].as_ref()).cloned() else {
+                    continue;
+                };
+                // Keys stored before hashes were kept have none: not judged.
+                let changed = hash.as_ref().is_some_and(|h| *h != hashes[i]);
+                if changed && msgs[i].on_changed == ChangedContent::NewVersion {
+                    out[i] = Ingested::NewVersion {
+                        id: ids[i],
+                        previous: id,
+                        received_at,
                     };
-                    if changed {
-                        conflicts.push((i, *id));
-                    }
+                    fresh.push(i);
+                    conflicts.push((i, id, true));
+                    // A later copy in this batch is judged against this version.
+                    current.insert(keys[i].to_string(), (ids[i], received_at, Some(hashes[i].clone())));
+                    continue;
+                }
+                out[i] = Ingested::Duplicate {
+                    id,
+                    received_at: at,
+                    changed,
+                };
+                if changed {
+                    conflicts.push((i, id, false));
                 }
             }
-            for (i, first) in conflicts {
+            for (i, first, applied) in conflicts {
                 let m = &msgs[i];
                 sqlx::query(
-                    "INSERT INTO message_conflict (source_key, message_id, connector, origin, content_sha256, raw)
-                     VALUES ($1, $2, $3, $4, $5, $6)",
+                    "INSERT INTO message_conflict (source_key, message_id, connector, origin, content_sha256, raw,
+                                                   status, version_id)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
                 )
                 .bind(keys[i].as_ref())
                 .bind(first)
@@ -221,8 +263,22 @@ impl MessageStore {
                 .bind(m.origin)
                 .bind(&hashes[i])
                 .bind(m.raw)
+                .bind(if applied { "applied" } else { "open" })
+                .bind(applied.then_some(ids[i]))
                 .execute(&mut *conn)
                 .await?;
+                if applied {
+                    sqlx::query(
+                        "UPDATE message_key SET message_id = $2, content_sha256 = $3, received_at = $4
+                          WHERE source_key = $1",
+                    )
+                    .bind(keys[i].as_ref())
+                    .bind(ids[i])
+                    .bind(&hashes[i])
+                    .bind(received_at)
+                    .execute(&mut *conn)
+                    .await?;
+                }
             }
         }
         if fresh.is_empty() {

@@ -167,23 +167,46 @@ impl InternalEvent for ConsumerLag<'_> {
 }
 
 /// A message came again under a key already stored, with other content (its
-/// content hash differs): recorded in `message_conflict` for review, not
-/// applied, never dropped silently.
+/// content hash differs): recorded in `message_conflict`, never dropped
+/// silently. The connector's policy decides what follows: held for review
+/// (`outcome="held"`, not applied) or stored as a new version
+/// (`outcome="new_version"`).
 #[derive(Debug)]
 pub struct ChangedDuplicate<'a> {
     pub connector: &'a str,
-    /// The first copy's message-store id.
+    /// The message-store id of the copy it differs from.
     pub message_id: uuid::Uuid,
+    /// The new version's message-store id, when it was applied as one.
+    pub new_version: Option<uuid::Uuid>,
 }
 
 impl InternalEvent for ChangedDuplicate<'_> {
     fn emit(self) {
-        tracing::warn!(
-            connector = self.connector,
-            message_id = %self.message_id,
-            "changed duplicate: same key, other content; kept for review in message_conflict"
-        );
-        counter!(metric::MESSAGES_CHANGED_DUPLICATE, "connector" => self.connector.to_owned()).increment(1);
+        let outcome = match self.new_version {
+            Some(version) => {
+                tracing::warn!(
+                    connector = self.connector,
+                    message_id = %self.message_id,
+                    new_version = %version,
+                    "changed duplicate: same key, other content; stored as a new version"
+                );
+                "new_version"
+            }
+            None => {
+                tracing::warn!(
+                    connector = self.connector,
+                    message_id = %self.message_id,
+                    "changed duplicate: same key, other content; kept for review in message_conflict"
+                );
+                "held"
+            }
+        };
+        counter!(
+            metric::MESSAGES_CHANGED_DUPLICATE,
+            "connector" => self.connector.to_owned(),
+            "outcome" => outcome
+        )
+        .increment(1);
     }
 }
 
