@@ -144,6 +144,13 @@ async fn every_mapped_message_type_reaches_the_canonical_record() {
     );
     let chain = carehub_schema::AuditLog::verify(pool).await.expect("verify");
     assert_eq!(chain.first_break, None);
+    // Decoded once on each side of the Kafka hop: by the listener, to judge
+    // and answer, and by the pipeline, to map (the FHIR resources come from
+    // the same parse); never a third time.
+    assert_eq!(
+        metric(&hub, carehub_hl7::codec::er7::MESSAGES_PARSED),
+        Some(2.0 * steps.len() as f64)
+    );
 }
 
 #[tokio::test]

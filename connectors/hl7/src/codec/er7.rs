@@ -31,6 +31,11 @@ const MESSAGE_CODES: &[&str] = &[
     "SQR", "SRM", "SRR", "SSR", "SSU", "STC", "STI", "SUR", "TBR", "TCR", "TCU", "UDM", "VXQ", "VXR", "VXU", "VXX",
 ];
 
+/// Metric: ER7 messages parsed by this process (whole messages, not
+/// headers), so a test and an operator can see that nothing decodes a
+/// message twice.
+pub const MESSAGES_PARSED: &str = "carehub_hl7_messages_parsed_total";
+
 /// The delimiters a message declares in MSH-1 and MSH-2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Delimiters {
@@ -187,8 +192,11 @@ pub struct Message<'a> {
 
 impl<'a> Message<'a> {
     /// Finds the delimiters and the segments. A leading BOM and blank lines
-    /// are skipped; the first segment must be MSH.
+    /// are skipped; the first segment must be MSH. Counted in
+    /// [`MESSAGES_PARSED`]: an inbound message is parsed once by the listener
+    /// and once by the pipeline across the Kafka hop, never a third time.
     pub fn parse(text: &'a str) -> Result<Self, ParseError> {
+        metrics::counter!(MESSAGES_PARSED).increment(1);
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let segments = split_segments(text);
         let Some(first) = segments.first() else {
