@@ -288,6 +288,7 @@ async fn a_converted_message_loaded_again_writes_nothing_and_a_change_writes_a_v
         origin: "kafka:test".into(),
         replay: false,
         raw: None,
+        outbox: Default::default(),
     };
     let patient = uuid::Uuid::now_v7();
     let canonical = CanonicalIds {

@@ -4,11 +4,12 @@ use std::time::Instant;
 use carehub_core::internal_events::{DeadLettered, DuplicateSkipped, MessageProcessed, MessageReceived};
 use carehub_schema::{
     Action, ActorKind, AuditEntry, AuditLog, DeadLetters, Envelope, Ingested, MessageStore, NewDeadLetter, NewMessage,
-    consumed,
+    Outbox, consumed,
 };
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
+use crate::handler::OutboxBuffer;
 use crate::{Context, Error, Handler, HandlerError, Result};
 
 /// A record as a source delivers it (a Kafka record, or a dead letter replayed).
@@ -62,8 +63,8 @@ pub enum ReplayOutcome {
 /// Runs one [`Handler`] over records with exactly-once effects.
 #[derive(Clone)]
 pub struct Engine {
-    pool: PgPool,
-    handler: Arc<dyn Handler>,
+    pub(crate) pool: PgPool,
+    pub(crate) handler: Arc<dyn Handler>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -74,20 +75,21 @@ impl std::fmt::Debug for Engine {
     }
 }
 
-const CONNECTOR: &str = "kafka";
+pub(crate) const CONNECTOR: &str = "kafka";
 
 /// What a batch reports once it committed (metrics, logs).
-enum Emit {
+pub(crate) enum Emit {
+    Received { message_type: String },
     Processed { message_type: String, started: Instant },
     DeadLettered { code: &'static str, id: i64 },
     Duplicate { event_id: String },
 }
 
 /// A stored message's status, bytes and its open dead letter of this pipeline.
-struct StoredRow {
-    status: String,
-    raw: Vec<u8>,
-    dead_letter: Option<(i64, String, String)>,
+pub(crate) struct StoredRow {
+    pub(crate) status: String,
+    pub(crate) raw: Vec<u8>,
+    pub(crate) dead_letter: Option<(i64, String, String)>,
 }
 
 /// The message `id` of the message store, with its open dead letter for `consumer`.
@@ -114,7 +116,18 @@ async fn load_stored(conn: &mut PgConnection, consumer: &str, id: Uuid) -> Resul
     }))
 }
 
-fn source_key(rec: &InboundRecord<'_>, env: Option<&Envelope>) -> String {
+/// Writes the events a transaction's handlers published, in one statement.
+pub(crate) async fn write_outbox(conn: &mut PgConnection, outbox: &OutboxBuffer) -> Result<()> {
+    let events = outbox.take();
+    let rows: Vec<(&str, &str, &Envelope)> = events
+        .iter()
+        .map(|e| (e.topic.as_str(), e.key.as_str(), &e.event))
+        .collect();
+    Outbox::enqueue_many(conn, &rows).await?;
+    Ok(())
+}
+
+pub(crate) fn source_key(rec: &InboundRecord<'_>, env: Option<&Envelope>) -> String {
     match env {
         Some(env) => format!("kafka:{}:{}", rec.topic, env.id),
         // Without an envelope there is no event id: the record's position is its identity.
@@ -148,32 +161,60 @@ impl Engine {
     }
 
     /// Handles records in one transaction, in order: one commit and one
-    /// audit-chain append for all of them. Each record runs in a savepoint
-    /// of its own, so one record's rejection (a dead letter) does not undo
-    /// the others. `Ok` holds one outcome per record, and every record may
-    /// be acknowledged; `Err` means storage is unavailable and nothing of the
-    /// batch was committed: deliver it all again.
+    /// audit-chain append for all of them. `Ok` holds one outcome per record,
+    /// and every record may be acknowledged; `Err` means storage is
+    /// unavailable and nothing of the batch was committed: deliver it all again.
+    ///
+    /// A batch is first applied set-wise ([`apply_set`](Self::apply_set):
+    /// the lookups, claims, message-store updates, outbox rows and audit
+    /// entries of all records in one statement each, no savepoints). Only
+    /// when a record of it is refused is the batch applied again record by
+    /// record, each in a savepoint of its own ([`process_each`](Self::process_each)),
+    /// so that one record's rejection (a dead letter) undoes nothing else.
     pub async fn process_batch(&self, recs: &[InboundRecord<'_>]) -> Result<Vec<Processed>> {
+        if let Some(out) = self.apply_set(recs).await? {
+            return Ok(out);
+        }
+        self.process_each(recs).await
+    }
+
+    /// The retry pass: the batch record by record, each in a savepoint.
+    pub(crate) async fn process_each(&self, recs: &[InboundRecord<'_>]) -> Result<Vec<Processed>> {
         let mut tx = self.pool.begin().await?;
         let mut audit = Vec::new();
         let mut emits = Vec::new();
+        let outbox = OutboxBuffer::default();
         let mut out = Vec::with_capacity(recs.len());
         for rec in recs {
             sqlx::query("SAVEPOINT record").execute(&mut *tx).await?;
-            let (processed, keep) = self.process_in(&mut tx, rec, &mut audit, &mut emits).await?;
+            let published = outbox.len();
+            let (processed, keep) = self.process_in(&mut tx, rec, &outbox, &mut audit, &mut emits).await?;
             let end = if keep {
                 "RELEASE SAVEPOINT record"
             } else {
+                outbox.truncate(published);
                 "ROLLBACK TO SAVEPOINT record"
             };
             sqlx::query(end).execute(&mut *tx).await?;
             out.push(processed);
         }
+        write_outbox(&mut tx, &outbox).await?;
         AuditLog::append(&mut tx, &audit).await?;
         tx.commit().await?;
+        self.report(&emits);
+        Ok(out)
+    }
+
+    /// Reports a committed batch (metrics, logs).
+    pub(crate) fn report(&self, emits: &[Emit]) {
         let name = self.handler.name();
-        for e in &emits {
+        for e in emits {
             match e {
+                Emit::Received { message_type } => MessageReceived {
+                    connector: name,
+                    message_type,
+                }
+                .emit(),
                 Emit::Processed { message_type, started } => MessageProcessed {
                     pipeline: name,
                     message_type,
@@ -193,7 +234,6 @@ impl Engine {
                 .emit(),
             }
         }
-        Ok(out)
     }
 
     /// One record of a batch, inside its savepoint. The flag says whether its
@@ -202,6 +242,7 @@ impl Engine {
         &self,
         tx: &mut PgConnection,
         rec: &InboundRecord<'_>,
+        outbox: &OutboxBuffer,
         audit: &mut Vec<AuditEntry>,
         emits: &mut Vec<Emit>,
     ) -> Result<(Processed, bool)> {
@@ -224,11 +265,9 @@ impl Engine {
             (Some(e), None) => e.event_type.as_str(),
             (Some(_), Some(_)) => "other",
         };
-        MessageReceived {
-            connector: name,
-            message_type,
-        }
-        .emit();
+        emits.push(Emit::Received {
+            message_type: message_type.to_owned(),
+        });
 
         // A record that refers to a message its ingress stored (the bytes are
         // in the message store, not on the topic) is that message; any other
@@ -302,6 +341,7 @@ impl Engine {
                     origin: origin.clone(),
                     replay: false,
                     raw: raw.clone(),
+                    outbox: outbox.clone(),
                 };
                 match self.claim_and_handle(&mut *tx, &ctx, env).await {
                     Ok(None) => {
@@ -346,12 +386,15 @@ impl Engine {
                         origin: origin.clone(),
                         replay: false,
                         raw,
+                        outbox: outbox.clone(),
                     };
                     sqlx::query("SAVEPOINT answer").execute(&mut *tx).await?;
+                    let published = outbox.len();
                     match self.handler.rejected(&mut *tx, &ctx, env, code, &reason).await {
                         Err(HandlerError::Store(e)) if e.is_transient() => return Err(Error::Store(e)),
                         Err(e) => {
                             // The dead letter stands; only the answer is lost (logged).
+                            outbox.truncate(published);
                             sqlx::query("ROLLBACK TO SAVEPOINT answer").execute(&mut *tx).await?;
                             tracing::warn!(pipeline = name, dead_letter = id, error = %e, "answering the source of a dead letter failed");
                         }
@@ -394,11 +437,15 @@ impl Engine {
             sqlx::query("RELEASE SAVEPOINT handler").execute(&mut *tx).await?;
             return Ok(None);
         }
+        let published = ctx.outbox.len();
         let result = self.handler.handle(tx, ctx, env).await;
         match &result {
             Ok(_) => sqlx::query("RELEASE SAVEPOINT handler").execute(&mut *tx).await?,
             Err(HandlerError::Store(e)) if e.is_transient() => return result.map(Some),
-            Err(_) => sqlx::query("ROLLBACK TO SAVEPOINT handler").execute(&mut *tx).await?,
+            Err(_) => {
+                ctx.outbox.truncate(published);
+                sqlx::query("ROLLBACK TO SAVEPOINT handler").execute(&mut *tx).await?
+            }
         };
         result.map(Some)
     }
@@ -488,6 +535,7 @@ impl Engine {
         }
         let message_id = dl.message_id.unwrap_or_else(Uuid::now_v7);
         let origin = format!("kafka:{}", dl.topic);
+        let outbox = OutboxBuffer::default();
 
         let result = match Envelope::from_slice(&dl.payload) {
             Err(e) => Err(HandlerError::rejected("invalid_envelope", e.to_string())),
@@ -505,6 +553,7 @@ impl Engine {
                     origin: origin.clone(),
                     replay: true,
                     raw,
+                    outbox: outbox.clone(),
                 };
                 match self.claim_and_handle(&mut tx, &ctx, &env).await {
                     Ok(None) => {
@@ -528,6 +577,7 @@ impl Engine {
                         .origin(origin),
                 ];
                 audit.extend(handled.audit);
+                write_outbox(&mut tx, &outbox).await?;
                 AuditLog::append(&mut tx, &audit).await?;
                 tx.commit().await?;
                 Ok(ReplayOutcome::Applied { message_id })
@@ -595,7 +645,7 @@ fn rejection_of(err: HandlerError) -> (&'static str, String) {
 }
 
 /// Error codes are a bounded set; map a stored one back for the metric label.
-fn static_code(code: &str) -> &'static str {
+pub(crate) fn static_code(code: &str) -> &'static str {
     match code {
         "invalid_envelope" => "invalid_envelope",
         "unknown_type" => "unknown_type",

@@ -1,7 +1,52 @@
+use std::sync::{Arc, Mutex};
+
 use async_trait::async_trait;
 use carehub_schema::Envelope;
 use sqlx::PgConnection;
 use uuid::Uuid;
+
+/// An event for the transactional outbox: written by the engine, for the
+/// whole batch in one statement, in the transaction that applies it.
+#[derive(Debug, Clone)]
+pub struct OutboxEvent {
+    pub topic: String,
+    /// The Kafka key: one key's events stay in order.
+    pub key: String,
+    pub event: Envelope,
+}
+
+/// The events a batch's handlers publish, in order. Shared by the records of
+/// one transaction; a record whose writes are undone gives its events back
+/// ([`truncate`](Self::truncate) to the [`len`](Self::len) before it).
+#[derive(Debug, Clone, Default)]
+pub struct OutboxBuffer(Arc<Mutex<Vec<OutboxEvent>>>);
+
+impl OutboxBuffer {
+    fn events(&self) -> std::sync::MutexGuard<'_, Vec<OutboxEvent>> {
+        // A push cannot leave the vector half-written: a poisoned lock is usable.
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn push(&self, event: OutboxEvent) {
+        self.events().push(event);
+    }
+
+    pub fn len(&self) -> usize {
+        self.events().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.events().is_empty()
+    }
+
+    pub fn truncate(&self, len: usize) {
+        self.events().truncate(len);
+    }
+
+    pub fn take(&self) -> Vec<OutboxEvent> {
+        std::mem::take(&mut *self.events())
+    }
+}
 
 /// What a handler knows about the record it handles.
 #[derive(Debug, Clone)]
@@ -15,6 +60,21 @@ pub struct Context {
     pub replay: bool,
     /// The stored message's bytes, for a record that refers to one ([`Handler::stored`]).
     pub raw: Option<Vec<u8>>,
+    /// Where [`publish`](Self::publish) puts the record's outbound events.
+    pub outbox: OutboxBuffer,
+}
+
+impl Context {
+    /// Queues an event for the transactional outbox. It commits with the
+    /// record's other writes (the engine writes the batch's events in one
+    /// statement before the commit), or not at all.
+    pub fn publish(&self, topic: &str, key: &str, event: Envelope) {
+        self.outbox.push(OutboxEvent {
+            topic: topic.to_owned(),
+            key: key.to_owned(),
+            event,
+        });
+    }
 }
 
 /// A handled record's result.

@@ -15,10 +15,11 @@ mod component;
 mod engine;
 mod handler;
 mod runner;
+mod set_pass;
 
 pub use component::PipelineComponent;
 pub use engine::{Engine, InboundRecord, Processed, ReplayOutcome};
-pub use handler::{Context, Handled, Handler, HandlerError, StoredRef};
+pub use handler::{Context, Handled, Handler, HandlerError, OutboxBuffer, OutboxEvent, StoredRef};
 pub use runner::{ConsumerRunner, MAX_BATCH};
 
 /// Errors that leave the record unacknowledged: retry later.

@@ -30,7 +30,7 @@ use carehub_schema::contracts::{
 use carehub_schema::model::OrganizationKind;
 use carehub_schema::records;
 use carehub_schema::repo::{self, PatientData, Upserted};
-use carehub_schema::{Action, ActorKind, AuditEntry, Envelope, Outbox};
+use carehub_schema::{Action, ActorKind, AuditEntry, Envelope};
 use serde::Deserialize;
 use sqlx::PgConnection;
 
@@ -85,17 +85,16 @@ impl Hl7Pipeline {
     }
 
     /// Writes the application ACK `msg` asked for, if any, through the outbox.
-    async fn acknowledge(
+    fn acknowledge(
         &self,
-        conn: &mut PgConnection,
+        ctx: &Context,
         msg: &Message<'_>,
         outcome: carehub_hl7::codec::Outcome,
         error: Option<&carehub_hl7::codec::AckError>,
-    ) -> Result<(), HandlerError> {
+    ) {
         if let Some((destination, env)) = app_ack::application_ack(msg, outcome, error, &self.ack_routes) {
-            Outbox::enqueue(conn, &self.outbound_topic, &destination, &env).await?;
+            ctx.publish(&self.outbound_topic, &destination, env);
         }
-        Ok(())
     }
 }
 
@@ -116,16 +115,8 @@ struct Effects<'c> {
 }
 
 impl Effects<'_> {
-    async fn record(
-        &mut self,
-        conn: &mut PgConnection,
-        entity: &str,
-        up: Upserted,
-        event_type: &str,
-        extra: serde_json::Value,
-    ) -> Result<(), HandlerError> {
+    fn record(&mut self, entity: &str, up: Upserted, event_type: &str, extra: serde_json::Value) {
         let event = RecordChanged::new(&up, self.ctx.message_id).into_envelope(event_type, SOURCE, entity, extra);
-        Outbox::enqueue(conn, self.topic, &up.id.to_string(), &event).await?;
         let action = if up.created { Action::Create } else { Action::Update };
         self.audit.push(
             AuditEntry::new(ActorKind::System, ACTOR, action, entity)
@@ -134,7 +125,7 @@ impl Effects<'_> {
                 .origin(self.ctx.origin.clone())
                 .detail(serde_json::json!({ "event_id": event.id })),
         );
-        Ok(())
+        self.ctx.publish(self.topic, &up.id.to_string(), event);
     }
 }
 
@@ -146,8 +137,7 @@ async fn upsert_patient(
     let up = repo::upsert_patient(conn, data, Some(fx.ctx.message_id))
         .await?
         .map_err(|r| HandlerError::rejected(r.error_code(), r.to_string()))?;
-    fx.record(conn, "patient", up, PATIENT_UPSERTED, serde_json::json!({}))
-        .await?;
+    fx.record("patient", up, PATIENT_UPSERTED, serde_json::json!({}));
     Ok(up)
 }
 
@@ -198,13 +188,11 @@ impl Handler for Hl7Pipeline {
                 if let Some(e) = encounter {
                     let up = records::upsert_encounter(conn, p.id, e, msg_id).await?;
                     fx.record(
-                        conn,
                         "encounter",
                         up,
                         ENCOUNTER_UPSERTED,
                         serde_json::json!({ "status": e.status }),
-                    )
-                    .await?;
+                    );
                 }
                 p.id
             }
@@ -228,7 +216,6 @@ impl Handler for Hl7Pipeline {
                     }),
                 )
                 .with_subject(format!("patient/{}", s.id));
-                Outbox::enqueue(conn, &self.events_topic, &s.id.to_string(), &event).await?;
                 fx.audit.push(
                     AuditEntry::new(ActorKind::System, ACTOR, Action::Update, "patient")
                         .entity(merged)
@@ -236,6 +223,7 @@ impl Handler for Hl7Pipeline {
                         .origin(ctx.origin.clone())
                         .detail(serde_json::json!({ "merged_into": s.id, "event_id": event.id })),
                 );
+                ctx.publish(&self.events_topic, &s.id.to_string(), event);
                 s.id
             }
             Command::Orders {
@@ -284,13 +272,11 @@ impl Handler for Hl7Pipeline {
                     let numbers = std::iter::once(&o.placer).chain(&o.filler).map(|n| n.value.clone());
                     canonical.orders.push((numbers.collect(), applied.upserted().id));
                     fx.record(
-                        conn,
                         "service_order",
                         applied.upserted(),
                         ORDER_UPSERTED,
                         applied.event_data(),
-                    )
-                    .await?;
+                    );
                 }
                 p.id
             }
@@ -310,13 +296,11 @@ impl Handler for Hl7Pipeline {
                         canonical.orders.push((numbers.collect(), o));
                     }
                     fx.record(
-                        conn,
                         "observation",
                         up,
                         OBSERVATION_UPSERTED,
                         serde_json::json!({ "order_id": order_id, "status": r.status }),
-                    )
-                    .await?;
+                    );
                 }
                 p.id
             }
@@ -328,26 +312,22 @@ impl Handler for Hl7Pipeline {
                 };
                 let up = records::upsert_appointment(conn, p.id, order_id, appointment, msg_id).await?;
                 fx.record(
-                    conn,
                     "appointment",
                     up,
                     APPOINTMENT_UPSERTED,
                     serde_json::json!({ "status": appointment.status }),
-                )
-                .await?;
+                );
                 p.id
             }
             Command::Charges { patient, invoice } => {
                 let p = upsert_patient(conn, &mut fx, patient).await?;
                 let (up, lines) = records::add_charges(conn, p.id, invoice, msg_id).await?;
                 fx.record(
-                    conn,
                     "invoice",
                     up,
                     INVOICE_UPSERTED,
                     serde_json::json!({ "lines_added": lines }),
-                )
-                .await?;
+                );
                 p.id
             }
         };
@@ -356,8 +336,7 @@ impl Handler for Hl7Pipeline {
             let written = fhir_load::load(conn, ctx, ACTOR, &msg, &canonical).await?;
             fx.audit.extend(written);
         }
-        self.acknowledge(conn, &msg, carehub_hl7::codec::Outcome::Accept, None)
-            .await?;
+        self.acknowledge(ctx, &msg, carehub_hl7::codec::Outcome::Accept, None);
         Ok(Handled {
             patient_id: Some(patient_id),
             audit: fx.audit,
@@ -369,7 +348,7 @@ impl Handler for Hl7Pipeline {
     /// the application ACK: AE, or AR for a type this hub does not process.
     async fn rejected(
         &self,
-        conn: &mut PgConnection,
+        _conn: &mut PgConnection,
         ctx: &Context,
         event: &Envelope,
         code: &str,
@@ -395,7 +374,8 @@ impl Handler for Hl7Pipeline {
                 ),
             ),
         };
-        self.acknowledge(conn, &msg, outcome, Some(&error)).await
+        self.acknowledge(ctx, &msg, outcome, Some(&error));
+        Ok(())
     }
 }
 

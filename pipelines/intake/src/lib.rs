@@ -32,7 +32,7 @@ use carehub_schema::fhir_store;
 use carehub_schema::model::{Identifier, OrganizationKind};
 use carehub_schema::records;
 use carehub_schema::repo::{self, Upserted};
-use carehub_schema::{Action, ActorKind, AuditEntry, Envelope, Outbox};
+use carehub_schema::{Action, ActorKind, AuditEntry, Envelope};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -52,23 +52,23 @@ impl IntakePipeline {
     }
 
     /// Queues the entity's event (ids, version, `extra`) and returns its audit entry.
-    async fn announce(
+    fn announce(
         &self,
-        conn: &mut PgConnection,
         ctx: &Context,
         event_type: &str,
         entity: &str,
         up: Upserted,
         extra: serde_json::Value,
-    ) -> Result<AuditEntry, HandlerError> {
+    ) -> AuditEntry {
         let event = RecordChanged::new(&up, ctx.message_id).into_envelope(event_type, SOURCE, entity, extra);
-        Outbox::enqueue(conn, &self.events_topic, &up.id.to_string(), &event).await?;
         let action = if up.created { Action::Create } else { Action::Update };
-        Ok(AuditEntry::new(ActorKind::System, "pipeline:intake", action, entity)
+        let entry = AuditEntry::new(ActorKind::System, "pipeline:intake", action, entity)
             .entity(up.id)
             .message(Some(ctx.message_id))
             .origin(ctx.origin.clone())
-            .detail(serde_json::json!({ "version": up.version, "event_id": event.id })))
+            .detail(serde_json::json!({ "version": up.version, "event_id": event.id }));
+        ctx.publish(&self.events_topic, &up.id.to_string(), event);
+        entry
     }
 }
 
@@ -92,16 +92,7 @@ impl Handler for IntakePipeline {
             ORGANIZATION_UPSERT => {
                 let data: OrganizationUpsert = parse(event)?;
                 let up = repo::upsert_organization(conn, &data, Some(ctx.message_id)).await?;
-                let audit = self
-                    .announce(
-                        conn,
-                        ctx,
-                        ORGANIZATION_UPSERTED,
-                        "organization",
-                        up,
-                        serde_json::json!({}),
-                    )
-                    .await?;
+                let audit = self.announce(ctx, ORGANIZATION_UPSERTED, "organization", up, serde_json::json!({}));
                 Ok(Handled {
                     patient_id: None,
                     audit: vec![audit],
@@ -112,9 +103,7 @@ impl Handler for IntakePipeline {
                 let up = repo::upsert_patient(conn, &data, Some(ctx.message_id))
                     .await?
                     .map_err(|r| HandlerError::rejected(r.error_code(), r.to_string()))?;
-                let audit = self
-                    .announce(conn, ctx, PATIENT_UPSERTED, "patient", up, serde_json::json!({}))
-                    .await?;
+                let audit = self.announce(ctx, PATIENT_UPSERTED, "patient", up, serde_json::json!({}));
                 Ok(Handled {
                     patient_id: Some(up.id),
                     audit: vec![audit],
@@ -180,17 +169,13 @@ impl IntakePipeline {
                 )
                 .await?
                 .map_err(|r| HandlerError::rejected(r.error_code(), r.to_string()))?;
-                audit.push(
-                    self.announce(
-                        conn,
-                        ctx,
-                        ORDER_UPSERTED,
-                        "service_order",
-                        applied.upserted(),
-                        applied.event_data(),
-                    )
-                    .await?,
-                );
+                audit.push(self.announce(
+                    ctx,
+                    ORDER_UPSERTED,
+                    "service_order",
+                    applied.upserted(),
+                    applied.event_data(),
+                ));
                 Ok(Handled {
                     patient_id: Some(patient_id),
                     audit,
@@ -215,10 +200,7 @@ impl IntakePipeline {
         let up = repo::upsert_patient_as(conn, &data, Some(ctx.message_id), Uuid::parse_str(id).ok())
             .await?
             .map_err(|r| HandlerError::rejected(r.error_code(), r.to_string()))?;
-        audit.push(
-            self.announce(conn, ctx, PATIENT_UPSERTED, "patient", up, serde_json::json!({}))
-                .await?,
-        );
+        audit.push(self.announce(ctx, PATIENT_UPSERTED, "patient", up, serde_json::json!({})));
         Ok(up)
     }
 

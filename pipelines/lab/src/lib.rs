@@ -31,7 +31,7 @@ use carehub_schema::contracts::{
     ORDER_UPSERTED, OrderAction, Outbound, ValueType,
 };
 use carehub_schema::lab::{self, LabJob, LabStatus, Transition};
-use carehub_schema::{Action, ActorKind, AuditEntry, DeadLetters, Envelope, NewDeadLetter, Outbox, repo};
+use carehub_schema::{Action, ActorKind, AuditEntry, DeadLetters, Envelope, NewDeadLetter, repo};
 use serde::Deserialize;
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -155,7 +155,7 @@ impl Handler for LabDispatch {
         };
         let out = Envelope::new(LAB_ORDER, SOURCE, serde_json::json!(data))
             .with_subject(format!("service_order/{}", order.id));
-        Outbox::enqueue(conn, &self.topics.orders, &order.id.to_string(), &out).await?;
+        ctx.publish(&self.topics.orders, &order.id.to_string(), out.clone());
         Ok(Handled {
             patient_id: Some(order.patient_id),
             audit: vec![
@@ -262,16 +262,8 @@ impl Handler for LabStatusPipeline {
             }
             Position::Next => {}
         }
-        self.apply(
-            conn,
-            ctx.message_id,
-            &ctx.origin,
-            &mut job,
-            &report,
-            &event.id,
-            &mut handled,
-        )
-        .await?;
+        self.apply(conn, ctx, ctx.message_id, &mut job, &report, &event.id, &mut handled)
+            .await?;
         // Reports that arrived early and were waiting for this one.
         while let Some((held, msg)) = lab::take_held(conn, job.order_id, job.last_sequence + 1).await? {
             let env: Envelope = serde_json::from_value(held)
@@ -280,10 +272,9 @@ impl Handler for LabStatusPipeline {
                 .map_err(|e| HandlerError::rejected("invalid_data", format!("held report: {e}")))?;
             let msg = msg.unwrap_or(ctx.message_id);
             sqlx::query("SAVEPOINT held_report").execute(&mut *conn).await?;
-            match self
-                .apply(conn, msg, &ctx.origin, &mut job, &next, &env.id, &mut handled)
-                .await
-            {
+            // Events of a held report that is undone are given back with its writes.
+            let published = ctx.outbox.len();
+            match self.apply(conn, ctx, msg, &mut job, &next, &env.id, &mut handled).await {
                 Ok(()) => {
                     sqlx::query("RELEASE SAVEPOINT held_report").execute(&mut *conn).await?;
                 }
@@ -294,6 +285,7 @@ impl Handler for LabStatusPipeline {
                     sqlx::query("ROLLBACK TO SAVEPOINT held_report")
                         .execute(&mut *conn)
                         .await?;
+                    ctx.outbox.truncate(published);
                     let payload =
                         serde_json::to_vec(&env).map_err(|e| HandlerError::rejected("invalid_data", e.to_string()))?;
                     let id = DeadLetters::insert(
@@ -333,8 +325,8 @@ impl LabStatusPipeline {
     async fn apply(
         &self,
         conn: &mut PgConnection,
+        ctx: &Context,
         message_id: Uuid,
-        origin: &str,
         job: &mut LabJob,
         report: &LabStatusReport,
         event_id: &str,
@@ -402,13 +394,13 @@ impl LabStatusPipeline {
             let text = notify::hl7_status_message(&self.routing, &route, &change, &control_id);
             let out = Outbound::new(destination.clone(), text.as_bytes()).into_envelope(SOURCE);
             // Keyed by destination: one clinic's messages stay in order.
-            Outbox::enqueue(conn, &self.topics.hl7_outbound, destination, &out).await?;
+            ctx.publish(&self.topics.hl7_outbound, destination, out.clone());
             sent.push(serde_json::json!({ "to": "hl7", "destination": destination, "control_id": control_id, "event_id": out.id }));
         }
         if route.fhir_events {
             let out = Envelope::new(EHR_ORDER_STATUS, SOURCE, notify::ehr_event(&change))
                 .with_subject(format!("service_request/{}", order.id));
-            Outbox::enqueue(conn, &self.topics.ehr_events, &order.id.to_string(), &out).await?;
+            ctx.publish(&self.topics.ehr_events, &order.id.to_string(), out.clone());
             sent.push(serde_json::json!({ "to": self.topics.ehr_events, "event_id": out.id }));
         }
         handled.patient_id = Some(order.patient_id);
@@ -416,7 +408,7 @@ impl LabStatusPipeline {
             AuditEntry::new(ActorKind::System, ACTOR, Action::Update, "lab_job")
                 .entity(order.id)
                 .message(Some(message_id))
-                .origin(origin.to_owned())
+                .origin(ctx.origin.clone())
                 .detail(serde_json::json!({
                     "from": applied.from,
                     "to": applied.to,
@@ -430,7 +422,7 @@ impl LabStatusPipeline {
                 AuditEntry::new(ActorKind::System, ACTOR, Action::Update, "service_order")
                     .entity(order.id)
                     .message(Some(message_id))
-                    .origin(origin.to_owned())
+                    .origin(ctx.origin.clone())
                     .detail(serde_json::json!({ "status": status })),
             );
         }
@@ -448,7 +440,7 @@ impl LabStatusPipeline {
                 )
                 .entity(id)
                 .message(Some(message_id))
-                .origin(origin.to_owned()),
+                .origin(ctx.origin.clone()),
             );
         }
         Ok(())
@@ -549,7 +541,7 @@ impl Handler for LabResultsPipeline {
                 &control_id,
             );
             let out = Outbound::new(destination.clone(), text.as_bytes()).into_envelope(SOURCE);
-            Outbox::enqueue(conn, &self.topics.hl7_outbound, destination, &out).await?;
+            ctx.publish(&self.topics.hl7_outbound, destination, out.clone());
             handled.audit.push(
                 AuditEntry::new(ActorKind::System, ACTOR, Action::Send, "service_order")
                     .entity(order.id)

@@ -325,6 +325,27 @@ impl MessageStore {
         Ok(())
     }
 
+    /// [`mark_processed`](Self::mark_processed) for many messages in one
+    /// statement: `(message id, patient id)`.
+    pub async fn mark_processed_many(conn: &mut PgConnection, done: &[(Uuid, Option<Uuid>)]) -> Result<()> {
+        if done.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<Uuid> = done.iter().map(|(m, _)| *m).collect();
+        let patients: Vec<Option<Uuid>> = done.iter().map(|(_, p)| *p).collect();
+        sqlx::query(
+            "UPDATE message m SET status = 'processed', processed_at = clock_timestamp(), error = NULL,
+                    patient_id = COALESCE(x.p, m.patient_id)
+               FROM UNNEST($1::uuid[], $2::uuid[]) AS x(i, p)
+              WHERE m.id = x.i",
+        )
+        .bind(&ids)
+        .bind(&patients)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+
     pub async fn mark_failed(conn: &mut PgConnection, id: Uuid, error: &str) -> Result<()> {
         sqlx::query("UPDATE message SET status = 'failed', processed_at = clock_timestamp(), error = $2 WHERE id = $1")
             .bind(id)

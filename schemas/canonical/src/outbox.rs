@@ -44,13 +44,22 @@ impl Outbox {
     /// [`enqueue`](Self::enqueue) for many events in one statement, ids in
     /// the order given (the relay publishes them in that order).
     pub async fn enqueue_batch(conn: &mut PgConnection, topic: &str, events: &[(&str, &Envelope)]) -> Result<()> {
+        let all: Vec<(&str, &str, &Envelope)> = events.iter().map(|(k, e)| (topic, *k, *e)).collect();
+        Self::enqueue_many(conn, &all).await
+    }
+
+    /// Events of several topics (`(topic, key, event)`) in one statement, ids
+    /// in the order given.
+    pub async fn enqueue_many(conn: &mut PgConnection, events: &[(&str, &str, &Envelope)]) -> Result<()> {
         if events.is_empty() {
             return Ok(());
         }
+        let mut topics = Vec::with_capacity(events.len());
         let mut ids = Vec::with_capacity(events.len());
         let mut keys = Vec::with_capacity(events.len());
         let mut payloads = Vec::with_capacity(events.len());
-        for (key, event) in events {
+        for (topic, key, event) in events {
+            topics.push(*topic);
             ids.push(
                 Uuid::parse_str(&event.id)
                     .map_err(|_| crate::Error::Invalid(format!("outbox event id {:?} is not a UUID", event.id)))?,
@@ -60,11 +69,12 @@ impl Outbox {
         }
         sqlx::query(
             "INSERT INTO outbox (event_id, topic, key, payload)
-             SELECT e, $2, k, p FROM UNNEST($1::uuid[], $3::text[], $4::jsonb[]) WITH ORDINALITY AS x(e, k, p, n)
+             SELECT e, t, k, p FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::jsonb[])
+                    WITH ORDINALITY AS x(e, t, k, p, n)
               ORDER BY n",
         )
         .bind(&ids)
-        .bind(topic)
+        .bind(&topics)
         .bind(&keys)
         .bind(&payloads)
         .execute(&mut *conn)
