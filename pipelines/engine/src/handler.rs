@@ -153,6 +153,23 @@ pub trait Handler: Send + Sync {
 
     async fn handle(&self, conn: &mut PgConnection, ctx: &Context, event: &Envelope) -> Result<Handled, HandlerError>;
 
+    /// Applies a batch's records in order, in the engine's set pass (no
+    /// savepoints: any error undoes the batch, which the engine then applies
+    /// record by record with [`handle`](Self::handle)). The default calls
+    /// `handle` for each; a pipeline that can write its rows set-wise (one
+    /// statement per table for the batch) overrides it.
+    async fn handle_batch(
+        &self,
+        conn: &mut PgConnection,
+        records: &[(Context, &Envelope)],
+    ) -> Result<Vec<Handled>, HandlerError> {
+        let mut out = Vec::with_capacity(records.len());
+        for (ctx, event) in records {
+            out.push(self.handle(conn, ctx, event).await?);
+        }
+        Ok(out)
+    }
+
     /// Called after the engine dead-lettered `event` (in the same
     /// transaction; the handler's own writes were undone): a pipeline that
     /// owes its source an answer (an HL7 application ACK) writes it here,

@@ -146,8 +146,8 @@ impl Engine {
         let claimed = claim_many(&mut tx, name, &event_ids).await?;
 
         let outbox = OutboxBuffer::default();
-        let mut audit = Vec::new();
-        let mut applied = Vec::new();
+        let mut batch: Vec<(Context, &Envelope)> = Vec::with_capacity(to_claim.len());
+        let mut applying = Vec::with_capacity(to_claim.len());
         for &i in &to_claim {
             let (Some(env), Some(source)) = (&envs[i], &sources[i]) else {
                 continue;
@@ -156,7 +156,6 @@ impl Engine {
                 out[i] = duplicate(env, &mut emits);
                 continue;
             }
-            let started = Instant::now();
             let ctx = Context {
                 message_id: source.message_id,
                 origin: source.origin.clone(),
@@ -164,27 +163,35 @@ impl Engine {
                 raw: rows.remove(&source.message_id).map(|r| r.raw),
                 outbox: outbox.clone(),
             };
-            let handled = match self.handler.handle(&mut tx, &ctx, env).await {
-                Ok(handled) => handled,
-                Err(HandlerError::Store(e)) if e.is_transient() => return Err(Error::Store(e)),
-                // Refused, or the store refused it: undone, the retry pass
-                // dead-letters it alone.
-                Err(_) => return Ok(None),
-            };
-            applied.push((source.message_id, handled.patient_id));
+            batch.push((ctx, env));
+            applying.push(i);
+        }
+        let started = Instant::now();
+        let handled = match self.handler.handle_batch(&mut tx, &batch).await {
+            Ok(handled) if handled.len() == batch.len() => handled,
+            Err(HandlerError::Store(e)) if e.is_transient() => return Err(Error::Store(e)),
+            // Refused, or the store refused it: undone, the retry pass
+            // dead-letters the record alone.
+            _ => return Ok(None),
+        };
+        let mut audit = Vec::new();
+        let mut applied = Vec::with_capacity(batch.len());
+        for ((i, (ctx, env)), handled) in applying.iter().zip(&batch).zip(handled) {
+            let Some(source) = &sources[*i] else { continue };
+            applied.push((ctx.message_id, handled.patient_id));
             audit.push(
                 AuditEntry::new(ActorKind::Connector, source.connector, Action::Ingest, "message")
-                    .entity(source.message_id)
-                    .message(Some(source.message_id))
-                    .origin(source.origin.clone()),
+                    .entity(ctx.message_id)
+                    .message(Some(ctx.message_id))
+                    .origin(ctx.origin.clone()),
             );
             audit.extend(handled.audit);
             emits.push(Emit::Processed {
                 message_type: env.event_type.clone(),
                 started,
             });
-            out[i] = Processed::Applied {
-                message_id: source.message_id,
+            out[*i] = Processed::Applied {
+                message_id: ctx.message_id,
             };
         }
         MessageStore::mark_processed_many(&mut tx, &applied).await?;

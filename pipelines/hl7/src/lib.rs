@@ -28,6 +28,7 @@ use carehub_schema::contracts::{
     PATIENT_MERGED, PATIENT_UPSERTED, PatientMerged, Received, RecordChanged,
 };
 use carehub_schema::model::OrganizationKind;
+use carehub_schema::patient_batch::{self, BatchRefusal};
 use carehub_schema::records;
 use carehub_schema::repo::{self, PatientData, Upserted};
 use carehub_schema::{Action, ActorKind, AuditEntry, Envelope};
@@ -112,6 +113,8 @@ struct Effects<'c> {
     ctx: &'c Context,
     topic: &'c str,
     audit: Vec<AuditEntry>,
+    /// The message's patient, when the batch already wrote it set-wise.
+    resolved: Option<Upserted>,
 }
 
 impl Effects<'_> {
@@ -134,9 +137,12 @@ async fn upsert_patient(
     fx: &mut Effects<'_>,
     data: &PatientData,
 ) -> Result<Upserted, HandlerError> {
-    let up = repo::upsert_patient(conn, data, Some(fx.ctx.message_id))
-        .await?
-        .map_err(|r| HandlerError::rejected(r.error_code(), r.to_string()))?;
+    let up = match fx.resolved.take() {
+        Some(up) => up,
+        None => repo::upsert_patient(conn, data, Some(fx.ctx.message_id))
+            .await?
+            .map_err(|r| HandlerError::rejected(r.error_code(), r.to_string()))?,
+    };
     fx.record("patient", up, PATIENT_UPSERTED, serde_json::json!({}));
     Ok(up)
 }
@@ -161,11 +167,111 @@ impl Handler for Hl7Pipeline {
     }
 
     async fn handle(&self, conn: &mut PgConnection, ctx: &Context, event: &Envelope) -> Result<Handled, HandlerError> {
-        let raw = stored_bytes(ctx, event)?;
-        let (text, _) =
-            carehub_hl7::codec::decode_text(raw).map_err(|e| HandlerError::rejected("invalid_data", e.to_string()))?;
-        let msg = Message::parse(&text).map_err(|e| HandlerError::rejected("invalid_data", e.to_string()))?;
+        let text = decoded(ctx, event)?;
+        let msg = parsed(&text)?;
         let mapped = map(&msg).map_err(|e| HandlerError::rejected(e.dead_letter_code(), e.reason))?;
+        self.apply(conn, ctx, &msg, &mapped, None).await
+    }
+
+    /// The batch's messages parsed and mapped first; each run of them
+    /// between merges has its patients written set-wise
+    /// ([`patient_batch::upsert_patients`]), then each message's other rows
+    /// in order. A merge (A40) changes who holds which identifier: it is
+    /// applied on its own, between the runs.
+    async fn handle_batch(
+        &self,
+        conn: &mut PgConnection,
+        records: &[(Context, &Envelope)],
+    ) -> Result<Vec<Handled>, HandlerError> {
+        let texts = records
+            .iter()
+            .map(|(ctx, event)| decoded(ctx, event))
+            .collect::<Result<Vec<_>, _>>()?;
+        let msgs = texts.iter().map(|t| parsed(t)).collect::<Result<Vec<_>, _>>()?;
+        let mapped = msgs
+            .iter()
+            .map(|m| map(m).map_err(|e| HandlerError::rejected(e.dead_letter_code(), e.reason)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let merges = |i: &usize| matches!(mapped[*i].command, Command::MergePatients { .. });
+        let mut out = Vec::with_capacity(records.len());
+        let mut start = 0;
+        while start < records.len() {
+            if merges(&start) {
+                out.push(
+                    self.apply(conn, &records[start].0, &msgs[start], &mapped[start], None)
+                        .await?,
+                );
+                start += 1;
+                continue;
+            }
+            let end = (start..records.len()).find(merges).unwrap_or(records.len());
+            let items: Vec<(&PatientData, Option<uuid::Uuid>)> = (start..end)
+                .filter_map(|i| mapped[i].command.patient().map(|p| (p, Some(records[i].0.message_id))))
+                .collect();
+            let ups = patient_batch::upsert_patients(conn, &items)
+                .await?
+                .map_err(|r| match r {
+                    BatchRefusal::Refused { reason, .. } => {
+                        HandlerError::rejected(reason.error_code(), reason.to_string())
+                    }
+                    // Applied again record by record, where the race is retried.
+                    BatchRefusal::Raced => HandlerError::rejected("invalid_data", "patient identifiers raced"),
+                })?;
+            for (i, up) in (start..end).zip(ups) {
+                out.push(self.apply(conn, &records[i].0, &msgs[i], &mapped[i], Some(up)).await?);
+            }
+            start = end;
+        }
+        Ok(out)
+    }
+
+    /// A message dead-lettered here was answered CA (enhanced mode) or AA
+    /// (original mode) by the listener; in enhanced mode its sender now gets
+    /// the application ACK: AE, or AR for a type this hub does not process.
+    async fn rejected(
+        &self,
+        _conn: &mut PgConnection,
+        ctx: &Context,
+        event: &Envelope,
+        code: &str,
+        reason: &str,
+    ) -> Result<(), HandlerError> {
+        let Ok(raw) = stored_bytes(ctx, event) else {
+            return Ok(());
+        };
+        let Ok((text, _)) = carehub_hl7::codec::decode_text(raw) else {
+            return Ok(());
+        };
+        let Ok(msg) = Message::parse(&text) else { return Ok(()) };
+        let (outcome, error) = match validate(&msg) {
+            Err(e) if e.reject => (carehub_hl7::codec::Outcome::Reject, e.ack_error()),
+            Err(e) => (carehub_hl7::codec::Outcome::Error, e.ack_error()),
+            // Refused for what the database holds (unknown order, forbidden
+            // transition): 204 unknown key identifier, else 207 application error.
+            Ok(()) => (
+                carehub_hl7::codec::Outcome::Error,
+                carehub_hl7::codec::AckError::new(
+                    if code == "unknown_reference" { 204 } else { 207 },
+                    reason.to_owned(),
+                ),
+            ),
+        };
+        self.acknowledge(ctx, &msg, outcome, Some(&error));
+        Ok(())
+    }
+}
+
+impl Hl7Pipeline {
+    /// Applies one mapped message: its canonical rows, events, audit entries
+    /// and application ACK. `resolved`: its patient, already written.
+    async fn apply(
+        &self,
+        conn: &mut PgConnection,
+        ctx: &Context,
+        msg: &Message<'_>,
+        mapped: &Mapped,
+        resolved: Option<Upserted>,
+    ) -> Result<Handled, HandlerError> {
         let label = msg.metric_label();
         for (segment, count) in &mapped.unmapped {
             Hl7SegmentsUnmapped {
@@ -179,6 +285,7 @@ impl Handler for Hl7Pipeline {
             ctx,
             topic: &self.events_topic,
             audit: Vec::new(),
+            resolved,
         };
         let msg_id = Some(ctx.message_id);
         let mut canonical = fhir_load::CanonicalIds::default();
@@ -333,50 +440,27 @@ impl Handler for Hl7Pipeline {
         };
         if self.load_fhir {
             canonical.patient = Some(patient_id);
-            let written = fhir_load::load(conn, ctx, ACTOR, &msg, &canonical).await?;
+            let written = fhir_load::load(conn, ctx, ACTOR, msg, &canonical).await?;
             fx.audit.extend(written);
         }
-        self.acknowledge(ctx, &msg, carehub_hl7::codec::Outcome::Accept, None);
+        self.acknowledge(ctx, msg, carehub_hl7::codec::Outcome::Accept, None);
         Ok(Handled {
             patient_id: Some(patient_id),
             audit: fx.audit,
         })
     }
+}
 
-    /// A message dead-lettered here was answered CA (enhanced mode) or AA
-    /// (original mode) by the listener; in enhanced mode its sender now gets
-    /// the application ACK: AE, or AR for a type this hub does not process.
-    async fn rejected(
-        &self,
-        _conn: &mut PgConnection,
-        ctx: &Context,
-        event: &Envelope,
-        code: &str,
-        reason: &str,
-    ) -> Result<(), HandlerError> {
-        let Ok(raw) = stored_bytes(ctx, event) else {
-            return Ok(());
-        };
-        let Ok((text, _)) = carehub_hl7::codec::decode_text(raw) else {
-            return Ok(());
-        };
-        let Ok(msg) = Message::parse(&text) else { return Ok(()) };
-        let (outcome, error) = match validate(&msg) {
-            Err(e) if e.reject => (carehub_hl7::codec::Outcome::Reject, e.ack_error()),
-            Err(e) => (carehub_hl7::codec::Outcome::Error, e.ack_error()),
-            // Refused for what the database holds (unknown order, forbidden
-            // transition): 204 unknown key identifier, else 207 application error.
-            Ok(()) => (
-                carehub_hl7::codec::Outcome::Error,
-                carehub_hl7::codec::AckError::new(
-                    if code == "unknown_reference" { 204 } else { 207 },
-                    reason.to_owned(),
-                ),
-            ),
-        };
-        self.acknowledge(ctx, &msg, outcome, Some(&error));
-        Ok(())
-    }
+/// The text of the stored message `event` refers to.
+fn decoded(ctx: &Context, event: &Envelope) -> Result<String, HandlerError> {
+    let raw = stored_bytes(ctx, event)?;
+    let (text, _) =
+        carehub_hl7::codec::decode_text(raw).map_err(|e| HandlerError::rejected("invalid_data", e.to_string()))?;
+    Ok(text.into_owned())
+}
+
+fn parsed(text: &str) -> Result<Message<'_>, HandlerError> {
+    Message::parse(text).map_err(|e| HandlerError::rejected("invalid_data", e.to_string()))
 }
 
 /// Registers the HL7 pipeline: `[pipelines.hl7] topic` into the canonical record.

@@ -141,6 +141,21 @@ pub enum Command {
     Charges { patient: PatientData, invoice: InvoiceData },
 }
 
+impl Command {
+    /// The patient the command writes first (the survivor is not: a merge
+    /// is applied on its own).
+    pub fn patient(&self) -> Option<&PatientData> {
+        match self {
+            Command::UpsertPatient { patient, .. }
+            | Command::Orders { patient, .. }
+            | Command::Results { patient, .. }
+            | Command::Appointment { patient, .. }
+            | Command::Charges { patient, .. } => Some(patient),
+            Command::MergePatients { .. } => None,
+        }
+    }
+}
+
 /// The message types and triggers this pipeline maps.
 pub fn supported(code: &str, trigger: &str) -> Option<bool> {
     let ok = match code {

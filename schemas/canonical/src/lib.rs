@@ -25,6 +25,7 @@ pub mod lab;
 pub mod message_store;
 pub mod model;
 pub mod outbox;
+pub mod patient_batch;
 pub mod records;
 pub mod repo;
 pub mod views;
