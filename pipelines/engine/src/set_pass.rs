@@ -24,6 +24,8 @@ use crate::{Context, Engine, Error, HandlerError, InboundRecord, Processed, Resu
 /// Where a record's stored message came from, for the audit trail.
 struct Source {
     message_id: Uuid,
+    /// Stored by an ingress (the record refers to it), not filed here.
+    by_ingress: bool,
     connector: &'static str,
     origin: String,
 }
@@ -57,6 +59,7 @@ impl Engine {
                     lookup.push(s.message_id);
                     Source {
                         message_id: s.message_id,
+                        by_ingress: true,
                         connector: s.connector,
                         origin: s.origin.unwrap_or(origin),
                     }
@@ -65,6 +68,7 @@ impl Engine {
                     to_file.push(i);
                     Source {
                         message_id: Uuid::nil(),
+                        by_ingress: false,
                         connector: CONNECTOR,
                         origin,
                     }
@@ -114,7 +118,7 @@ impl Engine {
             });
             let id = source.message_id;
             match rows.get(&id) {
-                None if self.handler.stored(env).is_some() => return Ok(None), // refers to nothing
+                None if source.by_ingress => return Ok(None), // refers to nothing
                 Some(StoredRow {
                     dead_letter: Some((dl, code, reason)),
                     ..
