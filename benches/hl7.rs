@@ -9,12 +9,27 @@
 //! unescaped, and the `hl7-parser` crate on the same input for comparison.
 //!
 //! MLLP end to end (needs `scripts/services.sh up`): a `carehub serve` of its
-//! own, A04 messages over 1 and 32 connections as fast as ACKs come back
-//! (throughput, ACK latency), then 32 connections paced at BENCH_RATE msg/s
-//! (ACK latency at that rate), then how long the pipeline takes to apply all.
+//! own, a mix of messages (per ten: six ADT^A04 for new patients, two ORM^O01
+//! and two ORU^R01 for patients of the six — 40 % for a patient already in
+//! the batch or the database) over 1 and 32 connections as fast as ACKs come
+//! back (throughput, ACK latency), then 32 connections paced at BENCH_RATE
+//! msg/s (ACK latency at that rate), all with the pipeline off; then the
+//! pipeline applies the backlog (its rate), read against the ceiling
+//! measured in the same run (`support/ceiling.rs`: PostgreSQL alone writing the same
+//! rows in the same transactions; the broker alone producing the same
+//! events); then a sustained feed at BENCH_RATE over 32 connections for
+//! BENCH_SUSTAINED_SECS with the pipeline and the outbox relay on: ACK
+//! latency, and the lag sampled each second from PostgreSQL (now −
+//! `received_at` of the oldest acknowledged message not yet applied); last,
+//! statements per pipeline transaction, counted from sqlx's statement log
+//! inside the engine's `pipeline_batch` span, for small and large batches.
 //! Knobs: BENCH_MLLP_MESSAGES (default 20000), BENCH_RATE (2000), BENCH_PACED_SECS (10),
-//! BENCH_LOAD_FHIR (1: the pipeline also loads the converted FHIR resources).
+//! BENCH_SUSTAINED_SECS (60; 0 skips), BENCH_STATEMENTS (1; 0 skips),
+//! BENCH_LOAD_FHIR (1: the pipeline also loads the converted FHIR resources),
+//! BENCH_MIX (0: only ADT^A04 for new patients, the load of earlier trees' bench).
 
+#[path = "support/ceiling.rs"]
+mod ceiling;
 #[path = "../tests/common/mod.rs"]
 mod common;
 
@@ -151,14 +166,51 @@ fn parse() {
     println!("  parse + canonical mapping                   {mb:>8.1} MB/s  {n:>10.0} msg/s");
 }
 
-fn a04(i: usize) -> Vec<u8> {
-    format!(
-        "MSH|^~\\&|BENCH|BENCHCLINIC|CAREHUB|LAB|20261125101500||ADT^A04^ADT_A01|B{i:08}|P|2.5.1\r\
+/// Message `i` of the mix: per ten, six ADT^A04 for new patients, then two
+/// ORM^O01 and two ORU^R01 for patients of those six.
+/// BENCH_MIX=0: only the ADT^A04 of the earlier bench (new patients, no
+/// visit number), to compare with trees that predate the mix.
+fn message(i: usize) -> Vec<u8> {
+    if knob("BENCH_MIX", 1) == 0 {
+        return format!(
+            "MSH|^~\\&|BENCH|BENCHCLINIC|CAREHUB|LAB|20261125101500||ADT^A04^ADT_A01|B{i:08}|P|2.5.1\r\
 EVN|A04|20261125101500\r\
 PID|1||B-{i:08}^^^BENCHCLINIC&2.999.1&ISO^MR||Benchpatient^Alex||19800102|F|||1 Test St^^Testville^^12345\r\
 PV1|1|O\r"
-    )
-    .into_bytes()
+        )
+        .into_bytes();
+    }
+    let k = i % 10;
+    let patient = match k {
+        0..6 => i,
+        // The patient of the order (ORM at k = 6 and 7) and of its result (ORU two later).
+        6 | 7 => i - 6,
+        _ => i - 8,
+    };
+    let msh = |kind: &str| format!("MSH|^~\\&|BENCH|BENCHCLINIC|CAREHUB|LAB|20261125101500||{kind}|B{i:08}|P|2.5.1\r");
+    let pid = format!(
+        "PID|1||B-{patient:08}^^^BENCHCLINIC&2.999.1&ISO^MR||Benchpatient^Alex||19800102|F|||1 Test St^^Testville^^12345\r"
+    );
+    let text = match k {
+        0..6 => format!(
+            "{}EVN|A04|20261125101500\r{pid}PV1|1|O|||||||||||||||||V-{i:08}^^^BENCHCLINIC\r",
+            msh("ADT^A04^ADT_A01")
+        ),
+        6 | 7 => format!(
+            "{}{pid}ORC|NW|PO-{i:08}^BENCHCLINIC|||||^^^^20261220^R||20261125101500\r\
+OBR|1|PO-{i:08}^BENCHCLINIC||L3000^Foot orthosis, custom^HCPCS|||20261125101500\r\
+OBX|1|NM|FOOT-LEN^Foot length^L||26.5|cm\r",
+            msh("ORM^O01^ORM_O01")
+        ),
+        _ => format!(
+            "{}{pid}OBR|1|PO-{:08}^BENCHCLINIC|LAB-{i:08}^BENCHLAB|L3000^Foot orthosis, custom^HCPCS|||20261128140000\r\
+OBX|1|NM|FIT-LEN^Fitted length^L||26.4|cm|26.0-27.0|N|||F|||20261128140000\r\
+OBX|2|ST|QC-NOTE^QC note^L||Shell within tolerance||||||F\r",
+            msh("ORU^R01^ORU_R01"),
+            i - 2
+        ),
+    };
+    text.into_bytes()
 }
 
 /// Sends messages `range` over `conns` connections as fast as ACKs return;
@@ -186,7 +238,7 @@ async fn drive(
                     tokio::time::sleep_until(next.into()).await;
                     next += p;
                 }
-                let msg = a04(i);
+                let msg = message(i);
                 let t = Instant::now();
                 match sender.send(&msg).await {
                     Ok(_) => lat.push(t.elapsed()),
@@ -207,20 +259,35 @@ async fn drive(
     (started.elapsed(), all, failed)
 }
 
+fn report(what: &str, elapsed: Duration, lat: &[Duration], failed: usize) {
+    println!(
+        "  {what}: {:>7.0} msg/s  ACK p50 {:>6.2} ms  p99 {:>6.2} ms  ({failed} not accepted)",
+        lat.len() as f64 / elapsed.as_secs_f64(),
+        ms(percentile(lat, 0.5)),
+        ms(percentile(lat, 0.99)),
+    );
+}
+
+async fn applied(pool: &sqlx::PgPool) -> i64 {
+    count(pool, "SELECT count(*) FROM message WHERE status = 'processed'").await
+}
+
 async fn mllp() {
     let total = knob("BENCH_MLLP_MESSAGES", 20_000);
     let rate_per_s = knob("BENCH_RATE", 2_000);
     let paced_secs = knob("BENCH_PACED_SECS", 10);
+    let sustained_secs = knob("BENCH_SUSTAINED_SECS", 60);
     let db = fresh_db().await;
     let intake = unique_topic("intake");
     let events = unique_topic("events");
     let port = free_port();
     let envs = hub_env(&db, &intake, &events, port);
     let addr = env_value(&envs, "CAREHUB_HL7__LISTENER__LISTEN");
+    let consumer = "hl7";
     // The pipeline is off while the listener is measured (on 2 cores it
     // would compete for the CPU); it is switched on afterwards to measure
-    // how fast it applies what was received.
-    let spawn = |pipeline: bool| {
+    // how fast it applies what was received, then both run together.
+    let spawn = |pipeline: bool, log: Option<&str>| {
         let mut envs = envs.clone();
         envs.push(("CAREHUB_DATABASE__MAX_CONNECTIONS", "40".into()));
         envs.push(("CAREHUB_PIPELINES__HL7__ENABLED", pipeline.to_string()));
@@ -230,56 +297,247 @@ async fn mllp() {
             "CAREHUB_PIPELINES__HL7__LOAD_FHIR",
             (knob("BENCH_LOAD_FHIR", 0) == 1).to_string(),
         ));
-        spawn_serve(&envs, "BENCH_HUB_LOG")
+        match log {
+            None => spawn_serve(&envs, "BENCH_HUB_LOG"),
+            Some(path) => {
+                let file = std::fs::File::create(path).expect("statement log");
+                let child = std::process::Command::new(BIN)
+                    .arg("serve")
+                    .envs(envs.iter().cloned())
+                    .env("RUST_LOG", "warn,sqlx::query=debug,carehub_pipeline=debug")
+                    .env("CAREHUB_LOG__FORMAT", "text")
+                    .stderr(std::process::Stdio::from(file))
+                    .spawn()
+                    .expect("serve");
+                Server(child)
+            }
+        }
     };
-    let hub = spawn(false);
-    let ready = tokio::task::spawn_blocking(move || wait_http(port, "/readyz", 200, Duration::from_secs(60)))
-        .await
-        .expect("join");
-    assert!(ready.is_some(), "hub ready (scripts/services.sh up?)");
+    let started_hub = |hub: Server| async move {
+        let ready = tokio::task::spawn_blocking(move || wait_http(port, "/readyz", 200, Duration::from_secs(60)))
+            .await
+            .expect("join");
+        assert!(ready.is_some(), "hub ready (scripts/services.sh up?)");
+        hub
+    };
+    let hub = started_hub(spawn(false, None)).await;
     while std::net::TcpStream::connect(&addr).is_err() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    println!("MLLP end to end (carehub serve, release build; ACK after message store + pipeline topic):");
+    println!("MLLP end to end (carehub serve, release build; ACK after message store + outbox), pipeline off:");
     let one = total / 10;
     let mut next = 0;
     for conns in [1usize, 32] {
         let n = if conns == 1 { one } else { total };
         let (elapsed, lat, failed) = drive(&addr, next..next + n, conns, None).await;
         next += n;
-        println!(
-            "  {conns:>2} connection(s), {n} messages: {:>7.0} msg/s  ACK p50 {:>6.2} ms  p99 {:>6.2} ms  ({failed} not accepted)",
-            lat.len() as f64 / elapsed.as_secs_f64(),
-            ms(percentile(&lat, 0.5)),
-            ms(percentile(&lat, 0.99)),
+        report(
+            &format!("{conns:>2} connection(s), {n} messages"),
+            elapsed,
+            &lat,
+            failed,
         );
     }
     let n = rate_per_s * paced_secs;
     let pace = Duration::from_secs_f64(32.0 / rate_per_s as f64);
     let (elapsed, lat, failed) = drive(&addr, next..next + n, 32, Some(pace)).await;
     next += n;
-    println!(
-        "  32 connections paced at {rate_per_s} msg/s for {paced_secs} s: {:>7.0} msg/s  ACK p50 {:>6.2} ms  p99 {:>6.2} ms  ({failed} not accepted)",
-        lat.len() as f64 / elapsed.as_secs_f64(),
-        ms(percentile(&lat, 0.5)),
-        ms(percentile(&lat, 0.99)),
+    report(
+        &format!("32 connections paced at {rate_per_s} msg/s for {paced_secs} s, pipeline off"),
+        elapsed,
+        &lat,
+        failed,
     );
     drop(hub);
-    let _hub = spawn(true);
+
+    let hub = spawn(true, None);
     let started = Instant::now();
     let pool = db.pool.clone();
     let done = eventually(Duration::from_secs(1800), || async {
-        (count(&pool, "SELECT count(*) FROM message WHERE status = 'processed'").await >= next as i64).then_some(())
+        (applied(&pool).await >= next as i64).then_some(())
     })
     .await;
     let secs = started.elapsed().as_secs_f64();
+    let rate = next as f64 / secs;
     println!(
-        "  pipeline (switched on afterwards; includes start-up and group join): {next} messages applied in {secs:.1} s = {:.0} msg/s{}",
-        next as f64 / secs,
+        "  pipeline (switched on afterwards; includes start-up and group join): {next} messages applied in {secs:.1} s = {rate:.0} msg/s{}",
         if done.is_some() {
             ""
         } else {
             " (not all applied: timed out)"
         }
     );
+    drop(hub);
+
+    let ceiling = ceiling::Ceiling {
+        seed: &["message"],
+        reset: &["UPDATE message SET status = 'received', processed_at = NULL, patient_id = NULL"],
+        rows: vec![
+            ceiling::Rows::insert("organization", "organization t", "t.xmin"),
+            ceiling::Rows::insert("practitioner", "practitioner t", "t.xmin"),
+            ceiling::Rows::insert("patient", "patient t", "t.xmin"),
+            ceiling::Rows::insert("patient_identifier", "patient_identifier t", "t.xmin"),
+            ceiling::Rows::insert("encounter", "encounter t", "t.xmin"),
+            ceiling::Rows::insert("service_order", "service_order t", "t.xmin"),
+            ceiling::Rows::insert("order_item", "order_item t", "t.xmin"),
+            ceiling::Rows::insert("observation", "observation t", "t.xmin"),
+            ceiling::Rows::insert("order_status_history", "order_status_history t", "t.xmin"),
+            ceiling::Rows::update(
+                "message",
+                "message t",
+                "t.xmin",
+                "x.id = u.id AND x.received_at = u.received_at",
+                "status = u.status, processed_at = u.processed_at, patient_id = u.patient_id",
+            ),
+            ceiling::Rows::insert("consumed_event", "consumed_event t", "t.xmin"),
+            ceiling::Rows::insert("outbox", ceiling::outbox_by_claim(consumer), "c.x"),
+            ceiling::Rows::insert("audit_log", "audit_log t", "t.xmin"),
+        ],
+        per_batch: &["UPDATE audit_chain_head SET seq = seq + 1 WHERE id = 1"],
+        records: next,
+        consumer,
+    };
+    let pg = ceiling.postgres(&db).await;
+    let events_per_record = count(&db.pool, "SELECT count(*) FROM outbox").await as f64 / next.max(1) as f64;
+    let broker = ceiling::broker_ceiling(&db, "true").await;
+    println!(
+        "  pipeline {rate:.0} msg/s = {:.0} % of PostgreSQL alone ({:.0} records/s, best of 1-4 connections: {}, {} transactions); \
+         broker alone {:.0} records/s ({events_per_record:.2} events per record)",
+        100.0 * rate / pg.best.max(1.0),
+        pg.best,
+        pg.best_connections,
+        pg.transactions,
+        broker / events_per_record.max(0.001),
+    );
+
+    if sustained_secs > 0 {
+        sustained(&db, &addr, &mut next, rate_per_s, sustained_secs, || {
+            started_hub(spawn(true, None))
+        })
+        .await;
+    }
+    if knob("BENCH_STATEMENTS", 1) == 1 {
+        let log = std::env::temp_dir().join(format!("carehub-bench-statements-{}.log", std::process::id()));
+        let hub = started_hub(spawn(true, Some(&log.to_string_lossy()))).await;
+        // Small batches (a slow trickle), then large ones (a burst).
+        let (_, _, _) = drive(&addr, next..next + 200, 4, Some(Duration::from_millis(20))).await;
+        next += 200;
+        let (_, _, _) = drive(&addr, next..next + 5000, 32, None).await;
+        next += 5000;
+        let pool = db.pool.clone();
+        eventually(Duration::from_secs(600), || async {
+            (applied(&pool).await >= next as i64).then_some(())
+        })
+        .await;
+        drop(hub);
+        statements(&log);
+        let _ = std::fs::remove_file(&log);
+    }
+}
+
+/// The sustained feed with the pipeline and relay on: ACK latency and the lag.
+async fn sustained<F, Fut>(db: &TestDb, addr: &str, next: &mut usize, rate_per_s: usize, secs: usize, start: F)
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Server>,
+{
+    let _hub = start().await;
+    let pool = db.pool.clone();
+    let from = *next;
+    let n = rate_per_s * secs;
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let sampler = tokio::spawn(async move {
+        let mut lags = Vec::new();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop_rx.changed() => break,
+            }
+            let (lag,): (f64,) = sqlx::query_as(
+                "SELECT coalesce(extract(epoch FROM now() - min(received_at))::float8, 0)
+                   FROM message WHERE status = 'received'",
+            )
+            .fetch_one(&pool)
+            .await
+            .expect("lag");
+            lags.push(lag);
+        }
+        lags
+    });
+    let pace = Duration::from_secs_f64(32.0 / rate_per_s as f64);
+    let (elapsed, lat, failed) = drive(addr, from..from + n, 32, Some(pace)).await;
+    *next += n;
+    let fed = Instant::now();
+    let pool = db.pool.clone();
+    let target = *next as i64;
+    eventually(Duration::from_secs(1800), || async {
+        (applied(&pool).await >= target).then_some(())
+    })
+    .await;
+    let drained = fed.elapsed().as_secs_f64();
+    let _ = stop_tx.send(true);
+    let lags = sampler.await.expect("sampler");
+    let worst = lags.iter().copied().fold(0.0, f64::max);
+    let during: Vec<String> = lags.iter().step_by(5).map(|l| format!("{l:.1}")).collect();
+    report(
+        &format!("sustained, 32 connections paced at {rate_per_s} msg/s for {secs} s, pipeline and relay on"),
+        elapsed,
+        &lat,
+        failed,
+    );
+    println!(
+        "    lag (now - received_at of the oldest message not yet applied, 1 s samples): max {worst:.1} s; \
+         every 5th sample: [{}] s; backlog applied {drained:.1} s after the feed ended",
+        during.join(", ")
+    );
+    let unsent = count(&db.pool, "SELECT count(*) FROM outbox WHERE sent_at IS NULL").await;
+    let sent = count(&db.pool, "SELECT count(*) FROM outbox WHERE sent_at IS NOT NULL").await;
+    println!("    outbox relay: {sent} events sent, {unsent} not yet sent when the backlog was applied");
+}
+
+/// Statements per pipeline transaction, from the statement log.
+fn statements(log: &std::path::Path) {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    // group → statements since its last committed batch
+    let mut open: std::collections::HashMap<String, usize> = Default::default();
+    // records-per-batch bucket → (batches, statements)
+    let mut buckets: std::collections::BTreeMap<usize, (usize, usize)> = Default::default();
+    for line in text.lines() {
+        let Some(at) = line.find("pipeline_batch{group=") else {
+            continue;
+        };
+        let rest = &line[at + "pipeline_batch{group=".len()..];
+        let Some(end) = rest.find('}') else { continue };
+        let group = &rest[..end];
+        if !group.ends_with("-hl7") {
+            continue;
+        }
+        if line.contains("sqlx::query") {
+            *open.entry(group.to_owned()).or_default() += 1;
+        } else if line.contains("batch committed") {
+            let records = line
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("records="))
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(0);
+            let n = open.remove(group).unwrap_or(0);
+            let bucket = match records {
+                0..=9 => 1,
+                10..=99 => 10,
+                _ => 100,
+            };
+            let b = buckets.entry(bucket).or_default();
+            b.0 += 1;
+            b.1 += n;
+        }
+    }
+    println!("  statements per HL7 pipeline transaction (sqlx's statement log, BEGIN and COMMIT included):");
+    for (bucket, (batches, n)) in buckets {
+        println!(
+            "    batches of {bucket}-{} records: {batches} batches, {:.1} statements each",
+            bucket * 10 - 1,
+            n as f64 / batches.max(1) as f64
+        );
+    }
 }

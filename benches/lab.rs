@@ -8,8 +8,13 @@
 //! in_production, qc_passed, ready_to_ship: 4 per order) are produced to the
 //! status topic, then a `carehub serve` of its own (release build, only the
 //! lab pipelines on, the outbox relay publishing) applies them. The figure is
-//! reports applied per second, from the hub's start to the last transition.
+//! reports applied per second, from the hub's start to the last transition,
+//! read against the ceiling measured in the same run (`support/ceiling.rs`:
+//! PostgreSQL alone writing the same rows in the same transactions, and
+//! the broker alone producing the same events).
 
+#[path = "support/ceiling.rs"]
+mod ceiling;
 #[path = "../tests/common/mod.rs"]
 mod common;
 
@@ -105,7 +110,7 @@ async fn main() {
     println!("  produced {total} reports in {:.1} s", started.elapsed().as_secs_f64());
 
     let started = Instant::now();
-    let _hub = spawn_serve(&envs, "BENCH_HUB_LOG");
+    let hub = spawn_serve(&envs, "BENCH_HUB_LOG");
     let pool = db.pool.clone();
     let first = std::sync::Mutex::new(None::<(Instant, i64)>);
     let done = eventually(Duration::from_secs(3600), || async {
@@ -132,4 +137,60 @@ async fn main() {
         if done.is_some() { "" } else { " (timed out)" }
     );
     println!("  wrote {outbox} outbox records and {audit} audit entries");
+    drop(hub);
+
+    let ceiling = ceiling::Ceiling {
+        seed: &[
+            "organization",
+            "patient",
+            "patient_identifier",
+            "service_order",
+            "lab_job",
+        ],
+        reset: &[
+            "UPDATE lab_job SET status = 'requested', last_sequence = 0, version = 1",
+            "UPDATE service_order SET status = 'active', version = 1",
+        ],
+        rows: vec![
+            ceiling::Rows::insert("message", "message t", "t.xmin"),
+            ceiling::Rows::insert("message_key", "message_key t", "t.xmin"),
+            ceiling::Rows::update(
+                "lab_job",
+                "lab_job t JOIN lab_job_event e ON e.order_id = t.order_id",
+                "e.xmin",
+                "x.order_id = u.order_id",
+                "status = u.status, last_sequence = u.last_sequence, status_reason = u.status_reason, \
+                 version = u.version, source_message_id = u.source_message_id, updated_at = u.updated_at",
+            ),
+            ceiling::Rows::insert("lab_job_event", "lab_job_event t", "t.xmin"),
+            ceiling::Rows::update(
+                "service_order",
+                "service_order t JOIN order_status_history h ON h.order_id = t.id",
+                "h.xmin",
+                "x.id = u.id",
+                "status = u.status, version = u.version, source_message_id = u.source_message_id, \
+                 updated_at = u.updated_at",
+            ),
+            ceiling::Rows::insert("order_status_history", "order_status_history t", "t.xmin"),
+            ceiling::Rows::insert("consumed_event", "consumed_event t", "t.xmin"),
+            ceiling::Rows::insert("outbox", ceiling::outbox_by_claim("lab_status"), "c.x"),
+            ceiling::Rows::insert("audit_log", "audit_log t", "t.xmin"),
+        ],
+        per_batch: &["UPDATE audit_chain_head SET seq = seq + 1 WHERE id = 1"],
+        records: total,
+        consumer: "lab_status",
+    };
+    let pg = ceiling.postgres(&db).await;
+    let broker = ceiling::broker_ceiling(&db, "true").await;
+    let rate = total as f64 / secs;
+    println!(
+        "  lab status {rate:.0} reports/s = {:.0} % of PostgreSQL alone ({:.0} reports/s, best of 1-4 connections: {}, \
+         {} transactions); broker alone {:.0} reports/s ({:.2} events per report)",
+        100.0 * rate / pg.best.max(1.0),
+        pg.best,
+        pg.best_connections,
+        pg.transactions,
+        broker * total as f64 / outbox.max(1) as f64,
+        outbox as f64 / total.max(1) as f64,
+    );
 }

@@ -244,6 +244,110 @@ async fn reports_out_of_order_are_held_duplicates_are_harmless_and_invalid_ones_
     );
 }
 
+/// Reports that wait in the topic while the hub is down arrive as one batch
+/// and are judged in memory in the lab's order, as one by one: within the
+/// batch a report ahead of its turn is held and applied when its gap is
+/// filled, a second copy is harmless, and a held report that cannot follow
+/// becomes a dead letter of its own while the report that arrived stands.
+#[tokio::test]
+async fn reports_waiting_in_one_batch_are_applied_in_the_labs_order_as_one_by_one() {
+    let (peer, seen) = mllp_peer().await;
+    let mut hub = lab_hub(&peer).await;
+    order_device(&hub, "LAB0031", "PO-7031").await;
+    order_device(&hub, "LAB0032", "PO-7032").await;
+    let orders: Vec<Uuid> = lab_orders(&hub, 2).into_iter().map(|(_, o, _)| o.order_id).collect();
+    let (a, b) = (orders[0], orders[1]);
+
+    hub.server.0.kill().expect("kill -9");
+    let _ = hub.server.0.wait();
+    report(&hub, a, 3, "qc_passed", json!({})).await;
+    report(&hub, a, 1, "accepted", json!({})).await;
+    report(&hub, a, 1, "accepted", json!({})).await;
+    report(&hub, a, 2, "in_production", json!({})).await;
+    let cannot_follow = report(
+        &hub,
+        b,
+        2,
+        "shipped",
+        json!({ "carrier": "DHL", "tracking_number": "JD2" }),
+    )
+    .await;
+    report(&hub, b, 1, "accepted", json!({})).await;
+    hub.server = serve(&hub.envs);
+
+    let pool = &hub.db.pool;
+    let done = eventually(Duration::from_secs(90), || async {
+        (count(
+            pool,
+            "SELECT count(*) FROM message WHERE connector = 'kafka' AND status = 'received'",
+        )
+        .await
+            == 0
+            && count(pool, "SELECT count(*) FROM lab_job_event").await >= 4
+            && received(&seen).len() >= 4)
+            .then_some(())
+    })
+    .await;
+    assert!(done.is_some(), "{:?}", statuses(&received(&seen)));
+    let job = |id: Uuid| async move {
+        sqlx::query_as::<_, (String, i64)>("SELECT status, last_sequence FROM lab_job WHERE order_id = $1")
+            .bind(id)
+            .fetch_one(pool)
+            .await
+            .expect("job")
+    };
+    assert_eq!(job(a).await, ("qc_passed".to_owned(), 3), "1, 2, then the held 3");
+    assert_eq!(
+        job(b).await,
+        ("accepted".to_owned(), 1),
+        "the report that arrived stands"
+    );
+    let timeline: Vec<(Uuid, i64, String)> =
+        sqlx::query_as("SELECT order_id, sequence, to_status FROM lab_job_event ORDER BY order_id = $1 DESC, sequence")
+            .bind(a)
+            .fetch_all(pool)
+            .await
+            .expect("timeline");
+    assert_eq!(
+        timeline,
+        [
+            (a, 1, "accepted".to_owned()),
+            (a, 2, "in_production".to_owned()),
+            (a, 3, "qc_passed".to_owned()),
+            (b, 1, "accepted".to_owned()),
+        ]
+    );
+    let letters: Vec<(String, String)> =
+        sqlx::query_as("SELECT event_id, error_code FROM dead_letter WHERE consumer = 'lab_status'")
+            .fetch_all(pool)
+            .await
+            .expect("dead letters");
+    assert_eq!(letters, [(cannot_follow, "invalid_transition".to_owned())]);
+    assert_eq!(count(pool, "SELECT count(*) FROM lab_status_held").await, 0);
+    let mut heard = statuses(&received(&seen));
+    heard.sort();
+    assert_eq!(
+        heard,
+        [
+            ("IP".to_owned(), "in_production".to_owned()),
+            ("IP".to_owned(), "qc_passed".to_owned()),
+            ("SC".to_owned(), "accepted".to_owned()),
+            ("SC".to_owned(), "accepted".to_owned()),
+        ],
+        "each applied change told once, the refused one not at all"
+    );
+    // Each order's waiting reports went in one transaction (the set pass),
+    // not one by one.
+    for id in [a, b] {
+        let txs = count(
+            pool,
+            &format!("SELECT count(DISTINCT xmin::text) FROM lab_job_event WHERE order_id = '{id}'"),
+        )
+        .await;
+        assert_eq!(txs, 1, "order {id}: its reports applied in one batch");
+    }
+}
+
 #[tokio::test]
 async fn the_labs_results_become_observations_and_reach_the_clinic_as_oru_r01() {
     let (peer, seen) = mllp_peer().await;

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument as _;
 
 use carehub_core::Health;
 use carehub_core::internal_events::{ComponentError, PipelineStalled, Stage};
@@ -128,15 +129,19 @@ impl ConsumerRunner {
         let mut delays = self.retry.delays();
         loop {
             let started = std::time::Instant::now();
-            match self.engine.process_batch(&inbound).await {
+            // The span lets a bench count the statements a batch issues
+            // (sqlx logs each one at debug inside it).
+            let span = tracing::debug_span!("pipeline_batch", group = %self.group);
+            match self.engine.process_batch(&inbound).instrument(span.clone()).await {
                 Ok(processed) => {
                     self.moving();
-                    tracing::debug!(
-                        group = %self.group,
-                        records = inbound.len(),
-                        elapsed_us = started.elapsed().as_micros() as u64,
-                        "batch committed"
-                    );
+                    span.in_scope(|| {
+                        tracing::debug!(
+                            records = inbound.len(),
+                            elapsed_us = started.elapsed().as_micros() as u64,
+                            "batch committed"
+                        )
+                    });
                     return Some(processed);
                 }
                 Err(e) if !e.is_transient() && inbound.len() > 1 => {

@@ -23,24 +23,25 @@
 
 pub mod config;
 pub mod notify;
+mod status;
 
 use async_trait::async_trait;
 use carehub_pipeline::{Context, Handled, Handler, HandlerError};
 use carehub_schema::contracts::{
-    EHR_ORDER_STATUS, LAB_ORDER, LAB_RESULTS, LAB_STATUS, LabItem, LabOrder, LabPatient, LabResults, LabStatusReport,
-    ORDER_UPSERTED, OrderAction, Outbound, ValueType,
+    LAB_ORDER, LAB_RESULTS, LabItem, LabOrder, LabPatient, LabResults, ORDER_UPSERTED, OrderAction, Outbound, ValueType,
 };
-use carehub_schema::lab::{self, LabJob, LabStatus, Transition};
-use carehub_schema::{Action, ActorKind, AuditEntry, DeadLetters, Envelope, NewDeadLetter, repo};
+use carehub_schema::lab;
+use carehub_schema::{Action, ActorKind, AuditEntry, Envelope, repo};
 use serde::Deserialize;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 pub use config::LabConfig;
 pub use notify::{ClinicRoute, LabRouting, OrderStatusMessage};
+pub use status::LabStatusPipeline;
 
-const SOURCE: &str = "/carehub/pipelines/lab";
-const ACTOR: &str = "pipeline:lab";
+pub(crate) const SOURCE: &str = "/carehub/pipelines/lab";
+pub(crate) const ACTOR: &str = "pipeline:lab";
 
 /// Topics the lab pipelines write to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,279 +172,6 @@ impl Handler for LabDispatch {
                     })),
             ],
         })
-    }
-}
-
-/// Applies the lab's status reports: the order's state machine, its
-/// timeline and audit trail, and the messages that tell the clinic.
-#[derive(Debug, Clone)]
-pub struct LabStatusPipeline {
-    pub topics: LabTopics,
-    pub routing: LabRouting,
-}
-
-/// Where a report stands against the job's sequence.
-enum Position {
-    Next,
-    Ahead,
-    Applied(String),
-}
-
-#[async_trait]
-impl Handler for LabStatusPipeline {
-    fn name(&self) -> &str {
-        "lab_status"
-    }
-
-    fn accepts(&self, event_type: &str) -> bool {
-        event_type == LAB_STATUS
-    }
-
-    async fn handle(&self, conn: &mut PgConnection, ctx: &Context, event: &Envelope) -> Result<Handled, HandlerError> {
-        let report = LabStatusReport::deserialize(&event.data)
-            .map_err(|e| HandlerError::rejected("invalid_data", format!("{LAB_STATUS}: {e}")))?;
-        report
-            .check()
-            .map_err(|reason| HandlerError::rejected("invalid_data", reason))?;
-        let mut job = lab::lock_job(conn, report.order_id).await?.ok_or_else(|| {
-            HandlerError::rejected(
-                "unknown_reference",
-                format!("order {} was not sent to the lab", report.order_id),
-            )
-        })?;
-        let mut handled = Handled::default();
-        let position = if report.sequence == job.last_sequence + 1 {
-            Position::Next
-        } else if report.sequence > job.last_sequence + 1 {
-            Position::Ahead
-        } else {
-            Position::Applied(
-                lab::applied_status(conn, job.order_id, report.sequence)
-                    .await?
-                    .unwrap_or_default(),
-            )
-        };
-        match position {
-            Position::Applied(status) if status == report.status.as_str() => {
-                // The same report again (the lab resent it under a new event id).
-                return Ok(handled);
-            }
-            Position::Applied(status) => {
-                return Err(HandlerError::rejected(
-                    "sequence_conflict",
-                    format!(
-                        "order {} report {} says {} but report {} already said {status}",
-                        job.order_id, report.sequence, report.status, report.sequence
-                    ),
-                ));
-            }
-            Position::Ahead => {
-                let held = lab::hold(
-                    conn,
-                    job.order_id,
-                    report.sequence,
-                    &serde_json::json!(event),
-                    Some(ctx.message_id),
-                )
-                .await?;
-                handled.audit.push(
-                    AuditEntry::new(ActorKind::System, ACTOR, Action::Update, "lab_job")
-                        .entity(job.order_id)
-                        .message(Some(ctx.message_id))
-                        .origin(ctx.origin.clone())
-                        .detail(serde_json::json!({
-                            "held": held,
-                            "sequence": report.sequence,
-                            "waiting_for": job.last_sequence + 1,
-                            "event_id": event.id,
-                        })),
-                );
-                return Ok(handled);
-            }
-            Position::Next => {}
-        }
-        self.apply(conn, ctx, ctx.message_id, &mut job, &report, &event.id, &mut handled)
-            .await?;
-        // Reports that arrived early and were waiting for this one.
-        while let Some((held, msg)) = lab::take_held(conn, job.order_id, job.last_sequence + 1).await? {
-            let env: Envelope = serde_json::from_value(held)
-                .map_err(|e| HandlerError::rejected("invalid_data", format!("held report: {e}")))?;
-            let next = LabStatusReport::deserialize(&env.data)
-                .map_err(|e| HandlerError::rejected("invalid_data", format!("held report: {e}")))?;
-            let msg = msg.unwrap_or(ctx.message_id);
-            sqlx::query("SAVEPOINT held_report").execute(&mut *conn).await?;
-            // Events of a held report that is undone are given back with its writes.
-            let published = ctx.outbox.len();
-            match self.apply(conn, ctx, msg, &mut job, &next, &env.id, &mut handled).await {
-                Ok(()) => {
-                    sqlx::query("RELEASE SAVEPOINT held_report").execute(&mut *conn).await?;
-                }
-                Err(HandlerError::Rejected { code, reason }) => {
-                    // The report that arrived now stands; the held one that
-                    // cannot follow it becomes a dead letter of its own
-                    // (replayable), and later ones stay held behind it.
-                    sqlx::query("ROLLBACK TO SAVEPOINT held_report")
-                        .execute(&mut *conn)
-                        .await?;
-                    ctx.outbox.truncate(published);
-                    let payload =
-                        serde_json::to_vec(&env).map_err(|e| HandlerError::rejected("invalid_data", e.to_string()))?;
-                    let id = DeadLetters::insert(
-                        conn,
-                        &NewDeadLetter {
-                            consumer: self.name(),
-                            topic: ctx.origin.strip_prefix("kafka:").unwrap_or(&ctx.origin),
-                            partition: None,
-                            offset: None,
-                            key: Some(job.order_id.to_string().as_bytes()),
-                            payload: &payload,
-                            event_id: Some(&env.id),
-                            message_id: Some(msg),
-                            error_code: code,
-                            reason: &reason,
-                        },
-                    )
-                    .await?;
-                    handled.audit.push(
-                        AuditEntry::new(ActorKind::System, ACTOR, Action::Update, "lab_job")
-                            .entity(job.order_id)
-                            .message(Some(msg))
-                            .origin(ctx.origin.clone())
-                            .detail(serde_json::json!({ "dead_letter": id, "error_code": code, "event_id": env.id })),
-                    );
-                    break;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(handled)
-    }
-}
-
-impl LabStatusPipeline {
-    #[allow(clippy::too_many_arguments)]
-    async fn apply(
-        &self,
-        conn: &mut PgConnection,
-        ctx: &Context,
-        message_id: Uuid,
-        job: &mut LabJob,
-        report: &LabStatusReport,
-        event_id: &str,
-        handled: &mut Handled,
-    ) -> Result<(), HandlerError> {
-        let from = job.lab_status();
-        if !from.can_go_to(report.status) {
-            return Err(HandlerError::rejected(
-                "invalid_transition",
-                format!(
-                    "order {} cannot go from {from} to {} (report {})",
-                    job.order_id, report.status, report.sequence
-                ),
-            ));
-        }
-        let t = Transition {
-            sequence: report.sequence,
-            to: report.status,
-            reason: report.reason.as_deref(),
-            carrier: report.carrier.as_deref(),
-            tracking_number: report.tracking_number.as_deref(),
-            occurred_at: report.occurred_at,
-            event_id,
-        };
-        let applied = lab::apply_transition(conn, job, &t, Some(message_id)).await?;
-        job.last_sequence = report.sequence;
-        job.status = report.status.as_str().to_owned();
-        job.remakes = applied.remakes;
-        if report.carrier.is_some() {
-            job.carrier = report.carrier.clone();
-        }
-        if report.tracking_number.is_some() {
-            job.tracking_number = report.tracking_number.clone();
-        }
-
-        let order = lab::order_for_lab(conn, job.order_id)
-            .await?
-            .ok_or_else(|| HandlerError::rejected("unknown_reference", format!("order {} is gone", job.order_id)))?;
-        let route = self.routing.route(order.clinic.as_deref());
-        // Items and identifiers only go into the HL7 message: read them only for one.
-        let (items, identifiers) = if route.hl7_destination.is_some() {
-            (
-                lab::order_items(conn, order.id).await?,
-                repo::patient_identifiers(&mut *conn, order.patient_id).await?,
-            )
-        } else {
-            (Vec::new(), Vec::new())
-        };
-        let change = notify::StatusChange {
-            order: &order,
-            items: &items,
-            identifiers: &identifiers,
-            status: report.status,
-            sequence: report.sequence,
-            reason: report.reason.as_deref(),
-            carrier: job.carrier.as_deref(),
-            tracking_number: job.tracking_number.as_deref(),
-            remakes: applied.remakes,
-            order_status: &order.status,
-            at: report.occurred_at.unwrap_or_else(chrono::Utc::now),
-        };
-        let mut sent = Vec::new();
-        if let Some(destination) = &route.hl7_destination {
-            let control_id = notify::control_id(&change);
-            let text = notify::hl7_status_message(&self.routing, &route, &change, &control_id);
-            let out = Outbound::new(destination.clone(), text.as_bytes()).into_envelope(SOURCE);
-            // Keyed by destination: one clinic's messages stay in order.
-            ctx.publish(&self.topics.hl7_outbound, destination, out.clone());
-            sent.push(serde_json::json!({ "to": "hl7", "destination": destination, "control_id": control_id, "event_id": out.id }));
-        }
-        if route.fhir_events {
-            let out = Envelope::new(EHR_ORDER_STATUS, SOURCE, notify::ehr_event(&change))
-                .with_subject(format!("service_request/{}", order.id));
-            ctx.publish(&self.topics.ehr_events, &order.id.to_string(), out.clone());
-            sent.push(serde_json::json!({ "to": self.topics.ehr_events, "event_id": out.id }));
-        }
-        handled.patient_id = Some(order.patient_id);
-        handled.audit.push(
-            AuditEntry::new(ActorKind::System, ACTOR, Action::Update, "lab_job")
-                .entity(order.id)
-                .message(Some(message_id))
-                .origin(ctx.origin.clone())
-                .detail(serde_json::json!({
-                    "from": applied.from,
-                    "to": applied.to,
-                    "sequence": report.sequence,
-                    "event_id": event_id,
-                    "notified": sent,
-                })),
-        );
-        if let Some(status) = applied.order_status {
-            handled.audit.push(
-                AuditEntry::new(ActorKind::System, ACTOR, Action::Update, "service_order")
-                    .entity(order.id)
-                    .message(Some(message_id))
-                    .origin(ctx.origin.clone())
-                    .detail(serde_json::json!({ "status": status })),
-            );
-        }
-        if let Some(id) = applied.shipment_id {
-            handled.audit.push(
-                AuditEntry::new(
-                    ActorKind::System,
-                    ACTOR,
-                    if report.status == LabStatus::Shipped {
-                        Action::Create
-                    } else {
-                        Action::Update
-                    },
-                    "shipment",
-                )
-                .entity(id)
-                .message(Some(message_id))
-                .origin(ctx.origin.clone()),
-            );
-        }
-        Ok(())
     }
 }
 

@@ -22,6 +22,7 @@ pub mod error;
 pub mod fhir_store;
 pub mod group_commit;
 pub mod lab;
+pub mod lab_batch;
 pub mod message_store;
 pub mod model;
 pub mod outbox;
