@@ -26,7 +26,8 @@
 //! Knobs: BENCH_MLLP_MESSAGES (default 20000), BENCH_RATE (2000), BENCH_PACED_SECS (10),
 //! BENCH_SUSTAINED_SECS (60; 0 skips), BENCH_STATEMENTS (1; 0 skips),
 //! BENCH_LOAD_FHIR (1: the pipeline also loads the converted FHIR resources),
-//! BENCH_MIX (0: only ADT^A04 for new patients, the load of earlier trees' bench).
+//! BENCH_MIX (0: only ADT^A04 for new patients, the load of earlier trees' bench),
+//! BENCH_ORDER_BY (`patient`, the default here, or `sender`: `[hl7] order_by`).
 
 #[path = "support/ceiling.rs"]
 mod ceiling;
@@ -284,6 +285,9 @@ async fn mllp() {
     let envs = hub_env(&db, &intake, &events, port);
     let addr = env_value(&envs, "CAREHUB_HL7__LISTENER__LISTEN");
     let consumer = "hl7";
+    // One sender (BENCHCLINIC) sends everything: ordered per patient, its
+    // messages use all the topic's partitions ([hl7] order_by).
+    let order_by = std::env::var("BENCH_ORDER_BY").unwrap_or_else(|_| "patient".to_owned());
     // The pipeline is off while the listener is measured (on 2 cores it
     // would compete for the CPU); it is switched on afterwards to measure
     // how fast it applies what was received, then both run together.
@@ -291,6 +295,7 @@ async fn mllp() {
         let mut envs = envs.clone();
         envs.push(("CAREHUB_DATABASE__MAX_CONNECTIONS", "40".into()));
         envs.push(("CAREHUB_PIPELINES__HL7__ENABLED", pipeline.to_string()));
+        envs.push(("CAREHUB_HL7__ORDER_BY", order_by.clone()));
         // BENCH_LOAD_FHIR=1: the pipeline also loads each message, converted
         // to FHIR, into the FHIR store ([pipelines.hl7] load_fhir).
         envs.push((
@@ -306,6 +311,7 @@ async fn mllp() {
                     .envs(envs.iter().cloned())
                     .env("RUST_LOG", "warn,sqlx::query=debug,carehub_pipeline=debug")
                     .env("CAREHUB_LOG__FORMAT", "text")
+                    .env("NO_COLOR", "1")
                     .stderr(std::process::Stdio::from(file))
                     .spawn()
                     .expect("serve");
@@ -324,7 +330,9 @@ async fn mllp() {
     while std::net::TcpStream::connect(&addr).is_err() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    println!("MLLP end to end (carehub serve, release build; ACK after message store + outbox), pipeline off:");
+    println!(
+        "MLLP end to end (carehub serve, release build; ACK after message store + outbox; [hl7] order_by = {order_by}), pipeline off:"
+    );
     let one = total / 10;
     let mut next = 0;
     for conns in [1usize, 32] {
@@ -369,18 +377,28 @@ async fn mllp() {
     );
     drop(hub);
 
+    let created = |table: &str, join: &str, time: &str| ceiling::created(table, join, time, consumer);
     let ceiling = ceiling::Ceiling {
         seed: &["message"],
         reset: &["UPDATE message SET status = 'received', processed_at = NULL, patient_id = NULL"],
         rows: vec![
-            ceiling::Rows::insert("organization", "organization t", "t.xmin"),
-            ceiling::Rows::insert("practitioner", "practitioner t", "t.xmin"),
-            ceiling::Rows::insert("patient", "patient t", "t.xmin"),
+            // Rows a later message may change again: placed by the transaction that created them.
+            ceiling::Rows::insert("organization", created("organization", "", "t.created_at"), "c.x"),
+            ceiling::Rows::insert("practitioner", created("practitioner", "", "t.created_at"), "c.x"),
+            ceiling::Rows::insert("patient", created("patient", "", "t.created_at"), "c.x"),
             ceiling::Rows::insert("patient_identifier", "patient_identifier t", "t.xmin"),
-            ceiling::Rows::insert("encounter", "encounter t", "t.xmin"),
-            ceiling::Rows::insert("service_order", "service_order t", "t.xmin"),
-            ceiling::Rows::insert("order_item", "order_item t", "t.xmin"),
-            ceiling::Rows::insert("observation", "observation t", "t.xmin"),
+            ceiling::Rows::insert("encounter", created("encounter", "", "t.created_at"), "c.x"),
+            ceiling::Rows::insert("service_order", created("service_order", "", "t.created_at"), "c.x"),
+            ceiling::Rows::insert(
+                "order_item",
+                created(
+                    "order_item",
+                    "JOIN service_order o ON o.id = t.order_id",
+                    "o.created_at",
+                ),
+                "c.x",
+            ),
+            ceiling::Rows::insert("observation", created("observation", "", "t.created_at"), "c.x"),
             ceiling::Rows::insert("order_status_history", "order_status_history t", "t.xmin"),
             ceiling::Rows::update(
                 "message",
@@ -390,8 +408,8 @@ async fn mllp() {
                 "status = u.status, processed_at = u.processed_at, patient_id = u.patient_id",
             ),
             ceiling::Rows::insert("consumed_event", "consumed_event t", "t.xmin"),
-            ceiling::Rows::insert("outbox", ceiling::outbox_by_claim(consumer), "c.x"),
-            ceiling::Rows::insert("audit_log", "audit_log t", "t.xmin"),
+            ceiling::Rows::insert("outbox", created("outbox", "", "t.created_at"), "c.x"),
+            ceiling::Rows::insert("audit_log", ceiling::audit_by_message(), "g.x"),
         ],
         per_batch: &["UPDATE audit_chain_head SET seq = seq + 1 WHERE id = 1"],
         records: next,
@@ -504,6 +522,9 @@ fn statements(log: &std::path::Path) {
     // records-per-batch bucket → (batches, statements)
     let mut buckets: std::collections::BTreeMap<usize, (usize, usize)> = Default::default();
     for line in text.lines() {
+        // Colour codes, should the log have them, are not part of the text.
+        let line = strip_ansi(line);
+        let line = line.as_str();
         let Some(at) = line.find("pipeline_batch{group=") else {
             continue;
         };
@@ -540,4 +561,21 @@ fn statements(log: &std::path::Path) {
             n as f64 / batches.max(1) as f64
         );
     }
+}
+
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }

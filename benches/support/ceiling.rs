@@ -3,8 +3,10 @@
 //! and what the broker alone does with the very events it published.
 //!
 //! PostgreSQL: the rows each of the pipeline's transactions wrote (grouped
-//! by the writing transaction: a row's `xmin`, or for outbox rows, which the
-//! relay stamps later, the transaction's `now()` they carry; a transaction
+//! by the writing transaction: a row's `xmin`; for rows a later transaction
+//! changed again and outbox rows, which the relay stamps later, the creating
+//! transaction's `now()` they carry; for audit entries, appended in a
+//! subtransaction, their message's row; a transaction
 //! is the pipeline's when it claimed the consumer's event ids) are written
 //! again, transaction by transaction in the same order — so the same batch
 //! sizes — into a fresh database with the same schema (migrations:
@@ -88,13 +90,27 @@ pub struct Ceiling<'a> {
     pub consumer: &'a str,
 }
 
-/// For outbox rows (stamped later by the relay, so their `xmin` is the
-/// relay's): the transaction that wrote them, by the `now()` they share with
-/// its claims. Use as `Rows::from`, with `batch` = `c.x`.
-pub fn outbox_by_claim(consumer: &str) -> String {
+/// For audit entries (appended in a nested transaction, whose rows carry a
+/// subtransaction's `xmin`): the transaction that wrote them, by their
+/// message's row (marked processed there), for the appends that hold a
+/// pipeline's own (`system`) entries — one `at` per append. Use as
+/// `Rows::from`, with `batch` = `g.x`.
+pub fn audit_by_message() -> String {
+    "audit_log t JOIN (SELECT a.at, min(m.xmin::text) AS x FROM audit_log a JOIN message m ON m.id = a.message_id
+                         WHERE a.actor_kind = 'system' GROUP BY a.at) g ON g.at = t.at"
+        .to_owned()
+}
+
+/// Rows by the transaction that created them, through the time column they
+/// share with its claims (`now()`): for rows a later transaction changed
+/// (their `xmin` is the later one's), and for outbox rows, which the relay
+/// stamps later. `join` may reach the column through a parent
+/// (`JOIN patient p ON p.id = t.patient_id`). Use as `Rows::from`, with
+/// `batch` = `c.x`.
+pub fn created(table: &str, join: &str, time: &str, consumer: &str) -> String {
     format!(
-        "outbox t JOIN (SELECT DISTINCT processed_at, xmin::text AS x FROM consumed_event WHERE consumer = '{consumer}') c
-           ON c.processed_at = t.created_at"
+        "{table} t {join} JOIN (SELECT DISTINCT processed_at, xmin::text AS x FROM consumed_event
+                                 WHERE consumer = '{consumer}') c ON c.processed_at = {time}"
     )
 }
 
@@ -215,12 +231,17 @@ impl Ceiling<'_> {
                 let mut conn = pool.acquire().await.expect("connection");
                 let mut queue: std::collections::VecDeque<Vec<(usize, String)>> = mine.into();
                 let mut failures = 0usize;
+                let mut spent = vec![Duration::ZERO; sqls.len() + 1];
+                let mut progress = Instant::now();
                 while let Some(tx) = queue.pop_front() {
                     let mut t = sqlx::Connection::begin(&mut *conn).await.expect("begin");
                     let mut ok = true;
                     for (i, rows) in &tx {
                         let q = sqlx::query(sqlx::AssertSqlSafe(sqls[*i].clone())).bind(rows);
-                        if let Err(e) = q.execute(&mut *t).await {
+                        let began = Instant::now();
+                        let done = q.execute(&mut *t).await;
+                        spent[*i] += began.elapsed();
+                        if let Err(e) = done {
                             failures += 1;
                             assert!(failures < 100_000, "ceiling replay keeps failing: {e}");
                             ok = false;
@@ -235,7 +256,19 @@ impl Ceiling<'_> {
                                 .is_ok();
                         }
                     }
-                    if !(ok && t.commit().await.is_ok()) {
+                    let began = Instant::now();
+                    let committed = ok && t.commit().await.is_ok();
+                    spent[sqls.len()] += began.elapsed();
+                    if committed {
+                        progress = Instant::now();
+                    } else {
+                        // Nothing committed for long: the waiting transactions'
+                        // rows depend on each other in a circle.
+                        assert!(
+                            progress.elapsed() < Duration::from_secs(30),
+                            "ceiling replay: {} transactions cannot be applied",
+                            queue.len() + 1
+                        );
                         // A row whose parent another transaction writes (later
                         // in this queue, or on another connection, not yet
                         // committed): tried again after the others.
@@ -243,12 +276,29 @@ impl Ceiling<'_> {
                         tokio::time::sleep(Duration::from_micros(200)).await;
                     }
                 }
-                failures
+                (failures, spent)
             }));
         }
         let mut retried = 0;
+        let mut spent = vec![Duration::ZERO; sqls.len() + 1];
         for t in tasks {
-            retried += t.await.expect("replay");
+            let (failures, took) = t.await.expect("replay");
+            retried += failures;
+            for (s, t) in spent.iter_mut().zip(took) {
+                *s += t;
+            }
+        }
+        if conns == 1 {
+            let names: Vec<String> = self
+                .rows
+                .iter()
+                .map(|r| r.table.to_owned())
+                .chain(["commit".to_owned()])
+                .zip(&spent)
+                .filter(|(_, d)| !d.is_zero())
+                .map(|(n, d)| format!("{n} {:.0} ms", d.as_secs_f64() * 1000.0))
+                .collect();
+            println!("    1 connection, time per statement kind: {}", names.join(", "));
         }
         let rate = self.records as f64 / started.elapsed().as_secs_f64();
         (rate, retried)

@@ -80,6 +80,7 @@ impl Component for MllpListenerComponent {
                 listener: self.cfg.listener.listen.to_string(),
                 store_timeout: Duration::from_millis(self.cfg.store_timeout_ms),
                 store_workers: self.cfg.store_workers,
+                order_by: self.cfg.order_by,
             },
             self.judge.clone(),
         ));

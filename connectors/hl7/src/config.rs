@@ -19,6 +19,18 @@ pub struct Hl7Config {
     /// (group commit), so this bounds the listener's parallel commits.
     #[serde(default = "default_store_workers")]
     pub store_workers: usize,
+    /// The scope in which received messages are applied in order (the key
+    /// of their onward record, hence their partition): `"sender"` (MSH-4 and
+    /// MSH-3: one sending application's messages in the order received,
+    /// whatever patient they concern) or `"patient"` (sender and the first
+    /// PID-3 identifier with its assigning authority: one patient's messages
+    /// in order, different patients' applied concurrently on the topic's
+    /// partitions). `"patient"` lets one busy sender's feed use every
+    /// partition; a message that names no patient keeps the sender's order.
+    /// Its one difference: a message for a patient sent after an A40 that
+    /// merged that patient away may be applied before the merge.
+    #[serde(default)]
+    pub order_by: OrderBy,
     #[serde(default)]
     pub listener: ListenerConfig,
     /// Where outbound messages go: `[hl7.destinations.<name>]` with the
@@ -26,6 +38,15 @@ pub struct Hl7Config {
     /// `carehub.hl7v2.send.v1` event names its destination.
     #[serde(default)]
     pub destinations: std::collections::BTreeMap<String, SenderConfig>,
+}
+
+/// See [`Hl7Config::order_by`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OrderBy {
+    #[default]
+    Sender,
+    Patient,
 }
 
 const fn default_store_timeout_ms() -> u64 {
@@ -41,6 +62,7 @@ impl Default for Hl7Config {
             enabled: true,
             store_timeout_ms: default_store_timeout_ms(),
             store_workers: default_store_workers(),
+            order_by: OrderBy::default(),
             listener: ListenerConfig::default(),
             destinations: Default::default(),
         }

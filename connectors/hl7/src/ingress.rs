@@ -40,6 +40,27 @@ pub struct Judged {
     pub identified: bool,
 }
 
+/// The key of a message's onward record: one sender's (or, with
+/// [`OrderBy::Patient`](crate::config::OrderBy), one patient's) messages stay
+/// on one partition, in order.
+fn ordering_key(msg: &crate::codec::Message<'_>, order_by: crate::config::OrderBy) -> String {
+    let msh = msg.msh();
+    let mut key = format!("{}:{}", msh.field(4).raw(), msh.field(3).raw());
+    if order_by == crate::config::OrderBy::Patient {
+        let pid3 = msg.get("PID-3");
+        let first = pid3
+            .raw()
+            .split(msg.delimiters().repetition as char)
+            .next()
+            .unwrap_or("");
+        if !first.is_empty() {
+            key.push(':');
+            key.push_str(first);
+        }
+    }
+    key
+}
+
 /// How an [`Hl7Ingress`] is set up.
 #[derive(Debug, Clone)]
 pub struct Hl7IngressConfig {
@@ -49,6 +70,8 @@ pub struct Hl7IngressConfig {
     pub listener: String,
     pub store_timeout: Duration,
     pub store_workers: usize,
+    /// The scope kept in order ([`crate::config::OrderBy`]).
+    pub order_by: crate::config::OrderBy,
 }
 
 /// Most messages one store transaction takes.
@@ -58,6 +81,7 @@ const MAX_BATCH: usize = 500;
 pub struct Hl7Ingress {
     ingress: Ingress,
     judge: Arc<dyn Hl7Judge>,
+    order_by: crate::config::OrderBy,
 }
 
 impl std::fmt::Debug for Hl7Ingress {
@@ -69,6 +93,7 @@ impl std::fmt::Debug for Hl7Ingress {
 impl Hl7Ingress {
     pub fn start(pool: PgPool, cfg: Hl7IngressConfig, judge: Arc<dyn Hl7Judge>) -> Self {
         let listener = cfg.listener.clone();
+        let order_by = cfg.order_by;
         let ingress = Ingress::start(IngressSpec {
             pool,
             connector: crate::CONNECTOR,
@@ -86,7 +111,11 @@ impl Hl7Ingress {
                 Received::new(message_id, &arrival.peer, &listener).into_envelope(Some(&arrival.key))
             }),
         });
-        Hl7Ingress { ingress, judge }
+        Hl7Ingress {
+            ingress,
+            judge,
+            order_by,
+        }
     }
 
     /// The arrival to store and the answer the message gets once stored.
@@ -95,9 +124,7 @@ impl Hl7Ingress {
         let (verdict, key, partition_key, message_type, control_id) = match inbound.parsed {
             Ok(msg) => {
                 let judged = self.judge.judge(msg);
-                // One sender's messages stay on one partition, in order.
-                let msh = msg.msh();
-                let sender = format!("{}:{}", msh.field(4).raw(), msh.field(3).raw());
+                let sender = ordering_key(msg, self.order_by);
                 if judged.identified {
                     let id = Some(msg.control_id().to_owned());
                     (judged.verdict, source_key(msg), sender, Some(msg.type_label()), id)
@@ -152,5 +179,39 @@ impl InboundSink for Hl7Ingress {
             ))),
             Err(e) => Err(Unavailable(e.0)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ordering_key;
+    use crate::codec::Message;
+    use crate::config::OrderBy;
+
+    #[test]
+    fn messages_are_ordered_per_sender_or_per_patient_as_configured() {
+        let text = |mrn: &str| {
+            format!(
+                "MSH|^~\\&|EHR|NORTHCLINIC|CAREHUB|LAB|20261125101500||ADT^A08|C1|P|2.5.1\r\
+PID|1||{mrn}^^^NORTHCLINIC&2.999.1&ISO^MR~SSN-1^^^USSSA^SS||Testpatient^Alex\r"
+            )
+        };
+        let (a, b) = (text("P-1"), text("P-2"));
+        let (a, b) = (Message::parse(&a).expect("a"), Message::parse(&b).expect("b"));
+        assert_eq!(ordering_key(&a, OrderBy::Sender), "NORTHCLINIC:EHR");
+        assert_eq!(ordering_key(&a, OrderBy::Sender), ordering_key(&b, OrderBy::Sender));
+        assert_eq!(
+            ordering_key(&a, OrderBy::Patient),
+            "NORTHCLINIC:EHR:P-1^^^NORTHCLINIC&2.999.1&ISO^MR",
+            "the first PID-3 repetition only"
+        );
+        assert_ne!(ordering_key(&a, OrderBy::Patient), ordering_key(&b, OrderBy::Patient));
+        let none = "MSH|^~\\&|EHR|NORTHCLINIC|CAREHUB|LAB|20261125101500||QRY^A19|C2|P|2.5.1\r";
+        let none = Message::parse(none).expect("no PID");
+        assert_eq!(
+            ordering_key(&none, OrderBy::Patient),
+            "NORTHCLINIC:EHR",
+            "no patient: the sender's order"
+        );
     }
 }

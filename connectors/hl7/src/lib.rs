@@ -31,7 +31,7 @@ pub mod sender;
 pub const CONNECTOR: &str = "hl7_mllp";
 
 #[cfg(feature = "net")]
-pub use config::Hl7Config;
+pub use config::{Hl7Config, OrderBy};
 #[cfg(feature = "net")]
 pub use ingress::{Hl7Ingress, Hl7IngressConfig, Hl7Judge};
 #[cfg(feature = "net")]

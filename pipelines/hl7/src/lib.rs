@@ -147,6 +147,45 @@ async fn upsert_patient(
     Ok(up)
 }
 
+/// What the set pass already wrote for one message of the batch.
+#[derive(Debug, Default)]
+struct Resolved {
+    patient: Option<Upserted>,
+    encounter: Option<Upserted>,
+}
+
+/// The encounters of a run of messages whose patients are written
+/// (`ups`, in the run's order), in one statement; `None` for a message with
+/// none. A run that names one visit twice leaves them to each message (one
+/// statement cannot change a row twice, and the second must see the first).
+async fn run_encounters(
+    conn: &mut PgConnection,
+    mapped: &[Mapped],
+    ups: &[Upserted],
+    records: &[(Context, &Envelope)],
+) -> Result<Vec<Option<Upserted>>, HandlerError> {
+    let mut items = Vec::new();
+    let mut at = Vec::new();
+    let mut visits = std::collections::HashSet::new();
+    for (i, m) in mapped.iter().enumerate() {
+        if let (Command::UpsertPatient { encounter: Some(e), .. }, Some(p)) = (&m.command, ups.get(i)) {
+            if !visits.insert((&e.visit.system, &e.visit.value)) {
+                return Ok(vec![None; mapped.len()]);
+            }
+            items.push((p.id, e, Some(records[i].0.message_id)));
+            at.push(i);
+        }
+    }
+    let mut out = vec![None; mapped.len()];
+    if items.is_empty() {
+        return Ok(out);
+    }
+    for (i, up) in at.into_iter().zip(records::upsert_encounters(conn, &items).await?) {
+        out[i] = Some(up);
+    }
+    Ok(out)
+}
+
 #[async_trait]
 impl Handler for Hl7Pipeline {
     fn name(&self) -> &str {
@@ -170,7 +209,7 @@ impl Handler for Hl7Pipeline {
         let text = decoded(ctx, event)?;
         let msg = parsed(&text)?;
         let mapped = map(&msg).map_err(|e| HandlerError::rejected(e.dead_letter_code(), e.reason))?;
-        self.apply(conn, ctx, &msg, &mapped, None).await
+        self.apply(conn, ctx, &msg, &mapped, Resolved::default()).await
     }
 
     /// The batch's messages parsed and mapped first; each run of them
@@ -198,8 +237,14 @@ impl Handler for Hl7Pipeline {
         while start < records.len() {
             if merges(&start) {
                 out.push(
-                    self.apply(conn, &records[start].0, &msgs[start], &mapped[start], None)
-                        .await?,
+                    self.apply(
+                        conn,
+                        &records[start].0,
+                        &msgs[start],
+                        &mapped[start],
+                        Resolved::default(),
+                    )
+                    .await?,
                 );
                 start += 1;
                 continue;
@@ -217,8 +262,13 @@ impl Handler for Hl7Pipeline {
                     // Applied again record by record, where the race is retried.
                     BatchRefusal::Raced => HandlerError::rejected("invalid_data", "patient identifiers raced"),
                 })?;
-            for (i, up) in (start..end).zip(ups) {
-                out.push(self.apply(conn, &records[i].0, &msgs[i], &mapped[i], Some(up)).await?);
+            let encounters = run_encounters(conn, &mapped[start..end], &ups, &records[start..end]).await?;
+            for ((i, up), encounter) in (start..end).zip(ups).zip(encounters) {
+                let resolved = Resolved {
+                    patient: Some(up),
+                    encounter,
+                };
+                out.push(self.apply(conn, &records[i].0, &msgs[i], &mapped[i], resolved).await?);
             }
             start = end;
         }
@@ -263,14 +313,14 @@ impl Handler for Hl7Pipeline {
 
 impl Hl7Pipeline {
     /// Applies one mapped message: its canonical rows, events, audit entries
-    /// and application ACK. `resolved`: its patient, already written.
+    /// and application ACK. `resolved`: its rows the batch already wrote.
     async fn apply(
         &self,
         conn: &mut PgConnection,
         ctx: &Context,
         msg: &Message<'_>,
         mapped: &Mapped,
-        resolved: Option<Upserted>,
+        resolved: Resolved,
     ) -> Result<Handled, HandlerError> {
         let label = msg.metric_label();
         for (segment, count) in &mapped.unmapped {
@@ -285,7 +335,7 @@ impl Hl7Pipeline {
             ctx,
             topic: &self.events_topic,
             audit: Vec::new(),
-            resolved,
+            resolved: resolved.patient,
         };
         let msg_id = Some(ctx.message_id);
         let mut canonical = fhir_load::CanonicalIds::default();
@@ -293,7 +343,10 @@ impl Hl7Pipeline {
             Command::UpsertPatient { patient, encounter } => {
                 let p = upsert_patient(conn, &mut fx, patient).await?;
                 if let Some(e) = encounter {
-                    let up = records::upsert_encounter(conn, p.id, e, msg_id).await?;
+                    let up = match resolved.encounter {
+                        Some(up) => up,
+                        None => records::upsert_encounter(conn, p.id, e, msg_id).await?,
+                    };
                     fx.record(
                         "encounter",
                         up,
@@ -389,14 +442,45 @@ impl Hl7Pipeline {
             }
             Command::Results { patient, results } => {
                 let p = upsert_patient(conn, &mut fx, patient).await?;
+                // Each order number looked up once per message (an ORU's OBX
+                // groups name the same OBR's order).
+                let mut found: std::collections::HashMap<(&str, &str), Option<uuid::Uuid>> = Default::default();
+                let mut order_ids = Vec::with_capacity(results.len());
                 for r in results {
                     let mut order_id = None;
                     for number in [&r.filler, &r.placer].into_iter().flatten() {
                         if order_id.is_none() {
-                            order_id = records::find_order(conn, number).await?;
+                            let key = (number.system.as_str(), number.value.as_str());
+                            order_id = match found.get(&key) {
+                                Some(id) => *id,
+                                None => {
+                                    let id = records::find_order(conn, number).await?;
+                                    found.insert(key, id);
+                                    id
+                                }
+                            };
                         }
                     }
-                    let up = records::upsert_observation(conn, p.id, order_id, r, msg_id).await?;
+                    order_ids.push(order_id);
+                }
+                let items: Vec<_> = results
+                    .iter()
+                    .zip(&order_ids)
+                    .map(|(r, order_id)| (p.id, *order_id, r, msg_id))
+                    .collect();
+                let keys: std::collections::HashSet<&str> = results.iter().map(|r| r.result_key.as_str()).collect();
+                // One statement for the message's results, unless one result
+                // key comes twice (the second must see the first).
+                let ups = if keys.len() == results.len() {
+                    records::upsert_observations(conn, &items).await?
+                } else {
+                    let mut ups = Vec::with_capacity(items.len());
+                    for (pid, order_id, r, msg) in &items {
+                        ups.push(records::upsert_observation(conn, *pid, *order_id, r, *msg).await?);
+                    }
+                    ups
+                };
+                for ((r, order_id), up) in results.iter().zip(order_ids).zip(ups) {
                     canonical.observations.push((r.code.clone(), up.id));
                     if let Some(o) = order_id {
                         let numbers = [&r.placer, &r.filler].into_iter().flatten().map(|n| n.value.clone());

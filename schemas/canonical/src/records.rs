@@ -196,10 +196,34 @@ pub async fn upsert_encounter(
     e: &EncounterData,
     source_message_id: Option<Uuid>,
 ) -> Result<Upserted> {
-    let (id, created): (Uuid, bool) = sqlx::query_as(
+    let mut up = upsert_encounters(conn, &[(patient_id, e, source_message_id)]).await?;
+    up.pop().ok_or_else(|| crate::Error::NotFound {
+        entity: "encounter",
+        key: e.visit.value.clone(),
+    })
+}
+
+/// An encounter to upsert: its patient, data and source message.
+pub type EncounterItem<'a> = (Uuid, &'a EncounterData, Option<Uuid>);
+
+/// Upserts a batch's encounters in one statement (rows locked in visit
+/// order); the results in the items' order. Each visit at most once in
+/// `items`: a statement cannot change one row twice, so a batch naming one
+/// visit twice writes them one by one.
+pub async fn upsert_encounters(conn: &mut PgConnection, items: &[EncounterItem<'_>]) -> Result<Vec<Upserted>> {
+    let mut order: Vec<usize> = (0..items.len()).collect();
+    order.sort_by(|&a, &b| {
+        let (va, vb) = (&items[a].1.visit, &items[b].1.visit);
+        (&va.system, &va.value).cmp(&(&vb.system, &vb.value))
+    });
+    let col = |f: &dyn Fn(&EncounterItem<'_>) -> Option<String>| -> Vec<Option<String>> {
+        order.iter().map(|&i| f(&items[i])).collect()
+    };
+    let rows: Vec<(Uuid, bool, String, String)> = sqlx::query_as(
         "INSERT INTO encounter (id, patient_id, visit_system, visit_number, class, status, location,
                                 admitted_at, discharged_at, source_message_id)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+         SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                              $8::timestamptz[], $9::timestamptz[], $10::uuid[])
          ON CONFLICT (visit_system, visit_number) DO UPDATE
             SET patient_id = EXCLUDED.patient_id,
                 class = COALESCE(EXCLUDED.class, encounter.class),
@@ -208,25 +232,40 @@ pub async fn upsert_encounter(
                 admitted_at = COALESCE(EXCLUDED.admitted_at, encounter.admitted_at),
                 discharged_at = COALESCE(EXCLUDED.discharged_at, encounter.discharged_at),
                 source_message_id = EXCLUDED.source_message_id, updated_at = now()
-         RETURNING id, (xmax = 0) AS created",
+         RETURNING id, (xmax = 0) AS created, visit_system, visit_number",
     )
-    .bind(Uuid::now_v7())
-    .bind(patient_id)
-    .bind(&e.visit.system)
-    .bind(&e.visit.value)
-    .bind(&e.class)
-    .bind(e.status)
-    .bind(&e.location)
-    .bind(e.admitted_at)
-    .bind(e.discharged_at)
-    .bind(source_message_id)
-    .fetch_one(&mut *conn)
+    .bind(order.iter().map(|_| Uuid::now_v7()).collect::<Vec<_>>())
+    .bind(order.iter().map(|&i| items[i].0).collect::<Vec<_>>())
+    .bind(col(&|it| Some(it.1.visit.system.clone())))
+    .bind(col(&|it| Some(it.1.visit.value.clone())))
+    .bind(col(&|it| it.1.class.clone()))
+    .bind(col(&|it| Some(it.1.status.to_owned())))
+    .bind(col(&|it| it.1.location.clone()))
+    .bind(order.iter().map(|&i| items[i].1.admitted_at).collect::<Vec<_>>())
+    .bind(order.iter().map(|&i| items[i].1.discharged_at).collect::<Vec<_>>())
+    .bind(order.iter().map(|&i| items[i].2).collect::<Vec<_>>())
+    .fetch_all(&mut *conn)
     .await?;
-    Ok(Upserted {
-        id,
-        created,
-        version: 1,
-    })
+    let by_visit: std::collections::HashMap<(String, String), (Uuid, bool)> = rows
+        .into_iter()
+        .map(|(id, created, system, value)| ((system, value), (id, created)))
+        .collect();
+    items
+        .iter()
+        .map(|(_, e, _)| {
+            by_visit
+                .get(&(e.visit.system.clone(), e.visit.value.clone()))
+                .map(|&(id, created)| Upserted {
+                    id,
+                    created,
+                    version: 1,
+                })
+                .ok_or_else(|| crate::Error::NotFound {
+                    entity: "encounter",
+                    key: e.visit.value.clone(),
+                })
+        })
+        .collect()
 }
 
 /// Merges the patient holding `prior` into `survivor_id`: the prior record
@@ -449,20 +488,59 @@ pub async fn upsert_observation(
     r: &ResultData,
     source_message_id: Option<Uuid>,
 ) -> Result<Upserted> {
-    let (value_type, quantity, string, code) = match &r.value {
-        ResultValue::Quantity(q) => ("quantity", Some(q.as_str()), None, None),
-        ResultValue::String(s) => ("string", None, Some(s.as_str()), None),
-        ResultValue::Coded(c) => ("coded", None, None, Some(c.as_str())),
-        ResultValue::None => ("none", None, None, None),
-    };
-    // SN values such as "<5" are kept as text; only plain numbers go to the numeric column.
-    let numeric = quantity.filter(|q| q.parse::<f64>().is_ok());
-    let string = string.or(quantity.filter(|q| q.parse::<f64>().is_err()));
-    let (id, created): (Uuid, bool) = sqlx::query_as(
+    let mut up = upsert_observations(conn, &[(patient_id, order_id, r, source_message_id)]).await?;
+    up.pop().ok_or_else(|| crate::Error::NotFound {
+        entity: "observation",
+        key: r.result_key.clone(),
+    })
+}
+
+/// Upserts observations in one statement (rows locked in result-key
+/// order); the results in the items' order. Each result key at most once in
+/// `items` (one statement cannot change a row twice).
+pub async fn upsert_observations(
+    conn: &mut PgConnection,
+    items: &[(Uuid, Option<Uuid>, &ResultData, Option<Uuid>)],
+) -> Result<Vec<Upserted>> {
+    let mut order: Vec<usize> = (0..items.len()).collect();
+    order.sort_by(|&a, &b| items[a].2.result_key.cmp(&items[b].2.result_key));
+    // (value_type, numeric, string, code) of each result.
+    type Columns<'a> = (&'a str, Option<&'a str>, Option<&'a str>, Option<&'a str>);
+    let values: Vec<Columns<'_>> = order
+        .iter()
+        .map(|&i| {
+            let (value_type, quantity, string, code) = match &items[i].2.value {
+                ResultValue::Quantity(q) => ("quantity", Some(q.as_str()), None, None),
+                ResultValue::String(s) => ("string", None, Some(s.as_str()), None),
+                ResultValue::Coded(c) => ("coded", None, None, Some(c.as_str())),
+                ResultValue::None => ("none", None, None, None),
+            };
+            // SN values such as "<5" are kept as text; only plain numbers go to the numeric column.
+            let numeric = quantity.filter(|q| q.parse::<f64>().is_ok());
+            let string = string.or(quantity.filter(|q| q.parse::<f64>().is_err()));
+            let value_type = if numeric.is_none() && value_type == "quantity" {
+                "string"
+            } else {
+                value_type
+            };
+            (value_type, numeric, string, code)
+        })
+        .collect();
+    let r = |i: usize| items[order[i]].2;
+    let n = order.len();
+    let rows: Vec<(Uuid, bool, String)> = sqlx::query_as(
         "INSERT INTO observation (id, patient_id, order_id, status, code_system, code, display, value_type,
                                   value_quantity, value_unit, value_string, value_code, interpretation,
                                   reference_range, effective_at, issued_at, result_key, source_message_id)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::numeric, $10, $11, $12, $13, $14, $15, now(), $16, $17)
+         SELECT id, patient_id, order_id, status, code_system, code, display, value_type, value_quantity::numeric,
+                value_unit, value_string, value_code, interpretation, reference_range, effective_at, now(),
+                result_key, source_message_id
+           FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[],
+                       $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[],
+                       $15::timestamptz[], $16::text[], $17::uuid[])
+                AS u(id, patient_id, order_id, status, code_system, code, display, value_type, value_quantity,
+                     value_unit, value_string, value_code, interpretation, reference_range, effective_at,
+                     result_key, source_message_id)
          ON CONFLICT (result_key) DO UPDATE
             SET patient_id = EXCLUDED.patient_id, order_id = COALESCE(EXCLUDED.order_id, observation.order_id),
                 status = EXCLUDED.status, display = EXCLUDED.display, value_type = EXCLUDED.value_type,
@@ -471,36 +549,47 @@ pub async fn upsert_observation(
                 interpretation = EXCLUDED.interpretation, reference_range = EXCLUDED.reference_range,
                 effective_at = EXCLUDED.effective_at, issued_at = now(),
                 source_message_id = EXCLUDED.source_message_id, updated_at = now()
-         RETURNING id, (xmax = 0) AS created",
+         RETURNING id, (xmax = 0) AS created, result_key",
     )
-    .bind(Uuid::now_v7())
-    .bind(patient_id)
-    .bind(order_id)
-    .bind(r.status)
-    .bind(&r.code_system)
-    .bind(&r.code)
-    .bind(&r.display)
-    .bind(if numeric.is_none() && value_type == "quantity" {
-        "string"
-    } else {
-        value_type
-    })
-    .bind(numeric)
-    .bind(&r.unit)
-    .bind(string)
-    .bind(code)
-    .bind(&r.interpretation)
-    .bind(&r.reference_range)
-    .bind(r.effective_at)
-    .bind(&r.result_key)
-    .bind(source_message_id)
-    .fetch_one(&mut *conn)
+    .bind((0..n).map(|_| Uuid::now_v7()).collect::<Vec<_>>())
+    .bind(order.iter().map(|&i| items[i].0).collect::<Vec<_>>())
+    .bind(order.iter().map(|&i| items[i].1).collect::<Vec<_>>())
+    .bind((0..n).map(|i| r(i).status).collect::<Vec<_>>())
+    .bind((0..n).map(|i| r(i).code_system.as_str()).collect::<Vec<_>>())
+    .bind((0..n).map(|i| r(i).code.as_str()).collect::<Vec<_>>())
+    .bind((0..n).map(|i| r(i).display.as_deref()).collect::<Vec<_>>())
+    .bind(values.iter().map(|v| v.0).collect::<Vec<_>>())
+    .bind(values.iter().map(|v| v.1).collect::<Vec<_>>())
+    .bind((0..n).map(|i| r(i).unit.as_deref()).collect::<Vec<_>>())
+    .bind(values.iter().map(|v| v.2).collect::<Vec<_>>())
+    .bind(values.iter().map(|v| v.3).collect::<Vec<_>>())
+    .bind((0..n).map(|i| r(i).interpretation.as_deref()).collect::<Vec<_>>())
+    .bind((0..n).map(|i| r(i).reference_range.as_deref()).collect::<Vec<_>>())
+    .bind((0..n).map(|i| r(i).effective_at).collect::<Vec<_>>())
+    .bind((0..n).map(|i| r(i).result_key.as_str()).collect::<Vec<_>>())
+    .bind(order.iter().map(|&i| items[i].3).collect::<Vec<_>>())
+    .fetch_all(&mut *conn)
     .await?;
-    Ok(Upserted {
-        id,
-        created,
-        version: 1,
-    })
+    let by_key: std::collections::HashMap<String, (Uuid, bool)> = rows
+        .into_iter()
+        .map(|(id, created, key)| (key, (id, created)))
+        .collect();
+    items
+        .iter()
+        .map(|(_, _, r, _)| {
+            by_key
+                .get(&r.result_key)
+                .map(|&(id, created)| Upserted {
+                    id,
+                    created,
+                    version: 1,
+                })
+                .ok_or_else(|| crate::Error::NotFound {
+                    entity: "observation",
+                    key: r.result_key.clone(),
+                })
+        })
+        .collect()
 }
 
 pub async fn upsert_appointment(
