@@ -22,8 +22,8 @@ pub struct Hl7Config {
     /// The scope in which received messages are applied in order (the key
     /// of their onward record, hence their partition): `"sender"` (MSH-4 and
     /// MSH-3: one sending application's messages in the order received,
-    /// whatever patient they concern) or `"patient"` (sender and the first
-    /// PID-3 identifier with its assigning authority: one patient's messages
+    /// whatever patient they concern) or `"patient"` (sender and a name-based
+    /// UUID of the first PID-3 identifier, never the MRN itself: one patient's messages
     /// in order, different patients' applied concurrently on the topic's
     /// partitions). `"patient"` lets one busy sender's feed use every
     /// partition; a message that names no patient keeps the sender's order.

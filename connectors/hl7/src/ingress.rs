@@ -42,7 +42,9 @@ pub struct Judged {
 
 /// The key of a message's onward record: one sender's (or, with
 /// [`OrderBy::Patient`](crate::config::OrderBy), one patient's) messages stay
-/// on one partition, in order.
+/// on one partition, in order. The patient part is a name-based UUID (v5) of
+/// the first PID-3 repetition, never the identifier itself: the topic
+/// carries no MRN, and the key stays the same across restarts and upgrades.
 fn ordering_key(msg: &crate::codec::Message<'_>, order_by: crate::config::OrderBy) -> String {
     let msh = msg.msh();
     let mut key = format!("{}:{}", msh.field(4).raw(), msh.field(3).raw());
@@ -55,7 +57,11 @@ fn ordering_key(msg: &crate::codec::Message<'_>, order_by: crate::config::OrderB
             .unwrap_or("");
         if !first.is_empty() {
             key.push(':');
-            key.push_str(first);
+            key.push_str(
+                &uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, first.as_bytes())
+                    .simple()
+                    .to_string(),
+            );
         }
     }
     key
@@ -200,12 +206,21 @@ PID|1||{mrn}^^^NORTHCLINIC&2.999.1&ISO^MR~SSN-1^^^USSSA^SS||Testpatient^Alex\r"
         let (a, b) = (Message::parse(&a).expect("a"), Message::parse(&b).expect("b"));
         assert_eq!(ordering_key(&a, OrderBy::Sender), "NORTHCLINIC:EHR");
         assert_eq!(ordering_key(&a, OrderBy::Sender), ordering_key(&b, OrderBy::Sender));
+        let first = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, b"P-1^^^NORTHCLINIC&2.999.1&ISO^MR");
         assert_eq!(
             ordering_key(&a, OrderBy::Patient),
-            "NORTHCLINIC:EHR:P-1^^^NORTHCLINIC&2.999.1&ISO^MR",
-            "the first PID-3 repetition only"
+            format!("NORTHCLINIC:EHR:{}", first.simple()),
+            "the first PID-3 repetition only, as a name-based UUID"
         );
+        assert!(!ordering_key(&a, OrderBy::Patient).contains("P-1"), "no MRN in the key");
         assert_ne!(ordering_key(&a, OrderBy::Patient), ordering_key(&b, OrderBy::Patient));
+        let huge = text(&"9".repeat(100_000));
+        let huge = Message::parse(&huge).expect("huge PID-3");
+        assert_eq!(
+            ordering_key(&huge, OrderBy::Patient).len(),
+            "NORTHCLINIC:EHR:".len() + 32,
+            "an oversized identifier gives a key of fixed size"
+        );
         let none = "MSH|^~\\&|EHR|NORTHCLINIC|CAREHUB|LAB|20261125101500||QRY^A19|C2|P|2.5.1\r";
         let none = Message::parse(none).expect("no PID");
         assert_eq!(
