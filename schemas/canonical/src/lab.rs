@@ -210,31 +210,31 @@ pub struct OrderForLab {
     pub clinic: Option<String>,
 }
 
-pub async fn order_for_lab(conn: &mut PgConnection, order_id: Uuid) -> Result<Option<OrderForLab>> {
-    Ok(sqlx::query_as(
+/// The columns and joins of [`OrderForLab`]; one order here, a batch's in
+/// [`crate::lab_batch::StatusBatch::load`].
+macro_rules! order_for_lab_select {
+    () => {
         "SELECT o.id, o.version, o.status, o.placer_system, o.placer_number, o.priority, o.due_date,
                 o.device_spec, o.note, o.patient_id, p.sex,
                 EXTRACT(YEAR FROM p.birth_date)::int AS birth_year, c.identifier_value AS clinic
            FROM service_order o
            JOIN patient p ON p.id = o.patient_id
-           LEFT JOIN organization c ON c.id = o.clinic_id
-          WHERE o.id = $1",
-    )
-    .bind(order_id)
-    .fetch_optional(&mut *conn)
-    .await?)
+           LEFT JOIN organization c ON c.id = o.clinic_id"
+    };
+}
+pub(crate) use order_for_lab_select;
+
+pub async fn order_for_lab(conn: &mut PgConnection, order_id: Uuid) -> Result<Option<OrderForLab>> {
+    Ok(sqlx::query_as(concat!(order_for_lab_select!(), " WHERE o.id = $1"))
+        .bind(order_id)
+        .fetch_optional(&mut *conn)
+        .await?)
 }
 
 /// An order's items, in line order.
 pub async fn order_items(conn: &mut PgConnection, order_id: Uuid) -> Result<Vec<crate::model::OrderItem>> {
-    Ok(sqlx::query_as(
-        "SELECT order_id, line_no, code_system, code, display, quantity::text AS quantity, body_site, laterality,
-                device_spec
-           FROM order_item WHERE order_id = $1 ORDER BY line_no",
-    )
-    .bind(order_id)
-    .fetch_all(&mut *conn)
-    .await?)
+    let mut items = crate::lab_batch::items_of(conn, &[order_id]).await?;
+    Ok(items.remove(&order_id).unwrap_or_default())
 }
 
 /// Scans attached to an order (DICOM studies): their UIDs.

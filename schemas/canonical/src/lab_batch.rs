@@ -54,17 +54,10 @@ impl StatusBatch {
                 .bind(&ids)
                 .fetch_all(&mut *conn)
                 .await?;
-        let orders: Vec<OrderForLab> = sqlx::query_as(
-            "SELECT o.id, o.version, o.status, o.placer_system, o.placer_number, o.priority, o.due_date,
-                    o.device_spec, o.note, o.patient_id, p.sex,
-                    EXTRACT(YEAR FROM p.birth_date)::int AS birth_year, c.identifier_value AS clinic
-               FROM service_order o
-               JOIN patient p ON p.id = o.patient_id
-               LEFT JOIN organization c ON c.id = o.clinic_id
-              WHERE o.id = ANY($1)
-              ORDER BY o.id
-                FOR UPDATE OF o",
-        )
+        let orders: Vec<OrderForLab> = sqlx::query_as(concat!(
+            crate::lab::order_for_lab_select!(),
+            " WHERE o.id = ANY($1) ORDER BY o.id FOR UPDATE OF o"
+        ))
         .bind(&ids)
         .fetch_all(&mut *conn)
         .await?;

@@ -216,9 +216,8 @@ pub async fn upsert_encounters(conn: &mut PgConnection, items: &[EncounterItem<'
         let (va, vb) = (&items[a].1.visit, &items[b].1.visit);
         (&va.system, &va.value).cmp(&(&vb.system, &vb.value))
     });
-    let col = |f: &dyn Fn(&EncounterItem<'_>) -> Option<String>| -> Vec<Option<String>> {
-        order.iter().map(|&i| f(&items[i])).collect()
-    };
+    let e = |i: usize| items[order[i]].1;
+    let n = order.len();
     let rows: Vec<(Uuid, bool, String, String)> = sqlx::query_as(
         "INSERT INTO encounter (id, patient_id, visit_system, visit_number, class, status, location,
                                 admitted_at, discharged_at, source_message_id)
@@ -234,15 +233,15 @@ pub async fn upsert_encounters(conn: &mut PgConnection, items: &[EncounterItem<'
                 source_message_id = EXCLUDED.source_message_id, updated_at = now()
          RETURNING id, (xmax = 0) AS created, visit_system, visit_number",
     )
-    .bind(order.iter().map(|_| Uuid::now_v7()).collect::<Vec<_>>())
+    .bind((0..n).map(|_| Uuid::now_v7()).collect::<Vec<_>>())
     .bind(order.iter().map(|&i| items[i].0).collect::<Vec<_>>())
-    .bind(col(&|it| Some(it.1.visit.system.clone())))
-    .bind(col(&|it| Some(it.1.visit.value.clone())))
-    .bind(col(&|it| it.1.class.clone()))
-    .bind(col(&|it| Some(it.1.status.to_owned())))
-    .bind(col(&|it| it.1.location.clone()))
-    .bind(order.iter().map(|&i| items[i].1.admitted_at).collect::<Vec<_>>())
-    .bind(order.iter().map(|&i| items[i].1.discharged_at).collect::<Vec<_>>())
+    .bind((0..n).map(|i| e(i).visit.system.as_str()).collect::<Vec<_>>())
+    .bind((0..n).map(|i| e(i).visit.value.as_str()).collect::<Vec<_>>())
+    .bind((0..n).map(|i| e(i).class.as_deref()).collect::<Vec<_>>())
+    .bind((0..n).map(|i| e(i).status).collect::<Vec<_>>())
+    .bind((0..n).map(|i| e(i).location.as_deref()).collect::<Vec<_>>())
+    .bind((0..n).map(|i| e(i).admitted_at).collect::<Vec<_>>())
+    .bind((0..n).map(|i| e(i).discharged_at).collect::<Vec<_>>())
     .bind(order.iter().map(|&i| items[i].2).collect::<Vec<_>>())
     .fetch_all(&mut *conn)
     .await?;
