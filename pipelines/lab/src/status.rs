@@ -126,7 +126,7 @@ impl LabStatusPipeline {
             .collect();
         let item_ids: Vec<Uuid> = hl7_orders.iter().map(|o| o.id).collect();
         let patient_ids: Vec<Uuid> = hl7_orders.iter().map(|o| o.patient_id).collect();
-        let items = lab_batch::items_of(conn, &item_ids).await?;
+        let items = carehub_schema::lab::items_of(conn, &item_ids).await?;
         let identifiers = lab_batch::identifiers_of(conn, &patient_ids).await?;
         let held = std::mem::take(&mut loaded.held)
             .into_iter()

@@ -233,8 +233,31 @@ pub async fn order_for_lab(conn: &mut PgConnection, order_id: Uuid) -> Result<Op
 
 /// An order's items, in line order.
 pub async fn order_items(conn: &mut PgConnection, order_id: Uuid) -> Result<Vec<crate::model::OrderItem>> {
-    let mut items = crate::lab_batch::items_of(conn, &[order_id]).await?;
+    let mut items = items_of(conn, &[order_id]).await?;
     Ok(items.remove(&order_id).unwrap_or_default())
+}
+
+/// Items of `order_ids`, each order's in line order: one statement.
+pub async fn items_of(
+    conn: &mut PgConnection,
+    order_ids: &[Uuid],
+) -> Result<std::collections::HashMap<Uuid, Vec<crate::model::OrderItem>>> {
+    let mut out: std::collections::HashMap<Uuid, Vec<crate::model::OrderItem>> = Default::default();
+    if order_ids.is_empty() {
+        return Ok(out);
+    }
+    let rows: Vec<crate::model::OrderItem> = sqlx::query_as(
+        "SELECT order_id, line_no, code_system, code, display, quantity::text AS quantity, body_site, laterality,
+                device_spec
+           FROM order_item WHERE order_id = ANY($1) ORDER BY order_id, line_no",
+    )
+    .bind(order_ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    for row in rows {
+        out.entry(row.order_id).or_default().push(row);
+    }
+    Ok(out)
 }
 
 /// Scans attached to an order (DICOM studies): their UIDs.

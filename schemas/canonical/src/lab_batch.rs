@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use crate::Result;
 use crate::lab::{LabJob, OrderForLab};
-use crate::model::{OrderItem, PatientIdentifier};
+use crate::model::PatientIdentifier;
 
 /// A report held (in `lab_status_held`) until the gap before it is filled.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
@@ -96,26 +96,6 @@ impl StatusBatch {
             .extend(rows.into_iter().map(|(o, s, status)| ((o, s), status)));
         Ok(())
     }
-}
-
-/// Items of `order_ids`, each order's in line order: one statement.
-pub async fn items_of(conn: &mut PgConnection, order_ids: &[Uuid]) -> Result<HashMap<Uuid, Vec<OrderItem>>> {
-    let mut out: HashMap<Uuid, Vec<OrderItem>> = HashMap::new();
-    if order_ids.is_empty() {
-        return Ok(out);
-    }
-    let rows: Vec<OrderItem> = sqlx::query_as(
-        "SELECT order_id, line_no, code_system, code, display, quantity::text AS quantity, body_site, laterality,
-                device_spec
-           FROM order_item WHERE order_id = ANY($1) ORDER BY order_id, line_no",
-    )
-    .bind(order_ids)
-    .fetch_all(&mut *conn)
-    .await?;
-    for row in rows {
-        out.entry(row.order_id).or_default().push(row);
-    }
-    Ok(out)
 }
 
 /// Identifiers of `patient_ids`, each patient's by system and value: one statement.
