@@ -17,6 +17,7 @@ pub mod config;
 pub mod fhir_load;
 pub mod judge;
 pub mod map;
+mod orders;
 pub mod repair;
 
 use async_trait::async_trait;
@@ -27,7 +28,6 @@ use carehub_schema::contracts::{
     APPOINTMENT_UPSERTED, ENCOUNTER_UPSERTED, HL7_RECEIVED, INVOICE_UPSERTED, OBSERVATION_UPSERTED, ORDER_UPSERTED,
     PATIENT_MERGED, PATIENT_UPSERTED, PatientMerged, Received, RecordChanged,
 };
-use carehub_schema::model::OrganizationKind;
 use carehub_schema::patient_batch::{self, BatchRefusal};
 use carehub_schema::records;
 use carehub_schema::repo::{self, PatientData, Upserted};
@@ -152,6 +152,8 @@ async fn upsert_patient(
 struct Resolved {
     patient: Option<Upserted>,
     encounter: Option<Upserted>,
+    /// Its orders, results or appointment's order, when the run wrote them.
+    written: Option<orders::Written>,
 }
 
 /// The encounters of a run of messages whose patients are written
@@ -263,10 +265,14 @@ impl Handler for Hl7Pipeline {
                     BatchRefusal::Raced => HandlerError::rejected("invalid_data", "patient identifiers raced"),
                 })?;
             let encounters = run_encounters(conn, &mapped[start..end], &ups, &records[start..end]).await?;
-            for ((i, up), encounter) in (start..end).zip(ups).zip(encounters) {
+            let run: Vec<&Mapped> = mapped[start..end].iter().collect();
+            let ids: Vec<uuid::Uuid> = records[start..end].iter().map(|(ctx, _)| ctx.message_id).collect();
+            let written = orders::run_orders(conn, &run, &ups, &ids).await?;
+            for (((i, up), encounter), written) in (start..end).zip(ups).zip(encounters).zip(written) {
                 let resolved = Resolved {
                     patient: Some(up),
                     encounter,
+                    written: Some(written),
                 };
                 out.push(self.apply(conn, &records[i].0, &msgs[i], &mapped[i], resolved).await?);
             }
@@ -386,49 +392,48 @@ impl Hl7Pipeline {
                 ctx.publish(&self.events_topic, &s.id.to_string(), event);
                 s.id
             }
-            Command::Orders {
-                patient,
-                orders,
-                clinic,
-            } => {
+            Command::Orders { patient, orders, .. } => {
                 let p = upsert_patient(conn, &mut fx, patient).await?;
-                let clinic_id = match clinic {
-                    Some(c) => {
-                        let up = repo::ensure_organization(conn, OrganizationKind::Clinic, c, &c.value, msg_id).await?;
-                        if up.created {
-                            fx.audit.push(
-                                AuditEntry::new(ActorKind::System, ACTOR, Action::Create, "organization")
-                                    .entity(up.id)
-                                    .message(msg_id)
-                                    .origin(ctx.origin.clone()),
-                            );
-                        }
-                        Some(up.id)
-                    }
-                    None => None,
-                };
-                for o in orders {
-                    let orderer = match &o.orderer {
-                        Some(pr) => {
-                            let up = records::upsert_practitioner(conn, pr, msg_id).await?;
-                            fx.audit.push(
-                                AuditEntry::new(
-                                    ActorKind::System,
-                                    ACTOR,
-                                    if up.created { Action::Create } else { Action::Update },
-                                    "practitioner",
-                                )
-                                .entity(up.id)
-                                .message(msg_id)
-                                .origin(ctx.origin.clone()),
-                            );
-                            Some(up.id)
-                        }
-                        None => None,
-                    };
-                    let applied = records::apply_order(conn, p.id, orderer, clinic_id, o, msg_id)
+                let written = match resolved.written {
+                    Some(w) => w,
+                    None => self::orders::run_orders(conn, &[mapped], &[p], &[ctx.message_id])
                         .await?
-                        .map_err(|r| HandlerError::rejected(r.error_code(), r.to_string()))?;
+                        .pop()
+                        .unwrap_or_default(),
+                };
+                let self::orders::Written::Orders {
+                    clinic,
+                    orderers,
+                    applied,
+                } = written
+                else {
+                    return Err(HandlerError::rejected(
+                        "invalid_data",
+                        "the message's orders were not applied",
+                    ));
+                };
+                if let Some(up) = clinic.filter(|c| c.created) {
+                    fx.audit.push(
+                        AuditEntry::new(ActorKind::System, ACTOR, Action::Create, "organization")
+                            .entity(up.id)
+                            .message(msg_id)
+                            .origin(ctx.origin.clone()),
+                    );
+                }
+                for ((o, orderer), applied) in orders.iter().zip(orderers).zip(applied) {
+                    if let Some(up) = orderer {
+                        fx.audit.push(
+                            AuditEntry::new(
+                                ActorKind::System,
+                                ACTOR,
+                                if up.created { Action::Create } else { Action::Update },
+                                "practitioner",
+                            )
+                            .entity(up.id)
+                            .message(msg_id)
+                            .origin(ctx.origin.clone()),
+                        );
+                    }
                     let numbers = std::iter::once(&o.placer).chain(&o.filler).map(|n| n.value.clone());
                     canonical.orders.push((numbers.collect(), applied.upserted().id));
                     fx.record(
@@ -442,43 +447,27 @@ impl Hl7Pipeline {
             }
             Command::Results { patient, results } => {
                 let p = upsert_patient(conn, &mut fx, patient).await?;
-                // Each order number looked up once per message (an ORU's OBX
-                // groups name the same OBR's order).
-                let mut found: std::collections::HashMap<(&str, &str), Option<uuid::Uuid>> = Default::default();
-                let mut order_ids = Vec::with_capacity(results.len());
-                for r in results {
-                    let mut order_id = None;
-                    for number in [&r.filler, &r.placer].into_iter().flatten() {
-                        if order_id.is_none() {
-                            let key = (number.system.as_str(), number.value.as_str());
-                            order_id = match found.get(&key) {
-                                Some(id) => *id,
-                                None => {
-                                    let id = records::find_order(conn, number).await?;
-                                    found.insert(key, id);
-                                    id
-                                }
-                            };
+                let written = match resolved.written {
+                    Some(w) => w,
+                    None => self::orders::run_orders(conn, &[mapped], &[p], &[ctx.message_id])
+                        .await?
+                        .pop()
+                        .unwrap_or_default(),
+                };
+                let (order_ids, rows) = match written {
+                    self::orders::Written::Results { order_ids, rows } => (order_ids, rows),
+                    _ => (vec![None; results.len()], None),
+                };
+                let ups = match rows {
+                    Some(rows) => rows,
+                    // A result key twice in the message: one by one, the second sees the first.
+                    None => {
+                        let mut ups = Vec::with_capacity(results.len());
+                        for (r, order_id) in results.iter().zip(&order_ids) {
+                            ups.push(records::upsert_observation(conn, p.id, *order_id, r, msg_id).await?);
                         }
+                        ups
                     }
-                    order_ids.push(order_id);
-                }
-                let items: Vec<_> = results
-                    .iter()
-                    .zip(&order_ids)
-                    .map(|(r, order_id)| (p.id, *order_id, r, msg_id))
-                    .collect();
-                let keys: std::collections::HashSet<&str> = results.iter().map(|r| r.result_key.as_str()).collect();
-                // One statement for the message's results, unless one result
-                // key comes twice (the second must see the first).
-                let ups = if keys.len() == results.len() {
-                    records::upsert_observations(conn, &items).await?
-                } else {
-                    let mut ups = Vec::with_capacity(items.len());
-                    for (pid, order_id, r, msg) in &items {
-                        ups.push(records::upsert_observation(conn, *pid, *order_id, r, *msg).await?);
-                    }
-                    ups
                 };
                 for ((r, order_id), up) in results.iter().zip(order_ids).zip(ups) {
                     canonical.observations.push((r.code.clone(), up.id));
@@ -497,9 +486,10 @@ impl Hl7Pipeline {
             }
             Command::Appointment { patient, appointment } => {
                 let p = upsert_patient(conn, &mut fx, patient).await?;
-                let order_id = match &appointment.placer_order {
-                    Some(n) => records::find_order(conn, n).await?,
-                    None => None,
+                let order_id = match (resolved.written, &appointment.placer_order) {
+                    (Some(self::orders::Written::Appointment { order_id }), _) => order_id,
+                    (_, Some(n)) => records::find_order(conn, n).await?,
+                    (_, None) => None,
                 };
                 let up = records::upsert_appointment(conn, p.id, order_id, appointment, msg_id).await?;
                 fx.record(

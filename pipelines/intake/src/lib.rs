@@ -158,7 +158,7 @@ impl IntakePipeline {
                     .await?
                     .is_some();
                 let order = fhir::order_data(&w.id, &resource, exists);
-                let applied = records::apply_order_as(
+                let applied = carehub_schema::order_book::apply_order_as(
                     conn,
                     patient_id,
                     None,

@@ -25,6 +25,7 @@ pub mod lab;
 pub mod lab_batch;
 pub mod message_store;
 pub mod model;
+pub mod order_book;
 pub mod outbox;
 pub mod patient_batch;
 pub mod records;

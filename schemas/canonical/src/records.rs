@@ -168,26 +168,95 @@ pub async fn upsert_practitioner(
     p: &PractitionerData,
     source_message_id: Option<Uuid>,
 ) -> Result<Upserted> {
-    let (id, version, created): (Uuid, i32, bool) = sqlx::query_as(
-        "INSERT INTO practitioner (id, family_name, given_names, identifier_system, identifier_value, source_message_id)
-         VALUES ($1, $2, $3, $4, $5, $6)
+    let mut up = upsert_practitioners(conn, &[(p, source_message_id)]).await?;
+    up.pop().ok_or_else(|| crate::Error::NotFound {
+        entity: "practitioner",
+        key: p.identifier.value.clone(),
+    })
+}
+
+/// Upserts a batch's practitioners in one statement, each identifier once
+/// (rows locked in identifier order): its occurrences folded as one upsert
+/// after another would leave the row — the last name given, the last
+/// message, the version grown by each. The results in the items' order,
+/// each as its own upsert would have returned it.
+pub async fn upsert_practitioners(
+    conn: &mut PgConnection,
+    items: &[(&PractitionerData, Option<Uuid>)],
+) -> Result<Vec<Upserted>> {
+    struct Folded<'a> {
+        family: Option<&'a str>,
+        given: &'a [String],
+        source_message_id: Option<Uuid>,
+        count: i32,
+    }
+    if items.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut folded: std::collections::BTreeMap<(&str, &str), Folded<'_>> = Default::default();
+    let mut occurrence = Vec::with_capacity(items.len());
+    for (p, msg) in items {
+        let f = folded
+            .entry((p.identifier.system.as_str(), p.identifier.value.as_str()))
+            .or_insert(Folded {
+                family: None,
+                given: &[],
+                source_message_id: None,
+                count: 0,
+            });
+        f.family = p.name.family.as_deref().or(f.family);
+        if !p.name.given.is_empty() {
+            f.given = &p.name.given;
+        }
+        f.source_message_id = *msg;
+        occurrence.push(f.count);
+        f.count += 1;
+    }
+    let rows: Vec<(Uuid, i32, bool, String, String)> = sqlx::query_as(
+        "INSERT INTO practitioner (id, family_name, given_names, identifier_system, identifier_value,
+                                  source_message_id, version)
+         SELECT id, family_name, ARRAY(SELECT jsonb_array_elements_text(given_names)), identifier_system,
+                identifier_value, source_message_id, version
+           FROM unnest($1::uuid[], $2::text[], $3::jsonb[], $4::text[], $5::text[], $6::uuid[], $7::int[])
+                AS u(id, family_name, given_names, identifier_system, identifier_value, source_message_id, version)
          ON CONFLICT (identifier_system, identifier_value) DO UPDATE
             SET family_name = COALESCE(EXCLUDED.family_name, practitioner.family_name),
                 given_names = CASE WHEN cardinality(EXCLUDED.given_names) > 0
                                    THEN EXCLUDED.given_names ELSE practitioner.given_names END,
                 source_message_id = EXCLUDED.source_message_id,
-                version = practitioner.version + 1, updated_at = now()
-         RETURNING id, version, (xmax = 0) AS created",
+                version = practitioner.version + EXCLUDED.version, updated_at = now()
+         RETURNING id, version, (xmax = 0) AS created, identifier_system, identifier_value",
     )
-    .bind(Uuid::now_v7())
-    .bind(&p.name.family)
-    .bind(&p.name.given)
-    .bind(&p.identifier.system)
-    .bind(&p.identifier.value)
-    .bind(source_message_id)
-    .fetch_one(&mut *conn)
+    .bind(folded.values().map(|_| Uuid::now_v7()).collect::<Vec<_>>())
+    .bind(folded.values().map(|f| f.family).collect::<Vec<_>>())
+    .bind(folded.values().map(|f| serde_json::json!(f.given)).collect::<Vec<_>>())
+    .bind(folded.keys().map(|k| k.0).collect::<Vec<_>>())
+    .bind(folded.keys().map(|k| k.1).collect::<Vec<_>>())
+    .bind(folded.values().map(|f| f.source_message_id).collect::<Vec<_>>())
+    .bind(folded.values().map(|f| f.count).collect::<Vec<_>>())
+    .fetch_all(&mut *conn)
     .await?;
-    Ok(Upserted { id, created, version })
+    let by_identifier: std::collections::HashMap<(String, String), (Uuid, i32, bool)> = rows
+        .into_iter()
+        .map(|(id, version, created, system, value)| ((system, value), (id, version, created)))
+        .collect();
+    items
+        .iter()
+        .zip(occurrence)
+        .map(|((p, _), k)| {
+            let key = (p.identifier.system.clone(), p.identifier.value.clone());
+            let (id, last, created) = *by_identifier.get(&key).ok_or_else(|| crate::Error::NotFound {
+                entity: "practitioner",
+                key: p.identifier.value.clone(),
+            })?;
+            let count = folded[&(key.0.as_str(), key.1.as_str())].count;
+            Ok(Upserted {
+                id,
+                created: created && k == 0,
+                version: last - (count - 1 - k),
+            })
+        })
+        .collect()
 }
 
 pub async fn upsert_encounter(
@@ -335,149 +404,6 @@ pub async fn find_order(conn: &mut PgConnection, number: &Identifier) -> Result<
     .fetch_optional(&mut *conn)
     .await?;
     Ok(row.map(|(id,)| id))
-}
-
-/// Creates or changes the order named by its placer number; a status change
-/// is written to `order_status_history`. Returns `Ok(Err(_))` for a change
-/// the order's state does not allow, or a change to an unknown order.
-pub async fn apply_order(
-    conn: &mut PgConnection,
-    patient_id: Uuid,
-    orderer_id: Option<Uuid>,
-    clinic_id: Option<Uuid>,
-    o: &OrderData,
-    source_message_id: Option<Uuid>,
-) -> Result<std::result::Result<OrderApplied, OrderRejected>> {
-    apply_order_as(conn, patient_id, orderer_id, clinic_id, o, source_message_id, None).await
-}
-
-/// [`apply_order`], a new order taking `new_id` when given (a FHIR
-/// ServiceRequest's id, so that the record and the resource share it).
-pub async fn apply_order_as(
-    conn: &mut PgConnection,
-    patient_id: Uuid,
-    orderer_id: Option<Uuid>,
-    clinic_id: Option<Uuid>,
-    o: &OrderData,
-    source_message_id: Option<Uuid>,
-    new_id: Option<Uuid>,
-) -> Result<std::result::Result<OrderApplied, OrderRejected>> {
-    let existing: Option<(Uuid, String)> = sqlx::query_as(
-        "SELECT id, status FROM service_order WHERE placer_system = $1 AND placer_number = $2 FOR UPDATE",
-    )
-    .bind(&o.placer.system)
-    .bind(&o.placer.value)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let spec = (!o.observations.is_empty()).then(|| serde_json::json!({ "observations": o.observations }));
-    let (id, version, created, from_status, status) = match existing {
-        None => {
-            if o.control != "NW" && o.control != "XO" && o.control != "SN" {
-                return Ok(Err(OrderRejected::Unknown {
-                    system: o.placer.system.clone(),
-                    value: o.placer.value.clone(),
-                    control: o.control.clone(),
-                }));
-            }
-            let status = o.status.unwrap_or("active");
-            let id = new_id.unwrap_or_else(Uuid::now_v7);
-            sqlx::query(
-                "INSERT INTO service_order (id, placer_system, placer_number, filler_system, filler_number,
-                                            patient_id, orderer_id, status, priority, due_date, device_spec,
-                                            note, source_message_id, clinic_id)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-            )
-            .bind(id)
-            .bind(&o.placer.system)
-            .bind(&o.placer.value)
-            .bind(o.filler.as_ref().map(|f| &f.system))
-            .bind(o.filler.as_ref().map(|f| &f.value))
-            .bind(patient_id)
-            .bind(orderer_id)
-            .bind(status)
-            .bind(o.priority)
-            .bind(o.due_date)
-            .bind(&spec)
-            .bind(&o.note)
-            .bind(source_message_id)
-            .bind(clinic_id)
-            .execute(&mut *conn)
-            .await?;
-            (id, 1, true, None, status.to_owned())
-        }
-        Some((id, current)) => {
-            let next = o.status.unwrap_or(current.as_str()).to_owned();
-            if next != current && TERMINAL_ORDER_STATUSES.contains(&current.as_str()) {
-                return Ok(Err(OrderRejected::Transition {
-                    placer: o.placer.value.clone(),
-                    from: current,
-                    to: next,
-                }));
-            }
-            let (version,): (i32,) = sqlx::query_as(
-                "UPDATE service_order
-                    SET status = $2, priority = $3,
-                        filler_system = COALESCE($4, filler_system), filler_number = COALESCE($5, filler_number),
-                        orderer_id = COALESCE($6, orderer_id), due_date = COALESCE($7, due_date),
-                        device_spec = COALESCE($8, device_spec), note = COALESCE($9, note),
-                        clinic_id = COALESCE($11, clinic_id),
-                        source_message_id = $10, version = version + 1, updated_at = now()
-                  WHERE id = $1 RETURNING version",
-            )
-            .bind(id)
-            .bind(&next)
-            .bind(o.priority)
-            .bind(o.filler.as_ref().map(|f| &f.system))
-            .bind(o.filler.as_ref().map(|f| &f.value))
-            .bind(orderer_id)
-            .bind(o.due_date)
-            .bind(&spec)
-            .bind(&o.note)
-            .bind(source_message_id)
-            .bind(clinic_id)
-            .fetch_one(&mut *conn)
-            .await?;
-            (id, version, false, Some(current), next)
-        }
-    };
-    if !o.items.is_empty() {
-        sqlx::query("DELETE FROM order_item WHERE order_id = $1")
-            .bind(id)
-            .execute(&mut *conn)
-            .await?;
-        for (i, item) in o.items.iter().enumerate() {
-            sqlx::query(
-                "INSERT INTO order_item (order_id, line_no, code_system, code, display) VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(id)
-            .bind(i as i32 + 1)
-            .bind(&item.code_system)
-            .bind(&item.code)
-            .bind(&item.display)
-            .execute(&mut *conn)
-            .await?;
-        }
-    }
-    if from_status.as_deref() != Some(status.as_str()) {
-        sqlx::query(
-            "INSERT INTO order_status_history (order_id, from_status, to_status, reason, source_message_id)
-             VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(id)
-        .bind(&from_status)
-        .bind(&status)
-        .bind(format!("order control {}", o.control))
-        .bind(source_message_id)
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(Ok(OrderApplied {
-        id,
-        created,
-        version,
-        from_status,
-        status,
-    }))
 }
 
 pub async fn upsert_observation(
