@@ -147,6 +147,24 @@ async fn upsert_patient(
     Ok(up)
 }
 
+/// The orders or results the run wrote for the message, else the message's
+/// own written now (a run of one).
+async fn written_alone(
+    conn: &mut PgConnection,
+    written: Option<orders::Written>,
+    mapped: &Mapped,
+    patient: Upserted,
+    ctx: &Context,
+) -> Result<orders::Written, HandlerError> {
+    Ok(match written {
+        Some(w) => w,
+        None => orders::run_orders(conn, &[mapped], &[patient], &[ctx.message_id])
+            .await?
+            .pop()
+            .unwrap_or_default(),
+    })
+}
+
 /// What the set pass already wrote for one message of the batch.
 #[derive(Debug, Default)]
 struct Resolved {
@@ -394,13 +412,7 @@ impl Hl7Pipeline {
             }
             Command::Orders { patient, orders, .. } => {
                 let p = upsert_patient(conn, &mut fx, patient).await?;
-                let written = match resolved.written {
-                    Some(w) => w,
-                    None => self::orders::run_orders(conn, &[mapped], &[p], &[ctx.message_id])
-                        .await?
-                        .pop()
-                        .unwrap_or_default(),
-                };
+                let written = written_alone(conn, resolved.written, mapped, p, ctx).await?;
                 let self::orders::Written::Orders {
                     clinic,
                     orderers,
@@ -447,13 +459,7 @@ impl Hl7Pipeline {
             }
             Command::Results { patient, results } => {
                 let p = upsert_patient(conn, &mut fx, patient).await?;
-                let written = match resolved.written {
-                    Some(w) => w,
-                    None => self::orders::run_orders(conn, &[mapped], &[p], &[ctx.message_id])
-                        .await?
-                        .pop()
-                        .unwrap_or_default(),
-                };
+                let written = written_alone(conn, resolved.written, mapped, p, ctx).await?;
                 let (order_ids, rows) = match written {
                     self::orders::Written::Results { order_ids, rows } => (order_ids, rows),
                     _ => (vec![None; results.len()], None),

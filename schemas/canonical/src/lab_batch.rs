@@ -243,20 +243,21 @@ impl StatusWrites {
             .execute(&mut *conn)
             .await?;
             let c = &self.order_changes;
-            // WITH ORDINALITY keeps the history's ids in the order the changes happened.
-            sqlx::query(
-                "INSERT INTO order_status_history (order_id, from_status, to_status, reason, source_message_id)
-                 SELECT order_id, from_status, to_status, reason, source_message_id
-                   FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::uuid[])
-                        WITH ORDINALITY AS u(order_id, from_status, to_status, reason, source_message_id, n)
-                  ORDER BY n",
+            crate::order_book::insert_status_history(
+                conn,
+                &c.iter()
+                    .map(|x| {
+                        let from = Some(x.from_status.as_str());
+                        (
+                            x.order_id,
+                            from,
+                            x.to_status.as_str(),
+                            x.reason.as_str(),
+                            Some(x.source_message_id),
+                        )
+                    })
+                    .collect::<Vec<_>>(),
             )
-            .bind(c.iter().map(|x| x.order_id).collect::<Vec<_>>())
-            .bind(c.iter().map(|x| x.from_status.as_str()).collect::<Vec<_>>())
-            .bind(c.iter().map(|x| x.to_status.as_str()).collect::<Vec<_>>())
-            .bind(c.iter().map(|x| x.reason.as_str()).collect::<Vec<_>>())
-            .bind(c.iter().map(|x| x.source_message_id).collect::<Vec<_>>())
-            .execute(&mut *conn)
             .await?;
         }
         if !self.taken.is_empty() {

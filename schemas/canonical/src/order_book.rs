@@ -365,26 +365,50 @@ impl OrderBook {
             .execute(&mut *conn)
             .await?;
         }
-        if !self.history.is_empty() {
-            let h = &self.history;
-            // WITH ORDINALITY keeps the history's ids in the order the changes happened.
-            sqlx::query(
-                "INSERT INTO order_status_history (order_id, from_status, to_status, reason, source_message_id)
-                 SELECT order_id, from_status, to_status, reason, source_message_id
-                   FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::uuid[])
-                        WITH ORDINALITY AS u(order_id, from_status, to_status, reason, source_message_id, n)
-                  ORDER BY n",
-            )
-            .bind(h.iter().map(|x| x.order_id).collect::<Vec<_>>())
-            .bind(h.iter().map(|x| x.from_status.as_deref()).collect::<Vec<_>>())
-            .bind(h.iter().map(|x| x.to_status.as_str()).collect::<Vec<_>>())
-            .bind(h.iter().map(|x| x.reason.as_str()).collect::<Vec<_>>())
-            .bind(h.iter().map(|x| x.source_message_id).collect::<Vec<_>>())
-            .execute(&mut *conn)
-            .await?;
-        }
+        let h = &self.history;
+        insert_status_history(
+            conn,
+            &h.iter()
+                .map(|x| {
+                    (
+                        x.order_id,
+                        x.from_status.as_deref(),
+                        x.to_status.as_str(),
+                        x.reason.as_str(),
+                        x.source_message_id,
+                    )
+                })
+                .collect::<Vec<_>>(),
+        )
+        .await?;
         Ok(())
     }
+}
+
+/// One `order_status_history` row: order, from, to, reason, source message.
+pub type HistoryRow<'a> = (Uuid, Option<&'a str>, &'a str, &'a str, Option<Uuid>);
+
+/// Writes order status changes in one statement, their ids in the order given.
+pub async fn insert_status_history(conn: &mut PgConnection, rows: &[HistoryRow<'_>]) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    // WITH ORDINALITY keeps the history's ids in the order the changes happened.
+    sqlx::query(
+        "INSERT INTO order_status_history (order_id, from_status, to_status, reason, source_message_id)
+         SELECT order_id, from_status, to_status, reason, source_message_id
+           FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::uuid[])
+                WITH ORDINALITY AS u(order_id, from_status, to_status, reason, source_message_id, n)
+          ORDER BY n",
+    )
+    .bind(rows.iter().map(|r| r.0).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.1).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.2).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.3).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.4).collect::<Vec<_>>())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 /// Creates or changes the order named by its placer number; a status change
