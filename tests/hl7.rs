@@ -582,3 +582,175 @@ async fn enhanced_mode_senders_get_a_commit_ack_then_the_application_ack() {
         2
     );
 }
+
+/// An ORM for `placer` (ORC-1 `control`, ORC-5 `orc5`, ORC-3 `filler`).
+fn orm(ctl: &str, mrn: &str, control: &str, orc5: &str, placer: &str, filler: &str, due: &str) -> String {
+    let filler = if filler.is_empty() {
+        String::new()
+    } else {
+        format!("{filler}^ORTHOLAB")
+    };
+    format!(
+        "MSH|^~\\&|EHR|NORTHCLINIC|CAREHUB|ORTHOLAB|20261125120000||ORM^O01^ORM_O01|{ctl}|P|2.3.1\r\
+         PID|1||{mrn}^^^NORTHCLINIC&1.2.826.0.1.9999.1&ISO^MR||Testpatient^Alex||19800102|F\r\
+         ORC|{control}|{placer}^NORTHCLINIC|{filler}||{orc5}||^^^^{due}^R||20261125120000|||D-77^Doctor^Demo^^^^^^NORTHCLINIC&1.2.826.0.1.9999.3&ISO\r\
+         OBR|1|{placer}^NORTHCLINIC|{filler}|L3000^Foot orthosis, custom^HCPCS|||20261125120000\r\
+         NTE|1||note of {ctl}\r"
+    )
+}
+
+/// An ORU naming its order by `placer` and/or `filler`, one result `code`.
+fn oru(ctl: &str, mrn: &str, placer: &str, filler: &str, code: &str) -> String {
+    let placer = if placer.is_empty() {
+        String::new()
+    } else {
+        format!("{placer}^NORTHCLINIC")
+    };
+    let filler = if filler.is_empty() {
+        String::new()
+    } else {
+        format!("{filler}^ORTHOLAB")
+    };
+    format!(
+        "MSH|^~\\&|LABSYS|ORTHOLAB|EHR|NORTHCLINIC|20261128150000||ORU^R01^ORU_R01|{ctl}|P|2.5.1\r\
+         PID|1||{mrn}^^^NORTHCLINIC&1.2.826.0.1.9999.1&ISO^MR||Testpatient^Alex||19800102|F\r\
+         OBR|1|{placer}|{filler}|L3000^Foot orthosis, custom^HCPCS|||20261128140000\r\
+         OBX|1|NM|{code}^Fitted length^L||26.4|cm|26.0-27.0|N|||F|||20261128140000\r"
+    )
+}
+
+/// What the canonical record holds of orders and results, without ids.
+async fn order_record(pool: &sqlx::PgPool) -> Vec<String> {
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT concat_ws(' ', 'order', o.placer_number, o.filler_number, o.status, o.version, o.due_date,
+                o.note, i.value, (SELECT count(*) FROM order_item WHERE order_id = o.id),
+                (SELECT control_id FROM message WHERE id = o.source_message_id))
+           FROM service_order o JOIN patient_identifier i ON i.patient_id = o.patient_id
+         UNION ALL
+         SELECT concat_ws(' ', 'history', o.placer_number, h.from_status, h.to_status,
+                (SELECT control_id FROM message WHERE id = h.source_message_id))
+           FROM order_status_history h JOIN service_order o ON o.id = h.order_id
+         UNION ALL
+         SELECT concat_ws(' ', 'result', r.result_key, r.code, o.placer_number, i.value,
+                (SELECT control_id FROM message WHERE id = r.source_message_id))
+           FROM observation r JOIN patient_identifier i ON i.patient_id = r.patient_id
+           LEFT JOIN service_order o ON o.id = r.order_id
+         UNION ALL
+         SELECT concat_ws(' ', 'message', control_id, status) FROM message
+         UNION ALL
+         SELECT concat_ws(' ', 'dead', m.control_id, d.error_code)
+           FROM dead_letter d JOIN message m ON m.id = d.message_id
+         UNION ALL
+         SELECT concat_ws(' ', 'outbox', payload->>'type', count(*)) FROM outbox GROUP BY payload->>'type'
+         UNION ALL
+         SELECT concat_ws(' ', 'audit', action, entity_type, count(*)) FROM audit_log GROUP BY action, entity_type
+         ORDER BY 1",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("record");
+    rows.into_iter().map(|(r,)| r).collect()
+}
+
+/// Orders and results waiting in one batch are judged in the messages'
+/// order, exactly as one by one: an order changed twice sees its first
+/// change, a result before its order stays unlinked while one after it is
+/// linked (by placer, and by the filler number a change in the same batch
+/// gave it), refused changes are dead letters of their own, and a resent
+/// message has no second effect.
+#[tokio::test]
+async fn orders_and_results_in_one_batch_end_as_they_would_one_by_one() {
+    use carehub_pipeline::{Engine, InboundRecord, Processed};
+    let messages = [
+        oru("B-R0", "P-2001", "PO-6002", "", "EARLY"),
+        orm("B-O1", "P-2001", "NW", "", "PO-6001", "", "20261220"),
+        oru("B-R1", "P-2001", "PO-6001", "", "BY-PLACER"),
+        orm("B-O2", "P-2001", "SC", "IP", "PO-6001", "LAB-601", ""),
+        orm("B-O3", "P-2001", "NW", "", "PO-6002", "", "20261221"),
+        oru("B-R2", "P-2001", "", "LAB-601", "BY-FILLER"),
+        orm("B-O4", "P-2001", "SC", "CM", "PO-6001", "", "20261224"),
+        orm("B-O7", "P-2002", "NW", "", "PO-6003", "", ""),
+        oru("B-R3", "P-2002", "PO-6003", "", "OTHER"),
+        orm("B-O1", "P-2001", "NW", "", "PO-6001", "", "20261220"),
+        // The batch above is applied set-wise; these two are refused, so
+        // their batch goes to the retry pass, where each is a dead letter alone.
+        orm("B-O5", "P-2001", "SC", "IP", "PO-6001", "", ""),
+        orm("B-O6", "P-2001", "SC", "IP", "PO-6999", "", ""),
+    ];
+    let refused = 2;
+    let mut outcomes = Vec::new();
+    let mut records = Vec::new();
+    for one_by_one in [false, true] {
+        let db = fresh_db().await;
+        let engine = Engine::new(
+            db.pool.clone(),
+            std::sync::Arc::new(carehub_pipeline_hl7::Hl7Pipeline::new("events")),
+        );
+        let mut payloads = Vec::new();
+        for m in &messages {
+            let received = stored_hl7(&db.pool, m.as_bytes()).await;
+            payloads.push(serde_json::to_vec(&received).expect("json"));
+        }
+        let recs: Vec<InboundRecord<'_>> = payloads
+            .iter()
+            .enumerate()
+            .map(|(i, p)| InboundRecord {
+                topic: "hl7",
+                partition: Some(0),
+                offset: Some(i as i64),
+                key: Some(b"P-2001".as_slice()),
+                payload: p,
+            })
+            .collect();
+        let out = if one_by_one {
+            let mut out = Vec::new();
+            for r in &recs {
+                out.push(engine.process(r).await.expect("processed"));
+            }
+            out
+        } else {
+            let (set, retried) = recs.split_at(recs.len() - refused);
+            let mut out = engine.process_batch(set).await.expect("set batch");
+            out.extend(engine.process_batch(retried).await.expect("retried batch"));
+            out
+        };
+        let summary: Vec<String> = out
+            .iter()
+            .map(|p| match p {
+                Processed::Applied { .. } => "applied".to_owned(),
+                Processed::Skipped => "skipped".to_owned(),
+                Processed::Duplicate { .. } => "duplicate".to_owned(),
+                Processed::DeadLettered { code, .. } => format!("dead:{code}"),
+            })
+            .collect();
+        outcomes.push(summary);
+        records.push(order_record(&db.pool).await);
+        assert!(
+            carehub_schema::AuditLog::verify(&db.pool)
+                .await
+                .expect("verify")
+                .first_break
+                .is_none()
+        );
+    }
+    assert_eq!(outcomes[0], outcomes[1], "the batch's outcomes are the one-by-one ones");
+    assert_eq!(records[0], records[1], "the batch's record is the one-by-one record");
+    // And that record is the right one.
+    let record = &records[0];
+    let has = |line: &str| assert!(record.iter().any(|r| r == line), "{line} not in {record:#?}");
+    has("order PO-6001 LAB-601 completed 3 2026-12-24 note of B-O4 P-2001 1 B-O4");
+    has("order PO-6002 active 1 2026-12-21 note of B-O3 P-2001 1 B-O3");
+    has("result urn:carehub:hl7-aa:NORTHCLINIC|PO-6002|EARLY| EARLY P-2001 B-R0");
+    has("result urn:carehub:hl7-aa:NORTHCLINIC|PO-6001|BY-PLACER| BY-PLACER PO-6001 P-2001 B-R1");
+    has("result urn:carehub:hl7-aa:ORTHOLAB|LAB-601|BY-FILLER| BY-FILLER PO-6001 P-2001 B-R2");
+    has("history PO-6001 active completed B-O4");
+    has("dead B-O5 invalid_transition");
+    has("outbox carehub.order.upserted.v1 5");
+    assert_eq!(
+        outcomes[0][10..],
+        ["dead:invalid_transition", "dead:unknown_reference"],
+        "{:?}",
+        outcomes[0]
+    );
+    assert_eq!(outcomes[0][9], "duplicate");
+}
