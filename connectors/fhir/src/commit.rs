@@ -93,7 +93,7 @@ async fn run(pool: &sqlx::PgPool, batch: Vec<(Op, Writer)>) -> Vec<Result<Done, 
                 }
             }
         }
-        AuditLog::append(&mut tx, &audit).await?;
+        AuditLog::append_in(&mut tx, &audit).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -285,6 +285,16 @@ impl GroupConsumer {
         }
     }
 
+    /// True when a lease round is due: a runner with batches in flight
+    /// finishes them (their offsets stored) before it receives again, so a
+    /// partition is never given back with a batch of it still running.
+    pub async fn lease_round_due(&self) -> bool {
+        match &self.leases {
+            Some(leases) => Instant::now() >= leases.next_due().await,
+            None => false,
+        }
+    }
+
     /// The underlying consumer (offsets, assignment, metadata; and records
     /// already waiting, taken without a rebalance in the middle of a batch).
     pub fn inner(&self) -> &Arc<StreamConsumer> {

@@ -371,7 +371,7 @@ async fn write(spec: &IngressSpec, items: &[&Arrival]) -> Result<Vec<Stored>, Fa
         .await
         .map_err(failure("outbox"))?;
     if !audit.is_empty() {
-        AuditLog::append(&mut tx, &audit)
+        AuditLog::append_in(&mut tx, &audit)
             .await
             .map_err(failure("audit trail"))?;
     }

@@ -199,7 +199,7 @@ impl Engine {
             out.push(processed);
         }
         write_outbox(&mut tx, &outbox).await?;
-        AuditLog::append(&mut tx, &audit).await?;
+        AuditLog::append_in(&mut tx, &audit).await?;
         tx.commit().await?;
         self.report(&emits);
         Ok(out)

@@ -13,6 +13,7 @@
 
 mod component;
 mod engine;
+mod flows;
 mod handler;
 mod runner;
 mod set_pass;

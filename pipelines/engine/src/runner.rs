@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+
+use futures::stream::{FuturesUnordered, StreamExt as _};
 use tracing::Instrument as _;
 
 use carehub_core::Health;
@@ -15,10 +17,15 @@ use rdkafka::consumer::Consumer as _;
 use rdkafka::producer::FutureProducer;
 use tokio::sync::watch;
 
+use crate::flows::PartitionFlows;
 use crate::{Engine, InboundRecord, Processed};
 
 /// Most records one pipeline transaction takes.
 pub const MAX_BATCH: usize = 256;
+
+/// Most records received and not yet in a batch (memory stays bounded
+/// while the partitions' batches run).
+const MAX_WAITING: usize = 4 * MAX_BATCH;
 
 fn inbound(rec: &KafkaRecord) -> InboundRecord<'_> {
     InboundRecord {
@@ -240,36 +247,15 @@ impl ConsumerRunner {
         }
     }
 
-    /// Runs a batch as one transaction per partition, the partitions at the
-    /// same time: records of one partition (one key's records) stay in order,
-    /// and the database round trips of different partitions overlap. Each
-    /// partition's transaction retries on its own. Outcomes come back in the
-    /// batch's order; `None`: shutdown came first.
-    async fn handle_by_partition(
+    /// One partition's batch, for [`run`](Self::run): the records come back
+    /// with their outcomes (`None`: shutdown came first).
+    async fn partition_batch(
         &self,
-        batch: &[KafkaRecord],
-        shutdown: &watch::Receiver<bool>,
-    ) -> Option<Vec<Processed>> {
-        let mut partitions: Vec<(i32, Vec<usize>)> = Vec::new();
-        for (i, rec) in batch.iter().enumerate() {
-            match partitions.iter_mut().find(|(p, _)| *p == rec.partition()) {
-                Some((_, idx)) => idx.push(i),
-                None => partitions.push((rec.partition(), vec![i])),
-            }
-        }
-        let runs = partitions.iter().map(|(_, idx)| {
-            let recs: Vec<KafkaRecord> = idx.iter().map(|&i| batch[i].clone()).collect();
-            let mut shutdown = shutdown.clone();
-            async move { self.handle_batch(&recs, &mut shutdown).await }
-        });
-        let results = futures::future::join_all(runs).await;
-        let mut out: Vec<Option<Processed>> = vec![None; batch.len()];
-        for ((_, idx), result) in partitions.iter().zip(results) {
-            for (&i, processed) in idx.iter().zip(result?) {
-                out[i] = Some(processed);
-            }
-        }
-        out.into_iter().collect()
+        recs: Vec<KafkaRecord>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> (Vec<KafkaRecord>, Option<Vec<Processed>>) {
+        let out = self.handle_batch(&recs, &mut shutdown).await;
+        (recs, out)
     }
 
     /// Runs the record through the pipeline, retrying while storage is down.
@@ -296,6 +282,13 @@ impl ConsumerRunner {
     }
 
     /// Receives, handles and acknowledges records until `shutdown`.
+    ///
+    /// Partitions flow on their own ([`PartitionFlows`]): each has at most
+    /// one batch in flight, so its records (one key's records) stay in
+    /// order, and a partition's next batch — what arrived meanwhile —
+    /// starts as soon as its previous one committed, while the others'
+    /// batches still run. The partitions' round trips and commits overlap
+    /// instead of every batch waiting for the slowest of a shared one.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         tracing::info!(group = %self.group, topic = %self.topic, "consumer started");
         self.health.set_ready(&self.component(), true);
@@ -305,64 +298,77 @@ impl ConsumerRunner {
             shutdown.clone(),
         ));
         let mut watched = None;
-        while !*shutdown.borrow() {
-            let rec = tokio::select! {
-                r = self.receive() => r,
-                _ = shutdown.changed() => break,
-                _ = tokio::time::sleep(REJOIN_AFTER) => {
-                    watched = rejoin_if_stuck(&self.consumer, &self.group, &self.topic, watched).await;
-                    continue;
+        let mut flows = PartitionFlows::default();
+        let mut in_flight = FuturesUnordered::new();
+        loop {
+            let stopping = *shutdown.borrow();
+            if !stopping {
+                for recs in flows.ready(MAX_BATCH) {
+                    in_flight.push(self.partition_batch(recs, shutdown.clone()));
                 }
-            };
-            let first = match rec {
-                Ok(rec) => rec,
-                Err(e) => {
-                    ComponentError {
+            }
+            if in_flight.is_empty() {
+                if stopping {
+                    break;
+                }
+                // Idle: wait for a record, the lease round first when due.
+                let rec = tokio::select! {
+                    r = self.receive() => r,
+                    _ = shutdown.changed() => continue,
+                    _ = tokio::time::sleep(REJOIN_AFTER) => {
+                        watched = rejoin_if_stuck(&self.consumer, &self.group, &self.topic, watched).await;
+                        continue;
+                    }
+                };
+                match rec {
+                    Ok(rec) => {
+                        flows.push(rec);
+                        flows.extend(self.waiting(MAX_BATCH - 1).await);
+                    }
+                    Err(e) => {
+                        ComponentError {
+                            component: "kafka_consumer",
+                            stage: Stage::Receiving,
+                            error_code: "receive_failed",
+                            error: &e,
+                        }
+                        .emit();
+                        if wait(&mut shutdown, Duration::from_secs(1)).await {
+                            break;
+                        }
+                    }
+                }
+                continue;
+            }
+            // A due lease round waits until nothing is in flight (above).
+            let take = !stopping && flows.len() < MAX_WAITING && !self.consumer.lease_round_due().await;
+            tokio::select! {
+                Some((recs, outcomes)) = in_flight.next() => {
+                    if let Some(p) = recs.first().map(KafkaRecord::partition) {
+                        flows.done(p);
+                    }
+                    // None: shutdown came first; not acknowledged, redelivered.
+                    if let Some(outcomes) = outcomes
+                        && !self.finish(&recs, &outcomes, &mut shutdown).await
+                    {
+                        lag.abort();
+                        return;
+                    }
+                }
+                m = self.consumer.inner().recv(), if take => match m {
+                    Ok(msg) => {
+                        flows.push(KafkaRecord::from(msg.detach()));
+                        flows.extend(self.waiting(MAX_BATCH - 1).await);
+                    }
+                    Err(e) => ComponentError {
                         component: "kafka_consumer",
                         stage: Stage::Receiving,
                         error_code: "receive_failed",
                         error: &e,
                     }
-                    .emit();
-                    if wait(&mut shutdown, Duration::from_secs(1)).await {
-                        break;
-                    }
-                    continue;
-                }
-            };
-            let mut batch = vec![first];
-            batch.extend(self.waiting(MAX_BATCH - 1).await);
-            let Some(outcomes) = self.handle_by_partition(&batch, &shutdown).await else {
-                break;
-            };
-            for (rec, processed) in batch.iter().zip(&outcomes) {
-                if let Processed::DeadLettered { id, code, reason, .. } = processed {
-                    let mut delays = backoff();
-                    while let Err(e) = self.forward_dead_letter(rec, *id, code, reason).await {
-                        ComponentError {
-                            component: "kafka_consumer",
-                            stage: Stage::Sending,
-                            error_code: "dlq_forward_failed",
-                            error: &e,
-                        }
-                        .emit();
-                        if wait(&mut shutdown, next_delay(&mut delays)).await {
-                            // Not acknowledged: redelivered after restart, and the
-                            // engine finds the open dead letter instead of a new one.
-                            lag.abort();
-                            return;
-                        }
-                    }
-                }
-                if let Err(e) = self.acknowledge(rec) {
-                    ComponentError {
-                        component: "kafka_consumer",
-                        stage: Stage::Processing,
-                        error_code: "offset_store_failed",
-                        error: &e,
-                    }
-                    .emit();
-                }
+                    .emit(),
+                },
+                _ = shutdown.changed(), if !stopping => {}
             }
         }
         lag.abort();
@@ -371,5 +377,40 @@ impl ConsumerRunner {
             tracing::debug!(error = %e, "final offset commit skipped");
         }
         tracing::info!(group = %self.group, "consumer stopped");
+    }
+
+    /// After a batch committed: its new dead letters forwarded to
+    /// `<topic>.dlq`, then every record's offset stored. `false`: shutdown
+    /// came while the forward was failing (not acknowledged: redelivered
+    /// after restart, and the engine finds the open dead letter instead of
+    /// a new one).
+    async fn finish(&self, recs: &[KafkaRecord], outcomes: &[Processed], shutdown: &mut watch::Receiver<bool>) -> bool {
+        for (rec, processed) in recs.iter().zip(outcomes) {
+            if let Processed::DeadLettered { id, code, reason, .. } = processed {
+                let mut delays = backoff();
+                while let Err(e) = self.forward_dead_letter(rec, *id, code, reason).await {
+                    ComponentError {
+                        component: "kafka_consumer",
+                        stage: Stage::Sending,
+                        error_code: "dlq_forward_failed",
+                        error: &e,
+                    }
+                    .emit();
+                    if wait(shutdown, next_delay(&mut delays)).await {
+                        return false;
+                    }
+                }
+            }
+            if let Err(e) = self.acknowledge(rec) {
+                ComponentError {
+                    component: "kafka_consumer",
+                    stage: Stage::Processing,
+                    error_code: "offset_store_failed",
+                    error: &e,
+                }
+                .emit();
+            }
+        }
+        true
     }
 }

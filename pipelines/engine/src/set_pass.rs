@@ -200,7 +200,7 @@ impl Engine {
         }
         MessageStore::mark_processed_many(&mut tx, &applied).await?;
         write_outbox(&mut tx, &outbox).await?;
-        AuditLog::append(&mut tx, &audit).await?;
+        AuditLog::append_in(&mut tx, &audit).await?;
         tx.commit().await?;
         self.report(&emits);
         Ok(Some(out))

@@ -219,6 +219,16 @@ impl AuditLog {
         Ok(())
     }
 
+    /// [`append`](Self::append) inside the caller's transaction itself,
+    /// without a savepoint of its own: the set-wise paths (a pipeline batch,
+    /// an ingress batch) keep savepoints for the retry pass only.
+    pub async fn append_in(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, entries: &[AuditEntry]) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        Self::append_locked(tx, entries).await
+    }
+
     async fn append_locked(conn: &mut PgConnection, entries: &[AuditEntry]) -> Result<()> {
         let (mut seq, mut prev): (i64, Vec<u8>) =
             sqlx::query_as("SELECT seq, hash FROM audit_chain_head WHERE id = 1 FOR UPDATE")
