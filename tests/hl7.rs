@@ -583,13 +583,18 @@ async fn enhanced_mode_senders_get_a_commit_ack_then_the_application_ack() {
     );
 }
 
-/// An ORM for `placer` (ORC-1 `control`, ORC-5 `orc5`, ORC-3 `filler`).
-fn orm(ctl: &str, mrn: &str, control: &str, orc5: &str, placer: &str, filler: &str, due: &str) -> String {
-    let filler = if filler.is_empty() {
+/// An order number (EI) with its assigning namespace; empty stays empty.
+fn order_number(number: &str, namespace: &str) -> String {
+    if number.is_empty() {
         String::new()
     } else {
-        format!("{filler}^ORTHOLAB")
-    };
+        format!("{number}^{namespace}")
+    }
+}
+
+/// An ORM for `placer` (ORC-1 `control`, ORC-5 `orc5`, ORC-3 `filler`).
+fn orm(ctl: &str, mrn: &str, control: &str, orc5: &str, placer: &str, filler: &str, due: &str) -> String {
+    let filler = order_number(filler, "ORTHOLAB");
     format!(
         "MSH|^~\\&|EHR|NORTHCLINIC|CAREHUB|ORTHOLAB|20261125120000||ORM^O01^ORM_O01|{ctl}|P|2.3.1\r\
          PID|1||{mrn}^^^NORTHCLINIC&1.2.826.0.1.9999.1&ISO^MR||Testpatient^Alex||19800102|F\r\
@@ -601,16 +606,7 @@ fn orm(ctl: &str, mrn: &str, control: &str, orc5: &str, placer: &str, filler: &s
 
 /// An ORU naming its order by `placer` and/or `filler`, one result `code`.
 fn oru(ctl: &str, mrn: &str, placer: &str, filler: &str, code: &str) -> String {
-    let placer = if placer.is_empty() {
-        String::new()
-    } else {
-        format!("{placer}^NORTHCLINIC")
-    };
-    let filler = if filler.is_empty() {
-        String::new()
-    } else {
-        format!("{filler}^ORTHOLAB")
-    };
+    let (placer, filler) = (order_number(placer, "NORTHCLINIC"), order_number(filler, "ORTHOLAB"));
     format!(
         "MSH|^~\\&|LABSYS|ORTHOLAB|EHR|NORTHCLINIC|20261128150000||ORU^R01^ORU_R01|{ctl}|P|2.5.1\r\
          PID|1||{mrn}^^^NORTHCLINIC&1.2.826.0.1.9999.1&ISO^MR||Testpatient^Alex||19800102|F\r\

@@ -300,6 +300,9 @@ impl ConsumerRunner {
         let mut watched = None;
         let mut flows = PartitionFlows::default();
         let mut in_flight = FuturesUnordered::new();
+        // A receive that failed is not tried again before a batch in flight
+        // ends: a broken consumer must not spin beside the running batches.
+        let mut receive_failed = false;
         loop {
             let stopping = *shutdown.borrow();
             if !stopping {
@@ -341,12 +344,14 @@ impl ConsumerRunner {
                 continue;
             }
             // A due lease round waits until nothing is in flight (above).
-            let take = !stopping && flows.len() < MAX_WAITING && !self.consumer.lease_round_due().await;
+            let take =
+                !stopping && !receive_failed && flows.len() < MAX_WAITING && !self.consumer.lease_round_due().await;
             tokio::select! {
                 Some((recs, outcomes)) = in_flight.next() => {
                     if let Some(p) = recs.first().map(KafkaRecord::partition) {
                         flows.done(p);
                     }
+                    receive_failed = false;
                     // None: shutdown came first; not acknowledged, redelivered.
                     if let Some(outcomes) = outcomes
                         && !self.finish(&recs, &outcomes, &mut shutdown).await
@@ -360,13 +365,16 @@ impl ConsumerRunner {
                         flows.push(KafkaRecord::from(msg.detach()));
                         flows.extend(self.waiting(MAX_BATCH - 1).await);
                     }
-                    Err(e) => ComponentError {
-                        component: "kafka_consumer",
-                        stage: Stage::Receiving,
-                        error_code: "receive_failed",
-                        error: &e,
+                    Err(e) => {
+                        receive_failed = true;
+                        ComponentError {
+                            component: "kafka_consumer",
+                            stage: Stage::Receiving,
+                            error_code: "receive_failed",
+                            error: &e,
+                        }
+                        .emit();
                     }
-                    .emit(),
                 },
                 _ = shutdown.changed(), if !stopping => {}
             }
