@@ -1,11 +1,12 @@
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use carehub_core::internal_events::{ComponentError, MessageSent, OutboxPublished, Stage};
 use carehub_schema::{Outbox, OutboxRow};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::{Deserialize, Serialize};
 use sqlx::{Connection, PgConnection, PgPool};
-use tokio::sync::watch;
+use tokio::sync::{Mutex, watch};
 
 use crate::Result;
 
@@ -53,7 +54,12 @@ pub struct OutboxRelay {
     pool: PgPool,
     producer: FutureProducer,
     config: RelayConfig,
+    /// The last backlog count and when it was taken.
+    backlog: Arc<Mutex<Option<(Instant, i64)>>>,
 }
+
+/// How often a relay that is behind counts its backlog (the gauge).
+const BACKLOG_EVERY: Duration = Duration::from_secs(2);
 
 impl std::fmt::Debug for OutboxRelay {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -65,7 +71,12 @@ impl std::fmt::Debug for OutboxRelay {
 
 impl OutboxRelay {
     pub fn new(pool: PgPool, producer: FutureProducer, config: RelayConfig) -> Self {
-        OutboxRelay { pool, producer, config }
+        OutboxRelay {
+            pool,
+            producer,
+            config,
+            backlog: Arc::default(),
+        }
     }
 
     /// The oldest unsent rows.
@@ -128,6 +139,9 @@ impl OutboxRelay {
             OutboxPublished { count: 0, backlog: 0 }.emit();
             return Ok(0);
         }
+        // A round that found fewer rows than it may take emptied the
+        // outbox (as of its read): no need to count what is left.
+        let full = rows.len() as i64 >= self.config.batch_size;
         let delivered = self.publish(&rows).await;
         self.mark_sent(&delivered).await?;
         MessageSent {
@@ -136,7 +150,7 @@ impl OutboxRelay {
             count: delivered.len() as u64,
         }
         .emit();
-        let backlog = Outbox::backlog(&self.pool).await.unwrap_or(-1);
+        let backlog = if full { self.backlog().await } else { 0 };
         OutboxPublished {
             count: delivered.len() as u64,
             backlog,
@@ -207,6 +221,21 @@ impl OutboxRelay {
                 }
             }
         }
+    }
+
+    /// Rows still unsent, counted at most every [`BACKLOG_EVERY`]: a count
+    /// scans the unsent rows, and a relay that is behind must spend its
+    /// round trips publishing, not counting. In between, the last count.
+    async fn backlog(&self) -> i64 {
+        let mut last = self.backlog.lock().await;
+        if let Some((at, n)) = *last
+            && at.elapsed() < BACKLOG_EVERY
+        {
+            return n;
+        }
+        let n = Outbox::backlog(&self.pool).await.unwrap_or(-1);
+        *last = Some((Instant::now(), n));
+        n
     }
 
     async fn acquire_leadership(&self) -> Result<Option<PgConnection>> {

@@ -14,10 +14,12 @@ pub(crate) struct PartitionFlows {
     waiting: BTreeMap<i32, VecDeque<KafkaRecord>>,
     busy: BTreeSet<i32>,
     len: usize,
+    bytes: usize,
 }
 
 impl PartitionFlows {
     pub(crate) fn push(&mut self, rec: KafkaRecord) {
+        self.bytes += weight(&rec);
         self.waiting.entry(rec.partition()).or_default().push_back(rec);
         self.len += 1;
     }
@@ -33,6 +35,11 @@ impl PartitionFlows {
         self.len
     }
 
+    /// Bytes waiting (keys and payloads), over all partitions.
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
     /// The next batch (at most `max` records, oldest first) of every
     /// partition that has records waiting and no batch in flight; those
     /// partitions are in flight from now until [`done`](Self::done).
@@ -43,7 +50,9 @@ impl PartitionFlows {
                 continue;
             }
             let n = queue.len().min(max);
-            out.push(queue.drain(..n).collect::<Vec<_>>());
+            let batch = queue.drain(..n).collect::<Vec<_>>();
+            self.bytes -= batch.iter().map(weight).sum::<usize>();
+            out.push(batch);
             self.len -= n;
             self.busy.insert(*partition);
         }
@@ -55,6 +64,11 @@ impl PartitionFlows {
     pub(crate) fn done(&mut self, partition: i32) {
         self.busy.remove(&partition);
     }
+}
+
+/// What a record weighs while it waits.
+fn weight(rec: &KafkaRecord) -> usize {
+    rec.payload().len() + rec.key().map_or(0, <[u8]>::len)
 }
 
 #[cfg(test)]
@@ -90,6 +104,7 @@ mod tests {
             [vec![(0, 1), (0, 2)], vec![(1, 7)]]
         );
         assert_eq!(flows.len(), 1);
+        assert_eq!(flows.bytes(), 0, "the test's records have no payload");
         // Partition 0 is in flight: its next records wait, whatever arrives.
         flows.push(rec(0, 4));
         flows.push(rec(1, 8));

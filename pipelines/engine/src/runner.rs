@@ -23,9 +23,16 @@ use crate::{Engine, InboundRecord, Processed};
 /// Most records one pipeline transaction takes.
 pub const MAX_BATCH: usize = 256;
 
-/// Most records received and not yet in a batch (memory stays bounded
-/// while the partitions' batches run).
-const MAX_WAITING: usize = 4 * MAX_BATCH;
+/// Most records received and not yet in a batch, and most bytes of them:
+/// memory stays bounded while the partitions' batches run. Deep on
+/// purpose: a broker may hand out one partition's backlog before the next
+/// one's (Tansu fills a fetch response partition by partition, up to
+/// `fetch.max.bytes`), and the runner reads past the records of partitions
+/// in flight to reach those of the others, so that every partition has a
+/// batch running. librdkafka's own prefetch is bounded beside it by its
+/// `queued.max.messages.kbytes` (settable in `[kafka.properties]`).
+const MAX_WAITING: usize = 64 * MAX_BATCH;
+const MAX_WAITING_BYTES: usize = 32 << 20;
 
 fn inbound(rec: &KafkaRecord) -> InboundRecord<'_> {
     InboundRecord {
@@ -344,8 +351,11 @@ impl ConsumerRunner {
                 continue;
             }
             // A due lease round waits until nothing is in flight (above).
-            let take =
-                !stopping && !receive_failed && flows.len() < MAX_WAITING && !self.consumer.lease_round_due().await;
+            let take = !stopping
+                && !receive_failed
+                && flows.len() < MAX_WAITING
+                && flows.bytes() < MAX_WAITING_BYTES
+                && !self.consumer.lease_round_due().await;
             tokio::select! {
                 Some((recs, outcomes)) = in_flight.next() => {
                     if let Some(p) = recs.first().map(KafkaRecord::partition) {

@@ -52,8 +52,9 @@ impl Engine {
         let mut sources: Vec<Option<Source>> = Vec::with_capacity(recs.len());
         let mut to_file = Vec::new();
         let mut lookup = Vec::new();
+        let origins: Vec<String> = recs.iter().map(|r| format!("kafka:{}", r.topic)).collect();
         for (i, env) in envs.iter().enumerate() {
-            let origin = format!("kafka:{}", recs[i].topic);
+            let origin = origins[i].clone();
             let source = env.as_ref().map(|env| match self.handler.stored(env) {
                 Some(s) => {
                     lookup.push(s.message_id);
@@ -86,15 +87,17 @@ impl Engine {
                     message_type: Some(env.event_type.as_str()),
                     control_id: Some(env.id.as_str()),
                     source_key: &keys[i],
-                    origin: sources[i].as_ref().map(|s| s.origin.as_str()),
+                    origin: Some(origins[i].as_str()),
                     raw: recs[i].payload,
                     // A record under a key already filed is the same record again.
                     on_changed: ChangedContent::HoldForReview,
                 })
             })
             .collect();
-        let filed = MessageStore::ingest_batch(&mut tx, &news).await?;
-        for (&i, ingested) in to_file.iter().zip(&filed) {
+        // The keys are claimed now; the rows of the records filed here are
+        // written once they are applied (already processed), below.
+        let filed = MessageStore::claim_batch(&mut tx, &news).await?;
+        for (&i, ingested) in to_file.iter().zip(filed.ingested()) {
             if let Some(s) = sources[i].as_mut() {
                 s.message_id = ingested.id();
             }
@@ -198,7 +201,15 @@ impl Engine {
                 message_id: ctx.message_id,
             };
         }
-        MessageStore::mark_processed_many(&mut tx, &applied).await?;
+        let fresh: HashSet<Uuid> = filed
+            .ingested()
+            .iter()
+            .filter(|i| !i.is_duplicate())
+            .map(|i| i.id())
+            .collect();
+        let (filed_now, stored_before): (Vec<_>, Vec<_>) = applied.into_iter().partition(|(m, _)| fresh.contains(m));
+        filed.write(&mut tx, &filed_now.into_iter().collect()).await?;
+        MessageStore::mark_processed_many(&mut tx, &stored_before).await?;
         write_outbox(&mut tx, &outbox).await?;
         AuditLog::append_in(&mut tx, &audit).await?;
         tx.commit().await?;

@@ -37,7 +37,7 @@ pub use dead_letter::{DeadLetter, DeadLetters, NewDeadLetter};
 pub use envelope::Envelope;
 pub use error::{Error, Result};
 pub use group_commit::GroupCommit;
-pub use message_store::{ChangedContent, Ingested, MessageStore, NewMessage, StoredMessage};
+pub use message_store::{ChangedContent, ClaimedBatch, Ingested, MessageStore, NewMessage, StoredMessage};
 pub use outbox::{Outbox, OutboxRow};
 
 use sqlx::PgPool;

@@ -1,5 +1,7 @@
 //! The message store: every inbound message kept verbatim, found by metadata.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
@@ -152,6 +154,66 @@ pub struct StoredMessage {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MessageStore;
 
+/// Messages whose keys [`MessageStore::claim_batch`] claimed, their rows
+/// not yet written.
+#[derive(Debug)]
+pub struct ClaimedBatch<'a> {
+    msgs: &'a [NewMessage<'a>],
+    ingested: Vec<Ingested>,
+    /// Indexes into `msgs` of the messages whose rows are to be written.
+    fresh: Vec<usize>,
+    ids: Vec<Uuid>,
+    keys: Vec<std::borrow::Cow<'a, str>>,
+    received_at: DateTime<Utc>,
+}
+
+impl ClaimedBatch<'_> {
+    /// What became of each message, in input order (as [`MessageStore::ingest_batch`] says).
+    pub fn ingested(&self) -> &[Ingested] {
+        &self.ingested
+    }
+
+    /// Writes the new messages' rows in one statement: those in `processed`
+    /// (message id → the patient it concerned) as processed, the others as
+    /// received.
+    pub async fn write(&self, conn: &mut PgConnection, processed: &HashMap<Uuid, Option<Uuid>>) -> Result<()> {
+        if self.fresh.is_empty() {
+            return Ok(());
+        }
+        let msgs = self.msgs;
+        let pick = |f: &dyn Fn(&NewMessage<'_>) -> Option<String>| -> Vec<Option<String>> {
+            self.fresh.iter().map(|&i| f(&msgs[i])).collect()
+        };
+        let ids: Vec<Uuid> = self.fresh.iter().map(|&i| self.ids[i]).collect();
+        let keys: Vec<&str> = self.fresh.iter().map(|&i| self.keys[i].as_ref()).collect();
+        let raws: Vec<&[u8]> = self.fresh.iter().map(|&i| msgs[i].raw).collect();
+        let done: Vec<bool> = ids.iter().map(|id| processed.contains_key(id)).collect();
+        let patients: Vec<Option<Uuid>> = ids.iter().map(|id| processed.get(id).copied().flatten()).collect();
+        sqlx::query(
+            "INSERT INTO message (id, received_at, connector, protocol, message_type, control_id,
+                                  source_key, status, origin, raw, processed_at, patient_id)
+             SELECT i, $2, c, p, t, ci, k, CASE WHEN d THEN 'processed' ELSE 'received' END, o, r,
+                    CASE WHEN d THEN clock_timestamp() END, pt
+               FROM UNNEST($1::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                           $8::text[], $9::bytea[], $10::bool[], $11::uuid[]) AS x(i, c, p, t, ci, k, o, r, d, pt)",
+        )
+        .bind(&ids)
+        .bind(self.received_at)
+        .bind(pick(&|m| Some(m.connector.to_owned())))
+        .bind(pick(&|m| Some(m.protocol.to_owned())))
+        .bind(pick(&|m| m.message_type.map(fit_column)))
+        .bind(pick(&|m| m.control_id.map(fit_column)))
+        .bind(&keys)
+        .bind(pick(&|m| m.origin.map(str::to_owned)))
+        .bind(&raws)
+        .bind(&done)
+        .bind(&patients)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+}
+
 impl MessageStore {
     /// Stores a message unless its source key was seen before. Run it inside the
     /// transaction whose commit is the point after which the sender is acknowledged.
@@ -170,6 +232,18 @@ impl MessageStore {
     /// The result is in input order; a key that appears twice in `msgs` is
     /// new the first time and a duplicate after.
     pub async fn ingest_batch(conn: &mut PgConnection, msgs: &[NewMessage<'_>]) -> Result<Vec<Ingested>> {
+        let claimed = Self::claim_batch(conn, msgs).await?;
+        claimed.write(conn, &HashMap::new()).await?;
+        Ok(claimed.ingested)
+    }
+
+    /// The first half of [`ingest_batch`](Self::ingest_batch): the keys are
+    /// claimed (new, duplicate or new version decided, conflicts recorded)
+    /// and the new messages' rows are left to [`ClaimedBatch::write`] in
+    /// the same transaction. A pipeline that files records itself writes
+    /// them after applying them, already processed: one insert per row
+    /// instead of an insert and an update.
+    pub async fn claim_batch<'a>(conn: &mut PgConnection, msgs: &'a [NewMessage<'a>]) -> Result<ClaimedBatch<'a>> {
         let received_at = Utc::now();
         let ids: Vec<Uuid> = msgs.iter().map(|_| Uuid::now_v7()).collect();
         let keys: Vec<std::borrow::Cow<'_, str>> = msgs.iter().map(|m| stored_key(m.source_key)).collect();
@@ -281,34 +355,14 @@ impl MessageStore {
                 }
             }
         }
-        if fresh.is_empty() {
-            return Ok(out);
-        }
-        let pick = |f: &dyn Fn(&NewMessage<'_>) -> Option<String>| -> Vec<Option<String>> {
-            fresh.iter().map(|&i| f(&msgs[i])).collect()
-        };
-        let fresh_ids: Vec<Uuid> = fresh.iter().map(|&i| ids[i]).collect();
-        let fresh_keys: Vec<&str> = fresh.iter().map(|&i| keys[i].as_ref()).collect();
-        let raws: Vec<&[u8]> = fresh.iter().map(|&i| msgs[i].raw).collect();
-        sqlx::query(
-            "INSERT INTO message (id, received_at, connector, protocol, message_type, control_id,
-                                  source_key, status, origin, raw)
-             SELECT i, $2, c, p, t, ci, k, 'received', o, r
-               FROM UNNEST($1::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-                           $8::text[], $9::bytea[]) AS x(i, c, p, t, ci, k, o, r)",
-        )
-        .bind(&fresh_ids)
-        .bind(received_at)
-        .bind(pick(&|m| Some(m.connector.to_owned())))
-        .bind(pick(&|m| Some(m.protocol.to_owned())))
-        .bind(pick(&|m| m.message_type.map(fit_column)))
-        .bind(pick(&|m| m.control_id.map(fit_column)))
-        .bind(&fresh_keys)
-        .bind(pick(&|m| m.origin.map(str::to_owned)))
-        .bind(&raws)
-        .execute(&mut *conn)
-        .await?;
-        Ok(out)
+        Ok(ClaimedBatch {
+            msgs,
+            ingested: out,
+            fresh,
+            ids,
+            keys,
+            received_at,
+        })
     }
 
     /// Marks a message handled, linking it to the patient it concerned.
