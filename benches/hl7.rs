@@ -269,8 +269,14 @@ fn report(what: &str, elapsed: Duration, lat: &[Duration], failed: usize) {
     );
 }
 
+/// HL7 messages the pipeline applied (not the events other pipelines filed
+/// as processed beside them: those are not the figure).
 async fn applied(pool: &sqlx::PgPool) -> i64 {
-    count(pool, "SELECT count(*) FROM message WHERE status = 'processed'").await
+    count(
+        pool,
+        "SELECT count(*) FROM message WHERE connector = 'hl7_mllp' AND status = 'processed'",
+    )
+    .await
 }
 
 async fn mllp() {
@@ -474,7 +480,7 @@ where
             }
             let (lag,): (f64,) = sqlx::query_as(
                 "SELECT coalesce(extract(epoch FROM now() - min(received_at))::float8, 0)
-                   FROM message WHERE status = 'received'",
+                   FROM message WHERE connector = 'hl7_mllp' AND status = 'received'",
             )
             .fetch_one(&pool)
             .await

@@ -2,7 +2,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use carehub_core::internal_events::{ComponentError, MessageSent, OutboxPublished, Stage};
-use carehub_schema::{Outbox, OutboxRow};
+use carehub_schema::{Outbox, UnsentEvent};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::{Deserialize, Serialize};
 use sqlx::{Connection, PgConnection, PgPool};
@@ -80,16 +80,15 @@ impl OutboxRelay {
     }
 
     /// The oldest unsent rows.
-    pub async fn fetch(&self) -> Result<Vec<OutboxRow>> {
-        Ok(Outbox::unsent(&self.pool, self.config.batch_size).await?)
+    pub async fn fetch(&self) -> Result<Vec<UnsentEvent>> {
+        Ok(Outbox::unsent_to_publish(&self.pool, self.config.batch_size).await?)
     }
 
     /// Sends `rows` and returns the ids of the longest delivered prefix.
-    pub async fn publish(&self, rows: &[OutboxRow]) -> Vec<i64> {
+    pub async fn publish(&self, rows: &[UnsentEvent]) -> Vec<i64> {
         let mut pending = Vec::with_capacity(rows.len());
         for row in rows {
-            let payload = row.payload.to_string();
-            let record = FutureRecord::to(&row.topic).key(&row.key).payload(&payload);
+            let record = FutureRecord::to(&row.topic).key(&row.key).payload(&row.payload);
             match self.producer.send_result(record) {
                 Ok(delivery) => pending.push((row.id, delivery)),
                 Err((e, _)) => {

@@ -417,15 +417,15 @@ impl LabStatusPipeline {
             let control_id = notify::control_id(&change);
             let text = notify::hl7_status_message(&self.routing, &route, &change, &control_id);
             let out = Outbound::new(destination.clone(), text.as_bytes()).into_envelope(SOURCE);
-            // Keyed by destination: one clinic's messages stay in order.
-            ctx.publish(&self.topics.hl7_outbound, destination, out.clone());
             sent.push(serde_json::json!({ "to": "hl7", "destination": destination, "control_id": control_id, "event_id": out.id }));
+            // Keyed by destination: one clinic's messages stay in order.
+            ctx.publish(&self.topics.hl7_outbound, destination, out);
         }
         if route.fhir_events {
             let out = Envelope::new(EHR_ORDER_STATUS, SOURCE, notify::ehr_event(&change))
                 .with_subject(format!("service_request/{order_id}"));
-            ctx.publish(&self.topics.ehr_events, &order_id.to_string(), out.clone());
             sent.push(serde_json::json!({ "to": self.topics.ehr_events, "event_id": out.id }));
+            ctx.publish(&self.topics.ehr_events, &order_id.to_string(), out);
         }
         handled.patient_id = Some(order.patient_id);
         handled.audit.push(

@@ -22,6 +22,16 @@ pub struct OutboxRow {
     pub sent_at: Option<DateTime<Utc>>,
 }
 
+/// An outbox row waiting to be published.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct UnsentEvent {
+    pub id: i64,
+    pub topic: String,
+    pub key: String,
+    /// The event, JSON.
+    pub payload: String,
+}
+
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Outbox;
 
@@ -30,14 +40,15 @@ impl Outbox {
     pub async fn enqueue(conn: &mut PgConnection, topic: &str, key: &str, event: &Envelope) -> Result<i64> {
         let event_id = Uuid::parse_str(&event.id)
             .map_err(|_| crate::Error::Invalid(format!("outbox event id {:?} is not a UUID", event.id)))?;
-        let (id,): (i64,) =
-            sqlx::query_as("INSERT INTO outbox (event_id, topic, key, payload) VALUES ($1, $2, $3, $4) RETURNING id")
-                .bind(event_id)
-                .bind(topic)
-                .bind(key)
-                .bind(serde_json::to_value(event)?)
-                .fetch_one(&mut *conn)
-                .await?;
+        let (id,): (i64,) = sqlx::query_as(
+            "INSERT INTO outbox (event_id, topic, key, payload) VALUES ($1, $2, $3, $4::text::jsonb) RETURNING id",
+        )
+        .bind(event_id)
+        .bind(topic)
+        .bind(key)
+        .bind(serde_json::to_string(event)?)
+        .fetch_one(&mut *conn)
+        .await?;
         Ok(id)
     }
 
@@ -65,11 +76,13 @@ impl Outbox {
                     .map_err(|_| crate::Error::Invalid(format!("outbox event id {:?} is not a UUID", event.id)))?,
             );
             keys.push(*key);
-            payloads.push(serde_json::to_value(event)?);
+            // Text straight from the envelope (PostgreSQL parses it into
+            // jsonb), without a `Value` tree built in between.
+            payloads.push(serde_json::to_string(event)?);
         }
         sqlx::query(
             "INSERT INTO outbox (event_id, topic, key, payload)
-             SELECT e, t, k, p FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::jsonb[])
+             SELECT e, t, k, p::jsonb FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[])
                     WITH ORDINALITY AS x(e, t, k, p, n)
               ORDER BY n",
         )
@@ -90,6 +103,17 @@ impl Outbox {
                 .fetch_all(pool)
                 .await?,
         )
+    }
+
+    /// [`unsent`](Self::unsent) as the relay needs them: the payload as
+    /// JSON text, ready to publish (no `Value` tree built and printed again).
+    pub async fn unsent_to_publish(pool: &PgPool, limit: i64) -> Result<Vec<UnsentEvent>> {
+        Ok(sqlx::query_as(
+            "SELECT id, topic, key, payload::text AS payload FROM outbox WHERE sent_at IS NULL ORDER BY id LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(pool)
+        .await?)
     }
 
     pub async fn mark_sent(pool: &PgPool, ids: &[i64]) -> Result<()> {
