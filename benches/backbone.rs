@@ -198,6 +198,7 @@ async fn relay(n: usize) {
         RelayConfig {
             batch_size: 1000,
             poll_interval_ms: 10,
+            ..RelayConfig::default()
         },
     );
     let started = Instant::now();

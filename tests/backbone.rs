@@ -103,6 +103,7 @@ async fn outbox_reaches_kafka_in_order_per_key_even_after_a_relay_crash_mid_batc
             RelayConfig {
                 batch_size: batch,
                 poll_interval_ms: 10,
+                ..RelayConfig::default()
             },
         )
     };

@@ -1,12 +1,11 @@
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use carehub_core::internal_events::{ComponentError, MessageSent, OutboxPublished, Stage};
-use carehub_schema::{Outbox, UnsentEvent};
+use carehub_schema::{OUTBOX_LANES, Outbox, UnsentEvent, all_lanes};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::{Deserialize, Serialize};
 use sqlx::{Connection, PgConnection, PgPool};
-use tokio::sync::{Mutex, watch};
+use tokio::sync::watch;
 
 use crate::Result;
 
@@ -20,6 +19,10 @@ pub struct RelayConfig {
     /// Milliseconds to wait before looking again when the outbox is empty.
     #[serde(default = "default_poll_interval_ms")]
     pub poll_interval_ms: u64,
+    /// Workers publishing at once, each its share of the outbox's 8 lanes
+    /// (1 to 8; a key's events always go out in order, by one worker).
+    #[serde(default = "default_workers")]
+    pub workers: usize,
 }
 
 const fn default_batch_size() -> i64 {
@@ -28,23 +31,39 @@ const fn default_batch_size() -> i64 {
 const fn default_poll_interval_ms() -> u64 {
     50
 }
+const fn default_workers() -> usize {
+    4
+}
 
 impl Default for RelayConfig {
     fn default() -> Self {
         RelayConfig {
             batch_size: default_batch_size(),
             poll_interval_ms: default_poll_interval_ms(),
+            workers: default_workers(),
         }
     }
 }
 
-/// Key of the PostgreSQL advisory lock that elects the one active relay, so
-/// that several carehub instances never publish the same key out of order.
-const RELAY_LOCK_KEY: i64 = 0x6361_7265_6875_6201;
+/// Class of the PostgreSQL advisory locks (one per outbox lane, the lane
+/// being the object) that elect the one worker publishing a lane, so that
+/// several carehub instances never publish the same key out of order.
+const RELAY_LOCK_CLASS: i32 = 0x6368_7262;
+
+/// How often a worker that holds fewer lanes than it serves tries the
+/// others again (their holder, another instance, may have died).
+const LANES_RETRY: Duration = Duration::from_secs(2);
 
 /// Publishes the transactional outbox to Kafka.
 ///
-/// A round reads the oldest unsent rows in id order, sends them all through the
+/// The outbox has [`OUTBOX_LANES`] lanes (a key's lane is its hash), and
+/// `[outbox] workers` workers each publish their share of them, each lane
+/// under an advisory lock of its own: one relay could not publish what the
+/// ingress and the pipelines write (one round trip to PostgreSQL and one
+/// wait for the broker after another), several publish at once, and a key's
+/// events still go out in order, by one worker.
+///
+/// A round reads a lane's oldest unsent rows in id order, sends them all through the
 /// idempotent producer, waits for every delivery report and stamps `sent_at` on
 /// the longest prefix that was delivered. A crash between publishing and
 /// stamping re-publishes those rows on the next round: at least once, in order
@@ -54,34 +73,33 @@ pub struct OutboxRelay {
     pool: PgPool,
     producer: FutureProducer,
     config: RelayConfig,
-    /// The last backlog count and when it was taken.
-    backlog: Arc<Mutex<Option<(Instant, i64)>>>,
+    /// The lanes this relay publishes ([`fetch`](Self::fetch), [`run_once`](Self::run_once)).
+    lanes: Vec<i16>,
 }
-
-/// How often a relay that is behind counts its backlog (the gauge).
-const BACKLOG_EVERY: Duration = Duration::from_secs(2);
 
 impl std::fmt::Debug for OutboxRelay {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OutboxRelay")
             .field("config", &self.config)
+            .field("lanes", &self.lanes)
             .finish_non_exhaustive()
     }
 }
 
 impl OutboxRelay {
+    /// A relay of every lane.
     pub fn new(pool: PgPool, producer: FutureProducer, config: RelayConfig) -> Self {
         OutboxRelay {
             pool,
             producer,
             config,
-            backlog: Arc::default(),
+            lanes: all_lanes(),
         }
     }
 
-    /// The oldest unsent rows.
+    /// The oldest unsent rows of this relay's lanes.
     pub async fn fetch(&self) -> Result<Vec<UnsentEvent>> {
-        Ok(Outbox::unsent_to_publish(&self.pool, self.config.batch_size).await?)
+        Ok(Outbox::unsent_to_publish(&self.pool, &self.lanes, self.config.batch_size).await?)
     }
 
     /// Sends `rows` and returns the ids of the longest delivered prefix.
@@ -131,16 +149,13 @@ impl OutboxRelay {
         Ok(Outbox::mark_sent(&self.pool, ids).await?)
     }
 
-    /// One round: fetch, publish, mark. Returns how many rows were published.
+    /// One round over this relay's lanes: fetch, publish, mark. Returns how
+    /// many rows were published.
     pub async fn run_once(&self) -> Result<usize> {
         let rows = self.fetch().await?;
         if rows.is_empty() {
-            OutboxPublished { count: 0, backlog: 0 }.emit();
             return Ok(0);
         }
-        // A round that found fewer rows than it may take emptied the
-        // outbox (as of its read): no need to count what is left.
-        let full = rows.len() as i64 >= self.config.batch_size;
         let delivered = self.publish(&rows).await;
         self.mark_sent(&delivered).await?;
         MessageSent {
@@ -149,51 +164,74 @@ impl OutboxRelay {
             count: delivered.len() as u64,
         }
         .emit();
-        let backlog = if full { self.backlog().await } else { 0 };
         OutboxPublished {
             count: delivered.len() as u64,
-            backlog,
+            backlog: None,
         }
         .emit();
         Ok(delivered.len())
     }
 
-    /// Runs until `shutdown` turns true. Only the instance that holds the relay
-    /// lock publishes; the others wait as standbys.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+    /// Runs until `shutdown` turns true: `[outbox] workers` workers share
+    /// the lanes (worker `w` serves the lanes `l` with `l % workers == w`)
+    /// and publish those whose lock they hold; the backlog gauge is counted
+    /// beside them every [`BACKLOG_EVERY`].
+    pub async fn run(self, shutdown: watch::Receiver<bool>) {
+        let workers = self.config.workers.clamp(1, OUTBOX_LANES as usize);
+        let mut tasks = tokio::task::JoinSet::new();
+        for w in 0..workers {
+            let mut worker = self.clone();
+            worker.lanes = all_lanes().into_iter().filter(|l| *l as usize % workers == w).collect();
+            tasks.spawn(worker.run_worker(shutdown.clone()));
+        }
+        tasks.spawn(report_backlog(self.pool.clone(), shutdown));
+        while tasks.join_next().await.is_some() {}
+    }
+
+    /// One worker: holds what it can of its lanes' locks (the others wait
+    /// as standbys, tried again every [`LANES_RETRY`]) and publishes them.
+    async fn run_worker(self, mut shutdown: watch::Receiver<bool>) {
         let idle = Duration::from_millis(self.config.poll_interval_ms);
         let mut delays = backoff();
         while !*shutdown.borrow() {
-            let mut lock_conn = match self.acquire_leadership().await {
-                Ok(Some(conn)) => conn,
-                Ok(None) => {
-                    // Another instance is the active relay.
-                    if wait(&mut shutdown, Duration::from_secs(2)).await {
-                        return;
-                    }
-                    continue;
-                }
+            let mut lock_conn = match self.pool.acquire().await {
+                Ok(conn) => conn.detach(),
                 Err(e) => {
-                    ComponentError {
-                        component: "outbox_relay",
-                        stage: Stage::Processing,
-                        error_code: "lock_failed",
-                        error: &e,
-                    }
-                    .emit();
+                    self.lock_failed(&e.into());
                     if wait(&mut shutdown, next_delay(&mut delays)).await {
                         return;
                     }
                     continue;
                 }
             };
-            tracing::info!("outbox relay active");
+            let mut held = self.clone();
+            held.lanes.clear();
+            let mut retry_at = Instant::now();
             loop {
                 if *shutdown.borrow() {
                     let _ = lock_conn.close().await;
                     return;
                 }
-                match self.run_once().await {
+                if held.lanes.len() < self.lanes.len() && Instant::now() >= retry_at {
+                    retry_at = Instant::now() + LANES_RETRY;
+                    match self.take_lanes(&mut lock_conn, &mut held.lanes).await {
+                        Ok(true) => tracing::info!(lanes = ?held.lanes, "outbox relay lanes held"),
+                        Ok(false) => {}
+                        Err(e) => {
+                            self.lock_failed(&e);
+                            break; // the locks live and die with their connection
+                        }
+                    }
+                }
+                if held.lanes.is_empty() {
+                    // Another instance publishes these lanes.
+                    if wait(&mut shutdown, LANES_RETRY).await {
+                        let _ = lock_conn.close().await;
+                        return;
+                    }
+                    continue;
+                }
+                match held.run_once().await {
                     Ok(n) => {
                         delays = backoff();
                         if n == 0 && wait(&mut shutdown, idle).await {
@@ -212,7 +250,7 @@ impl OutboxRelay {
                         if wait(&mut shutdown, next_delay(&mut delays)).await {
                             return;
                         }
-                        // Leadership holds only while the lock's connection lives.
+                        // The lanes are held only while the locks' connection lives.
                         if lock_conn.ping().await.is_err() {
                             break;
                         }
@@ -222,32 +260,54 @@ impl OutboxRelay {
         }
     }
 
-    /// Rows still unsent, counted at most every [`BACKLOG_EVERY`]: a count
-    /// scans the unsent rows, and a relay that is behind must spend its
-    /// round trips publishing, not counting. In between, the last count.
-    async fn backlog(&self) -> i64 {
-        let mut last = self.backlog.lock().await;
-        if let Some((at, n)) = *last
-            && at.elapsed() < BACKLOG_EVERY
-        {
-            return n;
+    /// Tries the locks of this worker's lanes not in `held`; true when it took one.
+    async fn take_lanes(&self, conn: &mut PgConnection, held: &mut Vec<i16>) -> Result<bool> {
+        let mut took = false;
+        for lane in &self.lanes {
+            if held.contains(lane) {
+                continue;
+            }
+            let (locked,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_lock($1, $2)")
+                .bind(RELAY_LOCK_CLASS)
+                .bind(i32::from(*lane))
+                .fetch_one(&mut *conn)
+                .await?;
+            if locked {
+                held.push(*lane);
+                took = true;
+            }
         }
-        let n = Outbox::backlog(&self.pool).await.unwrap_or(-1);
-        *last = Some((Instant::now(), n));
-        n
+        held.sort_unstable();
+        Ok(took)
     }
 
-    async fn acquire_leadership(&self) -> Result<Option<PgConnection>> {
-        let mut conn = self.pool.acquire().await?.detach();
-        let (locked,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_lock($1)")
-            .bind(RELAY_LOCK_KEY)
-            .fetch_one(&mut conn)
-            .await?;
-        if locked {
-            Ok(Some(conn))
-        } else {
-            let _ = conn.close().await;
-            Ok(None)
+    fn lock_failed(&self, e: &crate::Error) {
+        ComponentError {
+            component: "outbox_relay",
+            stage: Stage::Processing,
+            error_code: "lock_failed",
+            error: e,
+        }
+        .emit();
+    }
+}
+
+/// How often the backlog gauge is counted: a count scans the unsent rows,
+/// and a relay that is behind must spend its round trips publishing.
+const BACKLOG_EVERY: Duration = Duration::from_secs(2);
+
+/// Sets the backlog gauge (rows not yet published) every [`BACKLOG_EVERY`].
+async fn report_backlog(pool: PgPool, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        if let Ok(n) = Outbox::backlog(&pool).await {
+            OutboxPublished {
+                count: 0,
+                backlog: Some(n),
+            }
+            .emit();
+        }
+        if wait(&mut shutdown, BACKLOG_EVERY).await {
+            return;
         }
     }
 }

@@ -38,7 +38,7 @@ pub use envelope::Envelope;
 pub use error::{Error, Result};
 pub use group_commit::GroupCommit;
 pub use message_store::{ChangedContent, ClaimedBatch, Ingested, MessageStore, NewMessage, StoredMessage};
-pub use outbox::{Outbox, OutboxRow, UnsentEvent};
+pub use outbox::{OUTBOX_LANES, Outbox, OutboxRow, UnsentEvent, all_lanes};
 
 use sqlx::PgPool;
 

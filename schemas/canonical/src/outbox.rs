@@ -22,6 +22,23 @@ pub struct OutboxRow {
     pub sent_at: Option<DateTime<Utc>>,
 }
 
+/// Lanes of the outbox: a key's events always travel in the same lane
+/// (the hash of its key), and each lane is published in id order by
+/// one relay worker at a time, so that several workers publish at once and
+/// every key's events stay in order. Fixed: a key must never change lanes.
+pub const OUTBOX_LANES: i16 = 8;
+
+/// The oldest unsent rows of some lanes. A row's lane, in SQL:
+/// PostgreSQL's own stable text hash (the one hash partitioning uses) of
+/// the partition key, masked to [`OUTBOX_LANES`].
+const UNSENT_OF_LANES: &str = "SELECT id, topic, key, payload::text AS payload FROM outbox
+  WHERE sent_at IS NULL AND (hashtextextended(key, 0) & 7)::int2 = ANY($1) ORDER BY id LIMIT $2";
+
+/// Every lane.
+pub fn all_lanes() -> Vec<i16> {
+    (0..OUTBOX_LANES).collect()
+}
+
 /// An outbox row waiting to be published.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct UnsentEvent {
@@ -105,12 +122,12 @@ impl Outbox {
         )
     }
 
-    /// [`unsent`](Self::unsent) as the relay needs them: the payload as
-    /// JSON text, ready to publish (no `Value` tree built and printed again).
-    pub async fn unsent_to_publish(pool: &PgPool, limit: i64) -> Result<Vec<UnsentEvent>> {
-        Ok(sqlx::query_as(
-            "SELECT id, topic, key, payload::text AS payload FROM outbox WHERE sent_at IS NULL ORDER BY id LIMIT $1",
-        )
+    /// The oldest unsent rows of `lanes` (see [`OUTBOX_LANES`]), in id order, as
+    /// the relay needs them: the payload as JSON text, ready to publish (no
+    /// `Value` tree built and printed again).
+    pub async fn unsent_to_publish(pool: &PgPool, lanes: &[i16], limit: i64) -> Result<Vec<UnsentEvent>> {
+        Ok(sqlx::query_as(UNSENT_OF_LANES)
+        .bind(lanes)
         .bind(limit)
         .fetch_all(pool)
         .await?)
@@ -130,5 +147,16 @@ impl Outbox {
             .fetch_one(pool)
             .await?;
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_lane_expression_has_as_many_lanes_as_the_constant_says() {
+        // The query masks the hash with `& 7`.
+        assert_eq!(super::OUTBOX_LANES, 8);
+        assert!(super::UNSENT_OF_LANES.contains("& 7)"));
+        assert_eq!(super::all_lanes(), (0..8).collect::<Vec<i16>>());
     }
 }

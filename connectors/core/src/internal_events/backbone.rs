@@ -132,16 +132,19 @@ impl InternalEvent for ComponentError<'_> {
 #[derive(Debug)]
 pub struct OutboxPublished {
     pub count: u64,
-    pub backlog: i64,
+    /// Rows not yet published, when counted.
+    pub backlog: Option<i64>,
 }
 
 impl InternalEvent for OutboxPublished {
     fn emit(self) {
         if self.count > 0 {
-            tracing::debug!(count = self.count, backlog = self.backlog, "outbox batch published");
+            tracing::debug!(count = self.count, "outbox batch published");
         }
         counter!(metric::OUTBOX_PUBLISHED).increment(self.count);
-        gauge!(metric::OUTBOX_BACKLOG).set(self.backlog as f64);
+        if let Some(backlog) = self.backlog {
+            gauge!(metric::OUTBOX_BACKLOG).set(backlog as f64);
+        }
     }
 }
 
