@@ -20,7 +20,10 @@ pub struct RelayConfig {
     #[serde(default = "default_poll_interval_ms")]
     pub poll_interval_ms: u64,
     /// Workers publishing at once, each its share of the outbox's 8 lanes
-    /// (1 to 8; a key's events always go out in order, by one worker).
+    /// (1 to 8; a key's events always go out in order, by one worker). One
+    /// by default: on 2 cores more workers took CPU from the ingress and
+    /// the pipelines (measured, README); raise it where cores are free and
+    /// the relay falls behind.
     #[serde(default = "default_workers")]
     pub workers: usize,
 }
@@ -32,7 +35,7 @@ const fn default_poll_interval_ms() -> u64 {
     50
 }
 const fn default_workers() -> usize {
-    4
+    1
 }
 
 impl Default for RelayConfig {
@@ -234,7 +237,13 @@ impl OutboxRelay {
                 match held.run_once().await {
                     Ok(n) => {
                         delays = backoff();
-                        if n == 0 && wait(&mut shutdown, idle).await {
+                        // With several workers, a round far from full waits
+                        // before the next one so that rows gather: every
+                        // round costs its round trips whatever it carries,
+                        // and workers each taking a few rows at a time spend
+                        // on round trips the CPU the ingress and pipelines need.
+                        let thin = self.config.workers > 1 && (n as i64) < self.config.batch_size / 4;
+                        if (n == 0 || thin) && wait(&mut shutdown, idle).await {
                             let _ = lock_conn.close().await;
                             return;
                         }

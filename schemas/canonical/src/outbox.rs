@@ -127,10 +127,10 @@ impl Outbox {
     /// `Value` tree built and printed again).
     pub async fn unsent_to_publish(pool: &PgPool, lanes: &[i16], limit: i64) -> Result<Vec<UnsentEvent>> {
         Ok(sqlx::query_as(UNSENT_OF_LANES)
-        .bind(lanes)
-        .bind(limit)
-        .fetch_all(pool)
-        .await?)
+            .bind(lanes)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?)
     }
 
     pub async fn mark_sent(pool: &PgPool, ids: &[i64]) -> Result<()> {
