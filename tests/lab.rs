@@ -568,3 +568,114 @@ async fn the_stand_in_lab_and_clinic_tools_run_a_journey_that_the_timeline_shows
         1
     );
 }
+
+/// Order events waiting together (the lab dispatch was off while the clinic
+/// ordered, changed and withdrew) reach the lab as they would one by one:
+/// each sees the order as it now stands, so the lab hears each order once —
+/// a new order at its latest version, a change to one it knew, nothing of
+/// one withdrawn before it heard of it.
+#[tokio::test]
+async fn order_events_waiting_together_reach_the_lab_as_they_would_one_by_one() {
+    let (peer, _seen) = mllp_peer().await;
+    let mut hub = lab_hub(&peer).await;
+    order_device(&hub, "LAB0051", "PO-7051").await;
+    let known = lab_orders(&hub, 1).remove(0).1;
+    assert_eq!(known.action, OrderAction::New);
+
+    let restart = |hub: &mut Hub, lab: bool| {
+        hub.server.0.kill().expect("kill");
+        let _ = hub.server.0.wait();
+        hub.envs.retain(|(k, _)| *k != "CAREHUB_PIPELINES__LAB__ENABLED");
+        hub.envs.push(("CAREHUB_PIPELINES__LAB__ENABLED", lab.to_string()));
+        hub.server = serve(&hub.envs);
+    };
+    restart(&mut hub, false);
+    let orm = |control: &str, placer: &str, orc: &str, note: &str| {
+        wire(
+            &fixture("orm_o01.hl7")
+                .replace("ORM0001", control)
+                .replace("PO-5001", placer)
+                .replace("ORC|NW|", &format!("ORC|{orc}|"))
+                .replace("patient active runner", note),
+        )
+    };
+    for msg in [
+        orm("LAB0052", "PO-7052", "NW", "first"),
+        orm("LAB0052X", "PO-7052", "XO", "second thoughts"),
+        orm("LAB0053", "PO-7053", "NW", "first"),
+        orm("LAB0053C", "PO-7053", "CA", "first"),
+        orm("LAB0051X", "PO-7051", "XO", "add metatarsal pad"),
+    ] {
+        let ack = send_until_accepted(&hub.mllp, &msg, Duration::from_secs(60))
+            .await
+            .expect("acknowledged");
+        assert_eq!(ack.code.as_str(), "AA", "{ack:?}");
+    }
+    let pool = hub.db.pool.clone();
+    let order_of = |placer: &'static str| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_as::<_, (Uuid, i32)>("SELECT id, version FROM service_order WHERE placer_number = $1")
+                .bind(placer)
+                .fetch_one(&pool)
+                .await
+                .expect("order")
+        }
+    };
+    // The HL7 pipeline applied all five before the lab dispatch starts.
+    let applied = eventually(Duration::from_secs(60), || async {
+        (count(
+            &pool,
+            "SELECT count(*) FROM message WHERE connector = 'hl7_mllp' AND status = 'processed'",
+        )
+        .await
+            >= 6)
+            .then_some(())
+    })
+    .await;
+    assert!(applied.is_some(), "the orders were applied");
+    let (a, a_version) = order_of("PO-7052").await;
+    let (b, _) = order_of("PO-7053").await;
+    let (c, c_version) = order_of("PO-7051").await;
+    restart(&mut hub, true);
+
+    let done = eventually(Duration::from_secs(90), || async {
+        (count(
+            &pool,
+            "SELECT count(*) FROM consumed_event WHERE consumer = 'lab_dispatch'",
+        )
+        .await
+            >= 6)
+            .then_some(())
+    })
+    .await;
+    assert!(done.is_some(), "the dispatch took the six order events");
+    let told = lab_orders(&hub, 3);
+    // The topic's partitions are read one after another: compare as sets.
+    let mut told: Vec<String> = told
+        .iter()
+        .map(|(_, o, _)| format!("{:?} {} v{}", o.action, o.order_id, o.order_version))
+        .collect();
+    told.sort();
+    let mut want = vec![
+        format!("{:?} {c} v{}", OrderAction::New, known.order_version),
+        format!("{:?} {a} v{a_version}", OrderAction::New),
+        format!("{:?} {c} v{c_version}", OrderAction::Amend),
+    ];
+    want.sort();
+    assert_eq!(
+        told, want,
+        "the new order at its latest version, the change, nothing of {b}"
+    );
+    let jobs: Vec<(Uuid, i32, bool)> =
+        sqlx::query_as("SELECT order_id, dispatched_version, cancel_requested FROM lab_job ORDER BY order_id")
+            .fetch_all(&pool)
+            .await
+            .expect("jobs");
+    let mut want = vec![(a, a_version, false), (c, c_version, false)];
+    want.sort();
+    assert_eq!(
+        jobs, want,
+        "no job for the order withdrawn before the lab heard of it ({b})"
+    );
+}

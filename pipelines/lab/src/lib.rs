@@ -22,21 +22,20 @@
 //! with the reason; reports held behind it wait until it is replayed.
 
 pub mod config;
+mod dispatch;
 pub mod notify;
 mod status;
 
 use async_trait::async_trait;
 use carehub_pipeline::{Context, Handled, Handler, HandlerError};
-use carehub_schema::contracts::{
-    LAB_ORDER, LAB_RESULTS, LabItem, LabOrder, LabPatient, LabResults, ORDER_UPSERTED, OrderAction, Outbound, ValueType,
-};
+use carehub_schema::contracts::{LAB_RESULTS, LabResults, Outbound, ValueType};
 use carehub_schema::lab;
 use carehub_schema::{Action, ActorKind, AuditEntry, Envelope, repo};
 use serde::Deserialize;
 use sqlx::PgConnection;
-use uuid::Uuid;
 
 pub use config::LabConfig;
+pub use dispatch::LabDispatch;
 pub use notify::{ClinicRoute, LabRouting, OrderStatusMessage};
 pub use status::LabStatusPipeline;
 
@@ -52,127 +51,6 @@ pub struct LabTopics {
     pub hl7_outbound: String,
     /// `ehr.events.v1`.
     pub ehr_events: String,
-}
-
-/// Turns new and changed orders into `lab.orders.v1` records. It follows the
-/// events topic for `carehub.order.upserted.v1`, whichever connector the
-/// order came from (HL7 ORM/OML today, FHIR ServiceRequest next).
-#[derive(Debug, Clone)]
-pub struct LabDispatch {
-    pub topics: LabTopics,
-    pub routing: LabRouting,
-}
-
-#[derive(Debug, Deserialize)]
-struct OrderUpserted {
-    id: Uuid,
-}
-
-/// Order statuses after which the lab should stop.
-const WITHDRAWN: &[&str] = &["revoked", "entered-in-error"];
-
-#[async_trait]
-impl Handler for LabDispatch {
-    fn name(&self) -> &str {
-        "lab_dispatch"
-    }
-
-    fn accepts(&self, event_type: &str) -> bool {
-        event_type == ORDER_UPSERTED
-    }
-
-    fn ignores(&self, event_type: &str) -> bool {
-        event_type != ORDER_UPSERTED
-    }
-
-    async fn handle(&self, conn: &mut PgConnection, ctx: &Context, event: &Envelope) -> Result<Handled, HandlerError> {
-        let upserted = OrderUpserted::deserialize(&event.data)
-            .map_err(|e| HandlerError::rejected("invalid_data", format!("{ORDER_UPSERTED}: {e}")))?;
-        let order = lab::order_for_lab(conn, upserted.id)
-            .await?
-            .ok_or_else(|| HandlerError::rejected("unknown_reference", format!("order {} is unknown", upserted.id)))?;
-        if !self.routing.dispatches(order.clinic.as_deref()) {
-            return Ok(Handled::default());
-        }
-        let withdrawn = WITHDRAWN.contains(&order.status.as_str());
-        let action = match lab::lock_job(conn, order.id).await? {
-            None if withdrawn => return Ok(Handled::default()),
-            None => {
-                lab::open_job(conn, order.id, order.version, Some(ctx.message_id)).await?;
-                OrderAction::New
-            }
-            // Already told (a redelivered or older event): nothing new to say.
-            Some(job) if job.dispatched_version >= order.version => return Ok(Handled::default()),
-            Some(job) if job.lab_status().is_terminal() => return Ok(Handled::default()),
-            Some(job) if withdrawn && job.cancel_requested => return Ok(Handled::default()),
-            Some(_) => {
-                let action = if withdrawn {
-                    OrderAction::Cancel
-                } else {
-                    OrderAction::Amend
-                };
-                lab::mark_dispatched(
-                    conn,
-                    order.id,
-                    order.version,
-                    action == OrderAction::Cancel,
-                    Some(ctx.message_id),
-                )
-                .await?;
-                action
-            }
-        };
-        let items = lab::order_items(conn, order.id).await?;
-        let scans = lab::order_scans(conn, order.id).await?;
-        let data = LabOrder {
-            action,
-            order_id: order.id,
-            order_version: order.version,
-            order_number: carehub_schema::model::Identifier {
-                system: order.placer_system.clone(),
-                value: order.placer_number.clone(),
-                type_code: None,
-            },
-            clinic: order.clinic.clone(),
-            patient: LabPatient {
-                id: order.patient_id,
-                sex: order.sex.clone(),
-                birth_year: order.birth_year,
-            },
-            items: items
-                .into_iter()
-                .map(|i| LabItem {
-                    code_system: i.code_system,
-                    code: i.code,
-                    display: i.display,
-                    quantity: i.quantity,
-                })
-                .collect(),
-            device_spec: order.device_spec.clone(),
-            scans,
-            due_date: order.due_date,
-            priority: order.priority.clone(),
-            note: order.note.clone(),
-        };
-        let out = Envelope::new(LAB_ORDER, SOURCE, serde_json::json!(data))
-            .with_subject(format!("service_order/{}", order.id));
-        ctx.publish(&self.topics.orders, &order.id.to_string(), out.clone());
-        Ok(Handled {
-            patient_id: Some(order.patient_id),
-            audit: vec![
-                AuditEntry::new(ActorKind::System, ACTOR, Action::Send, "service_order")
-                    .entity(order.id)
-                    .message(Some(ctx.message_id))
-                    .origin(ctx.origin.clone())
-                    .detail(serde_json::json!({
-                        "to": self.topics.orders,
-                        "lab_action": action,
-                        "order_version": order.version,
-                        "event_id": out.id,
-                    })),
-            ],
-        })
-    }
 }
 
 /// Applies the lab's results: observations linked to the order, and the

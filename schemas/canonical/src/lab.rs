@@ -155,42 +155,6 @@ pub async fn lock_job(conn: &mut PgConnection, order_id: Uuid) -> Result<Option<
         .await?)
 }
 
-/// Opens the job of an order just sent to the lab (status `requested`).
-pub async fn open_job(conn: &mut PgConnection, order_id: Uuid, version: i32, msg: Option<Uuid>) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO lab_job (order_id, status, dispatched_version, source_message_id)
-         VALUES ($1, 'requested', $2, $3)",
-    )
-    .bind(order_id)
-    .bind(version)
-    .bind(msg)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
-/// Records that order version `version` (an amendment, or a cancel request) went to the lab.
-pub async fn mark_dispatched(
-    conn: &mut PgConnection,
-    order_id: Uuid,
-    version: i32,
-    cancel: bool,
-    msg: Option<Uuid>,
-) -> Result<()> {
-    sqlx::query(
-        "UPDATE lab_job SET dispatched_version = $2, cancel_requested = cancel_requested OR $3,
-                            source_message_id = $4, version = version + 1, updated_at = now()
-          WHERE order_id = $1",
-    )
-    .bind(order_id)
-    .bind(version)
-    .bind(cancel)
-    .bind(msg)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
 /// What the lab is told about an order: the minimum manufacturing needs.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct OrderForLab {
@@ -258,16 +222,6 @@ pub async fn items_of(
         out.entry(row.order_id).or_default().push(row);
     }
     Ok(out)
-}
-
-/// Scans attached to an order (DICOM studies): their UIDs.
-pub async fn order_scans(conn: &mut PgConnection, order_id: Uuid) -> Result<Vec<String>> {
-    let rows: Vec<(String,)> =
-        sqlx::query_as("SELECT study_instance_uid FROM imaging_study WHERE order_id = $1 ORDER BY created_at")
-            .bind(order_id)
-            .fetch_all(&mut *conn)
-            .await?;
-    Ok(rows.into_iter().map(|(u,)| u).collect())
 }
 
 #[cfg(test)]

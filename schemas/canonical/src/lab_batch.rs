@@ -337,3 +337,111 @@ pub async fn record_delivery(
     .await?;
     Ok(row.map(|(id,)| id))
 }
+
+/// What the dispatch of a batch of order events needs, in four statements:
+/// the orders' jobs (locked, in id order: the lock order above), the
+/// orders as the lab sees them, their items and their scans.
+#[derive(Debug, Default)]
+pub struct DispatchBatch {
+    pub jobs: HashMap<Uuid, LabJob>,
+    pub orders: HashMap<Uuid, OrderForLab>,
+    pub items: HashMap<Uuid, Vec<crate::model::OrderItem>>,
+    pub scans: HashMap<Uuid, Vec<String>>,
+}
+
+impl DispatchBatch {
+    pub async fn load(conn: &mut PgConnection, order_ids: &[Uuid]) -> Result<Self> {
+        let mut ids = order_ids.to_vec();
+        ids.sort_unstable();
+        ids.dedup();
+        let jobs: Vec<LabJob> =
+            sqlx::query_as("SELECT * FROM lab_job WHERE order_id = ANY($1) ORDER BY order_id FOR UPDATE")
+                .bind(&ids)
+                .fetch_all(&mut *conn)
+                .await?;
+        let orders: Vec<OrderForLab> =
+            sqlx::query_as(concat!(crate::lab::order_for_lab_select!(), " WHERE o.id = ANY($1)"))
+                .bind(&ids)
+                .fetch_all(&mut *conn)
+                .await?;
+        let items = crate::lab::items_of(conn, &ids).await?;
+        let scan_rows: Vec<(Uuid, String)> = sqlx::query_as(
+            "SELECT order_id, study_instance_uid FROM imaging_study
+              WHERE order_id = ANY($1) ORDER BY order_id, created_at",
+        )
+        .bind(&ids)
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut scans: HashMap<Uuid, Vec<String>> = HashMap::new();
+        for (order_id, uid) in scan_rows {
+            scans.entry(order_id).or_default().push(uid);
+        }
+        Ok(DispatchBatch {
+            jobs: jobs.into_iter().map(|j| (j.order_id, j)).collect(),
+            orders: orders.into_iter().map(|o| (o.id, o)).collect(),
+            items,
+            scans,
+        })
+    }
+}
+
+/// A job opened for an order sent to the lab (status `requested`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobOpened {
+    pub order_id: Uuid,
+    pub version: i32,
+    pub source_message_id: Option<Uuid>,
+}
+
+/// An order version (an amendment or a cancel request) sent to the lab.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobDispatched {
+    pub order_id: Uuid,
+    pub version: i32,
+    pub cancel: bool,
+    pub source_message_id: Option<Uuid>,
+}
+
+/// What a dispatch batch writes: one statement per kind, rows in order id
+/// order (the lock order).
+#[derive(Debug, Default)]
+pub struct DispatchWrites {
+    pub opened: Vec<JobOpened>,
+    pub dispatched: Vec<JobDispatched>,
+}
+
+impl DispatchWrites {
+    pub async fn write(&mut self, conn: &mut PgConnection) -> Result<()> {
+        self.opened.sort_by_key(|j| j.order_id);
+        self.dispatched.sort_by_key(|j| j.order_id);
+        if !self.opened.is_empty() {
+            let o = &self.opened;
+            sqlx::query(
+                "INSERT INTO lab_job (order_id, status, dispatched_version, source_message_id)
+                 SELECT i, 'requested', v, m FROM unnest($1::uuid[], $2::int[], $3::uuid[]) AS u(i, v, m)",
+            )
+            .bind(o.iter().map(|j| j.order_id).collect::<Vec<_>>())
+            .bind(o.iter().map(|j| j.version).collect::<Vec<_>>())
+            .bind(o.iter().map(|j| j.source_message_id).collect::<Vec<_>>())
+            .execute(&mut *conn)
+            .await?;
+        }
+        if !self.dispatched.is_empty() {
+            let d = &self.dispatched;
+            sqlx::query(
+                "UPDATE lab_job j
+                    SET dispatched_version = u.v, cancel_requested = j.cancel_requested OR u.c,
+                        source_message_id = u.m, version = j.version + 1, updated_at = now()
+                   FROM unnest($1::uuid[], $2::int[], $3::bool[], $4::uuid[]) AS u(i, v, c, m)
+                  WHERE j.order_id = u.i",
+            )
+            .bind(d.iter().map(|j| j.order_id).collect::<Vec<_>>())
+            .bind(d.iter().map(|j| j.version).collect::<Vec<_>>())
+            .bind(d.iter().map(|j| j.cancel).collect::<Vec<_>>())
+            .bind(d.iter().map(|j| j.source_message_id).collect::<Vec<_>>())
+            .execute(&mut *conn)
+            .await?;
+        }
+        Ok(())
+    }
+}
