@@ -20,10 +20,10 @@ pub struct RelayConfig {
     #[serde(default = "default_poll_interval_ms")]
     pub poll_interval_ms: u64,
     /// Workers publishing at once, each its share of the outbox's 8 lanes
-    /// (1 to 8; a key's events always go out in order, by one worker). One
-    /// by default: on 2 cores more workers took CPU from the ingress and
-    /// the pipelines (measured, README); raise it where cores are free and
-    /// the relay falls behind.
+    /// (1 to 8; a key's events always go out in order, by one worker). Two
+    /// by default: on 2 cores one fell behind the ingress and pipelines at
+    /// 2,000 msg/s and four took their CPU (measured, README); raise it
+    /// where cores are free and the outbox backlog grows.
     #[serde(default = "default_workers")]
     pub workers: usize,
 }
@@ -35,7 +35,7 @@ const fn default_poll_interval_ms() -> u64 {
     50
 }
 const fn default_workers() -> usize {
-    1
+    2
 }
 
 impl Default for RelayConfig {
