@@ -2,6 +2,7 @@
 # Installs (when missing) and starts what carehub needs on 127.0.0.1:
 #   - PostgreSQL on :5432 (user postgres, password postgres; trust auth also works)
 #   - Tansu, a Kafka-protocol broker, on :9092 with SQLite storage under .run/tansu
+#   - dcmtk (Debian's package): the DICOM peers the tests talk to (echoscu, storescu, findscu)
 # Idempotent: a second run only checks that both answer.
 #
 #   scripts/services.sh up      install if needed, start, wait until both answer
@@ -89,8 +90,12 @@ broker_down() {
   fi
 }
 
+dicom_tools_up() {
+  command -v echoscu >/dev/null || apt_install dcmtk
+}
+
 case "${1:-up}" in
-  up) postgres_up; ensure_database carehub; broker_up ;;
+  up) postgres_up; ensure_database carehub; broker_up; dicom_tools_up ;;
   down) broker_down ;;
   status)
     pg_ok && log "PostgreSQL: up" || log "PostgreSQL: down"

@@ -32,6 +32,9 @@ pub struct Config {
     #[cfg(feature = "fhir")]
     #[serde(default)]
     pub fhir: carehub_fhir::FhirConfig,
+    #[cfg(feature = "dicom")]
+    #[serde(default)]
+    pub dicom: carehub_dicom::DicomConfig,
     #[serde(default)]
     pub shutdown: ShutdownConfig,
 }

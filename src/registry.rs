@@ -22,6 +22,8 @@ pub fn registry(cfg: &Config) -> Registry {
     carehub_hl7::component::register(&mut registry, &cfg.hl7, &hl7_topics(cfg), hl7_judge(cfg));
     #[cfg(feature = "fhir")]
     carehub_fhir::component::register(&mut registry, &cfg.fhir, &fhir_topics(cfg), hl7_converter());
+    #[cfg(feature = "dicom")]
+    carehub_dicom::component::register(&mut registry, &cfg.dicom);
     let _ = p;
     registry
 }
