@@ -15,9 +15,11 @@ pub mod config;
 pub mod dimse;
 pub mod listener;
 pub mod policy;
+pub mod storage;
 
 pub use config::{DicomConfig, PeerConfig, Service};
 pub use listener::DimseListener;
+pub use storage::{FileStore, InstanceStore, Kept};
 
 /// The connector's name in the message store, metrics and the audit trail.
 pub const CONNECTOR: &str = "dicom";
