@@ -58,6 +58,18 @@ pub struct DicomConfig {
     /// Associations open at once; more wait to be accepted.
     #[serde(default = "default_max_associations")]
     pub max_associations: usize,
+    /// Topic the stored instances' records go to (`carehub.dicom.instance.received.v1`).
+    #[serde(default = "default_topic")]
+    pub topic: String,
+    /// Directory the instances are kept in, by content hash.
+    #[serde(default = "default_storage")]
+    pub storage: String,
+    /// Largest instance accepted (bytes); a larger one is refused (A700).
+    #[serde(default = "default_max_instance_bytes")]
+    pub max_instance_bytes: u64,
+    /// Longest wait for the message store before a C-STORE fails (A700).
+    #[serde(default = "default_store_timeout_ms")]
+    pub store_timeout_ms: u64,
     /// The peers allowed; an association from anything else is rejected.
     #[serde(default)]
     pub peers: BTreeMap<String, PeerConfig>,
@@ -78,6 +90,18 @@ const fn default_idle_secs() -> u64 {
 const fn default_max_associations() -> usize {
     32
 }
+fn default_topic() -> String {
+    "carehub.dicom.inbound.v1".to_owned()
+}
+fn default_storage() -> String {
+    "data/dicom".to_owned()
+}
+const fn default_max_instance_bytes() -> u64 {
+    4 << 30
+}
+const fn default_store_timeout_ms() -> u64 {
+    10_000
+}
 
 impl Default for DicomConfig {
     fn default() -> Self {
@@ -88,6 +112,10 @@ impl Default for DicomConfig {
             max_pdu_length: default_max_pdu(),
             idle_secs: default_idle_secs(),
             max_associations: default_max_associations(),
+            topic: default_topic(),
+            storage: default_storage(),
+            max_instance_bytes: default_max_instance_bytes(),
+            store_timeout_ms: default_store_timeout_ms(),
             peers: BTreeMap::new(),
         }
     }

@@ -13,6 +13,8 @@ pub const VERIFICATION: &str = "1.2.840.10008.1.1";
 
 /// Command Field values (PS3.7 E.1).
 pub mod field {
+    pub const C_STORE_RQ: u16 = 0x0001;
+    pub const C_STORE_RSP: u16 = 0x8001;
     pub const C_ECHO_RQ: u16 = 0x0030;
     pub const C_ECHO_RSP: u16 = 0x8030;
 }
@@ -41,6 +43,7 @@ pub struct Command {
     pub field: u16,
     pub message_id: u16,
     pub affected_sop_class: Option<String>,
+    pub affected_sop_instance: Option<String>,
     /// Whether a data set follows the command.
     pub has_data_set: bool,
 }
@@ -70,14 +73,16 @@ impl Command {
             field: int(tags::COMMAND_FIELD, "CommandField (0000,0100)")?,
             message_id: int(tags::MESSAGE_ID, "MessageID (0000,0110)")?,
             affected_sop_class: uid(&obj, tags::AFFECTED_SOP_CLASS_UID),
+            affected_sop_instance: uid(&obj, tags::AFFECTED_SOP_INSTANCE_UID),
             has_data_set: int(tags::COMMAND_DATA_SET_TYPE, "CommandDataSetType (0000,0800)")? != NO_DATA_SET,
         })
     }
 }
 
 /// A response command set without a data set: `field`, the request's
-/// message id, `status`, the affected SOP class.
-pub fn response(field: u16, request: &Command, status: u16) -> Result<Vec<u8>, Error> {
+/// message id, `status`, the affected SOP class and instance, and an
+/// ErrorComment (0000,0902) saying why, for a status other than success.
+pub fn response(field: u16, request: &Command, status: u16, comment: Option<&str>) -> Result<Vec<u8>, Error> {
     let mut obj = InMemDicomObject::new_empty();
     if let Some(class) = &request.affected_sop_class {
         obj.put(DataElement::new(
@@ -102,6 +107,25 @@ pub fn response(field: u16, request: &Command, status: u16) -> Result<Vec<u8>, E
         PrimitiveValue::from(NO_DATA_SET),
     ));
     obj.put(DataElement::new(tags::STATUS, VR::US, PrimitiveValue::from(status)));
+    if let Some(instance) = &request.affected_sop_instance {
+        obj.put(DataElement::new(
+            tags::AFFECTED_SOP_INSTANCE_UID,
+            VR::UI,
+            PrimitiveValue::from(even_uid(instance)),
+        ));
+    }
+    if let Some(comment) = comment {
+        // LO: at most 64 characters, even length.
+        let mut c: String = comment
+            .chars()
+            .filter(|c| c.is_ascii() && !c.is_ascii_control())
+            .take(64)
+            .collect();
+        if c.len() % 2 == 1 {
+            c.push(' ');
+        }
+        obj.put(DataElement::new(tags::ERROR_COMMENT, VR::LO, PrimitiveValue::from(c)));
+    }
     let mut body = Vec::new();
     obj.write_dataset_with_ts(&mut body, &ts())
         .map_err(|e| Error::Write(e.to_string()))?;
@@ -160,7 +184,7 @@ mod tests {
         assert_eq!(cmd.affected_sop_class.as_deref(), Some(VERIFICATION));
         assert!(!cmd.has_data_set);
 
-        let rsp = response(field::C_ECHO_RSP, &cmd, status::SUCCESS).expect("response");
+        let rsp = response(field::C_ECHO_RSP, &cmd, status::SUCCESS, None).expect("response");
         let back = InMemDicomObject::read_dataset_with_ts(&rsp[..], &ts()).expect("reads");
         let int = |t| back.element(t).expect("present").to_int::<u32>().expect("int");
         assert_eq!(int(tags::COMMAND_FIELD), u32::from(field::C_ECHO_RSP));

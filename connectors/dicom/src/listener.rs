@@ -16,11 +16,13 @@ use tokio::sync::{Semaphore, watch};
 use crate::config::{DicomConfig, Service};
 use crate::dimse::{self, Command, field, status};
 use crate::policy::PeerPolicy;
+use crate::store::{Receiving, StoreService};
 
 /// The association server, bound.
 pub struct DimseListener {
     cfg: Arc<DicomConfig>,
     listener: TcpListener,
+    store: Option<StoreService>,
 }
 
 impl std::fmt::Debug for DimseListener {
@@ -32,11 +34,13 @@ impl std::fmt::Debug for DimseListener {
 }
 
 impl DimseListener {
-    pub async fn bind(cfg: DicomConfig) -> std::io::Result<Self> {
+    /// Binds `[dicom] listen`; `store` serves C-STORE (without it, storage is refused).
+    pub async fn bind(cfg: DicomConfig, store: Option<StoreService>) -> std::io::Result<Self> {
         let listener = TcpListener::bind(&cfg.listen).await?;
         Ok(DimseListener {
             cfg: Arc::new(cfg),
             listener,
+            store,
         })
     }
 
@@ -58,9 +62,9 @@ impl DimseListener {
             };
             match accepted {
                 Ok((socket, _)) => {
-                    let cfg = self.cfg.clone();
+                    let (cfg, store) = (self.cfg.clone(), self.store.clone());
                     tokio::spawn(async move {
-                        serve_association(cfg, socket).await;
+                        serve_association(cfg, store, socket).await;
                         drop(permit);
                     });
                 }
@@ -87,7 +91,7 @@ enum Ended {
     Command(#[from] dimse::Error),
 }
 
-async fn serve_association(cfg: Arc<DicomConfig>, socket: TcpStream) {
+async fn serve_association(cfg: Arc<DicomConfig>, store: Option<StoreService>, socket: TcpStream) {
     let Ok(peer_addr) = socket.peer_addr() else { return };
     let idle = Duration::from_secs(cfg.idle_secs.max(1));
     let policy = PeerPolicy {
@@ -98,6 +102,10 @@ async fn serve_association(cfg: Arc<DicomConfig>, socket: TcpStream) {
         .ae_access_control(policy.clone())
         .ae_title(cfg.ae_title.as_str())
         .with_abstract_syntax(dimse::VERIFICATION)
+        // Every abstract syntax proposed is accepted (dicom-rs keeps its SOP
+        // class list to itself): each command is then checked — C-STORE for
+        // storage SOP classes only, C-ECHO for Verification.
+        .promiscuous(true)
         .max_pdu_length(cfg.max_pdu_length)
         .read_timeout(idle)
         .write_timeout(idle);
@@ -115,7 +123,10 @@ async fn serve_association(cfg: Arc<DicomConfig>, socket: TcpStream) {
     };
     let calling = association.peer_ae_title().trim().to_owned();
     tracing::info!(calling_ae = %calling, source = %peer_addr.ip(), "DICOM association accepted");
+    let peer = peer_addr.to_string();
     let mut command: Vec<u8> = Vec::new();
+    // The C-STORE whose data set is arriving, and its request.
+    let mut receiving: Option<(Receiving, Command)> = None;
     let outcome: Result<(), Ended> = async {
         loop {
             let pdu = match tokio::time::timeout(idle, association.receive()).await {
@@ -126,8 +137,26 @@ async fn serve_association(cfg: Arc<DicomConfig>, socket: TcpStream) {
             match pdu {
                 Pdu::PData { data } => {
                     for pdv in data {
-                        if pdv.value_type != PDataValueType::Command {
-                            return Err(Ended::Protocol("a data set where no command asked for one".into()));
+                        let pc = pdv.presentation_context_id;
+                        if pdv.value_type == PDataValueType::Data {
+                            let (Some((r, _)), Some(store)) = (receiving.as_mut(), store.as_ref()) else {
+                                return Err(Ended::Protocol("a data set where no command asked for one".into()));
+                            };
+                            store.data(r, &pdv.data);
+                            if pdv.is_last
+                                && let Some((r, request)) = receiving.take()
+                            {
+                                let done = store.finish(r, &peer, &calling).await;
+                                let rsp = dimse::response(
+                                    field::C_STORE_RSP,
+                                    &request,
+                                    done.status,
+                                    done.comment.as_deref(),
+                                )?;
+                                tracing::info!(calling_ae = %calling, status = format!("{:#06x}", done.status), "C-STORE answered");
+                                send_command(&mut association, pc, rsp).await?;
+                            }
+                            continue;
                         }
                         // Command fragments are reassembled up to the last one.
                         if command.len() + pdv.data.len() > 64 * 1024 {
@@ -141,18 +170,24 @@ async fn serve_association(cfg: Arc<DicomConfig>, socket: TcpStream) {
                         command.clear();
                         match request.field {
                             field::C_ECHO_RQ if policy.allows(&calling, Service::Echo) => {
-                                let rsp = dimse::response(field::C_ECHO_RSP, &request, status::SUCCESS)?;
-                                association
-                                    .send(&Pdu::PData {
-                                        data: vec![PDataValue {
-                                            presentation_context_id: pdv.presentation_context_id,
-                                            value_type: PDataValueType::Command,
-                                            is_last: true,
-                                            data: rsp,
-                                        }],
-                                    })
-                                    .await
-                                    .map_err(|e| Ended::Protocol(e.to_string()))?;
+                                let rsp = dimse::response(field::C_ECHO_RSP, &request, status::SUCCESS, None)?;
+                                send_command(&mut association, pc, rsp).await?;
+                            }
+                            field::C_STORE_RQ if request.has_data_set && store.is_some() => {
+                                let ts = association
+                                    .presentation_contexts()
+                                    .iter()
+                                    .find(|c| c.id == pc)
+                                    .map(|c| c.transfer_syntax.trim_end_matches('\0').to_owned())
+                                    .unwrap_or_default();
+                                let class = request.affected_sop_class.clone().unwrap_or_default();
+                                let instance = request.affected_sop_instance.clone().unwrap_or_default();
+                                let allowed = policy.allows(&calling, Service::Store);
+                                let r = store
+                                    .as_ref()
+                                    .map(|s| s.begin(&class, &instance, &ts, allowed))
+                                    .ok_or_else(|| Ended::Protocol("no storage".into()))?;
+                                receiving = Some((r, request));
                             }
                             other => {
                                 return Err(Ended::Protocol(format!(
@@ -190,6 +225,27 @@ async fn serve_association(cfg: Arc<DicomConfig>, socket: TcpStream) {
             let _ = association.abort().await;
         }
     }
+}
+
+async fn send_command<S>(
+    association: &mut dicom_ul::association::AsyncServerAssociation<S>,
+    presentation_context_id: u8,
+    data: Vec<u8>,
+) -> Result<(), Ended>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
+{
+    association
+        .send(&Pdu::PData {
+            data: vec![PDataValue {
+                presentation_context_id,
+                value_type: PDataValueType::Command,
+                is_last: true,
+                data,
+            }],
+        })
+        .await
+        .map_err(|e| Ended::Protocol(e.to_string()))
 }
 
 fn pdu_name(pdu: &Pdu) -> &'static str {

@@ -6,11 +6,13 @@
 //! A contract's type name carries its version (`.v1`); a change that breaks a
 //! reader gets a new name and a new schema file, never an edit of the old one.
 
+pub mod dicom;
 pub mod fhir;
 pub mod hl7;
 pub mod lab;
 pub mod records;
 
+pub use dicom::InstanceReceived;
 pub use fhir::ResourceWritten;
 pub use hl7::{Outbound, Received};
 pub use lab::{
@@ -31,6 +33,8 @@ pub fn default_events_topic() -> String {
 
 /// A received HL7 v2 message, stored by the MLLP ingress (topic `carehub.hl7v2.inbound.v1`).
 pub const HL7_RECEIVED: &str = "carehub.hl7v2.received.v1";
+/// An instance the DIMSE server stored (topic `[dicom] topic`).
+pub const DICOM_RECEIVED: &str = "carehub.dicom.instance.received.v1";
 /// A FHIR resource an EHR wrote (intake topic).
 pub const FHIR_WRITTEN: &str = "carehub.fhir.resource.written.v1";
 /// An organization to create or change (intake topic).
@@ -67,6 +71,7 @@ pub const EHR_ORDER_STATUS: &str = "carehub.ehr.order_status.v1";
 /// Every contract's type name: each has its JSON Schema in `schemas/json`.
 pub const ALL: &[&str] = &[
     HL7_RECEIVED,
+    DICOM_RECEIVED,
     FHIR_WRITTEN,
     ORGANIZATION_UPSERT,
     PATIENT_UPSERT,
