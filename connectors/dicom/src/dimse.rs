@@ -22,9 +22,16 @@ pub mod field {
 /// CommandDataSetType: no data set follows (PS3.7 E.1).
 pub const NO_DATA_SET: u16 = 0x0101;
 
-/// Status values (PS3.7 annex C).
+/// Status values (PS3.7 annex C; C-STORE's in PS3.4 B.2.3).
 pub mod status {
     pub const SUCCESS: u16 = 0x0000;
+    /// C-STORE: stored as a new version of an instance received before with other content.
+    pub const WARNING_NEW_VERSION: u16 = 0xB000;
+    pub const NOT_AUTHORIZED: u16 = 0x0124;
+    pub const SOP_CLASS_NOT_SUPPORTED: u16 = 0x0122;
+    pub const OUT_OF_RESOURCES: u16 = 0xA700;
+    pub const DATA_SET_MISMATCH: u16 = 0xA900;
+    pub const CANNOT_UNDERSTAND: u16 = 0xC000;
 }
 
 #[derive(Debug, thiserror::Error)]

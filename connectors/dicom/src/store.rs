@@ -12,19 +12,8 @@ use carehub_schema::contracts::InstanceReceived;
 use dicom_dictionary_std::tags;
 use dicom_object::{FileMetaTableBuilder, OpenFileOptions};
 
+use crate::dimse::status;
 use crate::storage::{InstanceStore, InstanceWriter, StorageError};
-
-/// C-STORE statuses (PS3.4 B.2.3, PS3.7 C).
-pub mod status {
-    pub const SUCCESS: u16 = 0x0000;
-    /// Stored as a new version of an instance received before with other content.
-    pub const WARNING_NEW_VERSION: u16 = 0xB000;
-    pub const NOT_AUTHORIZED: u16 = 0x0124;
-    pub const SOP_CLASS_NOT_SUPPORTED: u16 = 0x0122;
-    pub const OUT_OF_RESOURCES: u16 = 0xA700;
-    pub const DATA_SET_MISMATCH: u16 = 0xA900;
-    pub const CANNOT_UNDERSTAND: u16 = 0xC000;
-}
 
 /// What a C-STORE ends with: its status and, for a non-success, why.
 #[derive(Debug, Clone, PartialEq, Eq)]
