@@ -68,6 +68,7 @@ fn uid(obj: &InMemDicomObject, tag: dicom_core::Tag) -> Option<String> {
 impl Command {
     /// Reads a command set (the bytes of its command PDVs, reassembled).
     pub fn parse(bytes: &[u8]) -> Result<Command, Error> {
+        check_lengths(bytes)?;
         let obj = InMemDicomObject::read_dataset_with_ts(bytes, &ts()).map_err(|e| Error::Parse(e.to_string()))?;
         let int = |tag, name| -> Result<u16, Error> {
             obj.element_opt(tag)
@@ -84,6 +85,31 @@ impl Command {
             has_data_set: int(tags::COMMAND_DATA_SET_TYPE, "CommandDataSetType (0000,0800)")? != NO_DATA_SET,
         })
     }
+}
+
+/// A command set is group 0000 only, Implicit VR Little Endian, no
+/// sequences (PS3.7 6.3.1): each element's declared length must fit in
+/// what is left. Checked before parsing, because the parser reserves (and
+/// zeroes) a value's declared length before reading it: twelve hostile
+/// bytes declaring 4 GiB would cost 4 GiB.
+fn check_lengths(mut bytes: &[u8]) -> Result<(), Error> {
+    while !bytes.is_empty() {
+        let [g0, g1, _, _, l0, l1, l2, l3, rest @ ..] = bytes else {
+            return Err(Error::Parse("a truncated element header".into()));
+        };
+        if u16::from_le_bytes([*g0, *g1]) != 0x0000 {
+            return Err(Error::Parse("an element outside group 0000".into()));
+        }
+        let len = u32::from_le_bytes([*l0, *l1, *l2, *l3]) as usize;
+        if len > rest.len() {
+            return Err(Error::Parse(format!(
+                "an element of {len} bytes where {} remain",
+                rest.len()
+            )));
+        }
+        bytes = &rest[len..];
+    }
+    Ok(())
 }
 
 /// A response command set without a data set: `field`, the request's
@@ -210,6 +236,14 @@ mod tests {
         assert!(
             Command::parse(b"\x08\x00").is_err(),
             "truncated input is an error, not a panic"
+        );
+        // A length far beyond the bytes: refused before anything is reserved for it.
+        let mut huge = vec![0x00, 0x00, 0x00, 0x01, 0xF0, 0xFF, 0xFF, 0xFF];
+        huge.extend([1, 2, 3, 4]);
+        assert!(matches!(Command::parse(&huge), Err(Error::Parse(_))));
+        assert!(
+            Command::parse(&[0x08, 0x00, 0x16, 0x00, 0, 0, 0, 0]).is_err(),
+            "not group 0000"
         );
     }
 }

@@ -125,8 +125,8 @@ async fn serve_association(cfg: Arc<DicomConfig>, store: Option<StoreService>, s
     tracing::info!(calling_ae = %calling, source = %peer_addr.ip(), "DICOM association accepted");
     let peer = peer_addr.to_string();
     let mut command: Vec<u8> = Vec::new();
-    // The C-STORE whose data set is arriving, and its request.
-    let mut receiving: Option<(Receiving, Command)> = None;
+    // The C-STORE whose data set is arriving, its request and presentation context.
+    let mut receiving: Option<(Receiving, Command, u8)> = None;
     let outcome: Result<(), Ended> = async {
         loop {
             let pdu = match tokio::time::timeout(idle, association.receive()).await {
@@ -139,12 +139,15 @@ async fn serve_association(cfg: Arc<DicomConfig>, store: Option<StoreService>, s
                     for pdv in data {
                         let pc = pdv.presentation_context_id;
                         if pdv.value_type == PDataValueType::Data {
-                            let (Some((r, _)), Some(store)) = (receiving.as_mut(), store.as_ref()) else {
+                            let (Some((r, _, context)), Some(store)) = (receiving.as_mut(), store.as_ref()) else {
                                 return Err(Ended::Protocol("a data set where no command asked for one".into()));
                             };
+                            if *context != pc {
+                                return Err(Ended::Protocol("a data set on another presentation context".into()));
+                            }
                             store.data(r, &pdv.data);
                             if pdv.is_last
-                                && let Some((r, request)) = receiving.take()
+                                && let Some((r, request, _)) = receiving.take()
                             {
                                 let done = store.finish(r, &peer, &calling).await;
                                 let rsp = dimse::response(
@@ -157,6 +160,9 @@ async fn serve_association(cfg: Arc<DicomConfig>, store: Option<StoreService>, s
                                 send_command(&mut association, pc, rsp).await?;
                             }
                             continue;
+                        }
+                        if receiving.is_some() {
+                            return Err(Ended::Protocol("a command while a data set is still arriving".into()));
                         }
                         // Command fragments are reassembled up to the last one.
                         if command.len() + pdv.data.len() > 64 * 1024 {
@@ -187,7 +193,7 @@ async fn serve_association(cfg: Arc<DicomConfig>, store: Option<StoreService>, s
                                     .as_ref()
                                     .map(|s| s.begin(&class, &instance, &ts, allowed))
                                     .ok_or_else(|| Ended::Protocol("no storage".into()))?;
-                                receiving = Some((r, request));
+                                receiving = Some((r, request, pc));
                             }
                             other => {
                                 return Err(Ended::Protocol(format!(
