@@ -201,14 +201,7 @@ impl Engine {
                 message_id: ctx.message_id,
             };
         }
-        let fresh: HashSet<Uuid> = filed
-            .ingested()
-            .iter()
-            .filter(|i| !i.is_duplicate())
-            .map(|i| i.id())
-            .collect();
-        let (filed_now, stored_before): (Vec<_>, Vec<_>) = applied.into_iter().partition(|(m, _)| fresh.contains(m));
-        filed.write(&mut tx, &filed_now.into_iter().collect()).await?;
+        let stored_before = filed.write(&mut tx, applied).await?;
         MessageStore::mark_processed_many(&mut tx, &stored_before).await?;
         write_outbox(&mut tx, &outbox).await?;
         AuditLog::append_in(&mut tx, &audit).await?;

@@ -46,14 +46,7 @@ impl StatusBatch {
     /// for them and, for `applied_asked` (reports at or below their job's
     /// sequence), the status each applied report set.
     pub async fn load(conn: &mut PgConnection, order_ids: &[Uuid]) -> Result<Self> {
-        let mut ids = order_ids.to_vec();
-        ids.sort_unstable();
-        ids.dedup();
-        let jobs: Vec<LabJob> =
-            sqlx::query_as("SELECT * FROM lab_job WHERE order_id = ANY($1) ORDER BY order_id FOR UPDATE")
-                .bind(&ids)
-                .fetch_all(&mut *conn)
-                .await?;
+        let (ids, jobs) = lock_jobs(conn, order_ids).await?;
         let orders: Vec<OrderForLab> = sqlx::query_as(concat!(
             crate::lab::order_for_lab_select!(),
             " WHERE o.id = ANY($1) ORDER BY o.id FOR UPDATE OF o"
@@ -69,7 +62,7 @@ impl StatusBatch {
         .fetch_all(&mut *conn)
         .await?;
         Ok(StatusBatch {
-            jobs: jobs.into_iter().map(|j| (j.order_id, j)).collect(),
+            jobs,
             orders: orders.into_iter().map(|o| (o.id, o)).collect(),
             held,
             applied: HashMap::new(),
@@ -96,6 +89,20 @@ impl StatusBatch {
             .extend(rows.into_iter().map(|(o, s, status)| ((o, s), status)));
         Ok(())
     }
+}
+
+/// The jobs of `order_ids`, locked (`FOR UPDATE`) in id order — the lock
+/// order above — with the ids sorted and deduplicated for the batch's other reads.
+async fn lock_jobs(conn: &mut PgConnection, order_ids: &[Uuid]) -> Result<(Vec<Uuid>, HashMap<Uuid, LabJob>)> {
+    let mut ids = order_ids.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    let jobs: Vec<LabJob> =
+        sqlx::query_as("SELECT * FROM lab_job WHERE order_id = ANY($1) ORDER BY order_id FOR UPDATE")
+            .bind(&ids)
+            .fetch_all(&mut *conn)
+            .await?;
+    Ok((ids, jobs.into_iter().map(|j| (j.order_id, j)).collect()))
 }
 
 /// Identifiers of `patient_ids`, each patient's by system and value: one statement.
@@ -351,14 +358,7 @@ pub struct DispatchBatch {
 
 impl DispatchBatch {
     pub async fn load(conn: &mut PgConnection, order_ids: &[Uuid]) -> Result<Self> {
-        let mut ids = order_ids.to_vec();
-        ids.sort_unstable();
-        ids.dedup();
-        let jobs: Vec<LabJob> =
-            sqlx::query_as("SELECT * FROM lab_job WHERE order_id = ANY($1) ORDER BY order_id FOR UPDATE")
-                .bind(&ids)
-                .fetch_all(&mut *conn)
-                .await?;
+        let (ids, jobs) = lock_jobs(conn, order_ids).await?;
         let orders: Vec<OrderForLab> =
             sqlx::query_as(concat!(crate::lab::order_for_lab_select!(), " WHERE o.id = ANY($1)"))
                 .bind(&ids)
@@ -377,7 +377,7 @@ impl DispatchBatch {
             scans.entry(order_id).or_default().push(uid);
         }
         Ok(DispatchBatch {
-            jobs: jobs.into_iter().map(|j| (j.order_id, j)).collect(),
+            jobs,
             orders: orders.into_iter().map(|o| (o.id, o)).collect(),
             items,
             scans,

@@ -173,12 +173,22 @@ impl ClaimedBatch<'_> {
         &self.ingested
     }
 
-    /// Writes the new messages' rows in one statement: those in `processed`
-    /// (message id → the patient it concerned) as processed, the others as
-    /// received.
-    pub async fn write(&self, conn: &mut PgConnection, processed: &HashMap<Uuid, Option<Uuid>>) -> Result<()> {
+    /// Writes the new messages' rows in one statement: those in `applied`
+    /// (message id, the patient it concerned) as processed, the others as
+    /// received. Returns the entries of `applied` that are not among them
+    /// (stored before: for [`MessageStore::mark_processed_many`]).
+    pub async fn write(
+        &self,
+        conn: &mut PgConnection,
+        applied: Vec<(Uuid, Option<Uuid>)>,
+    ) -> Result<Vec<(Uuid, Option<Uuid>)>> {
+        let mine: std::collections::HashSet<Uuid> = self.fresh.iter().map(|&i| self.ids[i]).collect();
+        let (processed, before): (HashMap<Uuid, Option<Uuid>>, Vec<_>) = {
+            let (m, b): (Vec<_>, Vec<_>) = applied.into_iter().partition(|(m, _)| mine.contains(m));
+            (m.into_iter().collect(), b)
+        };
         if self.fresh.is_empty() {
-            return Ok(());
+            return Ok(before);
         }
         let msgs = self.msgs;
         let pick = |f: &dyn Fn(&NewMessage<'_>) -> Option<String>| -> Vec<Option<String>> {
@@ -210,7 +220,7 @@ impl ClaimedBatch<'_> {
         .bind(&patients)
         .execute(&mut *conn)
         .await?;
-        Ok(())
+        Ok(before)
     }
 }
 
@@ -233,7 +243,7 @@ impl MessageStore {
     /// new the first time and a duplicate after.
     pub async fn ingest_batch(conn: &mut PgConnection, msgs: &[NewMessage<'_>]) -> Result<Vec<Ingested>> {
         let claimed = Self::claim_batch(conn, msgs).await?;
-        claimed.write(conn, &HashMap::new()).await?;
+        claimed.write(conn, Vec::new()).await?;
         Ok(claimed.ingested)
     }
 
